@@ -1,0 +1,44 @@
+# Shared build settings for freezetune's own targets.
+
+# Warnings are errors for our own code; third-party headers come in as SYSTEM.
+function(freezetune_warnings target)
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Werror -Wno-unused-parameter)
+endfunction()
+
+# Adds a static library for one folder: freezetune_library(NAME SOURCES ... DEPS ...)
+function(freezetune_library name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  add_library(${name} STATIC ${ARG_SOURCES})
+  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR})
+  target_link_libraries(${name} PUBLIC ${ARG_DEPS})
+  freezetune_warnings(${name})
+endfunction()
+
+# LibTorch as an INTERFACE target whose headers are SYSTEM (they warn a lot).
+macro(freezetune_torch_target)
+  add_library(freezetune_torch INTERFACE)
+  target_include_directories(freezetune_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
+  target_link_libraries(freezetune_torch INTERFACE ${TORCH_LIBRARIES})
+  separate_arguments(_ft_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
+  target_compile_options(freezetune_torch INTERFACE ${_ft_torch_flags})
+endmacro()
+
+# A GoogleTest binary registered with CTest:
+# freezetune_test(NAME SOURCES ... DEPS ... [LABELS ...] [TIMEOUT s])
+function(freezetune_test name)
+  cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR})
+  target_compile_definitions(${name} PRIVATE
+    FREEZETUNE_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
+    FREEZETUNE_BINARY_DIR="${PROJECT_BINARY_DIR}")
+  freezetune_warnings(${name})
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 300)
+  endif()
+  add_test(NAME ${name} COMMAND ${name})
+  set_tests_properties(${name} PROPERTIES TIMEOUT ${ARG_TIMEOUT}
+    LABELS "${ARG_LABELS}"
+    ENVIRONMENT "FREEZETUNE_SOURCE_DIR=${PROJECT_SOURCE_DIR};FREEZETUNE_BINARY_DIR=${PROJECT_BINARY_DIR}")
+endfunction()

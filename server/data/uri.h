@@ -1,0 +1,45 @@
+// Dataset and model URIs: file:// and plain absolute paths, confined to the
+// configured data roots (realpath, so no ".." or symlink escapes); http(s)://
+// fetched with libcurl, size-capped, with private/loopback/link-local targets
+// refused unless allowed.
+#ifndef FREEZETUNE_SERVER_DATA_URI_H_
+#define FREEZETUNE_SERVER_DATA_URI_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace freezetune::data {
+
+struct UriOptions {
+  // Local files must resolve inside one of these (canonical) directories.
+  // Empty allows any local path.
+  std::vector<std::string> data_roots;
+  // Cap on bytes read from one URI.
+  int64_t max_bytes = int64_t{1} << 30;
+  bool allow_http = true;
+  // Allow http(s) to loopback/private/link-local addresses (tests only).
+  bool allow_private_http = false;
+  int http_timeout_seconds = 60;
+};
+
+// Canonical local path of a file:// URI or absolute path, checked to exist
+// and lie under a data root. `field` prefixes errors ("job.train.uri").
+absl::StatusOr<std::string> ResolveLocalPath(std::string_view uri, const UriOptions& options,
+                                             std::string_view field);
+
+// Whole content of a local or http(s) URI, at most options.max_bytes.
+absl::StatusOr<std::string> ReadUri(std::string_view uri, const UriOptions& options,
+                                    std::string_view field);
+
+// Local directory for an output URI (file:// or absolute path), created if
+// missing, confined to the data roots like inputs.
+absl::StatusOr<std::string> ResolveOutputDir(std::string_view uri, const UriOptions& options,
+                                             std::string_view field);
+
+}  // namespace freezetune::data
+
+#endif  // FREEZETUNE_SERVER_DATA_URI_H_

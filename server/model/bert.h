@@ -1,0 +1,68 @@
+// BERT for sequence classification in torch::nn, numerically equal to
+// Hugging Face's BertForSequenceClassification, with Hugging Face parameter
+// names (named_parameters() yields "bert.embeddings.word_embeddings.weight",
+// ..., "classifier.bias").
+//
+// The forward pass is also exposed in pieces (Embed, RunLayers, Head), so the
+// trainer can run a frozen prefix under NoGradGuard and cache its output.
+//
+// Thread safety: as any torch::nn::Module; one thread at a time.
+#ifndef FREEZETUNE_SERVER_MODEL_BERT_H_
+#define FREEZETUNE_SERVER_MODEL_BERT_H_
+
+#include <cstdint>
+
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include "server/model/bert_config.h"
+
+namespace freezetune::model {
+
+class BertForSequenceClassificationImpl : public torch::nn::Module {
+ public:
+  BertForSequenceClassificationImpl(const BertConfig& config, int64_t num_labels);
+
+  // input_ids, token_type_ids: int64 [B, T]; attention_mask: [B, T] with 1 for
+  // real tokens and 0 for padding. Returns logits [B, num_labels].
+  torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids,
+                        const torch::Tensor& attention_mask);
+
+  // Embeddings output [B, T, H] (after LayerNorm and dropout).
+  torch::Tensor Embed(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids);
+  // Runs encoder layers [begin, end) (0-based) over hidden [B, T, H].
+  torch::Tensor RunLayers(torch::Tensor hidden, const torch::Tensor& attention_mask,
+                          int64_t begin, int64_t end);
+  // Pooler (tanh on [CLS]), dropout and classifier: [B, T, H] -> [B, num_labels].
+  torch::Tensor Head(const torch::Tensor& hidden);
+
+  // Hugging Face initialisation: normal(0, initializer_range) for Linear and
+  // Embedding weights, zero biases, LayerNorm weight 1 and bias 0, the
+  // padding row of word_embeddings zeroed. Uses torch's global generator;
+  // seed it first for reproducibility.
+  void InitWeights();
+  // Same initialisation for the classifier only (a checkpoint without a head).
+  void InitClassifier();
+
+  const BertConfig& config() const { return config_; }
+  int64_t num_labels() const { return num_labels_; }
+  int64_t num_layers() const { return config_.num_hidden_layers; }
+
+  // Submodules by role, for per-module train()/eval() (frozen_eval_mode).
+  torch::nn::Module& embeddings_module();
+  torch::nn::Module& layer_module(int64_t index);
+  torch::nn::Module& pooler_module();
+  torch::nn::Module& classifier_module();
+
+ private:
+  struct Parts;
+  BertConfig config_;
+  int64_t num_labels_;
+  std::shared_ptr<Parts> parts_;
+};
+TORCH_MODULE(BertForSequenceClassification);
+
+}  // namespace freezetune::model
+
+#endif  // FREEZETUNE_SERVER_MODEL_BERT_H_

@@ -1,0 +1,62 @@
+// Loading and saving Hugging Face BERT directories:
+//   config.json, model.safetensors, vocab.txt, tokenizer_config.json.
+// Loads checkpoints saved with or without the "bert." prefix; a checkpoint
+// without a classifier gets a fresh head, reported in `newly_initialized`.
+// Saving writes every file to a temporary name and renames it, so a crash
+// never leaves a half-written model.
+#ifndef FREEZETUNE_SERVER_MODEL_HF_CHECKPOINT_H_
+#define FREEZETUNE_SERVER_MODEL_HF_CHECKPOINT_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "server/model/bert.h"
+#include "server/model/bert_config.h"
+#include "server/model/tokenizer.h"
+
+namespace freezetune::model {
+
+// Reads <dir>/config.json and <dir>/tokenizer_config.json (do_lower_case,
+// default true) and <dir>/vocab.txt, without touching the weights.
+struct ModelDirInfo {
+  BertConfig config;
+  bool do_lower_case = true;
+  std::string source_dtype;  // "F32", "F16" or "BF16" of model.safetensors
+};
+absl::StatusOr<ModelDirInfo> InspectModelDir(const std::string& dir);
+
+struct LoadedModel {
+  BertConfig config;
+  BertForSequenceClassification model{nullptr};
+  std::unique_ptr<WordPieceTokenizer> tokenizer;
+  std::string source_dtype;
+  // As transformers reports them: model parameters the checkpoint lacked
+  // (freshly initialised) and checkpoint tensors the model did not use.
+  std::vector<std::string> newly_initialized;
+  std::vector<std::string> unused;
+};
+
+// Loads the directory into a model with `num_labels` outputs. The classifier
+// is taken from the checkpoint only when its shape matches; otherwise it is
+// freshly initialised (torch's global generator: seed it first).
+absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, int64_t num_labels);
+
+struct SaveOptions {
+  std::vector<std::string> label_names;  // id2label / label2id; size == num_labels
+  nlohmann::json freeze_plan;            // written as freeze_plan.json when not null
+  nlohmann::json metrics;                // written as metrics.json when not null
+  std::string dtype = "F32";             // "F32", "F16" or "BF16"
+};
+
+// Writes a BertForSequenceClassification directory that
+// transformers.AutoModelForSequenceClassification.from_pretrained loads
+// unchanged. Creates `dir` if needed.
+absl::Status SaveModelDir(const std::string& dir, BertForSequenceClassification& model,
+                          const WordPieceTokenizer& tokenizer, const SaveOptions& options);
+
+}  // namespace freezetune::model
+
+#endif  // FREEZETUNE_SERVER_MODEL_HF_CHECKPOINT_H_

@@ -1,0 +1,60 @@
+// The train layer's entry points used by jobs/: synchronous validation of a
+// submitted job, the PlanFreeze dry run, and running one fine-tuning job to
+// completion on the calling (scheduler) thread.
+#ifndef FREEZETUNE_SERVER_TRAIN_FINE_TUNE_H_
+#define FREEZETUNE_SERVER_TRAIN_FINE_TUNE_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "freezetune/v1/freezetune.pb.h"
+#include "server/data/uri.h"
+
+namespace freezetune::train {
+
+// Server-side bounds on what a job may ask for.
+struct JobLimits {
+  int max_epochs = 100;
+  int max_seq_length = 512;
+  int max_batch_size = 1024;
+  int64_t max_examples = 10'000'000;
+  int64_t max_model_parameters = int64_t{2} << 30;
+};
+
+// Everything that can be checked before queueing: URIs resolve and are
+// allowed, formats known, datasets parse, labels fit the task, the freeze
+// spec compiles against the model's parameter names, hyperparameters are in
+// range. INVALID_ARGUMENT messages start with the field path ("job.train.uri:
+// ..."); an unreadable model or dataset is FAILED_PRECONDITION or
+// INVALID_ARGUMENT as appropriate.
+absl::Status ValidateJob(const v1::FineTuneJob& job, const data::UriOptions& uris,
+                         const JobLimits& limits);
+
+// Compiles the freeze spec against the model at request.model_uri.
+absl::StatusOr<v1::PlanFreezeResponse> PlanFreeze(const v1::PlanFreezeRequest& request,
+                                                  const data::UriOptions& uris);
+
+struct RunContext {
+  std::string job_id;
+  std::string output_dir;      // resolved local directory for the final model
+  std::string checkpoint_dir;  // resumable checkpoints; resume from the newest
+  std::string device = "cpu";  // torch device string
+  data::UriOptions uris;
+  JobLimits limits;
+  // Called on the training thread for every event; the caller assigns
+  // sequence, time and job_id.
+  std::function<void(v1::JobEvent)> emit;
+  // Polled at least once per step; true stops the run with CANCELLED.
+  std::function<bool()> should_stop;
+};
+
+// Runs the job to the end. Returns the result on success; CANCELLED when
+// should_stop fired; another error (with the step number where relevant) on
+// failure. Never throws: LibTorch exceptions become a Status here.
+absl::StatusOr<v1::JobResult> RunFineTune(const v1::FineTuneJob& job, const RunContext& context);
+
+}  // namespace freezetune::train
+
+#endif  // FREEZETUNE_SERVER_TRAIN_FINE_TUNE_H_
