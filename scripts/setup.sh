@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs the Debian packages freezetune needs (scripts/debian-packages.txt),
+# makes sure libblas.so.3 is OpenBLAS, then configures and builds.
+#   scripts/setup.sh            install (as root) + configure + build everything
+#   scripts/setup.sh --no-build install only
+# Not root and something missing: prints the exact apt-get line and exits 1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mapfile -t packages < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' scripts/debian-packages.txt | grep -v '^$')
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  cmd="apt-get install -y --no-install-recommends ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "freezetune: missing Debian packages. Run as root:" >&2
+    echo "  apt-get update && $cmd" >&2
+    exit 1
+  fi
+  echo "freezetune: installing ${#missing[@]} Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $cmd
+fi
+
+# Debian's libtorch links libblas.so.3; the alternative must point at OpenBLAS.
+blas=$(readlink -f /etc/alternatives/libblas.so.3-x86_64-linux-gnu 2>/dev/null || true)
+case "$blas" in
+  *openblas*) ;;
+  *)
+    if [ "$(id -u)" -eq 0 ] && [ -e /usr/lib/x86_64-linux-gnu/openblas-openmp/libblas.so.3 ]; then
+      update-alternatives --set libblas.so.3-x86_64-linux-gnu /usr/lib/x86_64-linux-gnu/openblas-openmp/libblas.so.3
+    else
+      echo "freezetune: warning: libblas.so.3 is '$blas', not OpenBLAS; training will be ~10x slower" >&2
+    fi ;;
+esac
+
+[ "${1:-}" = "--no-build" ] && exit 0
+
+BUILD_DIR=${BUILD_DIR:-build}
+JOBS=${JOBS:-$(nproc)}
+cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$BUILD_DIR" -j"$JOBS"
