@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The main job on embedded defaults: start freezetune-server on loopback (SQLite
+# job store and data directory under var/demo), create a small BERT checkpoint
+# in Hugging Face format with the real bert-base-uncased vocab, fine-tune it on
+# an SST-2 slice (dev as validation) with "freeze embeddings + first layer",
+# stream progress, print the summary and the output path, stop the server.
+# Uses only files in this repo (tests/fixtures/data), not ../shared.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${BUILD_DIR:-build}
+ROOT=$PWD
+DEMO=$ROOT/var/demo
+DATA=$ROOT/tests/fixtures/data
+SERVER_BIN=$BUILD_DIR/server/freezetune-server
+MODEL_BIN=$BUILD_DIR/server/model/freezetune-model
+CLI_BIN=$BUILD_DIR/client/src/freezetune
+for b in "$SERVER_BIN" "$MODEL_BIN" "$CLI_BIN"; do
+  [ -x "$b" ] || { echo "demo: $b is missing; run 'make build' first" >&2; exit 1; }
+done
+
+rm -rf "$DEMO" && mkdir -p "$DEMO"
+
+echo "==> Creating a small BERT (2 layers, hidden 128) in Hugging Face format"
+"$MODEL_BIN" init --out "$DEMO/model" --vocab "$DATA/bert-base-uncased-vocab.txt" \
+  --layers 2 --hidden 128 --heads 2 --intermediate 512 --max-position 128 --num-labels 2 --seed 7
+
+echo "==> Starting freezetune-server on loopback"
+"$SERVER_BIN" --listen 127.0.0.1:0 --port_file "$DEMO/server.port" \
+  --metrics_listen 127.0.0.1:0 --data_dir "$DEMO/server" --data_roots "$ROOT" \
+  >"$DEMO/server.log" 2>&1 &
+server_pid=$!
+stop_server() {
+  if kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" && wait "$server_pid" || true
+    echo "==> Server stopped (log: ${DEMO#$ROOT/}/server.log)"
+  fi
+}
+trap stop_server EXIT
+for _ in $(seq 1 100); do
+  [ -s "$DEMO/server.port" ] && break
+  kill -0 "$server_pid" 2>/dev/null || { cat "$DEMO/server.log" >&2; exit 1; }
+  sleep 0.1
+done
+[ -s "$DEMO/server.port" ] || { echo "demo: server did not start" >&2; cat "$DEMO/server.log" >&2; exit 1; }
+SERVER=127.0.0.1:$(cat "$DEMO/server.port")
+grep -m1 -i blas "$DEMO/server.log" || true
+
+echo "==> Fine-tuning on SST-2 (10,000 train sentences, 872 dev) with embeddings + layer 0 frozen"
+"$CLI_BIN" --server "$SERVER" submit --watch \
+  --name "demo: sst2, freeze embeddings + first layer" \
+  --model "file://$DEMO/model" \
+  --train "file://$DATA/sst2/train_first10000.tsv" \
+  --validation "file://$DATA/sst2/dev.tsv" \
+  --freeze bottom:1 \
+  --epochs 3 --batch-size 32 --lr 1e-4 --max-seq-length 64 --warmup-ratio 0.1 \
+  --eval-every 100 --log-every 5 \
+  --output "file://$DEMO/output"
+
+echo "==> Output written to ${DEMO#$ROOT/}/output:"
+ls -1 "$DEMO/output"
