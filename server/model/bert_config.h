@@ -5,6 +5,7 @@
 #define FREEZETUNE_SERVER_MODEL_BERT_CONFIG_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,6 +29,8 @@ struct BertConfig {
   double layer_norm_eps = 1e-12;
   double initializer_range = 0.02;
   int64_t pad_token_id = 0;
+  // Dropout before the classifier; unset means hidden_dropout_prob (as HF).
+  std::optional<double> classifier_dropout;
   // The whole parsed config.json, so output configs keep every field.
   nlohmann::json raw;
 };
