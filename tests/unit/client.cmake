@@ -1,0 +1,8 @@
+# Client library and CLI tests: a real grpc::Server on 127.0.0.1:0 with a fake
+# FineTuneService the tests script (client_fake_server.h).
+if(TARGET freezetune_client)
+  freezetune_test(client_library_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_library_test.cc
+    DEPS freezetune_client gRPC::grpc++ absl::synchronization
+    LABELS client TIMEOUT 120)
+endif()
