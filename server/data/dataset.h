@@ -50,6 +50,17 @@ absl::StatusOr<LabelSpace> ResolveLabelSpace(const v1::TaskSpec& task,
                                              const std::vector<RawExample>& train,
                                              std::string_view field);
 
+// Labels of `examples` under `labels`, in order: ids for classification (a
+// label equal to a name maps to its index; otherwise an integer label must
+// lie in [0, K)), targets for regression (finite numbers). Errors name the
+// line.
+struct MappedLabels {
+  std::vector<int64_t> ids;
+  std::vector<float> targets;
+};
+absl::StatusOr<MappedLabels> MapLabels(const std::vector<RawExample>& examples,
+                                       const LabelSpace& labels, std::string_view field);
+
 // Tokenized examples. Classification labels are ids in `label_ids`;
 // regression targets are in `targets`.
 struct EncodedDataset {

@@ -1,0 +1,10 @@
+# Data layer: URIs, dataset parsing, label spaces (torch-free), encoding and
+# batching (torch + tokenizer).
+if(TARGET freezetune_data_io)
+  freezetune_test(data_uri_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/data_uri_test.cc
+    DEPS freezetune_data_io TIMEOUT 60)
+  freezetune_test(data_dataset_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/data_dataset_test.cc
+    DEPS freezetune_data_io TIMEOUT 60)
+endif()
