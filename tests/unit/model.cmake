@@ -4,3 +4,8 @@ if(TARGET freezetune_model)
     SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/bert_config_test.cc
     DEPS freezetune_model TIMEOUT 60 LABELS model)
 endif()
+if(TARGET freezetune_model AND TARGET freezetune_safetensors_format)
+  freezetune_test(safetensors_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/safetensors_test.cc
+    DEPS freezetune_model TIMEOUT 60 LABELS model)
+endif()
