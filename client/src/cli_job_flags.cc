@@ -1,0 +1,310 @@
+#include "client/src/cli_job_flags.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace freezetune::cli {
+namespace {
+
+absl::Status FlagError(absl::string_view flag, absl::string_view what,
+                       absl::string_view value) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("--", flag, ": expected ", what, ", got '", value, "'"));
+}
+
+// Each helper sets its field only when the flag was given.
+template <typename Setter>
+absl::Status IntFlag(const ParsedArgs& args, absl::string_view flag,
+                     Setter set) {
+  std::optional<std::string> v = args.Get(flag);
+  if (!v) return absl::OkStatus();
+  int64_t n;
+  if (!absl::SimpleAtoi(*v, &n)) return FlagError(flag, "an integer", *v);
+  set(n);
+  return absl::OkStatus();
+}
+
+template <typename Setter>
+absl::Status FloatFlag(const ParsedArgs& args, absl::string_view flag,
+                       Setter set) {
+  std::optional<std::string> v = args.Get(flag);
+  if (!v) return absl::OkStatus();
+  float x;
+  if (!absl::SimpleAtof(*v, &x)) return FlagError(flag, "a number", *v);
+  set(x);
+  return absl::OkStatus();
+}
+
+template <typename Setter>
+void StringFlag(const ParsedArgs& args, absl::string_view flag, Setter set) {
+  std::optional<std::string> v = args.Get(flag);
+  if (v) set(*v);
+}
+
+absl::StatusOr<v1::LrSchedule> ParseSchedule(absl::string_view text) {
+  std::string l = absl::AsciiStrToLower(text);
+  if (l == "linear") return v1::LR_SCHEDULE_LINEAR;
+  if (l == "cosine") return v1::LR_SCHEDULE_COSINE;
+  if (l == "constant") return v1::LR_SCHEDULE_CONSTANT;
+  return FlagError("lr-schedule", "linear, cosine or constant", text);
+}
+
+// Flags shared by submit and plan: model, task and the freeze spec.
+absl::Status ApplyFreezeAndTask(const ParsedArgs& args, std::string* model_uri,
+                                v1::TaskSpec* task, v1::FreezeSpec* freeze) {
+  StringFlag(args, "model", [&](const std::string& v) { *model_uri = v; });
+  if (std::optional<std::string> labels = args.Get("labels")) {
+    task->clear_label_names();
+    for (absl::string_view l : absl::StrSplit(*labels, ',', absl::SkipEmpty())) {
+      task->add_label_names(std::string(absl::StripAsciiWhitespace(l)));
+    }
+  }
+  absl::Status s = IntFlag(args, "num-labels", [&](int64_t n) {
+    task->set_num_labels(static_cast<int32_t>(n));
+  });
+  if (!s.ok()) return s;
+  if (std::optional<std::string> f = args.Get("freeze")) {
+    s = ApplyFreezeRecipe(*f, freeze);
+    if (!s.ok()) return s;
+  }
+  std::vector<std::string> rules = args.GetAll("rule");
+  if (!rules.empty()) {
+    freeze->clear_rules();
+    for (const std::string& r : rules) {
+      absl::StatusOr<v1::FreezeRule> rule = ParseRule(r);
+      if (!rule.ok()) return rule.status();
+      *freeze->add_rules() = *std::move(rule);
+    }
+  }
+  if (std::optional<std::string> v = args.Get("frozen-eval-mode")) {
+    std::string l = absl::AsciiStrToLower(*v);
+    if (l == "true" || l == "1" || l == "yes") {
+      freeze->set_frozen_eval_mode(true);
+    } else if (l == "false" || l == "0" || l == "no") {
+      freeze->set_frozen_eval_mode(false);
+    } else {
+      return FlagError("frozen-eval-mode", "true or false", *v);
+    }
+  }
+  return FloatFlag(args, "layerwise-lr-decay",
+                   [&](float x) { freeze->set_layerwise_lr_decay(x); });
+}
+
+}  // namespace
+
+absl::StatusOr<v1::FreezeRule> ParseRule(absl::string_view text) {
+  v1::FreezeRule rule;
+  absl::string_view rest = text;
+  if (absl::ConsumePrefix(&rest, "freeze:")) {
+    rule.set_action(v1::FREEZE_ACTION_FREEZE);
+  } else if (absl::ConsumePrefix(&rest, "train:")) {
+    rule.set_action(v1::FREEZE_ACTION_TRAIN);
+  } else {
+    return FlagError("rule", "freeze:REGEX or train:REGEX[@LR_SCALE]", text);
+  }
+  size_t at = rest.rfind('@');
+  if (at != absl::string_view::npos) {
+    float scale;
+    if (absl::SimpleAtof(rest.substr(at + 1), &scale)) {
+      if (rule.action() != v1::FREEZE_ACTION_TRAIN) {
+        return FlagError("rule", "@LR_SCALE only on train: rules", text);
+      }
+      rule.set_lr_scale(scale);
+      rest = rest.substr(0, at);
+    }
+  }
+  if (rest.empty()) return FlagError("rule", "a non-empty pattern", text);
+  rule.set_pattern(std::string(rest));
+  return rule;
+}
+
+absl::Status ApplyFreezeRecipe(absl::string_view text, v1::FreezeSpec* spec) {
+  std::string l = absl::AsciiStrToLower(text);
+  absl::string_view rest = l;
+  if (l == "head-only" || l == "head_only") {
+    spec->mutable_head_only();
+    return absl::OkStatus();
+  }
+  if (l == "none") {
+    spec->clear_recipe();
+    return absl::OkStatus();
+  }
+  if (absl::ConsumePrefix(&rest, "bottom:") ||
+      absl::ConsumePrefix(&rest, "bottom-")) {
+    int n;
+    if (absl::SimpleAtoi(rest, &n) && n >= 0) {
+      spec->mutable_bottom()->set_num_layers(n);
+      return absl::OkStatus();
+    }
+  }
+  return FlagError("freeze", "head-only, bottom:N or none", text);
+}
+
+absl::StatusOr<std::vector<v1::JobState>> ParseStates(absl::string_view text) {
+  std::vector<v1::JobState> out;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    std::string name = absl::AsciiStrToUpper(absl::StripAsciiWhitespace(part));
+    if (!absl::StartsWith(name, "JOB_STATE_")) name = "JOB_STATE_" + name;
+    v1::JobState state;
+    if (!v1::JobState_Parse(name, &state) ||
+        state == v1::JOB_STATE_UNSPECIFIED) {
+      return FlagError("state",
+                       "queued, running, succeeded, failed or cancelled", part);
+    }
+    out.push_back(state);
+  }
+  return out;
+}
+
+absl::StatusOr<v1::DatasetFormat> ParseFormat(absl::string_view text) {
+  std::string l = absl::AsciiStrToLower(text);
+  if (l == "jsonl" || l == "json") return v1::DATASET_FORMAT_JSONL;
+  if (l == "csv") return v1::DATASET_FORMAT_CSV;
+  if (l == "tsv") return v1::DATASET_FORMAT_TSV;
+  if (l == "trec") return v1::DATASET_FORMAT_TREC;
+  return FlagError("format", "jsonl, csv, tsv or trec", text);
+}
+
+absl::Status ReadJsonFile(const std::string& path,
+                          google::protobuf::Message* msg) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read '", path, "'"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto s = google::protobuf::util::JsonStringToMessage(ss.str(), msg);
+  if (!s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": not a ", msg->GetDescriptor()->name(), ": ", s.ToString()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ApplyJobFlags(const ParsedArgs& args, v1::FineTuneJob* job) {
+  absl::Status s = ApplyFreezeAndTask(args, job->mutable_model_uri(),
+                                      job->mutable_task(), job->mutable_freeze());
+  if (!s.ok()) return s;
+
+  StringFlag(args, "train",
+             [&](const std::string& v) { job->mutable_train()->set_uri(v); });
+  StringFlag(args, "validation", [&](const std::string& v) {
+    job->mutable_validation()->set_uri(v);
+  });
+  // Dataset options apply to train and, when there is one, validation.
+  std::vector<v1::DatasetSpec*> datasets = {job->mutable_train()};
+  if (job->has_validation() && !job->validation().uri().empty()) {
+    datasets.push_back(job->mutable_validation());
+  }
+  if (std::optional<std::string> f = args.Get("format")) {
+    absl::StatusOr<v1::DatasetFormat> fmt = ParseFormat(*f);
+    if (!fmt.ok()) return fmt.status();
+    for (v1::DatasetSpec* d : datasets) d->set_format(*fmt);
+  }
+  for (v1::DatasetSpec* d : datasets) {
+    StringFlag(args, "text-field",
+               [&](const std::string& v) { d->set_text_field(v); });
+    StringFlag(args, "text-pair-field",
+               [&](const std::string& v) { d->set_text_pair_field(v); });
+    StringFlag(args, "label-field",
+               [&](const std::string& v) { d->set_label_field(v); });
+  }
+
+  v1::Hyperparameters* hp = job->mutable_hyperparameters();
+  auto i32 = [](int64_t n) { return static_cast<int32_t>(n); };
+  for (absl::Status st : {
+           IntFlag(args, "epochs", [&](int64_t n) { hp->set_epochs(i32(n)); }),
+           IntFlag(args, "batch-size",
+                   [&](int64_t n) { hp->set_batch_size(i32(n)); }),
+           FloatFlag(args, "lr", [&](float x) { hp->set_learning_rate(x); }),
+           FloatFlag(args, "weight-decay",
+                     [&](float x) { hp->set_weight_decay(x); }),
+           FloatFlag(args, "warmup-ratio",
+                     [&](float x) { hp->set_warmup_ratio(x); }),
+           IntFlag(args, "max-seq-length",
+                   [&](int64_t n) { hp->set_max_seq_length(i32(n)); }),
+           IntFlag(args, "seed", [&](int64_t n) { hp->set_seed(n); }),
+           IntFlag(args, "log-every",
+                   [&](int64_t n) { hp->set_log_every_steps(i32(n)); }),
+           IntFlag(args, "eval-every",
+                   [&](int64_t n) { hp->set_eval_every_steps(i32(n)); }),
+           IntFlag(args, "grad-accum",
+                   [&](int64_t n) { hp->set_gradient_accumulation_steps(i32(n)); }),
+           FloatFlag(args, "max-grad-norm",
+                     [&](float x) { hp->set_max_grad_norm(x); }),
+           IntFlag(args, "checkpoint-every",
+                   [&](int64_t n) { hp->set_checkpoint_every_steps(i32(n)); }),
+           IntFlag(args, "early-stopping",
+                   [&](int64_t n) { hp->set_early_stopping_patience(i32(n)); }),
+           FloatFlag(args, "validation-split",
+                     [&](float x) { hp->set_validation_split(x); }),
+           IntFlag(args, "priority",
+                   [&](int64_t n) { job->set_priority(i32(n)); }),
+       }) {
+    if (!st.ok()) return st;
+  }
+  if (std::optional<std::string> v = args.Get("lr-schedule")) {
+    absl::StatusOr<v1::LrSchedule> sched = ParseSchedule(*v);
+    if (!sched.ok()) return sched.status();
+    hp->set_lr_schedule(*sched);
+  }
+  StringFlag(args, "selection-metric",
+             [&](const std::string& v) { hp->set_selection_metric(v); });
+  StringFlag(args, "output",
+             [&](const std::string& v) { job->set_output_uri(v); });
+  StringFlag(args, "device", [&](const std::string& v) { job->set_device(v); });
+  StringFlag(args, "request-id",
+             [&](const std::string& v) { job->set_client_request_id(v); });
+  StringFlag(args, "name",
+             [&](const std::string& v) { job->set_display_name(v); });
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::FineTuneJob> BuildJob(const ParsedArgs& args) {
+  v1::FineTuneJob job;
+  if (std::optional<std::string> file = args.Get("file")) {
+    absl::Status s = ReadJsonFile(*file, &job);
+    if (!s.ok()) return s;
+  }
+  absl::Status s = ApplyJobFlags(args, &job);
+  if (!s.ok()) return s;
+  return job;
+}
+
+absl::StatusOr<v1::PlanFreezeRequest> BuildPlanRequest(const ParsedArgs& args) {
+  v1::PlanFreezeRequest req;
+  if (std::optional<std::string> file = args.Get("file")) {
+    // Tried in this order because JSON parsing rejects unknown fields: a
+    // job file with hyperparameters is not a PlanFreezeRequest.
+    if (!ReadJsonFile(*file, &req).ok()) {
+      req.Clear();
+      v1::FineTuneJob job;
+      v1::FreezeSpec spec;
+      if (ReadJsonFile(*file, &job).ok()) {
+        req.set_model_uri(job.model_uri());
+        *req.mutable_freeze() = job.freeze();
+        *req.mutable_task() = job.task();
+      } else if (ReadJsonFile(*file, &spec).ok()) {
+        *req.mutable_freeze() = spec;
+      } else {
+        return ReadJsonFile(*file, &job);  // the job's error is the clearest
+      }
+    }
+  }
+  absl::Status s = ApplyFreezeAndTask(args, req.mutable_model_uri(),
+                                      req.mutable_task(), req.mutable_freeze());
+  if (!s.ok()) return s;
+  if (req.model_uri().empty()) {
+    return absl::InvalidArgumentError("plan: --model (or a file with model_uri) is required");
+  }
+  return req;
+}
+
+}  // namespace freezetune::cli
