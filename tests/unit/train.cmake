@@ -1,0 +1,15 @@
+# Unit tests of the train layer (server/train).
+if(TARGET freezetune_train_core)
+  freezetune_test(freeze_plan_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/freeze_plan_test.cc
+    DEPS freezetune_train_core protobuf::libprotobuf
+    TIMEOUT 60)
+  freezetune_test(train_metrics_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/train_metrics_test.cc
+    DEPS freezetune_train_core
+    TIMEOUT 60)
+  freezetune_test(train_hyperparameters_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/train_hyperparameters_test.cc
+    DEPS freezetune_train_core protobuf::libprotobuf
+    TIMEOUT 60)
+endif()
