@@ -1,0 +1,375 @@
+#include "server/jobs/job_manager.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <system_error>
+#include <utility>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "server/common/status_macros.h"
+
+namespace freezetune::jobs {
+namespace {
+
+constexpr int kMaxClientRequestIdLength = 128;
+constexpr int kMaxDisplayNameLength = 256;
+
+std::string NewJobId() {
+  static absl::Mutex mu(absl::kConstInit);
+  static absl::BitGen* gen = new absl::BitGen();
+  absl::MutexLock lock(&mu);
+  uint64_t bits = absl::Uniform<uint64_t>(*gen);
+  return absl::StrFormat("job-%012x", bits & 0xffffffffffffULL);
+}
+
+metrics::JobStateLabel ToMetricsState(v1::JobState state) {
+  switch (state) {
+    case v1::JOB_STATE_RUNNING:
+      return metrics::JobStateLabel::kRunning;
+    case v1::JOB_STATE_SUCCEEDED:
+      return metrics::JobStateLabel::kSucceeded;
+    case v1::JOB_STATE_FAILED:
+      return metrics::JobStateLabel::kFailed;
+    case v1::JOB_STATE_CANCELLED:
+      return metrics::JobStateLabel::kCancelled;
+    default:
+      return metrics::JobStateLabel::kQueued;
+  }
+}
+
+std::string StateName(v1::JobState state) {
+  std::string name = v1::JobState_Name(state);
+  constexpr std::string_view kPrefix = "JOB_STATE_";
+  if (name.rfind(kPrefix, 0) == 0) name.erase(0, kPrefix.size());
+  return name;
+}
+
+v1::JobEvent StateChangeEvent(v1::JobState state, const std::string& message) {
+  v1::JobEvent event;
+  event.mutable_state_change()->set_state(state);
+  event.mutable_state_change()->set_message(message);
+  return event;
+}
+
+void LogError(const std::string& what, const absl::Status& status) {
+  std::fprintf(stderr, "freezetune jobs: %s: %s\n", what.c_str(), status.ToString().c_str());
+}
+
+absl::Status MakeDir(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", path, ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+JobManager::JobManager(const JobManagerOptions& options, TrainHooks hooks,
+                       metrics::Metrics* metrics)
+    : options_(options), hooks_(std::move(hooks)), metrics_(metrics) {}
+
+absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const JobManagerOptions& options,
+                                                               TrainHooks hooks,
+                                                               metrics::Metrics* metrics) {
+  if (options.data_dir.empty()) return absl::InvalidArgumentError("data_dir: required");
+  if (!hooks.validate || !hooks.run || !hooks.plan_freeze) {
+    return absl::InvalidArgumentError("job manager: every train hook must be set");
+  }
+  FT_RETURN_IF_ERROR(MakeDir(options.data_dir));
+  std::unique_ptr<JobManager> manager(new JobManager(options, std::move(hooks), metrics));
+  JobStoreOptions store_options;
+  store_options.path = options.store_path.empty()
+                           ? (std::filesystem::path(options.data_dir) / "freezetune.db").string()
+                           : options.store_path;
+  FT_ASSIGN_OR_RETURN(manager->store_, JobStore::Open(store_options));
+  SchedulerOptions scheduler_options = options.scheduler;
+  scheduler_options.metrics = metrics;
+  JobManager* self = manager.get();
+  manager->scheduler_ = std::make_unique<Scheduler>(
+      scheduler_options,
+      [self](const std::string& id, int slot, const StopFlag& stop) { self->RunJob(id, slot, stop); });
+  FT_RETURN_IF_ERROR(manager->Recover());
+  manager->scheduler_->Start();
+  return manager;
+}
+
+JobManager::~JobManager() { Shutdown(); }
+
+void JobManager::Shutdown() {
+  shutting_down_.store(true);
+  if (scheduler_ != nullptr) scheduler_->Shutdown();
+}
+
+absl::Status JobManager::Recover() {
+  FT_ASSIGN_OR_RETURN(std::vector<v1::Job> unfinished,
+                      store_->JobsInStates({v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING}));
+  for (v1::Job& job : unfinished) {
+    if (job.state() == v1::JOB_STATE_RUNNING) {
+      job.clear_start_time();
+      FT_RETURN_IF_ERROR(Transition(job, v1::JOB_STATE_QUEUED,
+                                    "re-queued after a server restart interrupted it"));
+    }
+    FT_RETURN_IF_ERROR(scheduler_->Enqueue(job.id(), job.spec().priority(), /*force=*/true));
+  }
+  if (metrics_ != nullptr) {
+    FT_ASSIGN_OR_RETURN(auto counts, store_->CountByState());
+    for (v1::JobState s : {v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING, v1::JOB_STATE_SUCCEEDED,
+                           v1::JOB_STATE_FAILED, v1::JOB_STATE_CANCELLED}) {
+      metrics_->SetJobsInState(ToMetricsState(s), counts.count(s) > 0 ? counts[s] : 0);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const std::string& tenant) {
+  if (shutting_down_.load()) return absl::UnavailableError("server is shutting down");
+  if (spec.client_request_id().size() > kMaxClientRequestIdLength) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job.client_request_id: at most ", kMaxClientRequestIdLength, " characters"));
+  }
+  if (spec.display_name().size() > kMaxDisplayNameLength) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("job.display_name: at most ", kMaxDisplayNameLength, " characters"));
+  }
+  // A retry returns the first job even if its inputs changed since.
+  FT_ASSIGN_OR_RETURN(std::optional<v1::Job> existing,
+                      store_->FindByClientRequestId(tenant, spec.client_request_id()));
+  if (existing.has_value()) return *std::move(existing);
+
+  // Cheap early answer before the (possibly slow) validation.
+  if (!scheduler_->HasRoom()) {
+    return absl::ResourceExhaustedError("queue is full; retry later");
+  }
+  FT_RETURN_IF_ERROR(hooks_.validate(spec, options_.uris, options_.limits));
+
+  absl::MutexLock lock(&submit_mu_);
+  if (!scheduler_->HasRoom()) {
+    return absl::ResourceExhaustedError("queue is full; retry later");
+  }
+  v1::Job job;
+  job.set_id(NewJobId());
+  job.set_tenant(tenant);
+  *job.mutable_spec() = spec;
+  job.set_state(v1::JOB_STATE_QUEUED);
+  *job.mutable_create_time() = NowTimestamp();
+  FT_ASSIGN_OR_RETURN(JobStore::CreateResult created,
+                      store_->CreateJob(job, StateChangeEvent(v1::JOB_STATE_QUEUED, "queued")));
+  if (!created.created) return std::move(created.job);
+  if (metrics_ != nullptr) metrics_->JobCreated();
+  FT_ASSIGN_OR_RETURN(std::vector<v1::JobEvent> first, store_->ReadEvents(job.id(), 0, 1));
+  if (!first.empty()) event_log_.Publish(first.front(), /*final=*/false);
+  absl::Status queued = scheduler_->Enqueue(job.id(), spec.priority(), /*force=*/true);
+  if (!queued.ok()) {
+    // Only possible while shutting down: the job stays QUEUED in the store
+    // and is picked up at the next start.
+    LogError(absl::StrCat("enqueue ", job.id()), queued);
+  }
+  return std::move(created.job);
+}
+
+absl::StatusOr<v1::Job> JobManager::Get(const std::string& job_id) {
+  return store_->GetJob(job_id);
+}
+
+absl::StatusOr<v1::ListJobsResponse> JobManager::List(const v1::ListJobsRequest& request,
+                                                      std::optional<std::string> tenant) {
+  if (request.page_size() < 0) return absl::InvalidArgumentError("page_size: must not be negative");
+  ListJobsQuery query;
+  for (int s : request.states()) {
+    if (s == v1::JOB_STATE_UNSPECIFIED || !v1::JobState_IsValid(s)) {
+      return absl::InvalidArgumentError(absl::StrCat("states: invalid job state ", s));
+    }
+    query.states.push_back(static_cast<v1::JobState>(s));
+  }
+  query.tenant = std::move(tenant);
+  query.page_size = request.page_size();
+  query.page_token = request.page_token();
+  return store_->ListJobs(query);
+}
+
+absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id) {
+  FT_ASSIGN_OR_RETURN(v1::Job job, store_->GetJob(job_id));
+  if (IsTerminal(job.state())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job_id, " already ", StateName(job.state())));
+  }
+  absl::MutexLock lock(&submit_mu_);
+  switch (scheduler_->Cancel(job_id)) {
+    case Scheduler::CancelOutcome::kStopRequested:
+      // The worker owns the job; it records CANCELLED when the run stops.
+      return store_->GetJob(job_id);
+    case Scheduler::CancelOutcome::kRemovedFromQueue:
+    case Scheduler::CancelOutcome::kNotFound: {
+      // No worker owns the job now (or ever will); re-read it, since a worker
+      // may have finished it between our read and the scheduler's answer.
+      FT_ASSIGN_OR_RETURN(job, store_->GetJob(job_id));
+      if (IsTerminal(job.state())) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("job ", job_id, " already ", StateName(job.state())));
+      }
+      *job.mutable_end_time() = NowTimestamp();
+      FT_RETURN_IF_ERROR(Transition(job, v1::JOB_STATE_CANCELLED, "cancelled by request"));
+      if (metrics_ != nullptr) metrics_->JobFinished(metrics::JobStateLabel::kCancelled);
+      return job;
+    }
+  }
+  return absl::InternalError("unreachable");
+}
+
+absl::StatusOr<v1::PlanFreezeResponse> JobManager::PlanFreeze(
+    const v1::PlanFreezeRequest& request) {
+  return hooks_.plan_freeze(request, options_.uris);
+}
+
+absl::StatusOr<std::vector<v1::JobEvent>> JobManager::ReadEvents(const std::string& job_id,
+                                                                 int64_t after_sequence,
+                                                                 int limit) {
+  std::vector<v1::JobEvent> events;
+  if (event_log_.ReadTail(job_id, after_sequence, limit, &events)) return events;
+  return store_->ReadEvents(job_id, after_sequence, limit);
+}
+
+absl::StatusOr<v1::JobEvent> JobManager::Append(v1::Job& job, v1::JobEvent event,
+                                                bool update_job) {
+  FT_ASSIGN_OR_RETURN(v1::JobEvent stored,
+                      store_->AppendEvent(job.id(), std::move(event), update_job ? &job : nullptr));
+  job.set_last_sequence(stored.sequence());
+  bool final = stored.has_state_change() && IsTerminal(stored.state_change().state());
+  event_log_.Publish(stored, final);
+  return stored;
+}
+
+absl::Status JobManager::Transition(v1::Job& job, v1::JobState state, const std::string& message) {
+  v1::JobState from = job.state();
+  job.set_state(state);
+  absl::StatusOr<v1::JobEvent> stored = Append(job, StateChangeEvent(state, message), true);
+  if (!stored.ok()) {
+    job.set_state(from);
+    return stored.status();
+  }
+  if (metrics_ != nullptr) metrics_->JobStateChanged(ToMetricsState(from), ToMetricsState(state));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> JobManager::OutputDir(const v1::Job& job) {
+  if (job.spec().output_uri().empty()) {
+    std::string dir = (std::filesystem::path(options_.data_dir) / "outputs" / job.id()).string();
+    FT_RETURN_IF_ERROR(MakeDir(dir));
+    return dir;
+  }
+  if (hooks_.resolve_output_dir) {
+    return hooks_.resolve_output_dir(job.spec().output_uri(), options_.uris, "job.output_uri");
+  }
+  FT_RETURN_IF_ERROR(MakeDir(job.spec().output_uri()));
+  return job.spec().output_uri();
+}
+
+void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& stop) {
+  absl::StatusOr<v1::Job> loaded = store_->GetJob(job_id);
+  if (!loaded.ok()) {
+    LogError(absl::StrCat("load ", job_id), loaded.status());
+    return;
+  }
+  v1::Job job = *std::move(loaded);
+  if (job.state() != v1::JOB_STATE_QUEUED) return;  // cancelled while queued
+  *job.mutable_start_time() = NowTimestamp();
+  job.clear_progress();
+  if (absl::Status s = Transition(job, v1::JOB_STATE_RUNNING, absl::StrCat("running in slot ", slot));
+      !s.ok()) {
+    LogError(absl::StrCat("start ", job_id), s);
+    return;
+  }
+
+  train::RunContext context;
+  context.job_id = job.id();
+  context.device = job.spec().device().empty() ? options_.default_device : job.spec().device();
+  context.uris = options_.uris;
+  context.limits = options_.limits;
+  context.should_stop = [&stop] { return stop.requested(); };
+
+  // Per-job counters for the metrics' increments between TrainMetrics events.
+  int64_t last_step = 0;
+  absl::Time last_time = absl::Now();
+  const int64_t samples_per_step =
+      int64_t{job.spec().hyperparameters().batch_size() > 0 ? job.spec().hyperparameters().batch_size()
+                                                            : 32} *
+      std::max(1, job.spec().hyperparameters().gradient_accumulation_steps());
+  context.emit = [&](v1::JobEvent event) {
+    bool update = false;
+    if (event.has_train()) {
+      const v1::TrainMetrics& t = event.train();
+      job.mutable_progress()->set_step(t.step());
+      job.mutable_progress()->set_total_steps(t.total_steps());
+      job.mutable_progress()->set_epoch(t.epoch());
+      update = true;
+      if (metrics_ != nullptr) {
+        absl::Time now = absl::Now();
+        int64_t steps = t.step() - last_step;
+        double per_step = steps > 0 ? absl::ToDoubleSeconds(now - last_time) / steps : -1;
+        double progress = t.total_steps() > 0 ? static_cast<double>(t.step()) / t.total_steps() : 0;
+        metrics_->TrainProgress(job.id(), steps, steps * samples_per_step, per_step, t.loss(),
+                                t.learning_rate(), progress);
+        last_step = t.step();
+        last_time = now;
+      }
+    }
+    // Never let a terminal-looking event from the trainer end the stream
+    // early: only this function writes state changes.
+    if (event.has_state_change()) {
+      v1::JobEvent notice;
+      notice.mutable_notice()->set_message(event.state_change().message());
+      event = std::move(notice);
+    }
+    event.clear_sequence();
+    absl::StatusOr<v1::JobEvent> stored = Append(job, std::move(event), update);
+    if (!stored.ok()) LogError(absl::StrCat("append event of ", job.id()), stored.status());
+  };
+
+  absl::StatusOr<v1::JobResult> result;
+  absl::StatusOr<std::string> output_dir = OutputDir(job);
+  std::string checkpoint_dir =
+      (std::filesystem::path(options_.data_dir) / "checkpoints" / job.id()).string();
+  if (!output_dir.ok()) {
+    result = output_dir.status();
+  } else if (absl::Status s = MakeDir(checkpoint_dir); !s.ok()) {
+    result = s;
+  } else {
+    context.output_dir = *output_dir;
+    context.checkpoint_dir = checkpoint_dir;
+    result = hooks_.run(job.spec(), context);
+  }
+
+  if (metrics_ != nullptr) metrics_->JobEnded(job.id());
+  absl::Status recorded;
+  if (result.ok()) {
+    *job.mutable_result() = *result;
+    v1::JobEvent result_event;
+    *result_event.mutable_result() = *result;
+    absl::StatusOr<v1::JobEvent> stored = Append(job, std::move(result_event), false);
+    recorded = stored.status();
+    *job.mutable_end_time() = NowTimestamp();
+    if (recorded.ok()) recorded = Transition(job, v1::JOB_STATE_SUCCEEDED, "succeeded");
+    if (metrics_ != nullptr) metrics_->JobFinished(metrics::JobStateLabel::kSucceeded);
+  } else if (stop.shutdown.load() && !stop.cancelled.load()) {
+    // Not the user's decision: run it again at the next start.
+    job.clear_start_time();
+    recorded = Transition(job, v1::JOB_STATE_QUEUED,
+                          "interrupted by server shutdown; re-queued for the next start");
+  } else if (stop.cancelled.load() || result.status().code() == absl::StatusCode::kCancelled) {
+    *job.mutable_end_time() = NowTimestamp();
+    recorded = Transition(job, v1::JOB_STATE_CANCELLED, "cancelled by request");
+    if (metrics_ != nullptr) metrics_->JobFinished(metrics::JobStateLabel::kCancelled);
+  } else {
+    job.set_error_message(std::string(result.status().message()));
+    *job.mutable_end_time() = NowTimestamp();
+    recorded = Transition(job, v1::JOB_STATE_FAILED, job.error_message());
+    if (metrics_ != nullptr) metrics_->JobFinished(metrics::JobStateLabel::kFailed);
+  }
+  if (!recorded.ok()) LogError(absl::StrCat("finish ", job.id()), recorded);
+}
+
+}  // namespace freezetune::jobs

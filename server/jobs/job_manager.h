@@ -1,0 +1,153 @@
+// The gRPC-free core API of the server: submit, get, list and cancel jobs,
+// preview freeze plans, and read/follow a job's events. service/ is a thin
+// gRPC skin over this class.
+//
+// A JobManager owns the job store, the event log and the scheduler. Jobs run
+// on scheduler threads through TrainHooks (train::RunFineTune in the server;
+// tests may inject their own runner). Every event a job emits is appended to
+// the store (which assigns the sequence), then published to watchers.
+//
+// Durability: the store is the source of truth. At Create(), jobs left QUEUED
+// are re-queued in their original order, and jobs left RUNNING by a crash are
+// moved back to QUEUED (with a StateChange event) and re-queued; they restart
+// from the beginning (resuming from their newest checkpoint is issue 5: the
+// trainer receives checkpoint_dir and may resume from it). Jobs interrupted
+// by Shutdown() are put back to QUEUED the same way.
+//
+// Thread safety: every method may be called from any thread.
+#ifndef FREEZETUNE_SERVER_JOBS_JOB_MANAGER_H_
+#define FREEZETUNE_SERVER_JOBS_JOB_MANAGER_H_
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "freezetune/v1/freezetune.pb.h"
+#include "server/data/uri.h"
+#include "server/jobs/event_log.h"
+#include "server/jobs/job_store.h"
+#include "server/jobs/scheduler.h"
+#include "server/metrics/metrics.h"
+#include "server/train/fine_tune.h"
+
+namespace freezetune::jobs {
+
+// The train layer's entry points, as functions so that tests can drive the
+// scheduler without training. Same contracts as server/train/fine_tune.h.
+struct TrainHooks {
+  std::function<absl::Status(const v1::FineTuneJob&, const data::UriOptions&,
+                             const train::JobLimits&)>
+      validate;
+  std::function<absl::StatusOr<v1::PlanFreezeResponse>(const v1::PlanFreezeRequest&,
+                                                       const data::UriOptions&)>
+      plan_freeze;
+  std::function<absl::StatusOr<v1::JobResult>(const v1::FineTuneJob&, const train::RunContext&)>
+      run;
+  // Resolves FineTuneJob.output_uri to a local directory (created, confined
+  // to the data roots). Null: the URI must be a plain absolute path, used
+  // as is (tests only).
+  std::function<absl::StatusOr<std::string>(std::string_view uri, const data::UriOptions&,
+                                            std::string_view field)>
+      resolve_output_dir;
+};
+
+// train::ValidateJob, train::PlanFreeze, train::RunFineTune and
+// data::ResolveOutputDir. Defined in train_hooks.cc, which is only built when
+// the freezetune_train library exists.
+TrainHooks DefaultTrainHooks();
+
+struct JobManagerOptions {
+  // Root of the server's state; created if missing. Required.
+  std::string data_dir;
+  // SQLite file. Default: <data_dir>/freezetune.db.
+  std::string store_path;
+  SchedulerOptions scheduler;
+  data::UriOptions uris;
+  train::JobLimits limits;
+  // Torch device for jobs that do not name one.
+  std::string default_device = "cpu";
+};
+
+class JobManager {
+ public:
+  // Opens (or creates) the store, recovers unfinished jobs and starts the
+  // workers. `metrics` is optional, not owned, and must outlive the manager.
+  static absl::StatusOr<std::unique_ptr<JobManager>> Create(const JobManagerOptions& options,
+                                                            TrainHooks hooks,
+                                                            metrics::Metrics* metrics = nullptr);
+  // Calls Shutdown().
+  ~JobManager();
+  JobManager(const JobManager&) = delete;
+  JobManager& operator=(const JobManager&) = delete;
+
+  // Validates synchronously (on the caller's thread: it may read the model
+  // config and datasets), then persists the job as QUEUED with event #1 and
+  // queues it. A repeated (tenant, client_request_id) returns the first job
+  // without validating or queueing again. INVALID_ARGUMENT for a bad job,
+  // RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE while shutting
+  // down; nothing is stored on error.
+  absl::StatusOr<v1::Job> Submit(const v1::FineTuneJob& job, const std::string& tenant);
+
+  absl::StatusOr<v1::Job> Get(const std::string& job_id);
+
+  // `tenant` restricts the listing when set.
+  absl::StatusOr<v1::ListJobsResponse> List(const v1::ListJobsRequest& request,
+                                            std::optional<std::string> tenant = std::nullopt);
+
+  // QUEUED: becomes CANCELLED now. RUNNING: its stop flag is set and the job
+  // is returned as it is (RUNNING); it becomes CANCELLED within one training
+  // step. Finished: FAILED_PRECONDITION "job <id> already SUCCEEDED".
+  // Unknown: NOT_FOUND.
+  absl::StatusOr<v1::Job> Cancel(const std::string& job_id);
+
+  absl::StatusOr<v1::PlanFreezeResponse> PlanFreeze(const v1::PlanFreezeRequest& request);
+
+  // Events after `after_sequence`, ascending, at most `limit` (<= 0: all),
+  // from the in-memory tail when possible, otherwise from the store.
+  absl::StatusOr<std::vector<v1::JobEvent>> ReadEvents(const std::string& job_id,
+                                                       int64_t after_sequence, int limit);
+
+  // Live notifications; see EventLog. Subscribe before reading events.
+  EventLog& event_log() { return event_log_; }
+
+  // Stops accepting jobs, stops running ones (they go back to QUEUED) and
+  // joins the workers. Idempotent.
+  void Shutdown();
+
+  size_t queue_depth() const { return scheduler_->queue_depth(); }
+  const JobManagerOptions& options() const { return options_; }
+
+ private:
+  JobManager(const JobManagerOptions& options, TrainHooks hooks, metrics::Metrics* metrics);
+  absl::Status Recover();
+  void RunJob(const std::string& job_id, int slot, const StopFlag& stop);
+  // Appends `event` (setting job's last_sequence) and, when `update_job`,
+  // the job record in the same transaction, then publishes the event.
+  absl::StatusOr<v1::JobEvent> Append(v1::Job& job, v1::JobEvent event, bool update_job);
+  // Moves `job` to `state` with a StateChange event, atomically.
+  absl::Status Transition(v1::Job& job, v1::JobState state, const std::string& message);
+  absl::StatusOr<std::string> OutputDir(const v1::Job& job);
+
+  const JobManagerOptions options_;
+  const TrainHooks hooks_;
+  metrics::Metrics* const metrics_;
+  std::unique_ptr<JobStore> store_;
+  EventLog event_log_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::atomic<bool> shutting_down_{false};
+  // Serializes the capacity check, insert and enqueue of Submit, and
+  // Cancel's state changes of jobs no worker owns.
+  absl::Mutex submit_mu_;
+};
+
+}  // namespace freezetune::jobs
+
+#endif  // FREEZETUNE_SERVER_JOBS_JOB_MANAGER_H_

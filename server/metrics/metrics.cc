@@ -1,0 +1,210 @@
+#include "server/metrics/metrics.h"
+
+#include <exception>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace freezetune::metrics {
+namespace {
+
+constexpr JobStateLabel kAllStates[] = {JobStateLabel::kQueued, JobStateLabel::kRunning,
+                                        JobStateLabel::kSucceeded, JobStateLabel::kFailed,
+                                        JobStateLabel::kCancelled};
+
+}  // namespace
+
+const char* ToLabel(JobStateLabel state) {
+  switch (state) {
+    case JobStateLabel::kQueued:
+      return "queued";
+    case JobStateLabel::kRunning:
+      return "running";
+    case JobStateLabel::kSucceeded:
+      return "succeeded";
+    case JobStateLabel::kFailed:
+      return "failed";
+    case JobStateLabel::kCancelled:
+      return "cancelled";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const MetricsOptions& options) {
+  std::unique_ptr<Metrics> m(new Metrics());
+  m->registry_ = std::make_shared<prometheus::Registry>();
+  prometheus::Registry& r = *m->registry_;
+
+  m->jobs_by_state_ = &prometheus::BuildGauge()
+                           .Name("freezetune_jobs")
+                           .Help("Jobs known to the server, by state.")
+                           .Register(r);
+  m->jobs_finished_ = &prometheus::BuildCounter()
+                           .Name("freezetune_jobs_finished_total")
+                           .Help("Jobs that reached a final state, by state.")
+                           .Register(r);
+  for (JobStateLabel s : kAllStates) {
+    m->jobs_gauges_[s] = &m->jobs_by_state_->Add({{"state", ToLabel(s)}});
+    if (s != JobStateLabel::kQueued && s != JobStateLabel::kRunning) {
+      m->finished_counters_[s] = &m->jobs_finished_->Add({{"state", ToLabel(s)}});
+    }
+  }
+  m->jobs_submitted_ = &prometheus::BuildCounter()
+                            .Name("freezetune_jobs_submitted_total")
+                            .Help("Jobs accepted by SubmitJob.")
+                            .Register(r)
+                            .Add({});
+  m->queue_depth_ = &prometheus::BuildGauge()
+                         .Name("freezetune_queue_depth")
+                         .Help("Jobs waiting for a device slot.")
+                         .Register(r)
+                         .Add({});
+  m->train_steps_ = &prometheus::BuildCounter()
+                         .Name("freezetune_train_steps_total")
+                         .Help("Optimizer steps taken by all jobs.")
+                         .Register(r)
+                         .Add({});
+  m->train_samples_ = &prometheus::BuildCounter()
+                           .Name("freezetune_train_samples_total")
+                           .Help("Training examples processed by all jobs.")
+                           .Register(r)
+                           .Add({});
+  m->step_seconds_ = &prometheus::BuildHistogram()
+                          .Name("freezetune_train_step_duration_seconds")
+                          .Help("Duration of one optimizer step.")
+                          .Register(r)
+                          .Add({}, prometheus::Histogram::BucketBoundaries{
+                                       0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                       1, 2.5, 5, 10, 30});
+  m->job_loss_ = &prometheus::BuildGauge()
+                      .Name("freezetune_job_train_loss")
+                      .Help("Latest mean training loss of a running job.")
+                      .Register(r);
+  m->job_lr_ = &prometheus::BuildGauge()
+                    .Name("freezetune_job_learning_rate")
+                    .Help("Current peak-group learning rate of a running job.")
+                    .Register(r);
+  m->job_progress_ = &prometheus::BuildGauge()
+                          .Name("freezetune_job_progress_ratio")
+                          .Help("Fraction of a running job's total steps done (0..1).")
+                          .Register(r);
+  m->rpc_requests_ = &prometheus::BuildCounter()
+                          .Name("freezetune_grpc_requests_total")
+                          .Help("Finished gRPC calls by method and status code.")
+                          .Register(r);
+  m->rpc_seconds_ = &prometheus::BuildHistogram()
+                         .Name("freezetune_grpc_request_duration_seconds")
+                         .Help("gRPC call latency by method (WatchJob: whole stream).")
+                         .Register(r);
+  m->watch_streams_ = &prometheus::BuildGauge()
+                           .Name("freezetune_watch_streams")
+                           .Help("Open WatchJob streams.")
+                           .Register(r)
+                           .Add({});
+  prometheus::BuildGauge()
+      .Name("freezetune_build_info")
+      .Help("Build and runtime information; the value is always 1.")
+      .Register(r)
+      .Add({{"version", options.build_info.version},
+            {"torch", options.build_info.torch},
+            {"blas", options.build_info.blas},
+            {"device", options.build_info.device}})
+      .Set(1);
+
+  if (!options.listen_address.empty()) {
+    try {
+      m->exposer_ = std::make_unique<prometheus::Exposer>(options.listen_address);
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(
+          absl::StrCat("metrics_listen: cannot listen on ", options.listen_address, ": ", e.what()));
+    }
+    m->exposer_->RegisterCollectable(m->registry_);
+    std::vector<int> ports = m->exposer_->GetListeningPorts();
+    m->port_ = ports.empty() ? 0 : ports.front();
+  }
+  return m;
+}
+
+Metrics::~Metrics() {
+  // The Exposer serves from the registry on its own threads: stop it first.
+  exposer_.reset();
+}
+
+void Metrics::SetJobsInState(JobStateLabel state, int64_t count) {
+  jobs_gauges_.at(state)->Set(static_cast<double>(count));
+}
+
+void Metrics::JobStateChanged(JobStateLabel from, JobStateLabel to) {
+  if (from == to) return;
+  jobs_gauges_.at(from)->Decrement();
+  jobs_gauges_.at(to)->Increment();
+}
+
+void Metrics::JobCreated() {
+  jobs_submitted_->Increment();
+  jobs_gauges_.at(JobStateLabel::kQueued)->Increment();
+}
+
+void Metrics::JobFinished(JobStateLabel state) {
+  auto it = finished_counters_.find(state);
+  if (it != finished_counters_.end()) it->second->Increment();
+}
+
+void Metrics::SetQueueDepth(int64_t depth) { queue_depth_->Set(static_cast<double>(depth)); }
+
+void Metrics::TrainProgress(const std::string& job_id, int64_t steps, int64_t samples,
+                            double step_seconds, double loss, double learning_rate,
+                            double progress) {
+  if (steps > 0) {
+    train_steps_->Increment(static_cast<double>(steps));
+    if (step_seconds >= 0) step_seconds_->Observe(step_seconds);
+  }
+  if (samples > 0) train_samples_->Increment(static_cast<double>(samples));
+  absl::MutexLock lock(&mu_);
+  auto it = job_series_.find(job_id);
+  if (it == job_series_.end()) {
+    prometheus::Labels labels{{"job_id", job_id}};
+    it = job_series_
+             .emplace(job_id, JobSeries{&job_loss_->Add(labels), &job_lr_->Add(labels),
+                                        &job_progress_->Add(labels)})
+             .first;
+  }
+  it->second.loss->Set(loss);
+  it->second.learning_rate->Set(learning_rate);
+  it->second.progress->Set(progress);
+}
+
+void Metrics::JobEnded(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = job_series_.find(job_id);
+  if (it == job_series_.end()) return;
+  job_loss_->Remove(it->second.loss);
+  job_lr_->Remove(it->second.learning_rate);
+  job_progress_->Remove(it->second.progress);
+  job_series_.erase(it);
+}
+
+void Metrics::RpcFinished(const std::string& method, const std::string& code, double seconds) {
+  rpc_requests_->Add({{"method", method}, {"code", code}}).Increment();
+  prometheus::Histogram* histogram = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = rpc_histograms_.find(method);
+    if (it == rpc_histograms_.end()) {
+      it = rpc_histograms_
+               .emplace(method, &rpc_seconds_->Add({{"method", method}},
+                                                   prometheus::Histogram::BucketBoundaries{
+                                                       0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                       0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60,
+                                                       300, 3600}))
+               .first;
+    }
+    histogram = it->second;
+  }
+  histogram->Observe(seconds);
+}
+
+void Metrics::WatchStreamOpened() { watch_streams_->Increment(); }
+void Metrics::WatchStreamClosed() { watch_streams_->Decrement(); }
+
+}  // namespace freezetune::metrics

@@ -1,0 +1,22 @@
+# Unit tests of jobs/ (store, event log, scheduler + job manager with an
+# injected runner), metrics/ and service/ (status mapping, in-process gRPC).
+if(TARGET freezetune_jobs)
+  freezetune_test(jobs_store_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/jobs_store_test.cc
+    DEPS freezetune_jobs
+    LABELS jobs TIMEOUT 60)
+  freezetune_test(jobs_event_log_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/jobs_event_log_test.cc
+    DEPS freezetune_jobs
+    LABELS jobs TIMEOUT 60)
+  freezetune_test(jobs_scheduler_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/jobs_scheduler_test.cc
+    DEPS freezetune_jobs
+    LABELS jobs TIMEOUT 120)
+endif()
+if(TARGET freezetune_service)
+  freezetune_test(service_status_mapping_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/service_status_mapping_test.cc
+    DEPS freezetune_service
+    LABELS service TIMEOUT 60)
+endif()

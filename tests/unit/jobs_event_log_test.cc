@@ -1,0 +1,100 @@
+// EventLog: notification fan-out, tail reads, unsubscribe guarantees.
+#include "server/jobs/event_log.h"
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace freezetune::jobs {
+namespace {
+
+v1::JobEvent Event(const std::string& job, int64_t seq) {
+  v1::JobEvent e;
+  e.set_job_id(job);
+  e.set_sequence(seq);
+  e.mutable_notice()->set_message("n");
+  return e;
+}
+
+TEST(EventLogTest, NotifiesOnlyTheJobsSubscribers) {
+  EventLog log;
+  int a_calls = 0, b_calls = 0;
+  auto a = log.Subscribe("job-a", [&] { ++a_calls; });
+  auto b = log.Subscribe("job-b", [&] { ++b_calls; });
+  EXPECT_EQ(log.subscriber_count(), 2u);
+  log.Publish(Event("job-a", 1), false);
+  log.Publish(Event("job-a", 2), false);
+  EXPECT_EQ(a_calls, 2);
+  EXPECT_EQ(b_calls, 0);
+  log.Unsubscribe(a);
+  log.Publish(Event("job-a", 3), false);
+  EXPECT_EQ(a_calls, 2);
+  log.Unsubscribe(b);
+  log.Unsubscribe(b);  // twice is harmless
+  EXPECT_EQ(log.subscriber_count(), 0u);
+}
+
+TEST(EventLogTest, TailServesRecentEventsAndRefusesWhatItLacks) {
+  EventLog log(/*tail_size=*/3);
+  std::vector<v1::JobEvent> out;
+  EXPECT_FALSE(log.ReadTail("job-a", 0, 0, &out));  // nothing published yet
+  for (int s = 1; s <= 5; ++s) log.Publish(Event("job-a", s), false);
+  // Tail holds 3..5.
+  EXPECT_FALSE(log.ReadTail("job-a", 0, 0, &out));
+  EXPECT_FALSE(log.ReadTail("job-a", 1, 0, &out));
+  ASSERT_TRUE(log.ReadTail("job-a", 2, 0, &out));
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0].sequence(), 3);
+  out.clear();
+  ASSERT_TRUE(log.ReadTail("job-a", 3, 1, &out));
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].sequence(), 4);
+  out.clear();
+  ASSERT_TRUE(log.ReadTail("job-a", 5, 0, &out));  // caught up
+  EXPECT_TRUE(out.empty());
+  // A gap restarts the tail rather than serving a hole.
+  log.Publish(Event("job-a", 9), false);
+  EXPECT_FALSE(log.ReadTail("job-a", 5, 0, &out));
+  // The final event drops the tail: late readers go to the store.
+  log.Publish(Event("job-a", 10), true);
+  EXPECT_FALSE(log.ReadTail("job-a", 9, 0, &out));
+}
+
+TEST(EventLogTest, CallbackMayUnsubscribeItself) {
+  EventLog log;
+  int calls = 0;
+  EventLog::SubscriptionId id = 0;
+  id = log.Subscribe("job-a", [&] {
+    ++calls;
+    log.Unsubscribe(id);
+  });
+  log.Publish(Event("job-a", 1), false);
+  log.Publish(Event("job-a", 2), false);
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(EventLogTest, NoCallbackRunsAfterUnsubscribeReturns) {
+  EventLog log;
+  std::atomic<bool> unsubscribed{false};
+  std::atomic<int> late_calls{0};
+  std::atomic<bool> stop{false};
+  auto id = log.Subscribe("job-a", [&] {
+    if (unsubscribed.load()) late_calls.fetch_add(1);
+    std::this_thread::yield();
+  });
+  std::thread publisher([&] {
+    for (int s = 1; !stop.load(); ++s) log.Publish(Event("job-a", s), false);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  log.Unsubscribe(id);
+  unsubscribed.store(true);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  stop.store(true);
+  publisher.join();
+  EXPECT_EQ(late_calls.load(), 0);
+}
+
+}  // namespace
+}  // namespace freezetune::jobs
