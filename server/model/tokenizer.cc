@@ -10,7 +10,7 @@
 //
 // Known gaps versus HF (all outside ASCII/Latin-1/common scripts):
 //   * HF classifies control/format/private-use, punctuation and Mn with the
-//     `unicode_categories` 0.1.1 crate (Unicode 9-era tables); utf8proc 2.8
+//     `unicode_categories` 0.1.1 crate (2016, Unicode 8/9 tables); utf8proc 2.8
 //     uses Unicode 15. Characters assigned or re-categorized after Unicode 9
 //     (e.g. newer combining marks, U+180E) may be treated differently.
 //   * Lowercasing: HF uses Rust's char::to_lowercase (full mapping); we use

@@ -161,6 +161,15 @@ TEST(TokenizerNormalize, CapitalIWithDotDecomposesBeforeLowercase) {
   EXPECT_THAT(Tok("\xCE\xA3"), ElementsAre("\xCF\x83"));
 }
 
+TEST(TokenizerNormalize, HangulDecomposesToJamoWhenUncased) {
+  // NFD (part of strip_accents) splits Hangul syllables into conjoining
+  // jamo, which are letters (Lo), not marks: HF's uncased BERT does the same.
+  EXPECT_THAT(Tok("한국어"),
+              ElementsAre("ᄒ", "##ᅡ", "##ᆫ", "##ᄀ", "##ᅮ", "##ᆨ", "##ᄋ", "##ᅥ"));
+  // Compatibility-only decompositions (the fi ligature) are not applied.
+  EXPECT_THAT(Tok("ﬁne"), ElementsAre("ﬁ", "##ne"));
+}
+
 // --- Pre-tokenizer ----------------------------------------------------------
 
 TEST(TokenizerPreTokenize, EachPunctuationCharIsItsOwnToken) {
@@ -280,6 +289,48 @@ TEST(TokenizerEncode, ConcurrentEncodesAgree) {
   }
   for (auto& th : threads) th.join();
   EXPECT_THAT(ok, ElementsAre(200, 200, 200, 200));
+}
+
+TEST(TokenizerEncode, ArbitraryBytesKeepInvariants) {
+  // Deterministic pseudo-random bytes, biased towards UTF-8 lead bytes,
+  // spaces and brackets, must never crash and must keep the output coherent.
+  const WordPieceTokenizer& tok = Uncased();
+  uint64_t x = 0x9E3779B97F4A7C15ull;
+  auto next = [&x] {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return x;
+  };
+  static constexpr unsigned char kBias[] = {' ', '[', ']', 'S', 'E', 'P', 0xC3, 0xA9,
+                                            0xE4, 0xB8, 0xAD, 0xF0, 0x9F, 0x80, 0xCC, 0x81};
+  for (int round = 0; round < 2000; ++round) {
+    std::string a, b;
+    const size_t la = next() % 64, lb = next() % 64;
+    for (size_t i = 0; i < la + lb; ++i) {
+      const uint64_t r = next();
+      const char c = static_cast<char>((r & 1) ? kBias[(r >> 1) % sizeof(kBias)] : (r >> 8) & 0xFF);
+      (i < la ? a : b).push_back(c);
+    }
+    const int max_length = static_cast<int>(next() % 40);
+    const Encoding e = tok.Encode(a, std::string_view(b), max_length);
+    ASSERT_EQ(e.ids.size(), e.type_ids.size());
+    ASSERT_EQ(e.ids.size(), e.tokens.size());
+    ASSERT_GE(e.ids.size(), 3u);
+    if (max_length >= 3) {
+      ASSERT_LE(e.ids.size(), static_cast<size_t>(max_length));
+    }
+    EXPECT_EQ(e.ids.front(), tok.cls_id());
+    EXPECT_EQ(e.ids.back(), tok.sep_id());
+    for (size_t i = 0; i < e.ids.size(); ++i) {
+      ASSERT_GE(e.ids[i], 0);
+      ASSERT_LT(e.ids[i], tok.vocab_size());
+      ASSERT_EQ(e.tokens[i], tok.tokens()[static_cast<size_t>(e.ids[i])]);
+      if (i > 0) {
+        ASSERT_GE(e.type_ids[i], e.type_ids[i - 1]);
+      }
+    }
+  }
 }
 
 // --- Cased mode -------------------------------------------------------------
