@@ -9,3 +9,8 @@ if(TARGET freezetune_model AND TARGET freezetune_safetensors_format)
     SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/safetensors_test.cc
     DEPS freezetune_model TIMEOUT 60 LABELS model)
 endif()
+if(TARGET freezetune_model)
+  freezetune_test(bert_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/bert_test.cc
+    DEPS freezetune_model TIMEOUT 60 LABELS model)
+endif()

@@ -1,0 +1,311 @@
+// BertForSequenceClassification in torch::nn, mirroring Hugging Face's eager
+// implementation (modeling_bert.py) operation for operation, with submodules
+// registered under Hugging Face's attribute names so named_parameters()
+// yields Hugging Face parameter names.
+#include "server/model/bert.h"
+
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <torch/nn/init.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/utils.h>
+
+namespace freezetune::model {
+namespace {
+
+// ACT2FN in transformers/activations.py for the names ParseBertConfig admits.
+torch::Tensor Activate(const std::string& act, const torch::Tensor& x) {
+  if (act == "gelu" || act == "gelu_python") return at::gelu(x);  // exact erf GELU
+  if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast") {
+    return at::gelu(x, "tanh");
+  }
+  if (act == "relu") return at::relu(x);
+  if (act == "silu" || act == "swish") return at::silu(x);
+  if (act == "tanh") return at::tanh(x);
+  TORCH_CHECK(false, "unsupported hidden_act \"", act, "\"");
+  return x;
+}
+
+torch::nn::LayerNorm MakeLayerNorm(const BertConfig& c) {
+  return torch::nn::LayerNorm(
+      torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps).elementwise_affine(true));
+}
+
+torch::nn::Linear MakeLinear(int64_t in, int64_t out) {
+  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(true));
+}
+
+// (1 - mask) * finfo(dtype).min, broadcast to [B, 1, 1, T] as HF's
+// get_extended_attention_mask does.
+torch::Tensor ExtendedMask(const torch::Tensor& mask, at::ScalarType dtype) {
+  double lowest = std::numeric_limits<float>::lowest();
+  switch (dtype) {
+    case at::kDouble:
+      lowest = std::numeric_limits<double>::lowest();
+      break;
+    case at::kHalf:
+      lowest = -65504.0;
+      break;
+    case at::kBFloat16:
+      lowest = -3.3895313892515355e38;
+      break;
+    default:
+      break;
+  }
+  torch::Tensor m = mask.unsqueeze(1).unsqueeze(2).to(dtype);
+  return (1.0 - m) * lowest;
+}
+
+struct BertEmbeddingsImpl : torch::nn::Module {
+  explicit BertEmbeddingsImpl(const BertConfig& c) : max_positions(c.max_position_embeddings) {
+    word_embeddings = register_module(
+        "word_embeddings",
+        torch::nn::Embedding(
+            torch::nn::EmbeddingOptions(c.vocab_size, c.hidden_size).padding_idx(c.pad_token_id)));
+    position_embeddings = register_module(
+        "position_embeddings",
+        torch::nn::Embedding(torch::nn::EmbeddingOptions(c.max_position_embeddings, c.hidden_size)));
+    token_type_embeddings = register_module(
+        "token_type_embeddings",
+        torch::nn::Embedding(torch::nn::EmbeddingOptions(c.type_vocab_size, c.hidden_size)));
+    layer_norm = register_module("LayerNorm", MakeLayerNorm(c));
+    dropout = register_module("dropout", torch::nn::Dropout(c.hidden_dropout_prob));
+  }
+
+  torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids) {
+    TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq], got ", input_ids.sizes());
+    const int64_t t = input_ids.size(1);
+    TORCH_CHECK(t <= max_positions, "sequence length ", t, " exceeds max_position_embeddings ",
+                max_positions);
+    torch::Tensor positions =
+        at::arange(t, at::TensorOptions().dtype(at::kLong).device(input_ids.device())).unsqueeze(0);
+    torch::Tensor types =
+        token_type_ids.defined() ? token_type_ids : at::zeros_like(input_ids, at::kLong);
+    torch::Tensor e = word_embeddings(input_ids) + token_type_embeddings(types);
+    e = e + position_embeddings(positions);
+    return dropout(layer_norm(e));
+  }
+
+  int64_t max_positions;
+  torch::nn::Embedding word_embeddings{nullptr}, position_embeddings{nullptr},
+      token_type_embeddings{nullptr};
+  torch::nn::LayerNorm layer_norm{nullptr};
+  torch::nn::Dropout dropout{nullptr};
+};
+
+struct BertSelfAttentionImpl : torch::nn::Module {
+  explicit BertSelfAttentionImpl(const BertConfig& c)
+      : heads(c.num_attention_heads), head_dim(c.hidden_size / c.num_attention_heads) {
+    query = register_module("query", MakeLinear(c.hidden_size, c.hidden_size));
+    key = register_module("key", MakeLinear(c.hidden_size, c.hidden_size));
+    value = register_module("value", MakeLinear(c.hidden_size, c.hidden_size));
+    dropout = register_module("dropout", torch::nn::Dropout(c.attention_probs_dropout_prob));
+  }
+
+  // [B, T, H] -> [B, heads, T, head_dim]
+  torch::Tensor Split(const torch::Tensor& x) const {
+    return x.view({x.size(0), x.size(1), heads, head_dim}).permute({0, 2, 1, 3});
+  }
+
+  torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& ext_mask) {
+    torch::Tensor q = Split(query(hidden));
+    torch::Tensor k = Split(key(hidden));
+    torch::Tensor v = Split(value(hidden));
+    torch::Tensor scores = at::matmul(q, k.transpose(-1, -2));
+    scores = scores / std::sqrt(static_cast<double>(head_dim));
+    if (ext_mask.defined()) scores = scores + ext_mask;
+    torch::Tensor probs = dropout(at::softmax(scores, -1));
+    torch::Tensor context = at::matmul(probs, v).permute({0, 2, 1, 3}).contiguous();
+    return context.view({hidden.size(0), hidden.size(1), heads * head_dim});
+  }
+
+  int64_t heads, head_dim;
+  torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};
+  torch::nn::Dropout dropout{nullptr};
+};
+
+// BertSelfOutput and BertOutput: dense, dropout, LayerNorm(x + residual).
+struct BertResidualOutputImpl : torch::nn::Module {
+  BertResidualOutputImpl(const BertConfig& c, int64_t in) {
+    dense = register_module("dense", MakeLinear(in, c.hidden_size));
+    layer_norm = register_module("LayerNorm", MakeLayerNorm(c));
+    dropout = register_module("dropout", torch::nn::Dropout(c.hidden_dropout_prob));
+  }
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& residual) {
+    return layer_norm(dropout(dense(x)) + residual);
+  }
+  torch::nn::Linear dense{nullptr};
+  torch::nn::LayerNorm layer_norm{nullptr};
+  torch::nn::Dropout dropout{nullptr};
+};
+
+struct BertAttentionImpl : torch::nn::Module {
+  explicit BertAttentionImpl(const BertConfig& c) {
+    self = register_module("self", std::make_shared<BertSelfAttentionImpl>(c));
+    output = register_module("output", std::make_shared<BertResidualOutputImpl>(c, c.hidden_size));
+  }
+  torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& ext_mask) {
+    return output->forward(self->forward(hidden, ext_mask), hidden);
+  }
+  std::shared_ptr<BertSelfAttentionImpl> self;
+  std::shared_ptr<BertResidualOutputImpl> output;
+};
+
+struct BertIntermediateImpl : torch::nn::Module {
+  explicit BertIntermediateImpl(const BertConfig& c) : act(c.hidden_act) {
+    dense = register_module("dense", MakeLinear(c.hidden_size, c.intermediate_size));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return Activate(act, dense(x)); }
+  std::string act;
+  torch::nn::Linear dense{nullptr};
+};
+
+struct BertLayerImpl : torch::nn::Module {
+  explicit BertLayerImpl(const BertConfig& c) {
+    attention = register_module("attention", std::make_shared<BertAttentionImpl>(c));
+    intermediate = register_module("intermediate", std::make_shared<BertIntermediateImpl>(c));
+    output = register_module("output",
+                             std::make_shared<BertResidualOutputImpl>(c, c.intermediate_size));
+  }
+  torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& ext_mask) {
+    torch::Tensor a = attention->forward(hidden, ext_mask);
+    return output->forward(intermediate->forward(a), a);
+  }
+  std::shared_ptr<BertAttentionImpl> attention;
+  std::shared_ptr<BertIntermediateImpl> intermediate;
+  std::shared_ptr<BertResidualOutputImpl> output;
+};
+
+struct BertEncoderImpl : torch::nn::Module {
+  explicit BertEncoderImpl(const BertConfig& c) {
+    layer = register_module("layer", torch::nn::ModuleList());
+    for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+      layers.push_back(std::make_shared<BertLayerImpl>(c));
+      layer->push_back(layers.back());
+    }
+  }
+  torch::nn::ModuleList layer{nullptr};
+  std::vector<std::shared_ptr<BertLayerImpl>> layers;  // same modules, typed
+};
+
+struct BertPoolerImpl : torch::nn::Module {
+  explicit BertPoolerImpl(const BertConfig& c) {
+    dense = register_module("dense", MakeLinear(c.hidden_size, c.hidden_size));
+  }
+  torch::Tensor forward(const torch::Tensor& hidden) {
+    return at::tanh(dense(hidden.select(1, 0)));
+  }
+  torch::nn::Linear dense{nullptr};
+};
+
+struct BertModelImpl : torch::nn::Module {
+  explicit BertModelImpl(const BertConfig& c) {
+    embeddings = register_module("embeddings", std::make_shared<BertEmbeddingsImpl>(c));
+    encoder = register_module("encoder", std::make_shared<BertEncoderImpl>(c));
+    pooler = register_module("pooler", std::make_shared<BertPoolerImpl>(c));
+  }
+  std::shared_ptr<BertEmbeddingsImpl> embeddings;
+  std::shared_ptr<BertEncoderImpl> encoder;
+  std::shared_ptr<BertPoolerImpl> pooler;
+};
+
+}  // namespace
+
+struct BertForSequenceClassificationImpl::Parts {
+  std::shared_ptr<BertModelImpl> bert;
+  torch::nn::Dropout dropout{nullptr};
+  torch::nn::Linear classifier{nullptr};
+};
+
+BertForSequenceClassificationImpl::BertForSequenceClassificationImpl(const BertConfig& config,
+                                                                     int64_t num_labels)
+    : config_(config), num_labels_(num_labels), parts_(std::make_shared<Parts>()) {
+  TORCH_CHECK(num_labels > 0, "num_labels must be positive, got ", num_labels);
+  parts_->bert = register_module("bert", std::make_shared<BertModelImpl>(config_));
+  parts_->dropout = register_module(
+      "dropout",
+      torch::nn::Dropout(config_.classifier_dropout.value_or(config_.hidden_dropout_prob)));
+  parts_->classifier =
+      register_module("classifier", MakeLinear(config_.hidden_size, num_labels));
+  InitWeights();
+}
+
+torch::Tensor BertForSequenceClassificationImpl::forward(const torch::Tensor& input_ids,
+                                                         const torch::Tensor& token_type_ids,
+                                                         const torch::Tensor& attention_mask) {
+  return Head(RunLayers(Embed(input_ids, token_type_ids), attention_mask, 0, num_layers()));
+}
+
+torch::Tensor BertForSequenceClassificationImpl::Embed(const torch::Tensor& input_ids,
+                                                       const torch::Tensor& token_type_ids) {
+  return parts_->bert->embeddings->forward(input_ids, token_type_ids);
+}
+
+torch::Tensor BertForSequenceClassificationImpl::RunLayers(torch::Tensor hidden,
+                                                           const torch::Tensor& attention_mask,
+                                                           int64_t begin, int64_t end) {
+  TORCH_CHECK(0 <= begin && begin <= end && end <= num_layers(), "layer range [", begin, ", ",
+              end, ") outside [0, ", num_layers(), "]");
+  if (begin == end) return hidden;
+  torch::Tensor ext;
+  if (attention_mask.defined()) ext = ExtendedMask(attention_mask, hidden.scalar_type());
+  auto& layers = parts_->bert->encoder->layers;
+  for (int64_t i = begin; i < end; ++i) hidden = layers[i]->forward(hidden, ext);
+  return hidden;
+}
+
+torch::Tensor BertForSequenceClassificationImpl::Head(const torch::Tensor& hidden) {
+  return parts_->classifier(parts_->dropout(parts_->bert->pooler->forward(hidden)));
+}
+
+void BertForSequenceClassificationImpl::InitWeights() {
+  torch::NoGradGuard no_grad;
+  const double std = config_.initializer_range;
+  for (const auto& module : modules(/*include_self=*/false)) {
+    if (auto* linear = module->as<torch::nn::Linear>()) {
+      linear->weight.normal_(0.0, std);
+      if (linear->bias.defined()) linear->bias.zero_();
+    } else if (auto* emb = module->as<torch::nn::Embedding>()) {
+      emb->weight.normal_(0.0, std);
+      if (emb->options.padding_idx().has_value()) emb->weight[*emb->options.padding_idx()].zero_();
+    } else if (auto* ln = module->as<torch::nn::LayerNorm>()) {
+      ln->weight.fill_(1.0);
+      ln->bias.zero_();
+    }
+  }
+}
+
+void BertForSequenceClassificationImpl::InitClassifier() {
+  torch::NoGradGuard no_grad;
+  parts_->classifier->weight.normal_(0.0, config_.initializer_range);
+  parts_->classifier->bias.zero_();
+}
+
+torch::nn::Module& BertForSequenceClassificationImpl::embeddings_module() {
+  return *parts_->bert->embeddings;
+}
+
+torch::nn::Module& BertForSequenceClassificationImpl::layer_module(int64_t index) {
+  TORCH_CHECK(0 <= index && index < num_layers(), "layer index ", index, " out of range");
+  return *parts_->bert->encoder->layers[index];
+}
+
+torch::nn::Module& BertForSequenceClassificationImpl::pooler_module() {
+  return *parts_->bert->pooler;
+}
+
+torch::nn::Module& BertForSequenceClassificationImpl::classifier_module() {
+  return *parts_->classifier;
+}
+
+}  // namespace freezetune::model
