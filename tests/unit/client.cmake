@@ -5,4 +5,16 @@ if(TARGET freezetune_client)
     SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_library_test.cc
     DEPS freezetune_client gRPC::grpc++ absl::synchronization
     LABELS client TIMEOUT 120)
+
+  freezetune_test(client_cli_format_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_cli_format_test.cc
+    DEPS freezetune_cli
+    LABELS client TIMEOUT 60)
+
+  # Runs the built `freezetune` binary, so it must be built first.
+  freezetune_test(client_cli_test
+    SOURCES ${CMAKE_CURRENT_LIST_DIR}/client_cli_test.cc
+    DEPS freezetune_grpc gRPC::grpc++ absl::synchronization absl::strings
+    LABELS client TIMEOUT 180)
+  add_dependencies(client_cli_test freezetune)
 endif()

@@ -78,6 +78,12 @@ class FakeFineTuneService final : public v1::FineTuneService::Service {
     absl::MutexLock lock(&mu_);
     replay_all_ = v;
   }
+  // Every job SubmitJob creates from now on gets this event log (job_id
+  // rewritten), so that `submit --watch` has something to follow.
+  void set_log_for_submitted(std::vector<v1::JobEvent> log) {
+    absl::MutexLock lock(&mu_);
+    log_for_submitted_ = std::move(log);
+  }
   void set_plan(v1::PlanFreezeResponse plan) {
     absl::MutexLock lock(&mu_);
     plan_ = std::move(plan);
@@ -137,6 +143,24 @@ class FakeFineTuneService final : public v1::FineTuneService::Service {
     job.set_last_sequence(1);
     if (!rid.empty()) by_request_id_[rid] = job.id();
     order_.push_back(job.id());
+    if (!log_for_submitted_.empty()) {
+      std::vector<v1::JobEvent>& log = events_[job.id()];
+      for (v1::JobEvent e : log_for_submitted_) {
+        e.set_job_id(job.id());
+        log.push_back(e);
+      }
+      // The stored job has run to the end of its log at once; the reply
+      // shows it as just queued, as a real submit would.
+      job.set_last_sequence(log.back().sequence());
+      job.set_state(log.back().has_state_change()
+                        ? log.back().state_change().state()
+                        : v1::JOB_STATE_RUNNING);
+      *resp = job;
+      resp->set_state(v1::JOB_STATE_QUEUED);
+      resp->set_last_sequence(1);
+      jobs_[job.id()] = job;
+      return grpc::Status::OK;
+    }
     jobs_[job.id()] = job;
     *resp = job;
     return grpc::Status::OK;
@@ -292,6 +316,7 @@ class FakeFineTuneService final : public v1::FineTuneService::Service {
   std::vector<v1::FineTuneJob> submitted_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::PlanFreezeRequest> plan_requests_ ABSL_GUARDED_BY(mu_);
   v1::PlanFreezeResponse plan_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::JobEvent> log_for_submitted_ ABSL_GUARDED_BY(mu_);
   bool replay_all_ ABSL_GUARDED_BY(mu_) = false;
   int next_id_ ABSL_GUARDED_BY(mu_) = 0;
 };
