@@ -3,6 +3,7 @@
 // against the real bert-base-uncased vocab.
 #include "server/model/tokenizer.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -90,6 +91,53 @@ TEST_P(GoldenTest, MatchesHuggingFaceExactly) {
   EXPECT_EQ(records, GetParam().expected_records);
   EXPECT_EQ(mismatches, 0) << GetParam().file << ": " << mismatches << " of " << records
                            << " records differ";
+}
+
+// Truncating a golden RTE pair keeps a prefix of each side, fills max_length
+// exactly when the pair was longer, and leaves shorter pairs untouched.
+TEST(GoldenTruncation, RtePairsKeepPrefixesAndFillBudget) {
+  const std::string path = SharedDir() + "/golden/tokenizer/rte-dev.golden.jsonl";
+  std::ifstream in(path);
+  ASSERT_TRUE(in) << "cannot open " << path;
+  const WordPieceTokenizer& tok = Uncased();
+  constexpr int kMax = 48;
+  std::string line;
+  int truncated = 0;
+  while (std::getline(in, line)) {
+    const auto rec = nlohmann::json::parse(line);
+    const auto full = rec.at("ids").get<std::vector<int32_t>>();
+    const auto types = rec.at("type_ids").get<std::vector<int32_t>>();
+    const std::string text = rec.at("text").get<std::string>();
+    const std::string pair = rec.at("text_pair").get<std::string>();
+    const Encoding e = tok.Encode(text, std::string_view(pair), kMax);
+    auto side = [](const std::vector<int32_t>& ids, const std::vector<int32_t>& ty, int t) {
+      std::vector<int32_t> out;
+      for (size_t i = 0; i < ids.size(); ++i) {
+        if (ty[i] == t) out.push_back(ids[i]);
+      }
+      if (t == 0) out.erase(out.begin());  // [CLS]
+      out.pop_back();                      // the side's [SEP]
+      return out;
+    };
+    const auto fa = side(full, types, 0), fb = side(full, types, 1);
+    const auto ga = side(e.ids, e.type_ids, 0), gb = side(e.ids, e.type_ids, 1);
+    ASSERT_LE(ga.size(), fa.size());
+    ASSERT_LE(gb.size(), fb.size());
+    EXPECT_TRUE(std::equal(ga.begin(), ga.end(), fa.begin())) << line;
+    EXPECT_TRUE(std::equal(gb.begin(), gb.end(), fb.begin())) << line;
+    if (full.size() > static_cast<size_t>(kMax)) {
+      ++truncated;
+      EXPECT_EQ(e.ids.size(), static_cast<size_t>(kMax));
+      // The shorter side is only cut when it alone exceeds half the budget.
+      const size_t shorter = std::min(fa.size(), fb.size());
+      if (shorter <= (kMax - 3) / 2) {
+        EXPECT_EQ(std::min(ga.size(), gb.size()), shorter) << line;
+      }
+    } else {
+      EXPECT_EQ(e.ids, full);
+    }
+  }
+  EXPECT_GT(truncated, 100);  // RTE premises are long: most pairs get cut
 }
 
 INSTANTIATE_TEST_SUITE_P(AllGoldenFiles, GoldenTest,
