@@ -12,7 +12,7 @@
 //   * HF classifies control/format/private-use, punctuation and Mn with the
 //     `unicode_categories` 0.1.1 crate (2016, Unicode 8/9 tables); utf8proc 2.8
 //     uses Unicode 15. Characters assigned or re-categorized after Unicode 9
-//     (e.g. newer combining marks, U+180E) may be treated differently.
+//     (e.g. Cf, Mn or P* characters added since) may be treated differently.
 //   * Lowercasing: HF uses Rust's char::to_lowercase (full mapping); we use
 //     utf8proc's simple mapping. They differ only for U+0130 (full: "i\u0307"),
 //     and U+0130 never reaches lowercasing: lowercase always follows NFD + Mn
