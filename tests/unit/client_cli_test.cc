@@ -32,13 +32,12 @@ std::string Binary() {
   return std::string(FREEZETUNE_BINARY_DIR) + "/client/src/freezetune";
 }
 
-// Runs `env freezetune args` through the shell; stderr goes to a temp file.
-RunResult RunCli(const std::string& args, const std::string& env = "") {
+// Runs a shell command; stderr goes to a temp file.
+RunResult RunShell(const std::string& command) {
   char err_path[] = "/tmp/freezetune_cli_test_XXXXXX";
   int fd = mkstemp(err_path);
   close(fd);
-  std::string cmd = absl::StrCat("env -u FREEZETUNE_SERVER -u FREEZETUNE_TOKEN ",
-                                 env, " ", Binary(), " ", args, " 2>", err_path);
+  std::string cmd = absl::StrCat(command, " 2>", err_path);
   RunResult r;
   FILE* p = popen(cmd.c_str(), "r");
   if (p == nullptr) return r;
@@ -56,6 +55,22 @@ RunResult RunCli(const std::string& args, const std::string& env = "") {
     r.lines.emplace_back(line);
   }
   return r;
+}
+
+// `env freezetune args`, without the user's FREEZETUNE_* settings.
+RunResult RunCli(const std::string& args, const std::string& env = "") {
+  return RunShell(absl::StrCat("env -u FREEZETUNE_SERVER -u FREEZETUNE_TOKEN ",
+                               env, " ", Binary(), " ", args));
+}
+
+// The same under a pseudo-terminal (util-linux `script`), so that the CLI
+// sees a TTY on stdout; the pty merges stderr into the output. Returns
+// exit_code -2 when `script` is missing.
+RunResult RunCliTty(const std::string& args) {
+  if (access("/usr/bin/script", X_OK) != 0) return RunResult{-2, "", "", {}};
+  return RunShell(absl::StrCat(
+      "env -u FREEZETUNE_SERVER -u FREEZETUNE_TOKEN /usr/bin/script -qec '",
+      Binary(), " ", args, "' /dev/null"));
 }
 
 template <typename Msg>
@@ -121,6 +136,31 @@ TEST_F(CliTest, WatchAfterSkipsEarlierEvents) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   ASSERT_EQ(r.lines.size(), 2u);
   EXPECT_EQ(ParseJson<v1::JobEvent>(r.lines[0]).sequence(), 5);
+}
+
+TEST_F(CliTest, WatchOnATtyDrawsProgressAndASummary) {
+  v1::Job job;
+  job.set_id("job-t");
+  v1::JobResult* res = job.mutable_result();
+  res->set_steps(30);
+  res->set_total_parameters(4000);
+  res->set_trainable_parameters(1000);
+  res->set_frozen_weights_verified(true);
+  res->set_output_uri("file:///out/job-t");
+  service_.AddJob(job);
+  service_.SetEvents("job-t", SimpleLog("job-t", 3, v1::JOB_STATE_SUCCEEDED));
+  RunResult r = RunCliTty(server_flag_ + " watch job-t");
+  if (r.exit_code == -2) GTEST_SKIP() << "no /usr/bin/script for a pty";
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  // The bar is redrawn in place, ending at 30/30.
+  EXPECT_NE(r.out.find("\r\033[K[###-------] 10/30 33%"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("\r\033[K[##########] 30/30 100%"), std::string::npos);
+  EXPECT_NE(r.out.find("job-t SUCCEEDED"), std::string::npos);
+  EXPECT_NE(r.out.find("1,000 trainable / 4,000 total (25.00%)"),
+            std::string::npos);
+  EXPECT_NE(r.out.find("frozen weights verified  yes"), std::string::npos);
+  EXPECT_EQ(r.out.find("{\""), std::string::npos) << "no JSON on a TTY";
 }
 
 TEST_F(CliTest, CancelledJobExitsNonZero) {
