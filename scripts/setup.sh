@@ -7,11 +7,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-mapfile -t packages < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' scripts/debian-packages.txt | grep -v '^$')
+# A line is "package" or "package unless-command:NAME": the latter is skipped
+# when NAME is already on PATH (e.g. a kubectl from another source, which
+# Debian's kubernetes-client would conflict with).
 missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
+while read -r pkg condition; do
+  [ -n "$pkg" ] || continue
+  case "$condition" in
+    unless-command:*) command -v "${condition#unless-command:}" >/dev/null && continue ;;
+  esac
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done < <(sed -e 's/#.*//' scripts/debian-packages.txt)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   cmd="apt-get install -y --no-install-recommends ${missing[*]}"
