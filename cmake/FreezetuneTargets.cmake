@@ -42,3 +42,18 @@ function(freezetune_test name)
     LABELS "${ARG_LABELS}"
     ENVIRONMENT "FREEZETUNE_SOURCE_DIR=${PROJECT_SOURCE_DIR};FREEZETUNE_BINARY_DIR=${PROJECT_BINARY_DIR}")
 endfunction()
+
+# A folder's library from every .cc in it except *_main.cc and those listed in
+# EXCLUDE, so files can be added without touching CMake. Skipped while the
+# folder has no sources yet.
+function(freezetune_folder_library name)
+  cmake_parse_arguments(ARG "" "" "EXCLUDE;DEPS" ${ARGN})
+  file(GLOB _srcs CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.cc)
+  list(FILTER _srcs EXCLUDE REGEX "_main\\.cc$")
+  foreach(_ex ${ARG_EXCLUDE})
+    list(REMOVE_ITEM _srcs ${CMAKE_CURRENT_SOURCE_DIR}/${_ex})
+  endforeach()
+  if(_srcs)
+    freezetune_library(${name} SOURCES ${_srcs} DEPS ${ARG_DEPS})
+  endif()
+endfunction()
