@@ -18,3 +18,14 @@ if(TARGET freezetune_client)
     LABELS client TIMEOUT 180)
   add_dependencies(client_cli_test freezetune)
 endif()
+
+# The installed CMake package (cmake --install --component client) works for
+# an outside project: find_package(freezetune CONFIG) + freezetune::client.
+if(TARGET freezetune_client AND TARGET freezetune)
+  add_test(NAME client_package_test
+    COMMAND sh ${PROJECT_SOURCE_DIR}/client/cmake/package_test.sh
+      ${PROJECT_BINARY_DIR} ${PROJECT_SOURCE_DIR}
+      ${PROJECT_BINARY_DIR}/client_package_test)
+  set_tests_properties(client_package_test PROPERTIES
+    TIMEOUT 600 LABELS "client;slow")
+endif()
