@@ -14,3 +14,8 @@ if(TARGET freezetune_model)
     SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/bert_test.cc
     DEPS freezetune_model TIMEOUT 60 LABELS model)
 endif()
+if(TARGET freezetune_model AND TARGET freezetune_tokenizer)
+  freezetune_test(hf_checkpoint_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/hf_checkpoint_test.cc
+    DEPS freezetune_model TIMEOUT 60 LABELS model)
+endif()

@@ -1,0 +1,311 @@
+// Hugging Face BERT directories <-> BertForSequenceClassification.
+#include "server/model/hf_checkpoint.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <system_error>
+#include <unordered_map>
+#include <utility>
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <torch/utils.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/common/status_macros.h"
+#include "server/model/atomic_file.h"
+#include "server/model/safetensors.h"
+#include "server/model/safetensors_format.h"
+
+namespace freezetune::model {
+namespace {
+
+std::string Join(const std::string& dir, const char* name) {
+  if (!dir.empty() && dir.back() == '/') return dir + name;
+  return dir + "/" + name;
+}
+
+bool FileExists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// Buffers transformers never stores as parameters; older checkpoints carry
+// them (int64), newer ones do not.
+bool IsIgnoredBuffer(const std::string& name) {
+  return name == "bert.embeddings.position_ids" || name == "embeddings.position_ids";
+}
+
+std::string ShapeString(at::IntArrayRef shape) {
+  return absl::StrCat("[", absl::StrJoin(shape.vec(), ", "), "]");
+}
+
+// The model parameter a checkpoint tensor name refers to: as is (BertFor*),
+// with "bert." added (BertModel checkpoints), and with TF-era LayerNorm
+// gamma/beta renamed, as transformers does.
+std::string CanonicalName(std::string name, const std::set<std::string>& model_names) {
+  if (absl::EndsWith(name, ".gamma")) {
+    name = name.substr(0, name.size() - 6) + ".weight";
+  } else if (absl::EndsWith(name, ".beta")) {
+    name = name.substr(0, name.size() - 5) + ".bias";
+  }
+  if (model_names.count(name)) return name;
+  if (!absl::StartsWith(name, "bert.") && model_names.count("bert." + name)) {
+    return "bert." + name;
+  }
+  return name;
+}
+
+absl::StatusOr<std::string> TorchDtypeName(const std::string& dtype) {
+  if (dtype == "F32") return std::string("float32");
+  if (dtype == "F16") return std::string("float16");
+  if (dtype == "BF16") return std::string("bfloat16");
+  return absl::InvalidArgumentError(
+      absl::StrCat("dtype: must be F32, F16 or BF16 (got \"", dtype, "\")"));
+}
+
+// The dtype of the weights in a header: the common dtype of its float
+// tensors, "mixed" if they differ.
+std::string HeaderDtype(const SafetensorsHeader& header) {
+  std::string dtype;
+  for (const auto& t : header.tensors) {
+    if (IsIgnoredBuffer(t.name) || !IsFloatWeightDtype(t.dtype)) continue;
+    if (dtype.empty()) {
+      dtype = t.dtype;
+    } else if (dtype != t.dtype) {
+      return "mixed";
+    }
+  }
+  return dtype;
+}
+
+}  // namespace
+
+absl::StatusOr<ModelDirInfo> InspectModelDir(const std::string& dir) {
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return absl::NotFoundError(absl::StrCat(dir, ": not a directory"));
+  }
+  ModelDirInfo info;
+  const std::string config_path = Join(dir, "config.json");
+  if (!FileExists(config_path)) {
+    return absl::NotFoundError(absl::StrCat(config_path, ": file not found"));
+  }
+  FT_ASSIGN_OR_RETURN(std::string config_text, ReadFileToString(config_path));
+  auto config = ParseBertConfig(config_text);
+  if (!config.ok()) {
+    // ParseBertConfig's messages start with "config.json: "; give the full path.
+    return absl::Status(config.status().code(),
+                        absl::StrCat(Join(dir, ""), config.status().message()));
+  }
+  info.config = std::move(*config);
+
+  const std::string tok_path = Join(dir, "tokenizer_config.json");
+  if (FileExists(tok_path)) {
+    FT_ASSIGN_OR_RETURN(std::string text, ReadFileToString(tok_path));
+    auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object()) {
+      return absl::InvalidArgumentError(absl::StrCat(tok_path, ": not a JSON object"));
+    }
+    if (auto it = j.find("do_lower_case"); it != j.end() && !it->is_null()) {
+      if (!it->is_boolean()) {
+        return absl::InvalidArgumentError(absl::StrCat(tok_path, ": do_lower_case: must be a boolean"));
+      }
+      info.do_lower_case = it->get<bool>();
+    }
+  }
+  const std::string vocab_path = Join(dir, "vocab.txt");
+  if (!FileExists(vocab_path)) {
+    return absl::NotFoundError(absl::StrCat(vocab_path, ": file not found"));
+  }
+  const std::string weights_path = Join(dir, "model.safetensors");
+  if (!FileExists(weights_path)) {
+    std::string hint;
+    if (FileExists(Join(dir, "pytorch_model.bin"))) {
+      hint = " (pytorch_model.bin is pickle-based and never loaded; convert it to safetensors)";
+    }
+    return absl::NotFoundError(absl::StrCat(weights_path, ": file not found", hint));
+  }
+  FT_ASSIGN_OR_RETURN(SafetensorsHeader header, ReadSafetensorsHeader(weights_path));
+  info.source_dtype = HeaderDtype(header);
+  return info;
+}
+
+absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, int64_t num_labels) {
+  if (num_labels < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("num_labels: must be >= 1 (got ", num_labels, ")"));
+  }
+  FT_ASSIGN_OR_RETURN(ModelDirInfo info, InspectModelDir(dir));
+  const std::string vocab_path = Join(dir, "vocab.txt");
+  FT_ASSIGN_OR_RETURN(WordPieceTokenizer tokenizer,
+                      WordPieceTokenizer::FromVocabFile(vocab_path, info.do_lower_case));
+  if (tokenizer.vocab_size() > info.config.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(vocab_path, ": ", tokenizer.vocab_size(),
+                                                   " tokens exceed config vocab_size ",
+                                                   info.config.vocab_size));
+  }
+  const std::string weights_path = Join(dir, "model.safetensors");
+  SafetensorsReadOptions read_options;
+  read_options.skip = IsIgnoredBuffer;
+
+  LoadedModel out;
+  try {
+    FT_ASSIGN_OR_RETURN(SafetensorsContents contents, ReadSafetensors(weights_path, read_options));
+    out.config = info.config;
+    out.model = BertForSequenceClassification(info.config, num_labels);
+    out.source_dtype = contents.source_dtype;
+
+    auto params = out.model->named_parameters();
+    std::set<std::string> model_names;
+    for (const auto& p : params) model_names.insert(p.key());
+
+    std::unordered_map<std::string, torch::Tensor> by_name;
+    for (auto& [name, tensor] : contents.tensors) {
+      std::string canonical = CanonicalName(name, model_names);
+      if (!model_names.count(canonical) || by_name.count(canonical)) {
+        out.unused.push_back(name);  // e.g. cls.predictions.* of BertForPreTraining
+        continue;
+      }
+      by_name.emplace(std::move(canonical), std::move(tensor));
+    }
+
+    torch::NoGradGuard no_grad;
+    int64_t loaded_encoder = 0;
+    for (auto& p : params) {
+      auto it = by_name.find(p.key());
+      const bool is_head = absl::StartsWith(p.key(), "classifier.");
+      if (it == by_name.end()) {
+        out.newly_initialized.push_back(p.key());
+        continue;
+      }
+      if (!it->second.sizes().equals(p.value().sizes())) {
+        if (is_head) {
+          // A head trained for another label set: start it afresh, as
+          // transformers does with ignore_mismatched_sizes.
+          out.newly_initialized.push_back(p.key());
+          continue;
+        }
+        return absl::InvalidArgumentError(absl::StrCat(
+            weights_path, ": ", p.key(), ": shape ", ShapeString(it->second.sizes()),
+            " in checkpoint, model expects ", ShapeString(p.value().sizes())));
+      }
+      p.value().copy_(it->second);
+      if (!is_head) ++loaded_encoder;
+    }
+    if (loaded_encoder == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(weights_path, ": no BERT parameters found (", contents.tensors.size(),
+                       " tensors, none named like bert.embeddings.* or encoder.layer.*)"));
+    }
+    // The constructor initialised everything; re-draw the head if any part
+    // of it was not loaded so it is never half old, half new.
+    bool head_missing = false;
+    for (const auto& name : out.newly_initialized) {
+      head_missing = head_missing || absl::StartsWith(name, "classifier.");
+    }
+    if (head_missing) {
+      out.model->InitClassifier();
+      out.newly_initialized.erase(
+          std::remove_if(out.newly_initialized.begin(), out.newly_initialized.end(),
+                         [](const std::string& n) { return absl::StartsWith(n, "classifier."); }),
+          out.newly_initialized.end());
+      out.newly_initialized.push_back("classifier.weight");
+      out.newly_initialized.push_back("classifier.bias");
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat(dir, ": ", e.what_without_backtrace()));
+  }
+  out.tokenizer = std::make_unique<WordPieceTokenizer>(std::move(tokenizer));
+  return out;
+}
+
+absl::Status SaveModelDir(const std::string& dir, BertForSequenceClassification& model,
+                          const WordPieceTokenizer& tokenizer, const SaveOptions& options) {
+  FT_ASSIGN_OR_RETURN(std::string torch_dtype, TorchDtypeName(options.dtype));
+  const int64_t num_labels = model->num_labels();
+  std::vector<std::string> labels = options.label_names;
+  if (labels.empty()) {
+    for (int64_t i = 0; i < num_labels; ++i) labels.push_back(absl::StrCat("LABEL_", i));
+  }
+  if (static_cast<int64_t>(labels.size()) != num_labels) {
+    return absl::InvalidArgumentError(absl::StrCat("label_names: ", labels.size(),
+                                                   " names for ", num_labels, " labels"));
+  }
+  nlohmann::json id2label = nlohmann::json::object();
+  nlohmann::json label2id = nlohmann::json::object();
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (label2id.contains(labels[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("label_names[", i, "]: duplicate label \"", labels[i], "\""));
+    }
+    id2label[std::to_string(i)] = labels[i];
+    label2id[labels[i]] = i;
+  }
+
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat(dir, ": cannot create: ", ec.message()));
+
+  const BertConfig& c = model->config();
+  nlohmann::json config = c.raw.is_object() ? c.raw : nlohmann::json::object();
+  // The struct is what the model was built from; make the file agree with it.
+  config["vocab_size"] = c.vocab_size;
+  config["hidden_size"] = c.hidden_size;
+  config["num_hidden_layers"] = c.num_hidden_layers;
+  config["num_attention_heads"] = c.num_attention_heads;
+  config["intermediate_size"] = c.intermediate_size;
+  config["hidden_act"] = c.hidden_act;
+  config["hidden_dropout_prob"] = c.hidden_dropout_prob;
+  config["attention_probs_dropout_prob"] = c.attention_probs_dropout_prob;
+  config["max_position_embeddings"] = c.max_position_embeddings;
+  config["type_vocab_size"] = c.type_vocab_size;
+  config["layer_norm_eps"] = c.layer_norm_eps;
+  config["initializer_range"] = c.initializer_range;
+  config["pad_token_id"] = c.pad_token_id;
+  config["architectures"] = {"BertForSequenceClassification"};
+  config["model_type"] = "bert";
+  // transformers derives num_labels from id2label; a stale num_labels would
+  // only conflict with it.
+  config.erase("num_labels");
+  config["id2label"] = id2label;
+  config["label2id"] = label2id;
+  config["torch_dtype"] = torch_dtype;
+
+  try {
+    NamedTensors tensors;
+    for (const auto& p : model->named_parameters()) tensors.emplace_back(p.key(), p.value());
+    // transformers refuses safetensors files without format metadata.
+    FT_RETURN_IF_ERROR(WriteSafetensors(Join(dir, "model.safetensors"), tensors, options.dtype,
+                                        {{"format", "pt"}}));
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat(dir, ": ", e.what_without_backtrace()));
+  }
+  FT_RETURN_IF_ERROR(WriteFileAtomically(Join(dir, "config.json"), config.dump(2) + "\n"));
+
+  std::string vocab;
+  for (const std::string& token : tokenizer.tokens()) absl::StrAppend(&vocab, token, "\n");
+  FT_RETURN_IF_ERROR(WriteFileAtomically(Join(dir, "vocab.txt"), vocab));
+  nlohmann::json tok_config = {{"do_lower_case", tokenizer.do_lower_case()},
+                               {"tokenizer_class", "BertTokenizer"},
+                               {"model_max_length", c.max_position_embeddings}};
+  FT_RETURN_IF_ERROR(
+      WriteFileAtomically(Join(dir, "tokenizer_config.json"), tok_config.dump(2) + "\n"));
+  if (!options.freeze_plan.is_null()) {
+    FT_RETURN_IF_ERROR(WriteFileAtomically(Join(dir, "freeze_plan.json"),
+                                           options.freeze_plan.dump(2) + "\n"));
+  }
+  if (!options.metrics.is_null()) {
+    FT_RETURN_IF_ERROR(
+        WriteFileAtomically(Join(dir, "metrics.json"), options.metrics.dump(2) + "\n"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace freezetune::model
