@@ -29,3 +29,14 @@ if(TARGET freezetune_client AND TARGET freezetune)
   set_tests_properties(client_package_test PROPERTIES
     TIMEOUT 600 LABELS "client;slow")
 endif()
+
+# The Python client (client/python) against a real in-process grpc.server,
+# with stubs generated into <build>/python by freezetune_python_stubs.
+if(TARGET freezetune_python_stubs AND FREEZETUNE_PYTHON)
+  add_test(NAME client_python_test
+    COMMAND ${FREEZETUNE_PYTHON} -m unittest discover -v
+      -s ${PROJECT_SOURCE_DIR}/client/python/tests)
+  set_tests_properties(client_python_test PROPERTIES
+    TIMEOUT 120 LABELS client
+    ENVIRONMENT "PYTHONPATH=${PROJECT_SOURCE_DIR}/client/python:${PROJECT_BINARY_DIR}/python")
+endif()
