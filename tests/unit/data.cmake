@@ -8,3 +8,11 @@ if(TARGET freezetune_data_io)
     SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/data_dataset_test.cc
     DEPS freezetune_data_io TIMEOUT 60)
 endif()
+if(TARGET freezetune_data)
+  freezetune_test(data_batching_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/data_batching_test.cc
+    DEPS freezetune_data TIMEOUT 60)
+  freezetune_test(data_encode_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/data_encode_test.cc
+    DEPS freezetune_data TIMEOUT 60)
+endif()
