@@ -2,6 +2,9 @@
 // service the tests script (tests/unit/client_fake_server.h).
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "freezetune/client.h"
@@ -385,6 +388,63 @@ TEST_F(ClientTest, WatchSurvivesAServerRestart) {
   EXPECT_GE(stream->reconnects(), 1);
   ASSERT_FALSE(restarted.WatchAfterSequences().empty());
   EXPECT_EQ(restarted.WatchAfterSequences().back(), 3);
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// TLS with a CA file: a throwaway self-signed certificate made with the
+// openssl CLI (skipped where there is none), a TLS grpc::Server, and a client
+// that trusts exactly that certificate.
+TEST(ClientTlsTest, ConnectsWithCustomCaAndRejectsPlaintext) {
+  if (std::system("command -v openssl >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "no openssl CLI";
+  }
+  char dir_template[] = "/tmp/freezetune_tls_XXXXXX";
+  ASSERT_NE(mkdtemp(dir_template), nullptr);
+  const std::string dir = dir_template;
+  const std::string cmd = absl::StrCat(
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost"
+      " -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout ",
+      dir, "/key.pem -out ", dir, "/cert.pem >/dev/null 2>&1");
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+
+  FakeFineTuneService service;
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back(
+      {Slurp(dir + "/key.pem"), Slurp(dir + "/cert.pem")});
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::SslServerCredentials(ssl),
+                           &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+
+  ClientOptions opts;
+  opts.target = absl::StrCat("localhost:", port);
+  opts.tls = true;
+  opts.ca_cert_file = dir + "/cert.pem";
+  opts.max_retries = 0;
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(opts);
+  ASSERT_TRUE(client.ok()) << client.status();
+  EXPECT_EQ((*client)->Get("job-1").status().code(),
+            absl::StatusCode::kNotFound);  // the call reached the service
+
+  ClientOptions plain = opts;
+  plain.tls = false;
+  plain.ca_cert_file.clear();
+  absl::StatusOr<std::unique_ptr<Client>> insecure = Client::Connect(plain);
+  ASSERT_TRUE(insecure.ok());
+  EXPECT_EQ((*insecure)->Get("job-1").status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(service.Calls("GetJob"), 1);
+  server->Shutdown();
+  std::system(absl::StrCat("rm -rf ", dir).c_str());
 }
 
 }  // namespace
