@@ -22,3 +22,6 @@ add_test(NAME deploy_promtool_test_rules
 set_tests_properties(deploy_k8s_render deploy_promtool_check_rules
   deploy_promtool_check_config deploy_promtool_test_rules
   PROPERTIES LABELS "deploy" TIMEOUT 120)
+add_test(NAME deploy_promql_check
+  COMMAND ${FREEZETUNE_PYTHON3} ${_deploy_tests}/promql_check_test.py ${PROJECT_SOURCE_DIR})
+set_tests_properties(deploy_promql_check PROPERTIES LABELS "deploy" TIMEOUT 120)
