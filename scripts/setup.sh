@@ -4,6 +4,12 @@
 #   scripts/setup.sh            install (as root) + configure + build everything
 #   scripts/setup.sh --no-build install only
 # Not root and something missing: prints the exact apt-get line and exits 1.
+# Environment (used by docker/*.Dockerfile):
+#   FREEZETUNE_SKIP_PACKAGES="a b"  leave these names of the list out (the CUDA
+#                                   image brings its own LibTorch; runtime
+#                                   stages leave out compilers and test tools)
+#   FREEZETUNE_CMAKE_ARGS="-D..."   extra arguments for the cmake configure step
+#                                   (e.g. -DTorch_DIR=/opt/libtorch/share/cmake/Torch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +19,7 @@ cd "$(dirname "$0")/.."
 missing=()
 while read -r pkg condition; do
   [ -n "$pkg" ] || continue
+  case " ${FREEZETUNE_SKIP_PACKAGES:-} " in *" $pkg "*) continue ;; esac
   case "$condition" in
     unless-command:*) command -v "${condition#unless-command:}" >/dev/null && continue ;;
   esac
@@ -47,5 +54,6 @@ esac
 
 BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc)}
-cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+# shellcheck disable=SC2086  # FREEZETUNE_CMAKE_ARGS is a list of words
+cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo ${FREEZETUNE_CMAKE_ARGS:-} >/dev/null
 cmake --build "$BUILD_DIR" -j"$JOBS"
