@@ -25,3 +25,8 @@ set_tests_properties(deploy_k8s_render deploy_promtool_check_rules
 add_test(NAME deploy_promql_check
   COMMAND ${FREEZETUNE_PYTHON3} ${_deploy_tests}/promql_check_test.py ${PROJECT_SOURCE_DIR})
 set_tests_properties(deploy_promql_check PROPERTIES LABELS "deploy" TIMEOUT 120)
+add_test(NAME deploy_dockerfiles
+  COMMAND ${FREEZETUNE_PYTHON3} ${_deploy_tests}/dockerfile_test.py ${PROJECT_SOURCE_DIR})
+add_test(NAME deploy_grpc_health_check
+  COMMAND ${FREEZETUNE_PYTHON3} ${_deploy_tests}/grpc_health_check_test.py ${PROJECT_SOURCE_DIR})
+set_tests_properties(deploy_dockerfiles deploy_grpc_health_check PROPERTIES LABELS "deploy" TIMEOUT 120)
