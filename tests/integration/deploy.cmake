@@ -30,3 +30,13 @@ add_test(NAME deploy_dockerfiles
 add_test(NAME deploy_grpc_health_check
   COMMAND ${FREEZETUNE_PYTHON3} ${_deploy_tests}/grpc_health_check_test.py ${PROJECT_SOURCE_DIR})
 set_tests_properties(deploy_dockerfiles deploy_grpc_health_check PROPERTIES LABELS "deploy" TIMEOUT 120)
+
+# The live test needs the three programs; a client-only build
+# (-DFREEZETUNE_BUILD_SERVER=OFF) has no server, so it is not registered there.
+if(TARGET freezetune-server AND TARGET freezetune-model AND TARGET freezetune)
+  add_test(NAME deploy_prometheus_live
+    COMMAND ${_deploy_tests}/prometheus_live_test.sh
+            $<TARGET_FILE:freezetune-server> $<TARGET_FILE:freezetune-model>
+            $<TARGET_FILE:freezetune> ${PROJECT_SOURCE_DIR})
+  set_tests_properties(deploy_prometheus_live PROPERTIES LABELS "deploy;integration" TIMEOUT 180)
+endif()
