@@ -3,6 +3,10 @@
 // Every malformed record is an error naming the field path, the line number
 // and the reason; nothing is skipped silently. Error messages never quote
 // file contents beyond the offending field name.
+//
+// A UTF-8 BOM is dropped; entirely blank lines (CSV: blank records) are
+// ignored anywhere in the file; labels are trimmed of surrounding whitespace.
+// Thread safety: the functions are pure and thread-safe.
 #ifndef FREEZETUNE_SERVER_DATA_DATASET_H_
 #define FREEZETUNE_SERVER_DATA_DATASET_H_
 

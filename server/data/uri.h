@@ -2,6 +2,16 @@
 // configured data roots (realpath, so no ".." or symlink escapes); http(s)://
 // fetched with libcurl, size-capped, with private/loopback/link-local targets
 // refused unless allowed.
+//
+// Errors: INVALID_ARGUMENT "<field>: <reason>" for anything wrong with the
+// URI or what it names (not found, permission denied, outside the data
+// roots, too large, unsupported scheme, refused address, HTTP 404);
+// UNAVAILABLE / DEADLINE_EXCEEDED for network failures; FAILED_PRECONDITION
+// when a configured data root itself cannot be resolved.
+// http(s): each hop (at most 3 redirects, each re-checked) resolves the host
+// once, refuses it if any address is non-public, and pins the connection to
+// the checked addresses; proxies from the environment are not used.
+// Thread safety: the functions are thread-safe (no shared mutable state).
 #ifndef FREEZETUNE_SERVER_DATA_URI_H_
 #define FREEZETUNE_SERVER_DATA_URI_H_
 

@@ -213,6 +213,9 @@ TEST(TsvTest, NoQuoteProcessingTrailingCrAndBlankLastLine) {
 }
 
 TEST(TsvTest, ErrorsWithLineNumbers) {
+  auto bom = ParseDataset("\xEF\xBB\xBFsentence\tlabel\na\t0\n", Spec("/x.tsv"), "job.train");
+  ASSERT_TRUE(bom.ok()) << bom.status();
+  EXPECT_EQ((*bom)[0].text, "a");
   auto r = ParseDataset("sentence\tlabel\na\t0\nb\t1\textra\n", Spec("/x.tsv"), "job.train");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(Msg(r.status()), "job.train: line 3: expected 2 columns, got 3");

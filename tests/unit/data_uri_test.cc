@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -83,6 +84,8 @@ TEST_F(LocalUriTest, FileUriIsPercentDecoded) {
   auto bad = ReadUri("file://" + root_.string() + "/x%2", options_, "job.train.uri");
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(Msg(bad.status()), HasSubstr("percent-escape"));
+  auto local = ReadUri("file://localhost" + root_.string() + "/train.tsv", options_, "f");
+  EXPECT_TRUE(local.ok()) << local.status();
   auto host = ReadUri("file://example.com" + root_.string() + "/train.tsv", options_, "f");
   EXPECT_FALSE(host.ok());
 }
@@ -159,13 +162,50 @@ TEST_F(LocalUriTest, DirectoryIsNotReadable) {
   EXPECT_EQ(*p, root_.string());
 }
 
+// Message from ReadUri run as an unprivileged user: as root, in a forked
+// child that drops to nobody, since root bypasses file permissions.
+std::string ReadAsUnprivileged(const std::string& uri, const UriOptions& options) {
+  if (::geteuid() != 0) {
+    auto r = ReadUri(uri, options, "job.train.uri");
+    return r.ok() ? "OK" : Msg(r.status());
+  }
+  int fds[2];
+  if (::pipe(fds) != 0) return "pipe failed";
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(2);
+    auto r = ReadUri(uri, options, "job.train.uri");
+    const std::string m = r.ok() ? "OK" : Msg(r.status());
+    if (::write(fds[1], m.data(), m.size()) < 0) ::_exit(3);
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::string out;
+  char buf[256];
+  ssize_t n;
+  while ((n = ::read(fds[0], buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return out;
+}
+
 TEST_F(LocalUriTest, PermissionDenied) {
-  if (::geteuid() == 0) GTEST_SKIP() << "root bypasses file permissions";
+  fs::permissions(tmp_.path(), fs::perms::owner_all | fs::perms::group_exec |
+                                   fs::perms::others_exec | fs::perms::group_read |
+                                   fs::perms::others_read);
+  fs::permissions(root_, fs::perms::owner_all | fs::perms::others_exec | fs::perms::others_read);
   WriteFile(root_ / "locked.tsv", "x");
   fs::permissions(root_ / "locked.tsv", fs::perms::none);
-  auto r = ReadUri((root_ / "locked.tsv").string(), options_, "job.train.uri");
-  ASSERT_FALSE(r.ok());
-  EXPECT_THAT(Msg(r.status()), HasSubstr("permission denied"));
+  EXPECT_EQ(ReadAsUnprivileged((root_ / "locked.tsv").string(), options_),
+            "job.train.uri: permission denied: " + (root_ / "locked.tsv").string());
+  // A directory on the way that cannot be searched.
+  fs::create_directories(root_ / "closed");
+  WriteFile(root_ / "closed" / "x.tsv", "x");
+  fs::permissions(root_ / "closed", fs::perms::owner_all);
+  EXPECT_EQ(ReadAsUnprivileged((root_ / "closed" / "x.tsv").string(), options_),
+            "job.train.uri: permission denied: " + (root_ / "closed" / "x.tsv").string());
 }
 
 TEST_F(LocalUriTest, UnsupportedScheme) {
@@ -313,7 +353,8 @@ TEST(HttpUriTest, LoopbackRefusedByDefault) {
   UriOptions options;
   for (const std::string& url :
        {server.url("/x.tsv"), "http://localhost:" + std::to_string(server.port()) + "/x.tsv",
-        "http://[::1]:" + std::to_string(server.port()) + "/x"}) {
+        "http://[::1]:" + std::to_string(server.port()) + "/x",
+        "http://2130706433:" + std::to_string(server.port()) + "/x"}) {  // 127.0.0.1
     auto r = ReadUri(url, options, "job.train.uri");
     ASSERT_FALSE(r.ok()) << url;
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
