@@ -19,3 +19,20 @@ if(TARGET freezetune_model AND TARGET freezetune_tokenizer)
     SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/hf_checkpoint_test.cc
     DEPS freezetune_model TIMEOUT 60 LABELS model)
 endif()
+
+# Independent float64 reference BERT in Python (Debian's python3-torch, no
+# transformers) against `freezetune-model predict` on 200 SST-2 dev sentences:
+# prefixed F32, no-prefix F32 and BF16 checkpoints. Skips (77) without torch.
+if(TARGET freezetune-model)
+  find_program(FREEZETUNE_SYSTEM_PYTHON3 python3 PATHS /usr/bin NO_DEFAULT_PATH)
+  if(FREEZETUNE_SYSTEM_PYTHON3)
+    add_test(NAME bert_numerics_test
+      COMMAND ${FREEZETUNE_SYSTEM_PYTHON3} ${PROJECT_SOURCE_DIR}/tests/numerics/bert_numerics_test.py
+              --tool $<TARGET_FILE:freezetune-model>
+              --shared ${PROJECT_SOURCE_DIR}/../shared
+              --workdir ${CMAKE_CURRENT_BINARY_DIR}/bert_numerics
+              --n 200)
+    set_tests_properties(bert_numerics_test PROPERTIES TIMEOUT 180 SKIP_RETURN_CODE 77
+      LABELS "model;numerics")
+  endif()
+endif()
