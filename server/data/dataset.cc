@@ -152,7 +152,8 @@ absl::StatusOr<Columns> ColumnsFromHeader(const std::vector<std::string>& header
                                           const v1::DatasetSpec& spec, std::string_view field) {
   std::map<std::string, int> index;
   for (size_t i = 0; i < header.size(); ++i) {
-    const std::string name = header[i];
+    // Header names are trimmed; GLUE headers are clean, hand-made ones may not be.
+    const std::string name(absl::StripAsciiWhitespace(header[i]));
     if (!index.emplace(name, static_cast<int>(i)).second) {
       return LineError(field, 1, absl::StrCat("duplicate column ", Quoted(name), " in the header"));
     }
@@ -530,7 +531,10 @@ absl::StatusOr<LabelSpace> ResolveLabelSpace(const v1::TaskSpec& task,
     int64_t v = 0;
     if (all_int && ParseIntLabel(ex.label, &v)) {
       if (v < 0) {
-        return LineError(field, ex.line, absl::StrCat("label ", v, " is negative"));
+        return LineError(field, ex.line,
+                         absl::StrCat("label ", v, " is negative; integer labels must lie in "
+                                                   "[0, num_labels), or list every label in "
+                                                   "task.label_names"));
       }
       max_int = std::max(max_int, v);
     } else {

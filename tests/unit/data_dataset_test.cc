@@ -144,6 +144,9 @@ TEST(CsvTest, Rfc4180QuotingEscapesNewlinesAndCrlf) {
   auto r = ParseDataset(content, Spec("/x.csv"), "job.train");
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->size(), 4u);
+  auto spaced = ParseDataset("text , label\r\na,1\r\n", Spec("/x.csv"), "job.train");
+  ASSERT_TRUE(spaced.ok()) << spaced.status();
+  EXPECT_EQ((*spaced)[0].label, "1");
   EXPECT_EQ((*r)[0].text, "hello, world");
   EXPECT_EQ((*r)[0].line, 2);
   EXPECT_EQ((*r)[1].text, "she said \"hi\"");
@@ -403,7 +406,14 @@ TEST(LabelSpaceTest, RegressionAndDegenerateCases) {
   EXPECT_THAT(Msg(one.status()), HasSubstr("only one distinct label"));
   auto negative = ResolveLabelSpace(v1::TaskSpec(), Labels({"0", "-1"}), "job.train");
   ASSERT_FALSE(negative.ok());
-  EXPECT_EQ(Msg(negative.status()), "job.train: line 3: label -1 is negative");
+  EXPECT_THAT(Msg(negative.status()), ::testing::StartsWith("job.train: line 3: label -1 is negative"));
+  // Listing the labels as names makes -1/1 labels usable.
+  v1::TaskSpec named;
+  named.add_label_names("-1");
+  named.add_label_names("1");
+  auto pm = ResolveLabelSpace(named, Labels({"1", "-1"}), "job.train");
+  ASSERT_TRUE(pm.ok()) << pm.status();
+  EXPECT_THAT(MapLabels(Labels({"1", "-1"}), *pm, "job.train")->ids, ElementsAre(1, 0));
   auto huge = ResolveLabelSpace(v1::TaskSpec(), Labels({"0", "1000000"}), "job.train");
   ASSERT_FALSE(huge.ok());
   EXPECT_THAT(Msg(huge.status()), HasSubstr("num_labels to 1"));
