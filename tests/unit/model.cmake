@@ -34,5 +34,12 @@ if(TARGET freezetune-model)
               --n 200)
     set_tests_properties(bert_numerics_test PROPERTIES TIMEOUT 180 SKIP_RETURN_CODE 77
       LABELS "model;numerics")
+    # The tool's command-line contract (standard library only).
+    add_test(NAME freezetune_model_cli_test
+      COMMAND ${FREEZETUNE_SYSTEM_PYTHON3} ${PROJECT_SOURCE_DIR}/tests/numerics/freezetune_model_cli_test.py
+              --tool $<TARGET_FILE:freezetune-model>
+              --shared ${PROJECT_SOURCE_DIR}/../shared
+              --workdir ${CMAKE_CURRENT_BINARY_DIR}/freezetune_model_cli)
+    set_tests_properties(freezetune_model_cli_test PROPERTIES TIMEOUT 180 LABELS "model")
   endif()
 endif()
