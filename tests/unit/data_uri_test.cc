@@ -428,6 +428,29 @@ TEST(HttpUriTest, TooManyRedirectsAndBadSchemeRefused) {
   }
 }
 
+TEST(HttpUriTest, SilentServerTimesOut) {
+  // Listens but never accepts: the kernel completes the handshake, nothing
+  // ever answers.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(fd, 4), 0);
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  UriOptions options;
+  options.allow_private_http = true;
+  options.http_timeout_seconds = 1;
+  auto r = ReadUri("http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/", options,
+                   "job.train.uri");
+  ::close(fd);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(Msg(r.status()), StartsWith("job.train.uri: fetch timed out"));
+}
+
 TEST(HttpUriTest, HttpErrorsAndDisabledHttp) {
   UriOptions options;
   options.allow_private_http = true;
