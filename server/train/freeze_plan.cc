@@ -25,29 +25,47 @@ absl::Status FieldError(std::string_view field, std::string_view reason) {
   return absl::InvalidArgumentError(absl::StrCat(AV(field), ": ", AV(reason)));
 }
 
-// Levenshtein distance; names and patterns are short (< ~100 chars), and
-// this runs only on the error path.
-size_t EditDistance(std::string_view a, std::string_view b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
+// Edit distance from `pattern` to the closest prefix of `name` (Levenshtein
+// with free deletion of the name's tail): patterns usually name a prefix
+// ("bert\\.encoder\\.layer\\.7\\..*"), so the tail must not dominate.
+// Short inputs (< ~100 chars), error path only.
+size_t PrefixEditDistance(std::string_view pattern, std::string_view name) {
+  std::vector<size_t> prev(name.size() + 1), cur(name.size() + 1);
+  for (size_t j = 0; j <= name.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= pattern.size(); ++i) {
     cur[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t sub = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+    for (size_t j = 1; j <= name.size(); ++j) {
+      size_t sub = prev[j - 1] + (pattern[i - 1] == name[j - 1] ? 0 : 1);
       cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
     }
     std::swap(prev, cur);
   }
-  return prev[b.size()];
+  return *std::min_element(prev.begin(), prev.end());
+}
+
+// The pattern as literal text for comparison with names: escapes dropped
+// and a trailing ".*" / ".+" removed.
+std::string Literalize(std::string_view pattern) {
+  std::string out;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    if (pattern[i] == '\\' && i + 1 < pattern.size()) ++i;
+    out.push_back(pattern[i]);
+  }
+  while (out.size() >= 2 && out[out.size() - 2] == '.' &&
+         (out.back() == '*' || out.back() == '+')) {
+    out.resize(out.size() - 2);
+  }
+  return out;
 }
 
 // The (up to) three parameter names closest to `pattern`, ties in model order.
 std::vector<std::string> ClosestNames(std::string_view pattern,
                                       const std::vector<ParameterDecision>& params) {
+  const std::string literal = Literalize(pattern);
   std::vector<std::pair<size_t, size_t>> scored;  // (distance, index)
   scored.reserve(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
-    scored.emplace_back(EditDistance(pattern, params[i].name), i);
+    scored.emplace_back(PrefixEditDistance(literal, params[i].name), i);
   }
   std::stable_sort(scored.begin(), scored.end(),
                    [](const auto& x, const auto& y) { return x.first < y.first; });

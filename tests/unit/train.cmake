@@ -13,3 +13,10 @@ if(TARGET freezetune_train_core)
     DEPS freezetune_train_core protobuf::libprotobuf
     TIMEOUT 60)
 endif()
+
+if(TARGET freezetune_train AND TARGET freezetune_data AND TARGET freezetune_model)
+  freezetune_test(trainer_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/trainer_test.cc
+    DEPS freezetune_train protobuf::libprotobuf
+    TIMEOUT 240)
+endif()

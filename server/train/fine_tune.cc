@@ -1,0 +1,293 @@
+// Job validation, the PlanFreeze dry run, job preparation and RunFineTune
+// (see fine_tune.h and trainer.h).
+#include "server/train/fine_tune.h"
+
+#include <c10/util/Exception.h>
+#include <torch/utils.h>
+
+#include <algorithm>
+#include <exception>
+#include <random>
+#include <tuple>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "re2/re2.h"
+#include "server/common/status_macros.h"
+#include "server/data/dataset.h"
+#include "server/model/bert_config.h"
+#include "server/model/hf_checkpoint.h"
+#include "server/train/freeze_plan.h"
+#include "server/train/hyperparameters.h"
+#include "server/train/trainer.h"
+
+namespace freezetune::train {
+namespace {
+
+absl::Status FieldError(const std::string& field, const std::string& reason) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", reason));
+}
+
+// Prefixes a lower layer's error with `field` unless it already names one.
+absl::Status WithField(const absl::Status& s, const std::string& field) {
+  if (s.ok() || absl::StartsWith(s.message(), field)) return s;
+  return absl::Status(s.code(), absl::StrCat(field, ": ", s.message()));
+}
+
+absl::Status ValidateDevice(const std::string& device) {
+  static const RE2 kDevice("cpu|cuda|cuda:[0-9]{1,3}");
+  if (device.empty() || RE2::FullMatch(device, kDevice)) return absl::OkStatus();
+  return FieldError("job.device", "must be \"cpu\", \"cuda\" or \"cuda:N\"");
+}
+
+absl::StatusOr<std::string> ResolveModelDir(const std::string& uri, const data::UriOptions& uris,
+                                            const std::string& field) {
+  if (uri.empty()) return FieldError(field, "required");
+  return data::ResolveLocalPath(uri, uris, field);
+}
+
+absl::StatusOr<model::ModelDirInfo> InspectModel(const std::string& dir,
+                                                 const std::string& field) {
+  absl::StatusOr<model::ModelDirInfo> info = model::InspectModelDir(dir);
+  if (!info.ok()) return WithField(info.status(), field);
+  return info;
+}
+
+bool HasDataset(const v1::DatasetSpec& spec) { return !spec.uri().empty(); }
+
+// Splits `train` into (train, holdout): a seeded, platform-independent
+// choice of floor(n * fraction) examples (at least one example stays in
+// train). Both keep file order.
+std::pair<std::vector<data::RawExample>, std::vector<data::RawExample>> HoldOut(
+    std::vector<data::RawExample> train, double fraction, int64_t seed) {
+  const size_t n = train.size();
+  size_t k = static_cast<size_t>(static_cast<double>(n) * fraction + 1e-9);
+  if (k >= n) k = n > 0 ? n - 1 : 0;
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
+  // Fisher-Yates with our own index draw: std::shuffle and the standard
+  // distributions differ between standard libraries.
+  std::mt19937_64 rng(static_cast<uint64_t>(seed) ^ 0x5eed5eedULL);
+  for (size_t i = n; i > 1; --i) std::swap(order[i - 1], order[rng() % i]);
+  std::vector<bool> held(n, false);
+  for (size_t i = 0; i < k; ++i) held[order[i]] = true;
+  std::vector<data::RawExample> rest, holdout;
+  for (size_t i = 0; i < n; ++i) (held[i] ? holdout : rest).push_back(std::move(train[i]));
+  return {std::move(rest), std::move(holdout)};
+}
+
+}  // namespace
+
+absl::Status ValidateJob(const v1::FineTuneJob& job, const data::UriOptions& uris,
+                         const JobLimits& limits) {
+  if (job.client_request_id().size() > 128) {
+    return FieldError("job.client_request_id", "at most 128 characters");
+  }
+  if (job.display_name().size() > 256) {
+    return FieldError("job.display_name", "at most 256 characters");
+  }
+  FT_RETURN_IF_ERROR(ValidateDevice(job.device()));
+  FT_ASSIGN_OR_RETURN(const std::string model_dir,
+                      ResolveModelDir(job.model_uri(), uris, "job.model_uri"));
+  FT_ASSIGN_OR_RETURN(const model::ModelDirInfo info, InspectModel(model_dir, "job.model_uri"));
+
+  if (!HasDataset(job.train())) return FieldError("job.train.uri", "required");
+  FT_ASSIGN_OR_RETURN(const std::vector<data::RawExample> train,
+                      data::LoadDataset(job.train(), uris, "job.train"));
+  if (train.empty()) return FieldError("job.train", "no examples");
+  if (static_cast<int64_t>(train.size()) > limits.max_examples) {
+    return FieldError("job.train", absl::StrCat(train.size(), " examples exceed the limit of ",
+                                                limits.max_examples));
+  }
+  FT_ASSIGN_OR_RETURN(const data::LabelSpace labels,
+                      data::ResolveLabelSpace(job.task(), train, "job.train"));
+  if (HasDataset(job.validation())) {
+    FT_ASSIGN_OR_RETURN(const std::vector<data::RawExample> validation,
+                        data::LoadDataset(job.validation(), uris, "job.validation"));
+    if (static_cast<int64_t>(validation.size()) > limits.max_examples) {
+      return FieldError("job.validation", absl::StrCat(validation.size(),
+                                                       " examples exceed the limit of ",
+                                                       limits.max_examples));
+    }
+    FT_RETURN_IF_ERROR(data::MapLabels(validation, labels, "job.validation").status());
+  }
+
+  FT_RETURN_IF_ERROR(ValidateHyperparameters(job.hyperparameters(), labels.regression,
+                                             info.config.max_position_embeddings, limits,
+                                             "job.hyperparameters"));
+  const ResolvedHyperparameters hp = WithDefaults(job.hyperparameters(), labels.regression);
+
+  const auto shapes = model::BertParameterShapes(info.config, labels.num_labels());
+  int64_t total = 0;
+  for (const auto& s : shapes) {
+    int64_t n = 1;
+    for (int64_t d : s.shape) n *= d;
+    total += n;
+  }
+  if (total > limits.max_model_parameters) {
+    return FieldError("job.model_uri", absl::StrCat("model has ", total,
+                                                    " parameters, over the limit of ",
+                                                    limits.max_model_parameters));
+  }
+  FT_RETURN_IF_ERROR(CompileFreezePlan(job.freeze(), shapes,
+                                       static_cast<int>(info.config.num_hidden_layers),
+                                       "job.freeze")
+                         .status());
+  for (int s = 0; s < job.freeze().schedule_size(); ++s) {
+    const int at_epoch = job.freeze().schedule(s).at_epoch();
+    if (at_epoch > hp.epochs) {
+      return FieldError(absl::StrCat("job.freeze.schedule[", s, "].at_epoch"),
+                        absl::StrCat("epoch ", at_epoch, " is after the last epoch (", hp.epochs,
+                                     ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::PlanFreezeResponse> PlanFreeze(const v1::PlanFreezeRequest& request,
+                                                  const data::UriOptions& uris) {
+  FT_ASSIGN_OR_RETURN(const std::string model_dir,
+                      ResolveModelDir(request.model_uri(), uris, "model_uri"));
+  FT_ASSIGN_OR_RETURN(const model::ModelDirInfo info, InspectModel(model_dir, "model_uri"));
+  int64_t num_labels = 2;
+  if (request.task().num_labels() < 0) return FieldError("task.num_labels", "must be >= 0");
+  if (request.task().num_labels() > 0) {
+    num_labels = request.task().num_labels();
+  } else if (request.task().label_names_size() > 0) {
+    num_labels = request.task().label_names_size();
+  }
+  FT_ASSIGN_OR_RETURN(FreezePlan plan,
+                      CompileFreezePlan(request.freeze(),
+                                        model::BertParameterShapes(info.config, num_labels),
+                                        static_cast<int>(info.config.num_hidden_layers),
+                                        "freeze"));
+  return plan.ToProto();
+}
+
+absl::StatusOr<PreparedJob> PrepareJob(const v1::FineTuneJob& job, const RunContext& context) {
+  FT_RETURN_IF_ERROR(ValidateDevice(job.device()));
+  FT_ASSIGN_OR_RETURN(const std::string model_dir,
+                      ResolveModelDir(job.model_uri(), context.uris, "job.model_uri"));
+  if (!HasDataset(job.train())) return FieldError("job.train.uri", "required");
+  FT_ASSIGN_OR_RETURN(std::vector<data::RawExample> train_raw,
+                      data::LoadDataset(job.train(), context.uris, "job.train"));
+  if (train_raw.empty()) return FieldError("job.train", "no examples");
+  PreparedJob out;
+  FT_ASSIGN_OR_RETURN(out.labels, data::ResolveLabelSpace(job.task(), train_raw, "job.train"));
+  out.hp = WithDefaults(job.hyperparameters(), out.labels.regression);
+
+  std::vector<data::RawExample> validation_raw;
+  if (HasDataset(job.validation())) {
+    FT_ASSIGN_OR_RETURN(validation_raw,
+                        data::LoadDataset(job.validation(), context.uris, "job.validation"));
+  } else if (out.hp.validation_split > 0) {
+    std::tie(train_raw, validation_raw) =
+        HoldOut(std::move(train_raw), out.hp.validation_split, out.hp.seed);
+  }
+
+  // Seed before anything random: a fresh classifier's initialisation here,
+  // dropout masks in training.
+  torch::manual_seed(static_cast<uint64_t>(out.hp.seed));
+  FT_ASSIGN_OR_RETURN(out.loaded, model::LoadModelDir(model_dir, out.labels.num_labels()));
+  FT_RETURN_IF_ERROR(ValidateHyperparameters(job.hyperparameters(), out.labels.regression,
+                                             out.loaded.config.max_position_embeddings,
+                                             context.limits, "job.hyperparameters"));
+
+  // Compile against the loaded model's own parameters, so the plan names
+  // exactly what the trainer will see.
+  std::vector<model::ParameterShape> shapes;
+  for (const auto& item : out.loaded.model->named_parameters(/*recurse=*/true)) {
+    shapes.push_back({item.key(), item.value().sizes().vec()});
+  }
+  FT_ASSIGN_OR_RETURN(out.plan,
+                      CompileFreezePlan(job.freeze(), shapes,
+                                        static_cast<int>(out.loaded.config.num_hidden_layers),
+                                        "job.freeze"));
+
+  FT_ASSIGN_OR_RETURN(out.train, data::EncodeDataset(train_raw, out.labels, *out.loaded.tokenizer,
+                                                     out.hp.max_seq_length, "job.train"));
+  FT_ASSIGN_OR_RETURN(out.validation,
+                      data::EncodeDataset(validation_raw, out.labels, *out.loaded.tokenizer,
+                                          out.hp.max_seq_length, "job.validation"));
+  return out;
+}
+
+namespace {
+
+absl::StatusOr<v1::JobResult> RunFineTuneImpl(const v1::FineTuneJob& job,
+                                              const RunContext& context) {
+  if (context.output_dir.empty()) return absl::InternalError("run context has no output_dir");
+  FT_ASSIGN_OR_RETURN(PreparedJob prepared, PrepareJob(job, context));
+  auto notice = [&context](std::string message) {
+    if (!context.emit) return;
+    v1::JobEvent event;
+    event.mutable_notice()->set_message(std::move(message));
+    context.emit(std::move(event));
+  };
+  if (!prepared.loaded.newly_initialized.empty()) {
+    notice(absl::StrCat("newly initialized (not in the checkpoint): ",
+                        absl::StrJoin(prepared.loaded.newly_initialized, ", ")));
+  }
+  if (!prepared.loaded.unused.empty()) {
+    notice(absl::StrCat("unused checkpoint tensors: ",
+                        absl::StrJoin(prepared.loaded.unused, ", ")));
+  }
+  if (prepared.validation.size() == 0) {
+    notice("no validation set (validation_split 0 and no job.validation): no evaluations; "
+           "the final weights are the output");
+  }
+
+  TrainerOptions options;
+  options.hp = prepared.hp;
+  options.freeze_spec = job.freeze();
+  options.device = torch::Device(context.device.empty() ? std::string("cpu") : context.device);
+  options.emit = context.emit;
+  options.should_stop = context.should_stop;
+  const int64_t pad_id = prepared.loaded.tokenizer->pad_id();
+  FT_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
+                      Trainer::Create(prepared.loaded.model, prepared.plan, prepared.labels,
+                                      std::move(prepared.train), std::move(prepared.validation),
+                                      pad_id, std::move(options)));
+  FT_RETURN_IF_ERROR(trainer->Train());
+
+  trainer->model()->to(torch::kCPU);
+  model::SaveOptions save;
+  save.label_names = prepared.labels.names;
+  save.freeze_plan = trainer->plan().ToJson();
+  save.metrics = trainer->MetricsJson();
+  FT_RETURN_IF_ERROR(
+      model::SaveModelDir(context.output_dir, trainer->model(), *prepared.loaded.tokenizer, save));
+
+  const TrainerSummary& summary = trainer->summary();
+  v1::JobResult result;
+  result.set_output_uri(absl::StrCat("file://", context.output_dir));
+  result.set_steps(summary.steps);
+  if (summary.has_best) {
+    *result.mutable_best_eval() = summary.best_eval;
+    *result.mutable_final_eval() = summary.final_eval;
+  }
+  result.set_selection_metric(prepared.hp.selection_metric);
+  result.set_early_stopped(summary.early_stopped);
+  result.set_total_parameters(trainer->plan().total_parameters());
+  result.set_trainable_parameters(trainer->plan().trainable_parameters());
+  result.set_frozen_weights_verified(summary.frozen_weights_verified);
+  result.set_train_seconds(summary.train_seconds);
+  return result;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::JobResult> RunFineTune(const v1::FineTuneJob& job, const RunContext& context) {
+  try {
+    return RunFineTuneImpl(job, context);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("training failed: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("training failed: ", e.what()));
+  }
+}
+
+}  // namespace freezetune::train

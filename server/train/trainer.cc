@@ -1,0 +1,437 @@
+// The fine-tuning loop; see trainer.h for the guarantees.
+#include "server/train/trainer.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/utils.h>
+
+#include <chrono>
+#include <cmath>
+#include <exception>
+#include <limits>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
+#include "server/data/batching.h"
+#include "server/train/lr_schedule.h"
+#include "server/train/metrics.h"
+
+namespace freezetune::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+bool NoWeightDecay(const std::string& name) {
+  return absl::EndsWith(name, ".bias") || absl::StrContains(name, "LayerNorm.");
+}
+
+double Seconds(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+// Runs `fn`, turning LibTorch and standard exceptions into a Status.
+template <typename Fn>
+absl::Status Guarded(const char* what, Fn&& fn) {
+  try {
+    return fn();
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat(what, ": ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
+    model::BertForSequenceClassification model, FreezePlan plan, data::LabelSpace labels,
+    data::EncodedDataset train, data::EncodedDataset validation, int64_t pad_id,
+    TrainerOptions options) {
+  if (!model) return absl::InvalidArgumentError("trainer: no model");
+  if (train.size() == 0) return absl::InvalidArgumentError("job.train: no examples");
+  std::unique_ptr<Trainer> t(new Trainer());
+  t->model_ = std::move(model);
+  t->plan_ = std::move(plan);
+  t->labels_ = std::move(labels);
+  t->train_ = std::move(train);
+  t->validation_ = std::move(validation);
+  t->pad_id_ = pad_id;
+  t->options_ = std::move(options);
+  t->stage_applied_.assign(t->options_.freeze_spec.schedule_size(), false);
+  FT_RETURN_IF_ERROR(Guarded("trainer setup", [&]() -> absl::Status {
+    t->model_->to(t->options_.device);
+    for (const auto& item : t->model_->named_parameters(/*recurse=*/true)) {
+      t->params_[item.key()] = item.value();
+      t->param_order_.push_back(item.key());
+    }
+    FT_RETURN_IF_ERROR(t->ApplyPlan());
+    t->BuildOptimizer();
+    return absl::OkStatus();
+  }));
+  return t;
+}
+
+absl::Status Trainer::ApplyPlan() {
+  if (plan_.parameters.size() != params_.size()) {
+    return absl::InternalError(absl::StrCat("freeze plan has ", plan_.parameters.size(),
+                                            " parameters, model has ", params_.size()));
+  }
+  torch::NoGradGuard no_grad;
+  for (const ParameterDecision& d : plan_.parameters) {
+    auto it = params_.find(d.name);
+    if (it == params_.end()) {
+      return absl::InternalError(absl::StrCat("freeze plan names unknown parameter ", d.name));
+    }
+    torch::Tensor& p = it->second;
+    p.set_requires_grad(d.trainable);
+    if (d.trainable) {
+      ever_trainable_.insert(d.name);
+      frozen_snapshot_.erase(d.name);
+    } else {
+      // A parameter that trained earlier would leave a stale gradient behind;
+      // drop it so frozen parameters hold none.
+      p.mutable_grad() = torch::Tensor();
+      if (frozen_snapshot_.count(d.name) == 0) frozen_snapshot_[d.name] = p.detach().clone();
+    }
+  }
+  return absl::OkStatus();
+}
+
+void Trainer::BuildOptimizer() {
+  const ResolvedHyperparameters& hp = options_.hp;
+  // (no_decay, lr_scale) -> parameters, in model order within a group.
+  std::map<std::pair<bool, float>, std::vector<torch::Tensor>> groups;
+  for (const ParameterDecision& d : plan_.parameters) {
+    if (!d.trainable) continue;
+    groups[{NoWeightDecay(d.name), d.lr_scale}].push_back(params_.at(d.name));
+  }
+  std::vector<torch::optim::OptimizerParamGroup> param_groups;
+  std::vector<double> base_lr;
+  for (auto& [key, tensors] : groups) {
+    const double lr = hp.learning_rate * key.second;
+    auto opts = std::make_unique<torch::optim::AdamWOptions>(lr);
+    opts->weight_decay(key.first ? 0.0 : hp.weight_decay);
+    param_groups.emplace_back(std::move(tensors), std::move(opts));
+    base_lr.push_back(lr);
+  }
+  auto fresh = std::make_unique<torch::optim::AdamW>(
+      std::move(param_groups), torch::optim::AdamWOptions(hp.learning_rate));
+  if (optimizer_) {
+    // Rebuilt after an unfreezing stage: keep the moments (and step counts)
+    // of parameters that were already training. State is keyed by the
+    // tensor's identity, which the rebuild preserves.
+    for (auto& [key, state] : optimizer_->state()) fresh->state()[key] = std::move(state);
+  }
+  optimizer_ = std::move(fresh);
+  group_base_lr_ = std::move(base_lr);
+}
+
+std::vector<torch::Tensor> Trainer::TrainableParameters() const {
+  std::vector<torch::Tensor> out;
+  for (const ParameterDecision& d : plan_.parameters) {
+    if (d.trainable) out.push_back(params_.at(d.name));
+  }
+  return out;
+}
+
+void Trainer::SetTrainMode() {
+  model_->train();
+  if (!plan_.frozen_eval_mode) return;
+  const int64_t num_layers = model_->num_layers();
+  // all_frozen[layer + 1] for layer in [-1, num_layers]; the head (-1) is
+  // split by name into pooler and classifier below.
+  std::vector<bool> all_frozen(static_cast<size_t>(num_layers) + 1, true);
+  bool pooler_frozen = true, classifier_frozen = true;
+  for (const ParameterDecision& d : plan_.parameters) {
+    if (!d.trainable) continue;
+    if (d.layer >= 0 && d.layer <= num_layers) all_frozen[d.layer] = false;
+    if (absl::StartsWith(d.name, "bert.pooler.")) pooler_frozen = false;
+    if (absl::StartsWith(d.name, "classifier.")) classifier_frozen = false;
+  }
+  if (all_frozen[0]) model_->embeddings_module().eval();
+  for (int64_t l = 0; l < num_layers; ++l) {
+    if (all_frozen[l + 1]) model_->layer_module(l).eval();
+  }
+  if (pooler_frozen) model_->pooler_module().eval();
+  if (classifier_frozen) model_->classifier_module().eval();
+}
+
+torch::Tensor Trainer::TrainForward(const torch::Tensor& ids, const torch::Tensor& types,
+                                    const torch::Tensor& mask) {
+  const int64_t k = plan_.frozen_prefix_layers;
+  if (k < 0) return model_->forward(ids, types, mask);
+  torch::Tensor hidden;
+  {
+    // Everything here is frozen: build no graph for it.
+    torch::NoGradGuard no_grad;
+    hidden = model_->Embed(ids, types);
+    hidden = model_->RunLayers(hidden, mask, 0, k);
+  }
+  hidden = model_->RunLayers(hidden, mask, k, model_->num_layers());
+  return model_->Head(hidden);
+}
+
+torch::Tensor Trainer::Loss(const torch::Tensor& logits, const torch::Tensor& labels) const {
+  if (labels_.regression) {
+    return at::mse_loss(logits.squeeze(-1), labels.to(logits.scalar_type()));
+  }
+  return at::cross_entropy_loss(logits, labels);
+}
+
+void Trainer::Emit(v1::JobEvent event) const {
+  if (options_.emit) options_.emit(std::move(event));
+}
+
+absl::StatusOr<v1::EvalMetrics> Trainer::Evaluate() {
+  absl::StatusOr<v1::EvalMetrics> out;
+  absl::Status s = Guarded("evaluation", [&]() -> absl::Status {
+    out = EvaluateImpl();
+    return out.status();
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<v1::EvalMetrics> Trainer::EvaluateImpl() {
+  const bool was_training = model_->is_training();
+  model_->eval();
+  torch::NoGradGuard no_grad;
+  double loss_sum = 0.0;
+  std::vector<int64_t> predictions, label_ids;
+  std::vector<float> outputs, targets;
+  const auto batches = data::PlanBatches(validation_, options_.hp.batch_size, 0, 0,
+                                         /*shuffle=*/false, /*length_bucketed=*/true);
+  for (const auto& indices : batches) {
+    data::Batch b = data::CollateBatch(validation_, indices, pad_id_);
+    torch::Tensor logits = model_->forward(b.input_ids.to(options_.device),
+                                           b.token_type_ids.to(options_.device),
+                                           b.attention_mask.to(options_.device));
+    torch::Tensor labels = b.labels.to(options_.device);
+    loss_sum += Loss(logits, labels).item<double>() * static_cast<double>(indices.size());
+    if (labels_.regression) {
+      torch::Tensor p = logits.squeeze(-1).to(torch::kCPU, torch::kFloat).contiguous();
+      torch::Tensor t = b.labels.to(torch::kFloat).contiguous();
+      outputs.insert(outputs.end(), p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
+      targets.insert(targets.end(), t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
+    } else {
+      torch::Tensor p = logits.argmax(-1).to(torch::kCPU, torch::kLong).contiguous();
+      torch::Tensor t = b.labels.to(torch::kLong).contiguous();
+      predictions.insert(predictions.end(), p.data_ptr<int64_t>(),
+                         p.data_ptr<int64_t>() + p.numel());
+      label_ids.insert(label_ids.end(), t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+    }
+  }
+  v1::EvalMetrics m = labels_.regression ? RegressionMetrics(outputs, targets)
+                                         : ClassificationMetrics(predictions, label_ids,
+                                                                 labels_.names);
+  const int64_t n = validation_.size();
+  m.set_loss(n > 0 ? static_cast<float>(loss_sum / static_cast<double>(n)) : 0.0f);
+  if (was_training) SetTrainMode();
+  return m;
+}
+
+absl::Status Trainer::AfterEval(v1::EvalMetrics m, bool* stop) {
+  summary_.history.push_back(m);
+  summary_.final_eval = m;
+  v1::JobEvent event;
+  *event.mutable_eval() = m;
+  Emit(std::move(event));
+  const std::string& metric = options_.hp.selection_metric;
+  if (!summary_.has_best || IsImprovement(metric, m, summary_.best_eval)) {
+    summary_.has_best = true;
+    summary_.best_eval = m;
+    evals_without_improvement_ = 0;
+    torch::NoGradGuard no_grad;
+    for (const std::string& name : ever_trainable_) {
+      best_state_[name] = params_.at(name).detach().clone();
+    }
+  } else {
+    ++evals_without_improvement_;
+    if (options_.hp.early_stopping_patience > 0 &&
+        evals_without_improvement_ >= options_.hp.early_stopping_patience) {
+      summary_.early_stopped = true;
+      *stop = true;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::ApplyStagesAt(int64_t epoch_1based, int64_t next_step_1based) {
+  const v1::FreezeSpec& spec = options_.freeze_spec;
+  bool changed = false;
+  for (int s = 0; s < spec.schedule_size(); ++s) {
+    if (stage_applied_[s]) continue;
+    const v1::UnfreezeStage& stage = spec.schedule(s);
+    const bool due = (stage.at_epoch() > 0 && stage.at_epoch() <= epoch_1based) ||
+                     (stage.at_step() > 0 && stage.at_step() <= next_step_1based);
+    if (!due) continue;
+    FT_ASSIGN_OR_RETURN(plan_, ApplyUnfreezeStage(plan_, spec, s, "job.freeze"));
+    stage_applied_[s] = true;
+    changed = true;
+    v1::JobEvent event;
+    event.mutable_notice()->set_message(
+        absl::StrCat("unfreeze stage ", s, " applied before step ", next_step_1based, ": ",
+                     plan_.trainable_parameters(), " trainable parameters"));
+    Emit(std::move(event));
+  }
+  if (changed) {
+    FT_RETURN_IF_ERROR(ApplyPlan());
+    BuildOptimizer();
+    SetTrainMode();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::Train() {
+  const auto start = Clock::now();
+  absl::Status s = Guarded("training", [&] { return TrainLoop(); });
+  summary_.train_seconds = Seconds(start);
+  if (!s.ok()) return s;
+  return Guarded("finishing", [&]() -> absl::Status {
+    torch::NoGradGuard no_grad;
+    if (summary_.has_best) {
+      for (auto& [name, value] : best_state_) params_.at(name).copy_(value);
+    }
+    for (const auto& [name, snapshot] : frozen_snapshot_) {
+      const torch::Tensor& p = params_.at(name);
+      if (!torch::equal(p, snapshot)) {
+        return absl::InternalError(
+            absl::StrCat("frozen parameter ", name, " changed during training"));
+      }
+      if (p.grad().defined()) {
+        return absl::InternalError(absl::StrCat("frozen parameter ", name, " has a gradient"));
+      }
+    }
+    summary_.frozen_weights_verified = true;
+    return absl::OkStatus();
+  });
+}
+
+absl::Status Trainer::TrainLoop() {
+  const ResolvedHyperparameters& hp = options_.hp;
+  summary_.total_steps = TotalSteps(train_.size(), hp);
+  const int64_t warmup = WarmupSteps(summary_.total_steps, hp);
+  const int accum = hp.gradient_accumulation_steps;
+
+  SetTrainMode();
+  optimizer_->zero_grad();
+  int64_t step = 0;
+  // Since the previous TrainMetrics event:
+  double log_loss_sum = 0.0;
+  int64_t log_steps = 0, log_samples = 0;
+  auto log_start = Clock::now();
+  int64_t last_eval_step = -1;
+  bool stop = false;
+
+  for (int epoch = 0; epoch < hp.epochs && !stop; ++epoch) {
+    FT_RETURN_IF_ERROR(ApplyStagesAt(epoch + 1, step + 1));
+    const auto batches = data::PlanBatches(train_, hp.batch_size, static_cast<uint64_t>(hp.seed),
+                                           epoch, /*shuffle=*/true, /*length_bucketed=*/true);
+    const int64_t n_micro = static_cast<int64_t>(batches.size());
+    double step_loss = 0.0;
+    int64_t step_samples = 0;
+    for (int64_t i = 0; i < n_micro && !stop; ++i) {
+      if (options_.should_stop && options_.should_stop()) {
+        return absl::CancelledError(absl::StrCat("cancelled at step ", step));
+      }
+      const int64_t group_start = (i / accum) * accum;
+      const int64_t group_size = std::min<int64_t>(accum, n_micro - group_start);
+      if (i == group_start) FT_RETURN_IF_ERROR(ApplyStagesAt(epoch + 1, step + 1));
+
+      data::Batch b = data::CollateBatch(train_, batches[i], pad_id_);
+      torch::Tensor logits = TrainForward(b.input_ids.to(options_.device),
+                                          b.token_type_ids.to(options_.device),
+                                          b.attention_mask.to(options_.device));
+      torch::Tensor loss = Loss(logits, b.labels.to(options_.device));
+      const double loss_value = loss.item<double>();
+      if (!std::isfinite(loss_value)) {
+        return absl::InvalidArgumentError(absl::StrCat("step ", step + 1, ": non-finite loss"));
+      }
+      (loss / static_cast<double>(group_size)).backward();
+      step_loss += loss_value / static_cast<double>(group_size);
+      step_samples += static_cast<int64_t>(batches[i].size());
+      if (i != group_start + group_size - 1) continue;
+
+      // One optimizer step.
+      const std::vector<torch::Tensor> trainable = TrainableParameters();
+      const double max_norm =
+          hp.max_grad_norm > 0 ? hp.max_grad_norm : std::numeric_limits<double>::infinity();
+      const double norm = torch::nn::utils::clip_grad_norm_(trainable, max_norm);
+      if (!std::isfinite(norm)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("step ", step + 1, ": non-finite gradient norm"));
+      }
+      const double factor = LrFactor(hp.lr_schedule, step, summary_.total_steps, warmup);
+      auto& groups = optimizer_->param_groups();
+      for (size_t g = 0; g < groups.size(); ++g) {
+        static_cast<torch::optim::AdamWOptions&>(groups[g].options())
+            .lr(group_base_lr_[g] * factor);
+      }
+      optimizer_->step();
+      optimizer_->zero_grad();
+      ++step;
+      summary_.steps = step;
+      log_loss_sum += step_loss;
+      ++log_steps;
+      log_samples += step_samples;
+      step_loss = 0.0;
+      step_samples = 0;
+
+      const float epoch_progress =
+          static_cast<float>(epoch) + static_cast<float>(i + 1) / static_cast<float>(n_micro);
+      if (step % hp.log_every_steps == 0 || step == summary_.total_steps) {
+        const double secs = Seconds(log_start);
+        v1::JobEvent event;
+        v1::TrainMetrics* tm = event.mutable_train();
+        tm->set_step(step);
+        tm->set_total_steps(summary_.total_steps);
+        tm->set_epoch(epoch_progress);
+        tm->set_loss(static_cast<float>(log_loss_sum / static_cast<double>(log_steps)));
+        tm->set_learning_rate(static_cast<float>(hp.learning_rate * factor));
+        tm->set_samples_per_second(
+            secs > 0 ? static_cast<float>(static_cast<double>(log_samples) / secs) : 0.0f);
+        Emit(std::move(event));
+        log_loss_sum = 0.0;
+        log_steps = 0;
+        log_samples = 0;
+        log_start = Clock::now();
+      }
+      if (hp.eval_every_steps > 0 && step % hp.eval_every_steps == 0 && validation_.size() > 0) {
+        FT_ASSIGN_OR_RETURN(v1::EvalMetrics m, EvaluateImpl());
+        m.set_step(step);
+        m.set_epoch(epoch_progress);
+        FT_RETURN_IF_ERROR(AfterEval(std::move(m), &stop));
+        last_eval_step = step;
+      }
+    }
+    if (!stop && validation_.size() > 0 && last_eval_step != step) {
+      FT_ASSIGN_OR_RETURN(v1::EvalMetrics m, EvaluateImpl());
+      m.set_step(step);
+      m.set_epoch(static_cast<float>(epoch + 1));
+      FT_RETURN_IF_ERROR(AfterEval(std::move(m), &stop));
+      last_eval_step = step;
+    }
+  }
+  return absl::OkStatus();
+}
+
+nlohmann::json Trainer::MetricsJson() const {
+  nlohmann::json history = nlohmann::json::array();
+  for (const auto& m : summary_.history) history.push_back(EvalMetricsToJson(m));
+  nlohmann::json j{{"steps", summary_.steps},
+                   {"total_steps", summary_.total_steps},
+                   {"selection_metric", options_.hp.selection_metric},
+                   {"early_stopped", summary_.early_stopped},
+                   {"frozen_weights_verified", summary_.frozen_weights_verified},
+                   {"train_seconds", summary_.train_seconds},
+                   {"history", std::move(history)}};
+  j["best_eval"] = summary_.has_best ? EvalMetricsToJson(summary_.best_eval) : nlohmann::json();
+  j["final_eval"] = summary_.has_best ? EvalMetricsToJson(summary_.final_eval) : nlohmann::json();
+  return j;
+}
+
+}  // namespace freezetune::train

@@ -1,0 +1,154 @@
+// The fine-tuning loop behind RunFineTune, exposed as a class so tests (and
+// benchmarks) can inspect the model and optimizer after training.
+//
+// What it guarantees:
+//  - Frozen parameters have requires_grad == false, never get a gradient and
+//    are never in the optimizer; after training each one is compared with
+//    torch::equal against a snapshot taken before the first step.
+//  - With a frozen prefix (embeddings + K bottom layers all frozen) that
+//    prefix runs under NoGradGuard, so autograd records nothing there.
+//  - With frozen_eval_mode, modules whose parameters are all frozen run in
+//    eval mode (no dropout) during training.
+//  - AdamW parameter groups: one per (weight decay on/off, lr_scale), over
+//    the trainable parameters only; biases and LayerNorm weights get no
+//    weight decay; each group's lr is base_lr * lr_scale * schedule factor.
+//  - The best evaluation's weights (by the selection metric, ties keep the
+//    earlier one) are restored at the end.
+//
+// Thread safety: a Trainer is used from one thread (the scheduler's); the
+// should_stop callback may read state set by other threads.
+#ifndef FREEZETUNE_SERVER_TRAIN_TRAINER_H_
+#define FREEZETUNE_SERVER_TRAIN_TRAINER_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <torch/optim/adamw.h>
+#include <torch/types.h>
+
+#include "absl/status/statusor.h"
+#include "freezetune/v1/freezetune.pb.h"
+#include "nlohmann/json.hpp"
+#include "server/data/dataset.h"
+#include "server/model/bert.h"
+#include "server/model/hf_checkpoint.h"
+#include "server/train/fine_tune.h"
+#include "server/train/freeze_plan.h"
+#include "server/train/hyperparameters.h"
+
+namespace freezetune::train {
+
+struct TrainerOptions {
+  ResolvedHyperparameters hp;
+  // The full spec, for its schedule (gradual unfreezing); the base plan is
+  // passed to Create already compiled.
+  v1::FreezeSpec freeze_spec;
+  torch::Device device = torch::kCPU;
+  // Both optional. emit receives TrainMetrics/EvalMetrics/Notice events;
+  // should_stop is polled before every micro-batch.
+  std::function<void(v1::JobEvent)> emit;
+  std::function<bool()> should_stop;
+};
+
+// What a finished (or stopped) run reports.
+struct TrainerSummary {
+  int64_t steps = 0;
+  int64_t total_steps = 0;
+  bool has_best = false;
+  v1::EvalMetrics best_eval;
+  v1::EvalMetrics final_eval;
+  std::vector<v1::EvalMetrics> history;  // every evaluation, in order
+  bool early_stopped = false;
+  bool frozen_weights_verified = false;
+  double train_seconds = 0.0;
+};
+
+class Trainer {
+ public:
+  // Moves the model to the device, applies `plan` (requires_grad per
+  // parameter; names must equal the model's), snapshots the frozen
+  // parameters and builds the optimizer. `validation` may be empty (then no
+  // evaluations run and the final weights are the output).
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(model::BertForSequenceClassification model,
+                                                         FreezePlan plan, data::LabelSpace labels,
+                                                         data::EncodedDataset train,
+                                                         data::EncodedDataset validation,
+                                                         int64_t pad_id, TrainerOptions options);
+
+  // Runs every epoch (or until early stopping), restores the best weights
+  // and verifies the frozen ones. CANCELLED ("cancelled at step N") when
+  // should_stop fires; INVALID_ARGUMENT "step N: non-finite loss" /
+  // "step N: non-finite gradient norm" on divergence; INTERNAL when a frozen
+  // parameter changed. Never throws.
+  absl::Status Train();
+
+  // Evaluates the current weights on the validation set (no events).
+  absl::StatusOr<v1::EvalMetrics> Evaluate();
+
+  const TrainerSummary& summary() const { return summary_; }
+  const FreezePlan& plan() const { return plan_; }
+  model::BertForSequenceClassification& model() { return model_; }
+  torch::optim::AdamW& optimizer() { return *optimizer_; }
+  // Parameters currently trainable, in model order.
+  std::vector<torch::Tensor> TrainableParameters() const;
+  // metrics.json content: summary, selection metric and history.
+  nlohmann::json MetricsJson() const;
+
+ private:
+  Trainer() = default;
+  absl::Status ApplyPlan();
+  void BuildOptimizer();
+  void SetTrainMode();
+  torch::Tensor TrainForward(const torch::Tensor& ids, const torch::Tensor& types,
+                             const torch::Tensor& mask);
+  torch::Tensor Loss(const torch::Tensor& logits, const torch::Tensor& labels) const;
+  absl::StatusOr<v1::EvalMetrics> EvaluateImpl();
+  absl::Status TrainLoop();
+  absl::Status ApplyStagesAt(int64_t epoch_1based, int64_t next_step_1based);
+  absl::Status AfterEval(v1::EvalMetrics m, bool* stop);
+  void Emit(v1::JobEvent event) const;
+
+  model::BertForSequenceClassification model_{nullptr};
+  FreezePlan plan_;
+  data::LabelSpace labels_;
+  data::EncodedDataset train_;
+  data::EncodedDataset validation_;
+  int64_t pad_id_ = 0;
+  TrainerOptions options_;
+  TrainerSummary summary_;
+
+  std::map<std::string, torch::Tensor> params_;  // by HF name
+  std::vector<std::string> param_order_;
+  // Parameters frozen since the start (or since the stage that froze them),
+  // with their values at that time.
+  std::map<std::string, torch::Tensor> frozen_snapshot_;
+  // Trainable at some point: what the best-state copy has to cover.
+  std::set<std::string> ever_trainable_;
+  std::map<std::string, torch::Tensor> best_state_;
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::vector<double> group_base_lr_;  // base_lr * lr_scale per param group
+  std::vector<bool> stage_applied_;
+  int evals_without_improvement_ = 0;
+};
+
+// A job loaded and encoded, ready for a Trainer (the part of RunFineTune
+// before the loop). Seeds torch with the job's seed before anything random
+// (classifier init, dropout).
+struct PreparedJob {
+  model::LoadedModel loaded;
+  data::LabelSpace labels;
+  data::EncodedDataset train;
+  data::EncodedDataset validation;
+  FreezePlan plan;
+  ResolvedHyperparameters hp;
+};
+absl::StatusOr<PreparedJob> PrepareJob(const v1::FineTuneJob& job, const RunContext& context);
+
+}  // namespace freezetune::train
+
+#endif  // FREEZETUNE_SERVER_TRAIN_TRAINER_H_

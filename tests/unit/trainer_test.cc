@@ -1,0 +1,498 @@
+// The trainer end to end on a tiny BERT (hidden 32, 2 layers, the real
+// bert-base-uncased vocab) and tiny JSONL datasets written here: for each
+// freeze recipe, frozen parameters are bit-identical afterwards (in memory
+// and in the saved output), hold no gradient and are not in the optimizer,
+// while trainable ones move; plus cancellation, divergence, early stopping,
+// events, gradual unfreezing and submit-time validation errors.
+#include "server/train/trainer.h"
+
+#include <ATen/ATen.h>
+#include <torch/utils.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/text_format.h"
+#include "gtest/gtest.h"
+#include "server/model/bert.h"
+#include "server/model/hf_checkpoint.h"
+#include "server/model/tokenizer.h"
+#include "server/train/fine_tune.h"
+
+namespace freezetune::train {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::MatchesRegex;
+using ::testing::StartsWith;
+
+std::string SharedDir() { return std::string(FREEZETUNE_SOURCE_DIR) + "/../shared"; }
+
+constexpr const char* kConfigJson = R"({
+  "model_type": "bert", "vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2,
+  "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64,
+  "type_vocab_size": 2, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1
+})";
+
+// Sentences whose label is the sentiment word they carry.
+std::string Jsonl(int n, int offset) {
+  const char* pos[] = {"good", "great", "wonderful", "lovely", "excellent"};
+  const char* neg[] = {"bad", "awful", "terrible", "horrible", "poor"};
+  const char* filler[] = {"the movie was", "i found it", "honestly a", "what a", "such a"};
+  std::string out;
+  for (int i = 0; i < n; ++i) {
+    const int k = i + offset;
+    const bool label = k % 2 == 0;
+    out += absl::StrCat(R"({"text": ")", filler[k % 5], " ", label ? pos[k % 5] : neg[k % 5],
+                        " film", R"(", "label": )", label ? 1 : 0, "}\n");
+  }
+  return out;
+}
+
+void WriteFile(const std::string& path, const std::string& content) {
+  std::ofstream out(path, std::ios::binary);
+  out << content;
+  ASSERT_TRUE(out.good()) << path;
+}
+
+// One temp directory with the input model and datasets, shared by the suite
+// (building and saving the model once keeps the binary fast).
+class TrainerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    char tmpl[] = "/tmp/freezetune_trainer_test_XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+    model_dir_ = root_ + "/model";
+    auto config = model::ParseBertConfig(kConfigJson);
+    ASSERT_TRUE(config.ok()) << config.status();
+    auto tokenizer = model::WordPieceTokenizer::FromVocabFile(
+        SharedDir() + "/data/bert-base-uncased-vocab.txt", true);
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+    torch::manual_seed(1);
+    model::BertForSequenceClassification m(*config, 2);
+    m->InitWeights();
+    model::SaveOptions save;
+    save.label_names = {"0", "1"};
+    ASSERT_TRUE(model::SaveModelDir(model_dir_, m, *tokenizer, save).ok());
+    WriteFile(root_ + "/train.jsonl", Jsonl(40, 0));
+    WriteFile(root_ + "/dev.jsonl", Jsonl(10, 40));
+    WriteFile(root_ + "/bad_label.jsonl", Jsonl(5, 0) + "{\"text\": \"x\", \"label\": 5}\n");
+    WriteFile(root_ + "/data.xyz", Jsonl(5, 0));
+  }
+  static void TearDownTestSuite() {
+    std::error_code ec;
+    fs::remove_all(root_, ec);
+  }
+
+  // A job over the fixture; `freeze` and `extra` are text-format snippets.
+  static v1::FineTuneJob Job(const std::string& freeze, const std::string& hyper = "") {
+    v1::FineTuneJob job;
+    job.set_model_uri("file://" + model_dir_);
+    job.mutable_train()->set_uri(root_ + "/train.jsonl");
+    job.mutable_validation()->set_uri(root_ + "/dev.jsonl");
+    EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(freeze, job.mutable_freeze()));
+    EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(
+        "epochs: 2 batch_size: 8 learning_rate: 0.001 max_seq_length: 16 log_every_steps: 2",
+        job.mutable_hyperparameters()));
+    v1::Hyperparameters overrides;
+    EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(hyper, &overrides)) << hyper;
+    job.mutable_hyperparameters()->MergeFrom(overrides);
+    return job;
+  }
+
+  static RunContext Context(const std::string& out) {
+    RunContext c;
+    c.job_id = "job-test";
+    c.output_dir = root_ + "/" + out;
+    c.device = "cpu";
+    return c;
+  }
+
+  // Prepares `job` and returns a trainer plus a copy of every initial parameter.
+  static std::unique_ptr<Trainer> MakeTrainer(const v1::FineTuneJob& job,
+                                              std::map<std::string, torch::Tensor>* initial,
+                                              TrainerOptions options = {}) {
+    auto prepared = PrepareJob(job, Context("unused"));
+    EXPECT_TRUE(prepared.ok()) << prepared.status();
+    if (!prepared.ok()) return nullptr;
+    for (const auto& item : prepared->loaded.model->named_parameters()) {
+      (*initial)[item.key()] = item.value().detach().clone();
+    }
+    options.hp = prepared->hp;
+    options.freeze_spec = job.freeze();
+    auto trainer = Trainer::Create(prepared->loaded.model, prepared->plan, prepared->labels,
+                                   std::move(prepared->train), std::move(prepared->validation),
+                                   prepared->loaded.tokenizer->pad_id(), std::move(options));
+    EXPECT_TRUE(trainer.ok()) << trainer.status();
+    return trainer.ok() ? std::move(*trainer) : nullptr;
+  }
+
+  static std::string root_;
+  static std::string model_dir_;
+};
+
+std::string TrainerTest::root_;
+std::string TrainerTest::model_dir_;
+
+std::set<const void*> Impls(const std::vector<torch::Tensor>& tensors) {
+  std::set<const void*> out;
+  for (const auto& t : tensors) out.insert(t.unsafeGetTensorImpl());
+  return out;
+}
+
+struct Recipe {
+  const char* name;
+  const char* freeze;
+  int64_t frozen_count;  // parameters frozen
+};
+
+class TrainerRecipeTest : public TrainerTest, public ::testing::WithParamInterface<Recipe> {};
+
+// Parameters per encoder layer: 16 (q,k,v,attn out, 2 LN, inter, out, 2 LN x w+b).
+// Embeddings: 5. Pooler 2, classifier 2. Total 5 + 32 + 4 = 41.
+INSTANTIATE_TEST_SUITE_P(
+    Recipes, TrainerRecipeTest,
+    ::testing::Values(Recipe{"full", "", 0}, Recipe{"bottom1", "bottom { num_layers: 1 }", 5 + 16},
+                      Recipe{"head_only", "head_only {}", 39},
+                      Recipe{"regex",
+                             R"pb(rules { pattern: "bert\\.encoder\\.layer\\.[01]\\.attention\\..*"
+                                          action: FREEZE_ACTION_FREEZE })pb",
+                             2 * 10}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST_P(TrainerRecipeTest, FrozenUntouchedTrainableMovedOptimizerExact) {
+  const v1::FineTuneJob job = Job(GetParam().freeze);
+  std::map<std::string, torch::Tensor> initial;
+  std::unique_ptr<Trainer> trainer = MakeTrainer(job, &initial);
+  ASSERT_NE(trainer, nullptr);
+  ASSERT_TRUE(trainer->Train().ok());
+  EXPECT_TRUE(trainer->summary().frozen_weights_verified);
+  EXPECT_EQ(trainer->summary().steps, 10);  // 40 examples / 8, 2 epochs
+
+  int64_t frozen = 0;
+  std::vector<torch::Tensor> trainable;
+  for (const auto& item : trainer->model()->named_parameters()) {
+    const torch::Tensor& p = item.value();
+    const bool was_equal = torch::equal(p, initial.at(item.key()));
+    if (p.requires_grad()) {
+      trainable.push_back(p);
+      EXPECT_FALSE(was_equal) << item.key() << " trainable but unchanged";
+    } else {
+      ++frozen;
+      EXPECT_TRUE(was_equal) << item.key() << " frozen but changed";
+      EXPECT_FALSE(p.grad().defined()) << item.key() << " frozen but has a gradient";
+    }
+  }
+  EXPECT_EQ(frozen, GetParam().frozen_count);
+
+  // The optimizer holds exactly the trainable set, and weight decay only
+  // where it belongs.
+  std::vector<torch::Tensor> in_optimizer;
+  for (const auto& group : trainer->optimizer().param_groups()) {
+    const auto& opts = static_cast<const torch::optim::AdamWOptions&>(group.options());
+    for (const auto& p : group.params()) in_optimizer.push_back(p);
+    bool any_decay_exempt = false;
+    for (const auto& item : trainer->model()->named_parameters()) {
+      for (const auto& p : group.params()) {
+        if (p.unsafeGetTensorImpl() != item.value().unsafeGetTensorImpl()) continue;
+        const std::string& n = item.key();
+        any_decay_exempt = n.size() >= 5 && (n.substr(n.size() - 5) == ".bias" ||
+                                             n.find("LayerNorm.") != std::string::npos);
+        EXPECT_EQ(opts.weight_decay() == 0.0, any_decay_exempt) << n;
+      }
+    }
+  }
+  EXPECT_EQ(in_optimizer.size(), trainable.size());
+  EXPECT_EQ(Impls(in_optimizer), Impls(trainable));
+  EXPECT_EQ(Impls(trainer->TrainableParameters()), Impls(trainable));
+}
+
+TEST_P(TrainerRecipeTest, RunFineTuneSavesVerifiedOutput) {
+  const v1::FineTuneJob job = Job(GetParam().freeze);
+  const RunContext context = Context(std::string("out_") + GetParam().name);
+  std::vector<v1::JobEvent> events;
+  RunContext c = context;
+  c.emit = [&events](v1::JobEvent e) { events.push_back(std::move(e)); };
+  auto result = RunFineTune(job, c);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->frozen_weights_verified());
+  EXPECT_EQ(result->steps(), 10);
+  EXPECT_EQ(result->output_uri(), "file://" + context.output_dir);
+  EXPECT_EQ(result->selection_metric(), "accuracy");
+  EXPECT_EQ(result->best_eval().examples(), 10);
+  EXPECT_EQ(result->total_parameters() == result->trainable_parameters(),
+            GetParam().frozen_count == 0);
+  EXPECT_TRUE(fs::exists(context.output_dir + "/freeze_plan.json"));
+  EXPECT_TRUE(fs::exists(context.output_dir + "/metrics.json"));
+
+  auto input = model::LoadModelDir(model_dir_, 2);
+  auto output = model::LoadModelDir(context.output_dir, 2);
+  ASSERT_TRUE(input.ok()) << input.status();
+  ASSERT_TRUE(output.ok()) << output.status();
+  std::map<std::string, torch::Tensor> in_params;
+  for (const auto& item : input->model->named_parameters()) in_params[item.key()] = item.value();
+  nlohmann::json plan;
+  std::ifstream(context.output_dir + "/freeze_plan.json") >> plan;
+  std::map<std::string, bool> trainable;
+  for (const auto& p : plan["parameters"]) trainable[p["name"]] = p["trainable"];
+  int64_t frozen = 0;
+  for (const auto& item : output->model->named_parameters()) {
+    const bool same = torch::equal(item.value(), in_params.at(item.key()));
+    ASSERT_TRUE(trainable.count(item.key())) << item.key();
+    if (trainable[item.key()]) {
+      EXPECT_FALSE(same) << item.key();
+    } else {
+      ++frozen;
+      EXPECT_TRUE(same) << item.key();
+    }
+  }
+  EXPECT_EQ(frozen, GetParam().frozen_count);
+
+  // 10 steps, log every 2: five TrainMetrics; an evaluation per epoch.
+  int train_events = 0, eval_events = 0;
+  for (const auto& e : events) {
+    if (e.has_train()) {
+      ++train_events;
+      EXPECT_EQ(e.train().total_steps(), 10);
+      EXPECT_GT(e.train().loss(), 0.0f);
+      EXPECT_GT(e.train().samples_per_second(), 0.0f);
+    }
+    if (e.has_eval()) ++eval_events;
+  }
+  EXPECT_EQ(train_events, 5);
+  EXPECT_EQ(eval_events, 2);
+}
+
+TEST_F(TrainerTest, HeadOnlyRunsFrozenModulesInEvalMode) {
+  std::map<std::string, torch::Tensor> initial;
+  auto trainer = MakeTrainer(Job("head_only {}"), &initial);
+  ASSERT_NE(trainer, nullptr);
+  ASSERT_TRUE(trainer->Train().ok());
+  EXPECT_FALSE(trainer->model()->embeddings_module().is_training());
+  EXPECT_FALSE(trainer->model()->layer_module(1).is_training());
+  EXPECT_FALSE(trainer->model()->pooler_module().is_training());
+  EXPECT_TRUE(trainer->model()->classifier_module().is_training());
+
+  auto full = MakeTrainer(Job(""), &initial);
+  ASSERT_NE(full, nullptr);
+  ASSERT_TRUE(full->Train().ok());
+  EXPECT_TRUE(full->model()->embeddings_module().is_training());
+}
+
+TEST_F(TrainerTest, ShouldStopCancels) {
+  std::atomic<int> polls{0};
+  RunContext c = Context("out_cancel");
+  c.should_stop = [&polls] { return ++polls > 3; };
+  auto result = RunFineTune(Job(""), c);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(result.status().message(), "cancelled at step 3");
+  EXPECT_FALSE(fs::exists(c.output_dir + "/model.safetensors"));
+}
+
+TEST_F(TrainerTest, DivergenceFailsWithStep) {
+  auto result =
+      RunFineTune(Job("", "learning_rate: 1e36 max_grad_norm: 0 weight_decay: 0"), Context("out_nan"));
+  ASSERT_FALSE(result.ok());
+  EXPECT_THAT(std::string(result.status().message()),
+              MatchesRegex("step [0-9]+: non-finite (loss|gradient norm)"));
+}
+
+TEST_F(TrainerTest, EarlyStoppingOnNoImprovement) {
+  // A learning rate this small cannot change predictions, so evaluations
+  // tie and the earlier (first) one stays best.
+  std::vector<v1::JobEvent> events;
+  RunContext c = Context("out_early");
+  c.emit = [&events](v1::JobEvent e) { events.push_back(std::move(e)); };
+  auto result = RunFineTune(
+      Job("", "learning_rate: 1e-20 eval_every_steps: 1 early_stopping_patience: 2 "
+              "lr_schedule: LR_SCHEDULE_CONSTANT"),
+      c);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->early_stopped());
+  EXPECT_EQ(result->steps(), 3);
+  EXPECT_EQ(result->best_eval().step(), 1);
+  EXPECT_EQ(result->final_eval().step(), 3);
+}
+
+TEST_F(TrainerTest, GradualUnfreezingKeepsOptimizerState) {
+  const v1::FineTuneJob job = Job(R"pb(
+    head_only {}
+    schedule { at_epoch: 2 rules { pattern: "bert\\.encoder\\.layer\\.1\\..*" action: FREEZE_ACTION_TRAIN } }
+  )pb");
+  std::map<std::string, torch::Tensor> initial;
+  std::vector<v1::JobEvent> events;
+  TrainerOptions options;
+  options.emit = [&events](v1::JobEvent e) { events.push_back(std::move(e)); };
+  auto trainer = MakeTrainer(job, &initial, options);
+  ASSERT_NE(trainer, nullptr);
+  ASSERT_TRUE(trainer->Train().ok());
+  EXPECT_TRUE(trainer->summary().frozen_weights_verified);
+  for (const auto& item : trainer->model()->named_parameters()) {
+    const bool same = torch::equal(item.value(), initial.at(item.key()));
+    const bool layer1 = item.key().rfind("bert.encoder.layer.1.", 0) == 0;
+    const bool head = item.key().rfind("classifier.", 0) == 0;
+    EXPECT_EQ(same, !(layer1 || head)) << item.key();
+  }
+  // The classifier kept its Adam state across the rebuild: 10 steps in all;
+  // layer 1 joined for the second epoch's 5.
+  for (const auto& group : trainer->optimizer().param_groups()) {
+    for (const auto& p : group.params()) {
+      auto it = trainer->optimizer().state().find(
+          c10::guts::to_string(p.unsafeGetTensorImpl()));
+      ASSERT_NE(it, trainer->optimizer().state().end());
+      const auto& st = static_cast<const torch::optim::AdamWParamState&>(*it->second);
+      EXPECT_TRUE(st.step() == 10 || st.step() == 5) << st.step();
+    }
+  }
+  EXPECT_EQ(trainer->plan().frozen_prefix_layers, 1);
+  bool noticed = false;
+  for (const auto& e : events) noticed = noticed || e.has_notice();
+  EXPECT_TRUE(noticed);
+}
+
+TEST_F(TrainerTest, ValidationSplitHoldsOutSeededFraction) {
+  v1::FineTuneJob job = Job("");
+  job.clear_validation();
+  job.mutable_hyperparameters()->set_validation_split(0.25f);
+  auto a = PrepareJob(job, Context("unused"));
+  auto b = PrepareJob(job, Context("unused"));
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(a->train.size(), 30);
+  EXPECT_EQ(a->validation.size(), 10);
+  EXPECT_EQ(a->validation.ids, b->validation.ids);
+}
+
+// ---- submit-time validation -------------------------------------------------
+
+class ValidateJobTest : public TrainerTest {
+ protected:
+  static absl::Status Validate(const v1::FineTuneJob& job) {
+    return ValidateJob(job, data::UriOptions{}, JobLimits{});
+  }
+};
+
+TEST_F(ValidateJobTest, GoodJobPasses) {
+  EXPECT_TRUE(Validate(Job("bottom { num_layers: 1 }")).ok()) << Validate(Job(""));
+}
+
+TEST_F(ValidateJobTest, EpochsOutOfRange) {
+  // Zero means "default 3" (proto3 cannot tell it from unset); negative is rejected.
+  v1::FineTuneJob job = Job("");
+  job.mutable_hyperparameters()->set_epochs(0);
+  EXPECT_TRUE(Validate(job).ok());
+  job.mutable_hyperparameters()->set_epochs(-1);
+  absl::Status s = Validate(job);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), StartsWith("job.hyperparameters.epochs: must be in [1, "));
+  job.mutable_hyperparameters()->set_epochs(1000);
+  EXPECT_THAT(std::string(Validate(job).message()), StartsWith("job.hyperparameters.epochs:"));
+}
+
+TEST_F(ValidateJobTest, BadRegex) {
+  absl::Status s = Validate(Job(R"pb(rules { pattern: "bert\\.(" action: FREEZE_ACTION_FREEZE })pb"));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), StartsWith("job.freeze.rules[0].pattern: invalid regex:"));
+}
+
+TEST_F(ValidateJobTest, RuleMatchingNothing) {
+  absl::Status s = Validate(Job(R"pb(rules { pattern: "bert\\.encoder\\.layer\\.7\\..*" action: FREEZE_ACTION_FREEZE })pb"));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              StartsWith("job.freeze.rules[0].pattern: matches no parameter"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("closest names: bert.encoder.layer."));
+}
+
+TEST_F(ValidateJobTest, FreezingEverything) {
+  absl::Status s = Validate(Job(R"pb(rules { pattern: ".*" action: FREEZE_ACTION_FREEZE })pb"));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "job.freeze: freezes every parameter; nothing would train");
+}
+
+TEST_F(ValidateJobTest, BottomBeyondModel) {
+  absl::Status s = Validate(Job("bottom { num_layers: 3 }"));
+  EXPECT_THAT(std::string(s.message()), StartsWith("job.freeze.bottom.num_layers: must be in [0, 2]"));
+}
+
+TEST_F(ValidateJobTest, LabelOutOfRange) {
+  v1::FineTuneJob job = Job("");
+  job.mutable_train()->set_uri(root_ + "/bad_label.jsonl");
+  job.mutable_task()->set_num_labels(2);
+  absl::Status s = Validate(job);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), StartsWith("job.train"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("6"));  // the line number
+  // The same label in the validation set is caught too.
+  v1::FineTuneJob job2 = Job("");
+  job2.mutable_validation()->set_uri(root_ + "/bad_label.jsonl");
+  absl::Status s2 = Validate(job2);
+  EXPECT_EQ(s2.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s2.message()), StartsWith("job.validation"));
+}
+
+TEST_F(ValidateJobTest, UnknownFormat) {
+  v1::FineTuneJob job = Job("");
+  job.mutable_train()->set_uri(root_ + "/data.xyz");
+  absl::Status s = Validate(job);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), StartsWith("job.train"));
+}
+
+TEST_F(ValidateJobTest, MissingFiles) {
+  v1::FineTuneJob job = Job("");
+  job.mutable_train()->set_uri(root_ + "/nope.jsonl");
+  absl::Status s = Validate(job);
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), StartsWith("job.train.uri: "));
+  v1::FineTuneJob job2 = Job("");
+  job2.set_model_uri(root_ + "/no_model");
+  absl::Status s2 = Validate(job2);
+  EXPECT_FALSE(s2.ok());
+  EXPECT_THAT(std::string(s2.message()), StartsWith("job.model_uri: "));
+  v1::FineTuneJob job3 = Job("");
+  job3.mutable_train()->clear_uri();
+  EXPECT_EQ(Validate(job3).message(), "job.train.uri: required");
+}
+
+TEST_F(ValidateJobTest, HyperparametersAndDevice) {
+  v1::FineTuneJob job = Job("");
+  job.mutable_hyperparameters()->set_max_seq_length(65);  // model has 64 positions
+  EXPECT_THAT(std::string(Validate(job).message()),
+              StartsWith("job.hyperparameters.max_seq_length: must be in [3, 64]"));
+  job = Job("");
+  job.set_device("tpu");
+  EXPECT_THAT(std::string(Validate(job).message()), StartsWith("job.device: "));
+  job.set_device("cuda:1");
+  EXPECT_TRUE(Validate(job).ok());
+  job = Job(R"pb(head_only {} schedule { at_epoch: 3 rules { pattern: "classifier\\..*" action: FREEZE_ACTION_TRAIN } })pb");
+  EXPECT_THAT(std::string(Validate(job).message()), StartsWith("job.freeze.schedule[0].at_epoch: "));
+}
+
+TEST_F(ValidateJobTest, PlanFreezeDryRun) {
+  v1::PlanFreezeRequest request;
+  request.set_model_uri(model_dir_);
+  request.mutable_freeze()->mutable_bottom()->set_num_layers(1);
+  auto plan = PlanFreeze(request, data::UriOptions{});
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->num_layers(), 2);
+  EXPECT_EQ(plan->frozen_prefix_layers(), 1);
+  EXPECT_EQ(plan->parameters_size(), 41);
+  EXPECT_EQ(plan->parameters(40).name(), "classifier.bias");
+  EXPECT_EQ(plan->parameters(40).shape(0), 2);
+  request.mutable_freeze()->mutable_bottom()->set_num_layers(5);
+  EXPECT_THAT(std::string(PlanFreeze(request, data::UriOptions{}).status().message()),
+              StartsWith("freeze.bottom.num_layers: "));
+}
+
+}  // namespace
+}  // namespace freezetune::train
