@@ -152,70 +152,73 @@ absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, int64_t num_lab
                                                    info.config.vocab_size));
   }
   const std::string weights_path = Join(dir, "model.safetensors");
-  SafetensorsReadOptions read_options;
-  read_options.skip = IsIgnoredBuffer;
 
   LoadedModel out;
   try {
-    FT_ASSIGN_OR_RETURN(SafetensorsContents contents, ReadSafetensors(weights_path, read_options));
     out.config = info.config;
     out.model = BertForSequenceClassification(info.config, num_labels);
-    out.source_dtype = contents.source_dtype;
-
-    auto params = out.model->named_parameters();
+    std::map<std::string, torch::Tensor> params;
+    for (const auto& p : out.model->named_parameters()) params.emplace(p.key(), p.value());
     std::set<std::string> model_names;
-    for (const auto& p : params) model_names.insert(p.key());
+    for (const auto& [name, value] : params) model_names.insert(name);
 
-    std::unordered_map<std::string, torch::Tensor> by_name;
-    for (auto& [name, tensor] : contents.tensors) {
-      std::string canonical = CanonicalName(name, model_names);
-      if (!model_names.count(canonical) || by_name.count(canonical)) {
-        out.unused.push_back(name);  // e.g. cls.predictions.* of BertForPreTraining
-        continue;
-      }
-      by_name.emplace(std::move(canonical), std::move(tensor));
-    }
-
-    torch::NoGradGuard no_grad;
+    // Copy each stored tensor straight from the mapped file into its
+    // parameter (converting F16/BF16 on the way): no intermediate copy.
+    std::set<std::string> loaded, mismatched_head;
     int64_t loaded_encoder = 0;
-    for (auto& p : params) {
-      auto it = by_name.find(p.key());
-      const bool is_head = absl::StartsWith(p.key(), "classifier.");
-      if (it == by_name.end()) {
-        out.newly_initialized.push_back(p.key());
-        continue;
+    torch::NoGradGuard no_grad;
+    auto visit = [&](const std::string& name, const std::string& dtype,
+                     const torch::Tensor& stored) -> absl::Status {
+      if (out.source_dtype.empty()) {
+        out.source_dtype = dtype;
+      } else if (out.source_dtype != dtype) {
+        out.source_dtype = "mixed";
       }
-      if (!it->second.sizes().equals(p.value().sizes())) {
-        if (is_head) {
+      std::string canonical = CanonicalName(name, model_names);
+      auto it = params.find(canonical);
+      if (it == params.end() || loaded.count(canonical) || mismatched_head.count(canonical)) {
+        out.unused.push_back(name);  // e.g. cls.predictions.* of BertForPreTraining
+        return absl::OkStatus();
+      }
+      torch::Tensor& param = it->second;
+      if (!stored.sizes().equals(param.sizes())) {
+        if (absl::StartsWith(canonical, "classifier.")) {
           // A head trained for another label set: start it afresh, as
           // transformers does with ignore_mismatched_sizes.
-          out.newly_initialized.push_back(p.key());
-          continue;
+          mismatched_head.insert(canonical);
+          return absl::OkStatus();
         }
         return absl::InvalidArgumentError(absl::StrCat(
-            weights_path, ": ", p.key(), ": shape ", ShapeString(it->second.sizes()),
-            " in checkpoint, model expects ", ShapeString(p.value().sizes())));
+            weights_path, ": ", canonical, ": shape ", ShapeString(stored.sizes()),
+            " in checkpoint, model expects ", ShapeString(param.sizes())));
       }
-      p.value().copy_(it->second);
-      if (!is_head) ++loaded_encoder;
-    }
+      param.copy_(stored);
+      loaded.insert(canonical);
+      if (!absl::StartsWith(canonical, "classifier.")) ++loaded_encoder;
+      return absl::OkStatus();
+    };
+    SafetensorsReadOptions read_options;
+    read_options.skip = IsIgnoredBuffer;
+    auto header = VisitSafetensors(weights_path, read_options, visit);
+    if (!header.ok()) return header.status();
     if (loaded_encoder == 0) {
       return absl::InvalidArgumentError(
-          absl::StrCat(weights_path, ": no BERT parameters found (", contents.tensors.size(),
+          absl::StrCat(weights_path, ": no BERT parameters found (", header->tensors.size(),
                        " tensors, none named like bert.embeddings.* or encoder.layer.*)"));
     }
-    // The constructor initialised everything; re-draw the head if any part
-    // of it was not loaded so it is never half old, half new.
     bool head_missing = false;
-    for (const auto& name : out.newly_initialized) {
-      head_missing = head_missing || absl::StartsWith(name, "classifier.");
+    for (const auto& p : out.model->named_parameters()) {
+      if (loaded.count(p.key())) continue;
+      if (absl::StartsWith(p.key(), "classifier.")) {
+        head_missing = true;
+      } else {
+        out.newly_initialized.push_back(p.key());
+      }
     }
+    // The constructor initialised everything; re-draw the whole head if any
+    // part of it was not loaded, so it is never half old, half new.
     if (head_missing) {
       out.model->InitClassifier();
-      out.newly_initialized.erase(
-          std::remove_if(out.newly_initialized.begin(), out.newly_initialized.end(),
-                         [](const std::string& n) { return absl::StartsWith(n, "classifier."); }),
-          out.newly_initialized.end());
       out.newly_initialized.push_back("classifier.weight");
       out.newly_initialized.push_back("classifier.bias");
     }

@@ -36,61 +36,58 @@ absl::Status Prefixed(const std::string& what, const absl::Status& s) {
   return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
 }
 
-// Copies (F32) or converts (F16/BF16) one tensor's bytes into new F32 storage:
-// the only copy between the mapped file and the returned tensor.
-torch::Tensor ToFloatTensor(const char* src, const SafetensorsTensorInfo& info,
-                            at::ScalarType stored) {
+// A tensor over the stored bytes: a view when they are aligned for the
+// element type, else an aligned copy (a header whose length is not a multiple
+// of the element size misaligns everything after it).
+torch::Tensor StoredTensor(const char* src, const SafetensorsTensorInfo& info,
+                           at::ScalarType stored) {
   const auto shape = at::IntArrayRef(info.shape);
-  const size_t elem = at::elementSize(stored);
-  if (reinterpret_cast<uintptr_t>(src) % elem == 0) {
-    // Aligned: view the bytes in place, then copy/convert once.
-    at::Tensor view = at::from_blob(const_cast<char*>(src), shape,
-                                    at::TensorOptions().dtype(stored));
-    return stored == at::kFloat ? view.clone(at::MemoryFormat::Contiguous)
-                                : view.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
+  const auto options = at::TensorOptions().dtype(stored);
+  if (reinterpret_cast<uintptr_t>(src) % at::elementSize(stored) == 0) {
+    return at::from_blob(const_cast<char*>(src), shape, options);
   }
-  // Unaligned data (a header length that is not a multiple of the element
-  // size): memcpy into aligned storage first.
-  at::Tensor staged = at::empty(shape, at::TensorOptions().dtype(stored));
+  at::Tensor staged = at::empty(shape, options);
   std::memcpy(staged.data_ptr(), src, info.end - info.begin);
-  return stored == at::kFloat ? staged : staged.to(at::kFloat);
+  return staged;
 }
+
+// Unmaps on scope exit.
+struct Mapping {
+  void* addr = MAP_FAILED;
+  size_t size = 0;
+  ~Mapping() {
+    if (addr != MAP_FAILED) ::munmap(addr, size);
+  }
+};
 
 }  // namespace
 
-absl::StatusOr<SafetensorsContents> ParseSafetensorsTensors(
-    std::string_view file, const std::string& what, const SafetensorsReadOptions& options) {
+absl::StatusOr<SafetensorsHeader> VisitSafetensorsBytes(std::string_view file,
+                                                        const std::string& what,
+                                                        const SafetensorsReadOptions& options,
+                                                        const SafetensorsVisitor& visit) {
   auto header = ParseSafetensors(file);
   if (!header.ok()) return Prefixed(what, header.status());
-  SafetensorsContents out;
-  out.metadata = header->metadata;
   const char* data = file.data() + header->data_start();
   try {
     for (const SafetensorsTensorInfo& t : header->tensors) {
-      if (options.skip && options.skip(t.name)) {
-        out.skipped.push_back(t.name);
-        continue;
-      }
+      if (options.skip && options.skip(t.name)) continue;
       auto stored = WeightScalarType(t.dtype);
       if (!stored.ok()) {
         return absl::InvalidArgumentError(
             absl::StrCat(what, ": tensor \"", t.name, "\": ", stored.status().message()));
       }
-      if (out.source_dtype.empty()) {
-        out.source_dtype = t.dtype;
-      } else if (out.source_dtype != t.dtype) {
-        out.source_dtype = "mixed";
-      }
-      out.tensors.emplace_back(t.name, ToFloatTensor(data + t.begin, t, *stored));
+      FT_RETURN_IF_ERROR(visit(t.name, t.dtype, StoredTensor(data + t.begin, t, *stored)));
     }
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat(what, ": ", e.what_without_backtrace()));
   }
-  return out;
+  return header;
 }
 
-absl::StatusOr<SafetensorsContents> ReadSafetensors(const std::string& path,
-                                                    const SafetensorsReadOptions& options) {
+absl::StatusOr<SafetensorsHeader> VisitSafetensors(const std::string& path,
+                                                   const SafetensorsReadOptions& options,
+                                                   const SafetensorsVisitor& visit) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     const int err = errno;
@@ -103,22 +100,72 @@ absl::StatusOr<SafetensorsContents> ReadSafetensors(const std::string& path,
     ::close(fd);
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
   }
-  const size_t size = static_cast<size_t>(st.st_size);
-  if (size == 0) {
+  Mapping map;
+  map.size = static_cast<size_t>(st.st_size);
+  if (map.size == 0) {
     ::close(fd);
-    return ParseSafetensorsTensors(std::string_view(), path, options);
+    return VisitSafetensorsBytes(std::string_view(), path, options, visit);
   }
-  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  map.addr = ::mmap(nullptr, map.size, PROT_READ, MAP_PRIVATE, fd, 0);
   const int map_err = errno;
   ::close(fd);
-  if (map == MAP_FAILED) {
+  if (map.addr == MAP_FAILED) {
     return absl::InternalError(absl::StrCat(path, ": mmap failed: ", std::strerror(map_err)));
   }
-  ::madvise(map, size, MADV_SEQUENTIAL);
-  auto result =
-      ParseSafetensorsTensors(std::string_view(static_cast<const char*>(map), size), path, options);
-  ::munmap(map, size);
-  return result;
+  ::madvise(map.addr, map.size, MADV_SEQUENTIAL);
+  return VisitSafetensorsBytes(std::string_view(static_cast<const char*>(map.addr), map.size),
+                               path, options, visit);
+}
+
+namespace {
+
+// Collects every tensor as its own contiguous F32 tensor (one copy or
+// conversion from the stored bytes).
+absl::StatusOr<SafetensorsContents> Collect(
+    const std::function<absl::StatusOr<SafetensorsHeader>(const SafetensorsReadOptions&,
+                                                          const SafetensorsVisitor&)>& run,
+    const SafetensorsReadOptions& options) {
+  SafetensorsContents out;
+  SafetensorsReadOptions recording;
+  recording.skip = [&](const std::string& name) {
+    if (!options.skip || !options.skip(name)) return false;
+    out.skipped.push_back(name);
+    return true;
+  };
+  auto header = run(recording, [&out](const std::string& name, const std::string& dtype,
+                                      const torch::Tensor& view) {
+    if (out.source_dtype.empty()) {
+      out.source_dtype = dtype;
+    } else if (out.source_dtype != dtype) {
+      out.source_dtype = "mixed";
+    }
+    out.tensors.emplace_back(
+        name, view.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true).contiguous());
+    return absl::OkStatus();
+  });
+  if (!header.ok()) return header.status();
+  out.metadata = header->metadata;
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<SafetensorsContents> ParseSafetensorsTensors(
+    std::string_view file, const std::string& what, const SafetensorsReadOptions& options) {
+  return Collect(
+      [&](const SafetensorsReadOptions& o, const SafetensorsVisitor& v) {
+        return VisitSafetensorsBytes(file, what, o, v);
+      },
+      options);
+}
+
+absl::StatusOr<SafetensorsContents> ReadSafetensors(const std::string& path,
+                                                    const SafetensorsReadOptions& options) {
+  return Collect(
+      [&](const SafetensorsReadOptions& o, const SafetensorsVisitor& v) {
+        return VisitSafetensors(path, o, v);
+      },
+      options);
 }
 
 absl::Status WriteSafetensors(const std::string& path, const NamedTensors& tensors,

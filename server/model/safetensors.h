@@ -16,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "server/model/safetensors_format.h"
 
 namespace freezetune::model {
 
@@ -35,6 +36,28 @@ struct SafetensorsContents {
   // if they differ; "" when nothing was loaded.
   std::string source_dtype;
 };
+
+// Called once per loaded tensor in file order with a CPU tensor in the stored
+// dtype (F32, F16 or BF16) that views the file's bytes where alignment allows
+// (else an aligned copy). The view is valid only during the call: copy_()
+// from it (copy_ also converts the dtype). A non-OK return stops the visit
+// and is returned as is.
+using SafetensorsVisitor = std::function<absl::Status(
+    const std::string& name, const std::string& stored_dtype, const torch::Tensor& view)>;
+
+// Maps the file (one mmap), validates the header, and calls `visit` for each
+// tensor not skipped: a caller that copy_()s into its own tensors reads every
+// byte once with no intermediate buffer. A tensor stored in a dtype other
+// than F32/F16/BF16 is INVALID_ARGUMENT "<path>: tensor "x": unsupported
+// dtype I64"; other errors are prefixed by the path too. Returns the header.
+absl::StatusOr<SafetensorsHeader> VisitSafetensors(const std::string& path,
+                                                   const SafetensorsReadOptions& options,
+                                                   const SafetensorsVisitor& visit);
+// Same over bytes in memory (`what` prefixes errors).
+absl::StatusOr<SafetensorsHeader> VisitSafetensorsBytes(std::string_view file,
+                                                        const std::string& what,
+                                                        const SafetensorsReadOptions& options,
+                                                        const SafetensorsVisitor& visit);
 
 // Maps the file (one mmap) and copies/converts each tensor once into its own
 // F32 storage. A loaded tensor in a dtype other than F32/F16/BF16 is

@@ -299,6 +299,35 @@ TEST(SafetensorsTest, ReadsUnalignedData) {
   EXPECT_FLOAT_EQ(got->tensors[0].second[1].item<float>(), -2.25f);
 }
 
+TEST(SafetensorsTest, VisitorSeesZeroCopyViewsInStoredDtype) {
+  std::vector<SafetensorsTensorInfo> infos = {{"h", "F16", {2}, 0, 0}, {"f", "F32", {1}, 0, 0}};
+  auto header = BuildSafetensorsHeader(infos, {});
+  ASSERT_TRUE(header.ok());
+  at::Tensor h = at::tensor({1.5f, -3.0f}).to(at::kHalf);
+  float f = 0.25f;
+  std::string file = *header + std::string(static_cast<const char*>(h.data_ptr()), 4) +
+                     std::string(reinterpret_cast<const char*>(&f), 4);
+  std::vector<std::string> seen;
+  auto visited = VisitSafetensorsBytes(
+      file, "mem", {}, [&](const std::string& name, const std::string& dtype, const at::Tensor& v) {
+        seen.push_back(name + ":" + dtype);
+        const char* want = file.data() + header->size() + (name == "h" ? 0 : 4);
+        EXPECT_EQ(static_cast<const char*>(v.data_ptr()), want) << "copied instead of viewed";
+        EXPECT_EQ(v.scalar_type(), name == "h" ? at::kHalf : at::kFloat);
+        return absl::OkStatus();
+      });
+  ASSERT_TRUE(visited.ok()) << visited.status();
+  EXPECT_EQ(seen, (std::vector<std::string>{"h:F16", "f:F32"}));
+  // A visitor error stops the walk and comes back unchanged.
+  int calls = 0;
+  visited = VisitSafetensorsBytes(file, "mem", {}, [&](const auto&, const auto&, const auto&) {
+    ++calls;
+    return absl::CancelledError("stop");
+  });
+  EXPECT_EQ(visited.status(), absl::CancelledError("stop"));
+  EXPECT_EQ(calls, 1);
+}
+
 TEST(SafetensorsTest, UnsupportedDtypeUnlessSkipped) {
   const std::string json = R"({"ids":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}})";
   auto got = ParseSafetensorsTensors(File(json, 8), "m.safetensors");
