@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
 
 namespace freezetune::metrics {
 namespace {
@@ -112,21 +113,19 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const MetricsOptions& o
       .Set(1);
 
   if (!options.listen_address.empty()) {
-    try {
-      m->exposer_ = std::make_unique<prometheus::Exposer>(options.listen_address);
-    } catch (const std::exception& e) {
-      return absl::UnavailableError(
-          absl::StrCat("metrics_listen: cannot listen on ", options.listen_address, ": ", e.what()));
-    }
-    m->exposer_->RegisterCollectable(m->registry_);
-    std::vector<int> ports = m->exposer_->GetListeningPorts();
-    m->port_ = ports.empty() ? 0 : ports.front();
+    FT_RETURN_IF_ERROR(m->StartExposer(options.listen_address));
   }
   return m;
 }
 
+absl::Status Metrics::StartExposer(const std::string& address) {
+  FT_ASSIGN_OR_RETURN(exposer_, HttpExposer::Start(address, registry_));
+  port_ = exposer_->port();
+  return absl::OkStatus();
+}
+
 Metrics::~Metrics() {
-  // The Exposer serves from the registry on its own threads: stop it first.
+  // The endpoint reads the registry from its own thread: stop it first.
   exposer_.reset();
 }
 

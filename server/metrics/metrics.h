@@ -1,7 +1,7 @@
 // The server's Prometheus metrics: every family is built once, here, with
 // bounded label sets (job states, gRPC method and code names, and one series
-// per RUNNING job, removed when the job ends), and served by an Exposer on
-// its own port.
+// per RUNNING job, removed when the job ends), and served on its own port by
+// HttpExposer (see there for why not prometheus::Exposer).
 //
 // Names follow Prometheus conventions: freezetune_ prefix, base units
 // (seconds), _total for counters.
@@ -20,11 +20,11 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "prometheus/counter.h"
-#include "prometheus/exposer.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "server/metrics/http_exposer.h"
 
 namespace freezetune::metrics {
 
@@ -40,7 +40,8 @@ struct BuildInfo {
 };
 
 struct MetricsOptions {
-  // host:port for the /metrics endpoint; port 0 picks a free one. Empty
+  // host:port for the /metrics endpoint; port 0 picks a free one (IPv4
+  // hosts only; read it back with Metrics::port()). Empty
   // disables the endpoint (the registry still works, e.g. in tests).
   std::string listen_address = "127.0.0.1:9464";
   BuildInfo build_info;
@@ -49,13 +50,13 @@ struct MetricsOptions {
 class Metrics {
  public:
   // Builds every family and, unless options.listen_address is empty, starts
-  // the Exposer. UNAVAILABLE when the address cannot be bound.
+  // the HTTP endpoint. UNAVAILABLE when the address cannot be bound.
   static absl::StatusOr<std::unique_ptr<Metrics>> Create(const MetricsOptions& options);
   ~Metrics();
   Metrics(const Metrics&) = delete;
   Metrics& operator=(const Metrics&) = delete;
 
-  // Port the Exposer listens on; 0 when it is disabled.
+  // Port the endpoint listens on; 0 when it is disabled.
   int port() const { return port_; }
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
 
@@ -80,9 +81,10 @@ class Metrics {
 
  private:
   Metrics() = default;
+  absl::Status StartExposer(const std::string& address);
 
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<HttpExposer> exposer_;
   int port_ = 0;
 
   prometheus::Family<prometheus::Gauge>* jobs_by_state_ = nullptr;

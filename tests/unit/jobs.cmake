@@ -20,3 +20,9 @@ if(TARGET freezetune_service)
     DEPS freezetune_service
     LABELS service TIMEOUT 60)
 endif()
+if(TARGET freezetune_service)
+  freezetune_test(service_server_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/service_server_test.cc
+    DEPS freezetune_service
+    LABELS service TIMEOUT 120)
+endif()

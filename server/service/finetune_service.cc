@@ -1,0 +1,328 @@
+#include "server/service/finetune_service.h"
+
+#include <deque>
+#include <functional>
+#include <optional>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "server/service/status_mapping.h"
+
+namespace freezetune::service {
+
+// Fixed threads draining a FIFO of tasks. The destructor runs what is queued
+// before joining, so every reactor handed to the pool gets finished.
+class BlockingPool {
+ public:
+  explicit BlockingPool(int threads) {
+    for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { Loop(); });
+  }
+  ~BlockingPool() {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+    }
+    for (std::thread& t : threads_) t.join();
+  }
+  void Run(std::function<void()> task) {
+    absl::MutexLock lock(&mu_);
+    tasks_.push_back(std::move(task));
+  }
+
+ private:
+  void Loop() {
+    while (true) {
+      std::function<void()> task;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](BlockingPool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
+              return p->stopping_ || !p->tasks_.empty();
+            },
+            this));
+        if (tasks_.empty()) return;  // stopping, and nothing left to run
+        task = std::move(tasks_.front());
+        tasks_.pop_front();
+      }
+      task();
+    }
+  }
+
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> threads_;
+};
+
+namespace {
+
+absl::Status RequireJobId(const std::string& job_id) {
+  if (job_id.empty()) return absl::InvalidArgumentError("job_id: required");
+  if (job_id.size() > 64) return absl::InvalidArgumentError("job_id: too long");
+  return absl::OkStatus();
+}
+
+bool IsFinalEvent(const v1::JobEvent& event) {
+  return event.has_state_change() && jobs::IsTerminal(event.state_change().state());
+}
+
+// WatchJob's reactor. Invariants, all under mu_: at most one write in flight
+// (`writing_`); Finish is called exactly once (`finished_`), never while a
+// write is in flight. gRPC calls (StartWrite, Finish) are made after mu_ is
+// released: Finish may run OnDone inline, which deletes the reactor.
+class WatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent> {
+ public:
+  static constexpr int kBatch = 64;
+
+  WatchReactor(jobs::JobManager* manager, metrics::Metrics* metrics, const v1::WatchJobRequest& req)
+      : manager_(manager), metrics_(metrics), job_id_(req.job_id()), start_(absl::Now()),
+        after_(req.after_sequence()) {
+    if (metrics_ != nullptr) metrics_->WatchStreamOpened();
+  }
+
+  void Begin() {
+    absl::Status valid = RequireJobId(job_id_);
+    if (valid.ok() && after_ < 0) valid = absl::InvalidArgumentError("after_sequence: must be >= 0");
+    absl::StatusOr<v1::Job> job = valid.ok() ? manager_->Get(job_id_) : absl::StatusOr<v1::Job>(valid);
+    if (!job.ok()) {
+      FinishNow(ToGrpcStatus(job.status()));
+      return;
+    }
+    // Subscribe before the first read: whatever is appended later is
+    // announced, whatever was appended before is read.
+    subscription_ = manager_->event_log().Subscribe(job_id_, [this] { Pump(); });
+    {
+      absl::MutexLock lock(&mu_);
+      subscribed_ = true;
+      // A finished job has nothing after its final event.
+      job_finished_ = jobs::IsTerminal(job->state()) && after_ >= job->last_sequence();
+    }
+    Pump();
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) {
+        // The client is gone or the call was cancelled.
+        pending_finish_ = grpc::Status(grpc::StatusCode::CANCELLED, "stream closed");
+      }
+    }
+    Pump();
+  }
+
+  void OnCancel() override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!pending_finish_.has_value()) {
+        pending_finish_ = grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled");
+      }
+    }
+    Pump();
+  }
+
+  void OnDone() override {
+    if (subscribed_once()) manager_->event_log().Unsubscribe(subscription_);
+    if (metrics_ != nullptr) {
+      metrics_->WatchStreamClosed();
+      metrics_->RpcFinished("WatchJob", GrpcCodeName(final_code_),
+                            absl::ToDoubleSeconds(absl::Now() - start_));
+    }
+    delete this;
+  }
+
+ private:
+  bool subscribed_once() {
+    absl::MutexLock lock(&mu_);
+    return subscribed_;
+  }
+
+  void FinishNow(const grpc::Status& status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+      final_code_ = status.error_code();
+    }
+    Finish(status);
+  }
+
+  // Decides the next action under mu_, then performs it unlocked.
+  void Pump() {
+    const v1::JobEvent* to_write = nullptr;
+    std::optional<grpc::Status> to_finish;
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_ || writing_) return;
+      if (pending_finish_.has_value()) {
+        to_finish = pending_finish_;
+      } else if (last_written_final_ || (job_finished_ && buffer_.empty())) {
+        to_finish = grpc::Status::OK;
+      } else {
+        if (buffer_.empty()) {
+          absl::StatusOr<std::vector<v1::JobEvent>> events =
+              manager_->ReadEvents(job_id_, after_, kBatch);
+          if (!events.ok()) {
+            to_finish = ToGrpcStatus(events.status());
+          } else {
+            for (v1::JobEvent& e : *events) buffer_.push_back(std::move(e));
+          }
+        }
+        if (!to_finish.has_value() && !buffer_.empty()) {
+          current_ = std::move(buffer_.front());
+          buffer_.pop_front();
+          after_ = current_.sequence();
+          last_written_final_ = IsFinalEvent(current_);
+          writing_ = true;
+          to_write = &current_;
+        }
+        // Otherwise: caught up with a live job; the next Publish calls Pump.
+      }
+      if (to_finish.has_value()) {
+        finished_ = true;
+        final_code_ = to_finish->error_code();
+      }
+    }
+    if (to_write != nullptr) {
+      StartWrite(to_write);
+    } else if (to_finish.has_value()) {
+      Finish(*to_finish);
+    }
+  }
+
+  jobs::JobManager* const manager_;
+  metrics::Metrics* const metrics_;
+  const std::string job_id_;
+  const absl::Time start_;
+  jobs::EventLog::SubscriptionId subscription_ = 0;  // written once in Begin
+
+  absl::Mutex mu_;
+  int64_t after_ ABSL_GUARDED_BY(mu_);
+  bool subscribed_ ABSL_GUARDED_BY(mu_) = false;
+  bool job_finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool last_written_final_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<grpc::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
+  std::deque<v1::JobEvent> buffer_ ABSL_GUARDED_BY(mu_);
+  v1::JobEvent current_ ABSL_GUARDED_BY(mu_);  // the write in flight
+  grpc::StatusCode final_code_ = grpc::StatusCode::OK;  // set once, before Finish
+};
+
+}  // namespace
+
+FineTuneServiceImpl::FineTuneServiceImpl(jobs::JobManager* manager, metrics::Metrics* metrics,
+                                         const ServiceOptions& options)
+    : manager_(manager), metrics_(metrics), options_(options),
+      pool_(std::make_unique<BlockingPool>(options.blocking_threads)) {}
+
+FineTuneServiceImpl::~FineTuneServiceImpl() = default;
+
+void FineTuneServiceImpl::Record(const char* method, const grpc::Status& status, double seconds) {
+  if (metrics_ != nullptr) metrics_->RpcFinished(method, GrpcCodeName(status.error_code()), seconds);
+}
+
+grpc::ServerUnaryReactor* FineTuneServiceImpl::SubmitJob(grpc::CallbackServerContext* context,
+                                                         const v1::SubmitJobRequest* request,
+                                                         v1::Job* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Time start = absl::Now();
+  if (!request->has_job()) {
+    grpc::Status status = ToGrpcStatus(absl::InvalidArgumentError("job: required"));
+    Record("SubmitJob", status, 0);
+    reactor->Finish(status);
+    return reactor;
+  }
+  pool_->Run([this, reactor, request, response, start] {
+    absl::StatusOr<v1::Job> job = manager_->Submit(request->job(), options_.tenant);
+    if (job.ok()) *response = *std::move(job);
+    grpc::Status status = ToGrpcStatus(job.status());
+    Record("SubmitJob", status, absl::ToDoubleSeconds(absl::Now() - start));
+    reactor->Finish(status);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* FineTuneServiceImpl::GetJob(grpc::CallbackServerContext* context,
+                                                      const v1::GetJobRequest* request,
+                                                      v1::Job* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Time start = absl::Now();
+  absl::Status status = RequireJobId(request->job_id());
+  if (status.ok()) {
+    absl::StatusOr<v1::Job> job = manager_->Get(request->job_id());
+    if (job.ok()) *response = *std::move(job);
+    status = job.status();
+  }
+  grpc::Status result = ToGrpcStatus(status);
+  Record("GetJob", result, absl::ToDoubleSeconds(absl::Now() - start));
+  reactor->Finish(result);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* FineTuneServiceImpl::ListJobs(grpc::CallbackServerContext* context,
+                                                        const v1::ListJobsRequest* request,
+                                                        v1::ListJobsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Time start = absl::Now();
+  absl::StatusOr<v1::ListJobsResponse> list = manager_->List(*request);
+  if (list.ok()) *response = *std::move(list);
+  grpc::Status result = ToGrpcStatus(list.status());
+  Record("ListJobs", result, absl::ToDoubleSeconds(absl::Now() - start));
+  reactor->Finish(result);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* FineTuneServiceImpl::CancelJob(grpc::CallbackServerContext* context,
+                                                         const v1::CancelJobRequest* request,
+                                                         v1::Job* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Time start = absl::Now();
+  absl::Status status = RequireJobId(request->job_id());
+  if (status.ok()) {
+    absl::StatusOr<v1::Job> job = manager_->Cancel(request->job_id());
+    if (job.ok()) *response = *std::move(job);
+    status = job.status();
+  }
+  grpc::Status result = ToGrpcStatus(status);
+  Record("CancelJob", result, absl::ToDoubleSeconds(absl::Now() - start));
+  reactor->Finish(result);
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::JobEvent>* FineTuneServiceImpl::WatchJob(
+    grpc::CallbackServerContext* context, const v1::WatchJobRequest* request) {
+  auto* reactor = new WatchReactor(manager_, metrics_, *request);
+  reactor->Begin();
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* FineTuneServiceImpl::PlanFreeze(grpc::CallbackServerContext* context,
+                                                          const v1::PlanFreezeRequest* request,
+                                                          v1::PlanFreezeResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Time start = absl::Now();
+  if (request->model_uri().empty()) {
+    grpc::Status status = ToGrpcStatus(absl::InvalidArgumentError("model_uri: required"));
+    Record("PlanFreeze", status, 0);
+    reactor->Finish(status);
+    return reactor;
+  }
+  pool_->Run([this, reactor, request, response, start] {
+    absl::StatusOr<v1::PlanFreezeResponse> plan = manager_->PlanFreeze(*request);
+    if (plan.ok()) *response = *std::move(plan);
+    grpc::Status status = ToGrpcStatus(plan.status());
+    Record("PlanFreeze", status, absl::ToDoubleSeconds(absl::Now() - start));
+    reactor->Finish(status);
+  });
+  return reactor;
+}
+
+}  // namespace freezetune::service

@@ -1,0 +1,75 @@
+// freezetune.v1.FineTuneService on gRPC's callback API: a thin skin over
+// jobs::JobManager. Requests are checked for missing fields here; everything
+// else (spec validation, state rules) is the manager's, and its Status is
+// turned into a grpc::Status by ToGrpcStatus() only.
+//
+// Threading: reactors never block on training. SubmitJob and PlanFreeze may
+// read a model config and whole datasets to validate, so they run on a small
+// pool of service threads (ServiceOptions.blocking_threads) and finish their
+// reactor from there; the other unary RPCs are quick store reads and finish
+// inline. WatchJob is a ServerWriteReactor with at most one write in flight:
+// it replays stored events after `after_sequence`, then follows the job's
+// live events (the event log only notifies; the reactor pulls), and finishes
+// OK after the job's final event.
+//
+// Lifetime: the JobManager and Metrics must outlive this service, and the
+// grpc::Server using it must be shut down (which waits for every reactor)
+// before the service is destroyed.
+#ifndef FREEZETUNE_SERVER_SERVICE_FINETUNE_SERVICE_H_
+#define FREEZETUNE_SERVER_SERVICE_FINETUNE_SERVICE_H_
+
+#include <memory>
+#include <string>
+
+#include "freezetune/v1/freezetune.grpc.pb.h"
+#include "server/jobs/job_manager.h"
+#include "server/metrics/metrics.h"
+
+namespace freezetune::service {
+
+struct ServiceOptions {
+  // Threads that run SubmitJob/PlanFreeze validation.
+  int blocking_threads = 2;
+  // Tenant recorded on jobs (there is no authentication yet).
+  std::string tenant;
+};
+
+class BlockingPool;
+
+class FineTuneServiceImpl final : public v1::FineTuneService::CallbackService {
+ public:
+  // `metrics` may be null.
+  FineTuneServiceImpl(jobs::JobManager* manager, metrics::Metrics* metrics,
+                      const ServiceOptions& options);
+  // Runs the pool's remaining work, then joins its threads.
+  ~FineTuneServiceImpl() override;
+
+  grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* context,
+                                      const v1::SubmitJobRequest* request,
+                                      v1::Job* response) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* context,
+                                   const v1::GetJobRequest* request, v1::Job* response) override;
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* context,
+                                     const v1::ListJobsRequest* request,
+                                     v1::ListJobsResponse* response) override;
+  grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* context,
+                                      const v1::CancelJobRequest* request,
+                                      v1::Job* response) override;
+  grpc::ServerWriteReactor<v1::JobEvent>* WatchJob(grpc::CallbackServerContext* context,
+                                                   const v1::WatchJobRequest* request) override;
+  grpc::ServerUnaryReactor* PlanFreeze(grpc::CallbackServerContext* context,
+                                       const v1::PlanFreezeRequest* request,
+                                       v1::PlanFreezeResponse* response) override;
+
+ private:
+  void Record(const char* method, const grpc::Status& status, double seconds);
+
+  jobs::JobManager* const manager_;
+  metrics::Metrics* const metrics_;
+  const ServiceOptions options_;
+  std::unique_ptr<BlockingPool> pool_;
+};
+
+}  // namespace freezetune::service
+
+#endif  // FREEZETUNE_SERVER_SERVICE_FINETUNE_SERVICE_H_

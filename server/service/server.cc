@@ -1,0 +1,74 @@
+#include "server/service/server.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+#include "server/common/status_macros.h"
+
+namespace freezetune::service {
+namespace {
+
+constexpr char kServiceName[] = "freezetune.v1.FineTuneService";
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
+  if (options.listen_address.empty()) return absl::InvalidArgumentError("listen: required");
+  std::unique_ptr<Server> server(new Server());
+  FT_ASSIGN_OR_RETURN(server->metrics_, metrics::Metrics::Create(options.metrics));
+  FT_ASSIGN_OR_RETURN(server->manager_,
+                      jobs::JobManager::Create(options.jobs, std::move(options.hooks),
+                                               server->metrics_.get()));
+  server->service_ = std::make_unique<FineTuneServiceImpl>(
+      server->manager_.get(), server->metrics_.get(), options.service);
+
+  // Process-wide switches; both must be set before a builder is created.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(),
+                           &server->port_);
+  builder.RegisterService(server->service_.get());
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.SetMaxSendMessageSize(options.max_message_bytes);
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || server->port_ == 0) {
+    // Nothing is serving; stop the workers started above.
+    server->manager_->Shutdown();
+    return absl::UnavailableError(
+        absl::StrCat("listen: cannot listen on ", options.listen_address));
+  }
+  server->SetServing(true);
+  return server;
+}
+
+Server::~Server() { Shutdown(absl::Now()); }
+
+void Server::SetServing(bool serving) {
+  if (server_ == nullptr) return;
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  if (health == nullptr) return;
+  health->SetServingStatus(serving);
+  health->SetServingStatus(kServiceName, serving);
+}
+
+void Server::Shutdown(absl::Time deadline) {
+  absl::MutexLock lock(&shutdown_mu_);
+  if (shut_down_) return;
+  shut_down_ = true;
+  SetServing(false);
+  if (manager_ != nullptr) manager_->Shutdown();
+  if (server_ != nullptr) {
+    server_->Shutdown(absl::ToChronoTime(deadline));
+    server_->Wait();
+  }
+  // Reactors are done; now the service (and its pool) can go.
+  service_.reset();
+}
+
+}  // namespace freezetune::service

@@ -1,0 +1,74 @@
+// The assembled server: metrics registry and exporter, job manager (store,
+// scheduler, event log), the FineTuneService, gRPC health
+// (grpc.health.v1) and reflection, listening on one address.
+//
+// Start() returns a running server; Shutdown() drains it in the order the
+// design asks: health NOT_SERVING, no new jobs and running ones stopped
+// (they go back to QUEUED for the next start), then the gRPC server's
+// Shutdown(deadline), which waits for in-flight RPCs until the deadline and
+// cancels the rest (open WatchJob streams end CANCELLED).
+//
+// Thread safety: port()/metrics_port()/job_manager() are safe anywhere;
+// Shutdown() may be called from any one thread, once or more.
+#ifndef FREEZETUNE_SERVER_SERVICE_SERVER_H_
+#define FREEZETUNE_SERVER_SERVICE_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "grpcpp/server.h"
+#include "server/jobs/job_manager.h"
+#include "server/metrics/metrics.h"
+#include "server/service/finetune_service.h"
+
+namespace freezetune::service {
+
+struct ServerOptions {
+  // host:port; port 0 picks a free port (read it back with port()).
+  std::string listen_address = "127.0.0.1:50051";
+  jobs::JobManagerOptions jobs;
+  // The train layer; main() passes jobs::DefaultTrainHooks().
+  jobs::TrainHooks hooks;
+  metrics::MetricsOptions metrics;
+  ServiceOptions service;
+  // Largest request or response message.
+  int max_message_bytes = 16 << 20;
+};
+
+class Server {
+ public:
+  // UNAVAILABLE when an address cannot be bound; the job store's errors as
+  // they are.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(ServerOptions options);
+  // Shutdown(now) if it has not run.
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  int port() const { return port_; }
+  int metrics_port() const { return metrics_ != nullptr ? metrics_->port() : 0; }
+  jobs::JobManager* job_manager() const { return manager_.get(); }
+
+  // Health status of "" and "freezetune.v1.FineTuneService".
+  void SetServing(bool serving);
+
+  void Shutdown(absl::Time deadline);
+
+ private:
+  Server() = default;
+
+  std::unique_ptr<metrics::Metrics> metrics_;
+  std::unique_ptr<jobs::JobManager> manager_;
+  std::unique_ptr<FineTuneServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  absl::Mutex shutdown_mu_;
+  bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
+};
+
+}  // namespace freezetune::service
+
+#endif  // FREEZETUNE_SERVER_SERVICE_SERVER_H_

@@ -1,0 +1,85 @@
+// Helpers shared by the service tests: a grpc.health.v1 Check through the
+// generic stub (Debian ships no compiled health.proto), and waiting for a
+// job to reach a state through the raw generated stub.
+#ifndef FREEZETUNE_TESTS_INTEGRATION_SERVER_TEST_UTIL_H_
+#define FREEZETUNE_TESTS_INTEGRATION_SERVER_TEST_UTIL_H_
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "freezetune/v1/freezetune.grpc.pb.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/grpcpp.h"
+
+namespace freezetune::testing {
+
+// Returns the HealthCheckResponse.status (1 SERVING, 2 NOT_SERVING), or -1
+// when the call fails.
+inline int HealthStatus(const std::shared_ptr<grpc::Channel>& channel, const std::string& service) {
+  grpc::GenericStub stub(channel);
+  // HealthCheckRequest{service = 1}: tag 0x0a, length, bytes.
+  std::string request_bytes;
+  if (!service.empty()) {
+    request_bytes.push_back('\x0a');
+    request_bytes.push_back(static_cast<char>(service.size()));
+    request_bytes += service;
+  }
+  grpc::Slice slice(request_bytes);
+  grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer response;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  grpc::CompletionQueue cq;
+  auto call = stub.PrepareUnaryCall(&context, "/grpc.health.v1.Health/Check", request, &cq);
+  call->StartCall();
+  grpc::Status status;
+  call->Finish(&response, &status, reinterpret_cast<void*>(1));
+  void* tag = nullptr;
+  bool ok = false;
+  if (!cq.Next(&tag, &ok) || !ok || !status.ok()) return -1;
+  std::vector<grpc::Slice> slices;
+  if (!response.Dump(&slices).ok()) return -1;
+  std::string bytes;
+  for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  // HealthCheckResponse{status = 1}: an absent field is UNKNOWN (0).
+  if (bytes.size() >= 2 && bytes[0] == '\x08') return static_cast<unsigned char>(bytes[1]);
+  return 0;
+}
+
+// Polls GetJob until the job is in `state`; returns the job (or the last one
+// seen when the deadline passes).
+inline v1::Job WaitForState(v1::FineTuneService::Stub* stub, const std::string& id,
+                            v1::JobState state, std::chrono::seconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  v1::Job job;
+  while (std::chrono::steady_clock::now() < deadline) {
+    grpc::ClientContext context;
+    v1::GetJobRequest request;
+    request.set_job_id(id);
+    if (stub->GetJob(&context, request, &job).ok() && job.state() == state) return job;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return job;
+}
+
+// Reads a whole WatchJob stream.
+inline grpc::Status WatchAll(v1::FineTuneService::Stub* stub, const std::string& id, int64_t after,
+                             std::vector<v1::JobEvent>* events,
+                             std::chrono::seconds timeout = std::chrono::seconds(120)) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + timeout);
+  v1::WatchJobRequest request;
+  request.set_job_id(id);
+  request.set_after_sequence(after);
+  auto reader = stub->WatchJob(&context, request);
+  v1::JobEvent event;
+  while (reader->Read(&event)) events->push_back(event);
+  return reader->Finish();
+}
+
+}  // namespace freezetune::testing
+
+#endif  // FREEZETUNE_TESTS_INTEGRATION_SERVER_TEST_UTIL_H_

@@ -1,0 +1,316 @@
+// The assembled Server in-process on 127.0.0.1:0, with TrainHooks that
+// script jobs instead of training (the e2e test uses the real trainer):
+// every RPC through the raw generated stub, WatchJob replay/resume/live
+// follow/cancel, health, and the /metrics endpoint.
+#include "server/service/server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "tests/integration/server_test_util.h"
+
+namespace freezetune::service {
+namespace {
+
+using freezetune::testing::HealthStatus;
+using freezetune::testing::WatchAll;
+using freezetune::testing::WaitForState;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+jobs::TrainHooks ScriptedHooks() {
+  jobs::TrainHooks hooks;
+  hooks.validate = [](const v1::FineTuneJob& job, const data::UriOptions&,
+                      const train::JobLimits&) -> absl::Status {
+    if (job.model_uri().empty()) return absl::InvalidArgumentError("job.model_uri: required");
+    return absl::OkStatus();
+  };
+  hooks.plan_freeze = [](const v1::PlanFreezeRequest& r, const data::UriOptions&)
+      -> absl::StatusOr<v1::PlanFreezeResponse> {
+    v1::PlanFreezeResponse response;
+    response.set_num_layers(2);
+    return response;
+  };
+  // "loop": emits a step every few ms until stopped; otherwise 5 steps.
+  hooks.run = [](const v1::FineTuneJob& job,
+                 const train::RunContext& ctx) -> absl::StatusOr<v1::JobResult> {
+    bool loop = job.display_name() == "loop";
+    for (int64_t step = 1; loop || step <= 5; ++step) {
+      if (ctx.should_stop()) return absl::CancelledError("stopped");
+      v1::JobEvent e;
+      e.mutable_train()->set_step(step);
+      e.mutable_train()->set_total_steps(loop ? 1000000 : 5);
+      ctx.emit(e);
+      std::this_thread::sleep_for(milliseconds(loop ? 5 : 1));
+    }
+    v1::JobResult result;
+    result.set_steps(5);
+    return result;
+  };
+  return hooks;
+}
+
+std::string HttpGet(int port, const std::string& path) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return "";
+  }
+  std::string request = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  (void)!write(fd, request.data(), request.size());
+  std::string response;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) response.append(buf, static_cast<size_t>(n));
+  close(fd);
+  return response;
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    data_dir_ = (std::filesystem::temp_directory_path() /
+                 ("ft_service_" + std::to_string(::getpid()) + "_" +
+                  ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+                    .string();
+    std::filesystem::remove_all(data_dir_);
+    ServerOptions options;
+    options.listen_address = "127.0.0.1:0";
+    options.metrics.listen_address = "127.0.0.1:0";
+    options.metrics.build_info = {"test", "none", "none", "cpu"};
+    options.jobs.data_dir = data_dir_;
+    options.hooks = ScriptedHooks();
+    auto server = Server::Start(std::move(options));
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(server).value();
+    ASSERT_GT(server_->port(), 0);
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = v1::FineTuneService::NewStub(channel_);
+  }
+  void TearDown() override {
+    server_.reset();
+    std::filesystem::remove_all(data_dir_);
+  }
+
+  v1::Job Submit(const std::string& name) {
+    grpc::ClientContext context;
+    v1::SubmitJobRequest request;
+    request.mutable_job()->set_model_uri("/m");
+    request.mutable_job()->set_display_name(name);
+    v1::Job job;
+    grpc::Status status = stub_->SubmitJob(&context, request, &job);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return job;
+  }
+
+  int ListCount() {
+    grpc::ClientContext context;
+    v1::ListJobsResponse response;
+    EXPECT_TRUE(stub_->ListJobs(&context, v1::ListJobsRequest(), &response).ok());
+    return response.jobs_size();
+  }
+
+  static void ExpectGapless(const std::vector<v1::JobEvent>& events, int64_t first) {
+    for (size_t i = 0; i < events.size(); ++i) {
+      EXPECT_EQ(events[i].sequence(), first + static_cast<int64_t>(i));
+    }
+  }
+
+  std::string data_dir_;
+  std::unique_ptr<Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::FineTuneService::Stub> stub_;
+};
+
+TEST_F(ServerTest, HealthIsServingUntilToldOtherwise) {
+  EXPECT_EQ(HealthStatus(channel_, ""), 1);
+  EXPECT_EQ(HealthStatus(channel_, "freezetune.v1.FineTuneService"), 1);
+  server_->SetServing(false);
+  EXPECT_EQ(HealthStatus(channel_, "freezetune.v1.FineTuneService"), 2);
+}
+
+TEST_F(ServerTest, WatchReplaysAllEventsAndResumesFromTheMiddle) {
+  v1::Job job = Submit("short");
+  std::vector<v1::JobEvent> events;
+  grpc::Status status = WatchAll(stub_.get(), job.id(), 0, &events);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  // queued, running, 5 x train, result, succeeded
+  ASSERT_EQ(events.size(), 9u);
+  ExpectGapless(events, 1);
+  EXPECT_EQ(events.back().state_change().state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(events.front().job_id(), job.id());
+
+  std::vector<v1::JobEvent> tail;
+  ASSERT_TRUE(WatchAll(stub_.get(), job.id(), 4, &tail).ok());
+  ASSERT_EQ(tail.size(), 5u);
+  ExpectGapless(tail, 5);
+
+  std::vector<v1::JobEvent> none;
+  ASSERT_TRUE(WatchAll(stub_.get(), job.id(), 9, &none).ok());
+  EXPECT_TRUE(none.empty());
+}
+
+TEST_F(ServerTest, CancelRunningJobEndsItsLiveWatchWithCancelled) {
+  v1::Job job = Submit("loop");
+  std::vector<v1::JobEvent> events;
+  grpc::Status watch_status;
+  std::thread watcher([&] { watch_status = WatchAll(stub_.get(), job.id(), 0, &events); });
+  v1::Job running = WaitForState(stub_.get(), job.id(), v1::JOB_STATE_RUNNING, seconds(10));
+  ASSERT_EQ(running.state(), v1::JOB_STATE_RUNNING);
+  std::this_thread::sleep_for(milliseconds(100));
+  {
+    grpc::ClientContext context;
+    v1::CancelJobRequest request;
+    request.set_job_id(job.id());
+    v1::Job response;
+    ASSERT_TRUE(stub_->CancelJob(&context, request, &response).ok());
+  }
+  watcher.join();
+  ASSERT_TRUE(watch_status.ok()) << watch_status.error_message();
+  ASSERT_GT(events.size(), 3u);
+  ExpectGapless(events, 1);
+  EXPECT_EQ(events.back().state_change().state(), v1::JOB_STATE_CANCELLED);
+
+  grpc::ClientContext context;
+  v1::CancelJobRequest request;
+  request.set_job_id(job.id());
+  v1::Job response;
+  grpc::Status again = stub_->CancelJob(&context, request, &response);
+  EXPECT_EQ(again.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(again.error_message(), "job " + job.id() + " already CANCELLED");
+}
+
+TEST_F(ServerTest, ClientCancellingAWatchReleasesItsSubscription) {
+  v1::Job job = Submit("loop");
+  WaitForState(stub_.get(), job.id(), v1::JOB_STATE_RUNNING, seconds(10));
+  for (int round = 0; round < 3; ++round) {
+    grpc::ClientContext context;
+    v1::WatchJobRequest request;
+    request.set_job_id(job.id());
+    auto reader = stub_->WatchJob(&context, request);
+    v1::JobEvent event;
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE(reader->Read(&event));
+    context.TryCancel();
+    while (reader->Read(&event)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  auto deadline = std::chrono::steady_clock::now() + seconds(10);
+  while (server_->job_manager()->event_log().subscriber_count() > 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  EXPECT_EQ(server_->job_manager()->event_log().subscriber_count(), 0u);
+  std::string metrics = HttpGet(server_->metrics_port(), "/metrics");
+  EXPECT_NE(metrics.find("freezetune_watch_streams 0"), std::string::npos) << metrics;
+}
+
+TEST_F(ServerTest, BadRequestsGetTheRightCodes) {
+  {
+    grpc::ClientContext context;
+    v1::Job job;
+    grpc::Status s = stub_->GetJob(&context, v1::GetJobRequest(), &job);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(s.error_message(), "job_id: required");
+  }
+  {
+    grpc::ClientContext context;
+    v1::GetJobRequest request;
+    request.set_job_id("job-000000000000");
+    v1::Job job;
+    EXPECT_EQ(stub_->GetJob(&context, request, &job).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    std::vector<v1::JobEvent> events;
+    EXPECT_EQ(WatchAll(stub_.get(), "job-000000000000", 0, &events).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+    EXPECT_EQ(WatchAll(stub_.get(), "", 0, &events).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext context;
+    v1::Job job;
+    grpc::Status s = stub_->SubmitJob(&context, v1::SubmitJobRequest(), &job);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(s.error_message(), "job: required");
+  }
+  {
+    grpc::ClientContext context;
+    v1::SubmitJobRequest request;
+    request.mutable_job()->set_display_name("no model");
+    v1::Job job;
+    grpc::Status s = stub_->SubmitJob(&context, request, &job);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(s.error_message(), "job.model_uri: required");
+  }
+  {
+    grpc::ClientContext context;
+    v1::ListJobsRequest request;
+    request.set_page_token("garbage!");
+    v1::ListJobsResponse response;
+    EXPECT_EQ(stub_->ListJobs(&context, request, &response).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext context;
+    v1::PlanFreezeRequest request;
+    v1::PlanFreezeResponse response;
+    EXPECT_EQ(stub_->PlanFreeze(&context, request, &response).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext context;
+    v1::PlanFreezeRequest request;
+    request.set_model_uri("/m");
+    v1::PlanFreezeResponse response;
+    ASSERT_TRUE(stub_->PlanFreeze(&context, request, &response).ok());
+    EXPECT_EQ(response.num_layers(), 2);
+  }
+  EXPECT_EQ(ListCount(), 0);
+
+  std::string metrics = HttpGet(server_->metrics_port(), "/metrics");
+  EXPECT_NE(metrics.find("freezetune_grpc_requests_total{code=\"INVALID_ARGUMENT\",method=\"SubmitJob\"} 2"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("freezetune_build_info{"), std::string::npos);
+}
+
+TEST_F(ServerTest, ListPagesThroughJobsNewestFirst) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(Submit("short").id());
+  for (const std::string& id : ids) {
+    EXPECT_EQ(WaitForState(stub_.get(), id, v1::JOB_STATE_SUCCEEDED, seconds(20)).state(),
+              v1::JOB_STATE_SUCCEEDED);
+  }
+  std::vector<std::string> listed;
+  v1::ListJobsRequest request;
+  request.set_page_size(2);
+  while (true) {
+    grpc::ClientContext context;
+    v1::ListJobsResponse response;
+    ASSERT_TRUE(stub_->ListJobs(&context, request, &response).ok());
+    for (const auto& j : response.jobs()) listed.push_back(j.id());
+    if (response.next_page_token().empty()) break;
+    request.set_page_token(response.next_page_token());
+  }
+  ASSERT_EQ(listed.size(), 5u);
+  EXPECT_EQ(listed, std::vector<std::string>(ids.rbegin(), ids.rend()));
+  std::string metrics = HttpGet(server_->metrics_port(), "/metrics");
+  EXPECT_NE(metrics.find("freezetune_jobs{state=\"succeeded\"} 5"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("freezetune_train_steps_total 25"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace freezetune::service
