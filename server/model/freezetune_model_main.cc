@@ -17,8 +17,8 @@
 //   freezetune-model predict --model DIR --input FILE.jsonl [--batch-size B
 //       --max-length N]
 //     Eval mode; stdout per input line: {"logits": [...], "label": "..."}
-//     with the config's id2label of the argmax. Default max length is the
-//     model's max_position_embeddings, batch size 32.
+//     with the config's id2label of the argmax, in input order. Default max
+//     length is the model's max_position_embeddings, batch size 32.
 //
 // Exit status: 0 on success, 2 for usage errors, 1 for any other error; every
 // error is one line on stderr.
@@ -351,38 +351,54 @@ absl::Status Predict(const Flags& flags) {
   loaded.model->eval();
   torch::NoGradGuard no_grad;
 
-  std::vector<Encoding> batch;
-  auto flush = [&]() {
-    if (batch.empty()) return;
-    int64_t t = 0;
-    for (const auto& e : batch) t = std::max<int64_t>(t, static_cast<int64_t>(e.ids.size()));
-    const int64_t b = static_cast<int64_t>(batch.size());
-    at::Tensor ids = at::full({b, t}, loaded.tokenizer->pad_id(), at::kLong);
-    at::Tensor types = at::zeros({b, t}, at::kLong);
-    at::Tensor mask = at::zeros({b, t}, at::kLong);
-    auto ids_a = ids.accessor<int64_t, 2>();
-    auto types_a = types.accessor<int64_t, 2>();
-    auto mask_a = mask.accessor<int64_t, 2>();
-    for (int64_t i = 0; i < b; ++i) {
-      for (size_t j = 0; j < batch[i].ids.size(); ++j) {
-        ids_a[i][j] = batch[i].ids[j];
-        types_a[i][j] = batch[i].type_ids[j];
-        mask_a[i][j] = 1;
+  // Examples are read in windows of 16 batches; within a window they run
+  // in length order, so batches hold similar lengths and little padding,
+  // and results are printed in input order when the window completes.
+  const size_t window_size = static_cast<size_t>(batch_size) * 16;
+  std::vector<Encoding> window;
+  auto run_window = [&]() {
+    std::vector<size_t> order(window.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&window](size_t a, size_t b) {
+      return window[a].ids.size() < window[b].ids.size();
+    });
+    std::vector<std::vector<float>> results(window.size());
+    for (size_t start = 0; start < order.size(); start += static_cast<size_t>(batch_size)) {
+      const size_t stop = std::min(order.size(), start + static_cast<size_t>(batch_size));
+      const int64_t b = static_cast<int64_t>(stop - start);
+      int64_t t = 0;
+      for (size_t i = start; i < stop; ++i) {
+        t = std::max<int64_t>(t, static_cast<int64_t>(window[order[i]].ids.size()));
+      }
+      at::Tensor ids = at::full({b, t}, loaded.tokenizer->pad_id(), at::kLong);
+      at::Tensor types = at::zeros({b, t}, at::kLong);
+      at::Tensor mask = at::zeros({b, t}, at::kLong);
+      auto ids_a = ids.accessor<int64_t, 2>();
+      auto types_a = types.accessor<int64_t, 2>();
+      auto mask_a = mask.accessor<int64_t, 2>();
+      for (int64_t i = 0; i < b; ++i) {
+        const Encoding& e = window[order[start + static_cast<size_t>(i)]];
+        for (size_t j = 0; j < e.ids.size(); ++j) {
+          ids_a[i][j] = e.ids[j];
+          types_a[i][j] = e.type_ids[j];
+          mask_a[i][j] = 1;
+        }
+      }
+      at::Tensor logits = loaded.model->forward(ids, types, mask).contiguous();
+      auto la = logits.accessor<float, 2>();
+      for (int64_t i = 0; i < b; ++i) {
+        auto& row = results[order[start + static_cast<size_t>(i)]];
+        for (int64_t k = 0; k < num_labels; ++k) row.push_back(la[i][k]);
       }
     }
-    at::Tensor logits = loaded.model->forward(ids, types, mask).contiguous();
-    auto la = logits.accessor<float, 2>();
-    for (int64_t i = 0; i < b; ++i) {
-      std::vector<double> row(num_labels);
-      int64_t best = 0;
-      for (int64_t k = 0; k < num_labels; ++k) {
-        row[k] = la[i][k];
-        if (la[i][k] > la[i][best]) best = k;
-      }
-      nlohmann::ordered_json out = {{"logits", row}, {"label", labels[best]}};
-      std::cout << out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
+    for (const auto& row : results) {
+      const int64_t best = std::max_element(row.begin(), row.end()) - row.begin();
+      nlohmann::ordered_json out = {{"logits", std::vector<double>(row.begin(), row.end())},
+                                    {"label", labels[best]}};
+      std::cout << out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace)
+                << "\n";
     }
-    batch.clear();
+    window.clear();
   };
 
   std::string line;
@@ -393,14 +409,14 @@ absl::Status Predict(const Flags& flags) {
     std::string text;
     std::optional<std::string> pair;
     FT_RETURN_IF_ERROR(ParseExample(line, absl::StrCat(input, ":", line_no), &text, &pair));
-    batch.push_back(pair ? loaded.tokenizer->Encode(text, std::string_view(*pair),
-                                                    static_cast<int>(max_length))
-                         : loaded.tokenizer->Encode(text, std::nullopt,
-                                                    static_cast<int>(max_length)));
-    if (static_cast<int64_t>(batch.size()) == batch_size) flush();
+    window.push_back(pair ? loaded.tokenizer->Encode(text, std::string_view(*pair),
+                                                     static_cast<int>(max_length))
+                          : loaded.tokenizer->Encode(text, std::nullopt,
+                                                     static_cast<int>(max_length)));
+    if (window.size() == window_size) run_window();
   }
   if (in.bad()) return absl::DataLossError(absl::StrCat(input, ": read failed"));
-  flush();
+  run_window();
   return absl::OkStatus();
 }
 
