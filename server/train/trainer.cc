@@ -2,11 +2,15 @@
 #include "server/train/trainer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <c10/util/Exception.h>
+#include <c10/util/string_utils.h>
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/utils.h>
 
 #include <chrono>
+#include <cstring>
+#include <mutex>
 #include <cmath>
 #include <exception>
 #include <limits>
@@ -17,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/common/status_macros.h"
 #include "server/data/batching.h"
+#include "server/train/checkpoint.h"
 #include "server/train/lr_schedule.h"
 #include "server/train/metrics.h"
 
@@ -45,6 +50,27 @@ absl::Status Guarded(const char* what, Fn&& fn) {
   }
 }
 
+// Optimizer state is keyed by tensor identity, as torch::optim does.
+std::string StateKey(const torch::Tensor& p) {
+  return c10::guts::to_string(p.unsafeGetTensorImpl());
+}
+
+std::string CpuRngState() {
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  at::Tensor state = gen.get_state().contiguous();
+  return std::string(reinterpret_cast<const char*>(state.data_ptr<uint8_t>()),
+                     static_cast<size_t>(state.numel()));
+}
+
+void SetCpuRngState(const std::string& bytes) {
+  at::Tensor state = at::empty({static_cast<int64_t>(bytes.size())}, at::kByte);
+  std::memcpy(state.data_ptr<uint8_t>(), bytes.data(), bytes.size());
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
@@ -55,6 +81,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
   if (train.size() == 0) return absl::InvalidArgumentError("job.train: no examples");
   std::unique_ptr<Trainer> t(new Trainer());
   t->model_ = std::move(model);
+  t->base_plan_ = plan;
   t->plan_ = std::move(plan);
   t->labels_ = std::move(labels);
   t->train_ = std::move(train);
@@ -317,30 +344,44 @@ absl::Status Trainer::TrainLoop() {
   const int64_t warmup = WarmupSteps(summary_.total_steps, hp);
   const int accum = hp.gradient_accumulation_steps;
 
+  int64_t last_eval_step = -1;
+  int start_epoch = 0;
+  int64_t start_micro = 0;
+  FT_RETURN_IF_ERROR(MaybeResume(&start_epoch, &start_micro, &last_eval_step));
+  const bool checkpoints = !options_.checkpoint_dir.empty();
   SetTrainMode();
   optimizer_->zero_grad();
-  int64_t step = 0;
+  int64_t step = summary_.steps;
   // Since the previous TrainMetrics event:
   double log_loss_sum = 0.0;
   int64_t log_steps = 0, log_samples = 0;
   auto log_start = Clock::now();
-  int64_t last_eval_step = -1;
   bool stop = false;
+  std::string group_rng;  // CPU RNG state when the current step's first micro-batch began
 
-  for (int epoch = 0; epoch < hp.epochs && !stop; ++epoch) {
+  for (int epoch = start_epoch; epoch < hp.epochs && !stop; ++epoch) {
     FT_RETURN_IF_ERROR(ApplyStagesAt(epoch + 1, step + 1));
     const auto batches = data::PlanBatches(train_, hp.batch_size, static_cast<uint64_t>(hp.seed),
                                            epoch, /*shuffle=*/true, /*length_bucketed=*/true);
     const int64_t n_micro = static_cast<int64_t>(batches.size());
     double step_loss = 0.0;
     int64_t step_samples = 0;
-    for (int64_t i = 0; i < n_micro && !stop; ++i) {
-      if (options_.should_stop && options_.should_stop()) {
-        return absl::CancelledError(absl::StrCat("cancelled at step ", step));
-      }
+    for (int64_t i = epoch == start_epoch ? start_micro : 0; i < n_micro && !stop; ++i) {
       const int64_t group_start = (i / accum) * accum;
       const int64_t group_size = std::min<int64_t>(accum, n_micro - group_start);
-      if (i == group_start) FT_RETURN_IF_ERROR(ApplyStagesAt(epoch + 1, step + 1));
+      if (options_.should_stop && options_.should_stop()) {
+        // Save where the current step began (its partial gradients are
+        // dropped), so a drained job resumes without losing finished steps.
+        if (checkpoints && step > 0) {
+          FT_RETURN_IF_ERROR(SaveCheckpoint(epoch, group_start, last_eval_step,
+                                            i == group_start ? CpuRngState() : group_rng));
+        }
+        return absl::CancelledError(absl::StrCat("cancelled at step ", step));
+      }
+      if (i == group_start) {
+        FT_RETURN_IF_ERROR(ApplyStagesAt(epoch + 1, step + 1));
+        if (checkpoints) group_rng = CpuRngState();
+      }
 
       data::Batch b = data::CollateBatch(train_, batches[i], pad_id_);
       torch::Tensor logits = TrainForward(b.input_ids.to(options_.device),
@@ -407,6 +448,10 @@ absl::Status Trainer::TrainLoop() {
         FT_RETURN_IF_ERROR(AfterEval(std::move(m), &stop));
         last_eval_step = step;
       }
+      if (checkpoints && !stop && hp.checkpoint_every_steps > 0 &&
+          step % hp.checkpoint_every_steps == 0) {
+        FT_RETURN_IF_ERROR(SaveCheckpoint(epoch, i + 1, last_eval_step, CpuRngState()));
+      }
     }
     if (!stop && validation_.size() > 0 && last_eval_step != step) {
       FT_ASSIGN_OR_RETURN(v1::EvalMetrics m, EvaluateImpl());
@@ -415,7 +460,109 @@ absl::Status Trainer::TrainLoop() {
       FT_RETURN_IF_ERROR(AfterEval(std::move(m), &stop));
       last_eval_step = step;
     }
+    if (checkpoints && !stop && epoch + 1 < hp.epochs) {
+      FT_RETURN_IF_ERROR(SaveCheckpoint(epoch + 1, 0, last_eval_step, CpuRngState()));
+    }
   }
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::SaveCheckpoint(int epoch, int64_t next_micro, int64_t last_eval_step,
+                                     const std::string& rng_state) {
+  CheckpointState state;
+  state.step = summary_.steps;
+  state.epoch = epoch;
+  state.next_micro = next_micro;
+  state.stages_applied = stage_applied_;
+  state.evals_without_improvement = evals_without_improvement_;
+  state.last_eval_step = last_eval_step;
+  state.has_best = summary_.has_best;
+  state.best_eval = summary_.best_eval;
+  state.final_eval = summary_.final_eval;
+  state.history = summary_.history;
+  state.rng_state = rng_state;
+  state.parameter_names = param_order_;
+  for (const std::string& name : param_order_) {
+    if (ever_trainable_.count(name)) state.weights.emplace_back(name, params_.at(name).detach());
+  }
+  for (const auto& [name, value] : best_state_) state.best_weights.emplace_back(name, value);
+  for (const std::string& name : param_order_) {
+    auto it = optimizer_->state().find(StateKey(params_.at(name)));
+    if (it == optimizer_->state().end()) continue;
+    const auto& st = static_cast<const torch::optim::AdamWParamState&>(*it->second);
+    state.optimizer[name] = AdamMoments{st.step(), st.exp_avg(), st.exp_avg_sq()};
+  }
+  FT_ASSIGN_OR_RETURN(const std::string dir, WriteCheckpoint(options_.checkpoint_dir, state));
+  v1::JobEvent event;
+  event.mutable_checkpoint()->set_step(summary_.steps);
+  event.mutable_checkpoint()->set_uri(absl::StrCat("file://", dir));
+  Emit(std::move(event));
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::MaybeResume(int* epoch, int64_t* next_micro, int64_t* last_eval_step) {
+  if (options_.checkpoint_dir.empty()) return absl::OkStatus();
+  FT_ASSIGN_OR_RETURN(std::optional<CheckpointState> found,
+                      ReadLatestCheckpoint(options_.checkpoint_dir));
+  if (!found) return absl::OkStatus();
+  CheckpointState& state = *found;
+  if (state.parameter_names != param_order_ ||
+      state.stages_applied.size() != stage_applied_.size()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("checkpoint in ", options_.checkpoint_dir,
+                     " was written for a different model or freeze spec"));
+  }
+  torch::NoGradGuard no_grad;
+  for (const auto& [name, value] : state.weights) {
+    auto it = params_.find(name);
+    if (it == params_.end() || !it->second.sizes().equals(value.sizes())) {
+      return absl::DataLossError(absl::StrCat("checkpoint weight ", name, " does not fit"));
+    }
+    it->second.copy_(value);
+    ever_trainable_.insert(name);
+  }
+  // Replay the stages already applied, then rebuild the optimizer over the
+  // resulting trainable set and put the saved moments back.
+  plan_ = base_plan_;
+  for (size_t s = 0; s < state.stages_applied.size(); ++s) {
+    stage_applied_[s] = state.stages_applied[s];
+    if (!stage_applied_[s]) continue;
+    FT_ASSIGN_OR_RETURN(plan_, ApplyUnfreezeStage(plan_, options_.freeze_spec, static_cast<int>(s),
+                                                  "job.freeze"));
+  }
+  FT_RETURN_IF_ERROR(ApplyPlan());
+  optimizer_.reset();
+  BuildOptimizer();
+  for (auto& [name, m] : state.optimizer) {
+    auto it = params_.find(name);
+    if (it == params_.end() || !it->second.sizes().equals(m.exp_avg.sizes()) ||
+        !it->second.sizes().equals(m.exp_avg_sq.sizes())) {
+      return absl::DataLossError(absl::StrCat("checkpoint optimizer state ", name, " does not fit"));
+    }
+    auto st = std::make_unique<torch::optim::AdamWParamState>();
+    st->step(m.step);
+    st->exp_avg(m.exp_avg.to(options_.device));
+    st->exp_avg_sq(m.exp_avg_sq.to(options_.device));
+    optimizer_->state()[StateKey(it->second)] = std::move(st);
+  }
+  best_state_.clear();
+  for (auto& [name, value] : state.best_weights) best_state_[name] = value.to(options_.device);
+  summary_.steps = state.step;
+  summary_.has_best = state.has_best;
+  summary_.best_eval = state.best_eval;
+  summary_.final_eval = state.final_eval;
+  summary_.history = state.history;
+  summary_.resumed_from_step = state.step;
+  evals_without_improvement_ = state.evals_without_improvement;
+  if (!state.rng_state.empty()) SetCpuRngState(state.rng_state);
+  *epoch = state.epoch;
+  *next_micro = state.next_micro;
+  *last_eval_step = state.last_eval_step;
+  v1::JobEvent event;
+  event.mutable_notice()->set_message(
+      absl::StrCat("resumed from checkpoint at step ", state.step, " (epoch ", state.epoch + 1,
+                   ")"));
+  Emit(std::move(event));
   return absl::OkStatus();
 }
 

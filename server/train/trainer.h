@@ -53,6 +53,11 @@ struct TrainerOptions {
   // should_stop is polled before every micro-batch.
   std::function<void(v1::JobEvent)> emit;
   std::function<bool()> should_stop;
+  // Where resumable checkpoints go (see checkpoint.h); empty disables them.
+  // Train() resumes from the newest one found here. Checkpoints are written
+  // every hp.checkpoint_every_steps steps, at each epoch end, and when
+  // should_stop fires.
+  std::string checkpoint_dir;
 };
 
 // What a finished (or stopped) run reports.
@@ -64,6 +69,7 @@ struct TrainerSummary {
   v1::EvalMetrics final_eval;
   std::vector<v1::EvalMetrics> history;  // every evaluation, in order
   bool early_stopped = false;
+  int64_t resumed_from_step = -1;  // -1 when the run started fresh
   bool frozen_weights_verified = false;
   double train_seconds = 0.0;
 };
@@ -112,9 +118,16 @@ class Trainer {
   absl::Status ApplyStagesAt(int64_t epoch_1based, int64_t next_step_1based);
   absl::Status AfterEval(v1::EvalMetrics m, bool* stop);
   void Emit(v1::JobEvent event) const;
+  // Checkpoint at a step boundary: training continues at micro-batch
+  // `next_micro` of 0-based `epoch`, with the CPU RNG in `rng_state`.
+  absl::Status SaveCheckpoint(int epoch, int64_t next_micro, int64_t last_eval_step,
+                              const std::string& rng_state);
+  // Restores the newest checkpoint if there is one; sets the loop position.
+  absl::Status MaybeResume(int* epoch, int64_t* next_micro, int64_t* last_eval_step);
 
   model::BertForSequenceClassification model_{nullptr};
   FreezePlan plan_;
+  FreezePlan base_plan_;  // before any unfreezing stage
   data::LabelSpace labels_;
   data::EncodedDataset train_;
   data::EncodedDataset validation_;

@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 #include <torch/utils.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
@@ -358,6 +359,74 @@ TEST_F(TrainerTest, GradualUnfreezingKeepsOptimizerState) {
   bool noticed = false;
   for (const auto& e : events) noticed = noticed || e.has_notice();
   EXPECT_TRUE(noticed);
+}
+
+TEST_F(TrainerTest, ResumeFromCheckpointMatchesUninterruptedRun) {
+  const v1::FineTuneJob job = Job("bottom { num_layers: 1 }", "checkpoint_every_steps: 3");
+  std::vector<int64_t> saved_steps;
+  RunContext a = Context("out_resume_a");
+  a.checkpoint_dir = root_ + "/ckpt_a";
+  a.emit = [&saved_steps](v1::JobEvent e) {
+    if (e.has_checkpoint()) saved_steps.push_back(e.checkpoint().step());
+  };
+  auto straight = RunFineTune(job, a);
+  ASSERT_TRUE(straight.ok()) << straight.status();
+  // Every 3 steps, plus the end of epoch 1 (step 5); not after the last epoch.
+  EXPECT_EQ(saved_steps, (std::vector<int64_t>{3, 5, 6, 9}));
+  std::vector<std::string> kept;
+  for (const auto& e : fs::directory_iterator(a.checkpoint_dir)) {
+    kept.push_back(e.path().filename().string());
+  }
+  std::sort(kept.begin(), kept.end());
+  EXPECT_EQ(kept, (std::vector<std::string>{"step-000000000006", "step-000000000009"}));
+
+  // Stop after 7 steps (mid-epoch 2), then run the same job again.
+  RunContext b = Context("out_resume_b");
+  b.checkpoint_dir = root_ + "/ckpt_b";
+  std::atomic<int> polls{0};
+  b.should_stop = [&polls] { return ++polls > 7; };
+  auto stopped = RunFineTune(job, b);
+  ASSERT_EQ(stopped.status().code(), absl::StatusCode::kCancelled) << stopped.status();
+  EXPECT_EQ(stopped.status().message(), "cancelled at step 7");
+  b.should_stop = nullptr;
+  std::vector<std::string> notices;
+  int64_t first_train_step = -1;
+  b.emit = [&](v1::JobEvent e) {
+    if (e.has_notice()) notices.push_back(e.notice().message());
+    if (e.has_train() && first_train_step < 0) first_train_step = e.train().step();
+  };
+  auto resumed = RunFineTune(job, b);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->steps(), 10);
+  EXPECT_EQ(first_train_step, 8);
+  EXPECT_THAT(notices, ::testing::Contains(StartsWith("resumed from checkpoint at step 7")));
+  EXPECT_TRUE(resumed->frozen_weights_verified());
+  EXPECT_EQ(resumed->best_eval().SerializeAsString(), straight->best_eval().SerializeAsString());
+
+  // Same data order, dropout masks and optimizer state: bit-identical weights.
+  auto wa = model::LoadModelDir(a.output_dir, 2);
+  auto wb = model::LoadModelDir(b.output_dir, 2);
+  ASSERT_TRUE(wa.ok() && wb.ok());
+  auto pb = wb->model->named_parameters();
+  for (const auto& item : wa->model->named_parameters()) {
+    EXPECT_TRUE(torch::equal(item.value(), pb[item.key()])) << item.key();
+  }
+}
+
+TEST_F(TrainerTest, WithoutValidationTheFinalWeightsAreTheOutput) {
+  v1::FineTuneJob job = Job("head_only {}", "validation_split: 0");
+  job.clear_validation();
+  std::vector<std::string> notices;
+  RunContext c = Context("out_noval");
+  c.emit = [&notices](v1::JobEvent e) {
+    if (e.has_notice()) notices.push_back(e.notice().message());
+  };
+  auto result = RunFineTune(job, c);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_FALSE(result->has_best_eval());
+  EXPECT_EQ(result->steps(), 10);
+  EXPECT_TRUE(result->frozen_weights_verified());
+  EXPECT_THAT(notices, ::testing::Contains(StartsWith("no validation set")));
 }
 
 TEST_F(TrainerTest, ValidationSplitHoldsOutSeededFraction) {
