@@ -22,6 +22,8 @@ namespace freezetune::model {
 
 class BertForSequenceClassificationImpl : public torch::nn::Module {
  public:
+  // Builds the modules and runs InitWeights() (so draws from torch's global
+  // generator). `config` must come from ParseBertConfig (validated).
   BertForSequenceClassificationImpl(const BertConfig& config, int64_t num_labels);
 
   // input_ids, token_type_ids: int64 [B, T]; attention_mask: [B, T] with 1 for

@@ -1,6 +1,8 @@
 // BERT architecture settings from a Hugging Face config.json, validated, and
 // the parameter names/shapes they imply. Torch-free, so validation and
 // PlanFreeze never need to load weights.
+//
+// Thread safety: pure functions; a BertConfig is a value.
 #ifndef FREEZETUNE_SERVER_MODEL_BERT_CONFIG_H_
 #define FREEZETUNE_SERVER_MODEL_BERT_CONFIG_H_
 

@@ -8,7 +8,6 @@
 #include <map>
 #include <set>
 #include <system_error>
-#include <unordered_map>
 #include <utility>
 
 #include <ATen/ATen.h>

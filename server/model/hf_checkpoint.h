@@ -4,6 +4,10 @@
 // without a classifier gets a fresh head, reported in `newly_initialized`.
 // Saving writes every file to a temporary name and renames it, so a crash
 // never leaves a half-written model.
+//
+// Thread safety: the functions share no state; concurrent calls are safe on
+// different directories and models. Weights are copied from a read-only
+// mmap of model.safetensors straight into the parameters.
 #ifndef FREEZETUNE_SERVER_MODEL_HF_CHECKPOINT_H_
 #define FREEZETUNE_SERVER_MODEL_HF_CHECKPOINT_H_
 
