@@ -6,6 +6,10 @@
 // The forward pass is also exposed in pieces (Embed, RunLayers, Head), so the
 // trainer can run a frozen prefix under NoGradGuard and cache its output.
 //
+// Errors: forward/Embed/RunLayers/Head throw c10::Error on malformed input
+// (input_ids not [B, T], T > max_position_embeddings, a layer range outside
+// [0, L]); callers catch at their boundary.
+//
 // Thread safety: as any torch::nn::Module; one thread at a time.
 #ifndef FREEZETUNE_SERVER_MODEL_BERT_H_
 #define FREEZETUNE_SERVER_MODEL_BERT_H_
