@@ -87,7 +87,7 @@ def line(label):
     words = rng.sample(filler, 6) + rng.sample(good if label else bad, 2)
     rng.shuffle(words)
     return json.dumps({"text": " ".join(words), "label": label})
-for name, n in (("train.jsonl", 1600), ("validation.jsonl", 200)):
+for name, n in (("train.jsonl", 4000), ("validation.jsonl", 200)):
     with open(f"{sys.argv[1]}/{name}", "w") as f:
         for i in range(n):
             f.write(line(i % 2) + "\n")
