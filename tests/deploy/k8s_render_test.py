@@ -26,6 +26,10 @@ REQUIRED_LABELS = {
     "app.kubernetes.io/managed-by": "kustomize",
 }
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+# Flags the server is intended to get (deploy/README.md); every other flag the
+# Deployment passes must be an ABSL_FLAG of server/main.cc.
+INTENDED_FLAGS = {"--auth_token_file", "--tls_cert", "--tls_key", "--tls_client_ca",
+                  "--drain_grace_period"}
 CLUSTER_SCOPED = {"Namespace"}
 
 problems = []
@@ -41,6 +45,15 @@ def render(path):
         fail(path, f"kubectl kustomize failed: {out.stderr.strip()}")
         return []
     return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def server_flags():
+    path = os.path.join(ROOT, "server", "main.cc")
+    if not os.path.exists(path):
+        fail("server/main.cc", "missing: cannot check the Deployment's flags")
+        return set()
+    with open(path) as f:
+        return set(re.findall(r"ABSL_FLAG\(\s*[\w:<>]+\s*,\s*(\w+)\s*,", f.read()))
 
 
 def duration_seconds(text):
@@ -127,6 +140,10 @@ def check_tree(tree, docs, *, overlay):
         if key not in used:
             fail(where, f"ConfigMap key {key} is not passed to any flag")
     flag_names = {a.split("=")[0] for a in args}
+    defined = server_flags()
+    for f in sorted(flag_names):
+        if f[2:] not in defined and f not in INTENDED_FLAGS:
+            fail(where, f"{f} is neither a flag of server/main.cc nor one of the intended flags")
     for f in ("--listen", "--metrics_listen", "--data_dir", "--auth_token_file", "--tls_cert",
               "--tls_key", "--tls_client_ca", "--drain_grace_period"):
         if f not in flag_names:
