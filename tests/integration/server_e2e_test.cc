@@ -1,0 +1,363 @@
+// End-to-end through the real freezetune-server process: submit and watch a
+// tiny fine-tuning job to SUCCEEDED (gapless sequences), resume a watch from
+// the middle, cancel a long job, list, NOT_FOUND, health, and bad jobs that
+// are rejected with INVALID_ARGUMENT naming the field while nothing is
+// queued. Then SIGTERM and a clean exit.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "gtest/gtest.h"
+#include "tests/integration/server_test_util.h"
+
+namespace freezetune {
+namespace {
+
+namespace fs = std::filesystem;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+// Runs argv to completion; returns its exit status (or -1).
+int RunProcess(const std::vector<std::string>& args, const std::string& log) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    FILE* out = std::freopen(log.c_str(), "w", stdout);
+    (void)out;
+    dup2(fileno(stdout), fileno(stderr));
+    std::vector<char*> argv;
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+class ServerE2ETest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string((fs::temp_directory_path() /
+                            ("ft_e2e_" + std::to_string(::getpid())))
+                               .string());
+    fs::remove_all(*dir_);
+    fs::create_directories(*dir_);
+
+    // A tiny BERT (2 layers, hidden 32) in Hugging Face format, with the
+    // repository's copy of the bert-base-uncased vocab.
+    std::string vocab =
+        std::string(FREEZETUNE_SOURCE_DIR) + "/tests/fixtures/data/bert-base-uncased-vocab.txt";
+    int rc = RunProcess({FREEZETUNE_MODEL_BIN, "init", "--out", *dir_ + "/model", "--vocab", vocab,
+                         "--layers", "2", "--hidden", "32", "--heads", "2", "--intermediate", "64",
+                         "--max-position", "64", "--num-labels", "2", "--seed", "7"},
+                        *dir_ + "/model_init.log");
+    ASSERT_EQ(rc, 0) << ReadFile(*dir_ + "/model_init.log");
+
+    // 40 short sentences, two classes.
+    std::ofstream train(*dir_ + "/train.jsonl");
+    const char* good[] = {"a great movie", "wonderful acting", "i loved it", "truly delightful",
+                          "a joy to watch"};
+    const char* bad[] = {"a terrible movie", "awful acting", "i hated it", "truly dreadful",
+                         "a pain to watch"};
+    for (int i = 0; i < 20; ++i) {
+      train << "{\"text\": \"" << good[i % 5] << "\", \"label\": 1}\n";
+      train << "{\"text\": \"" << bad[i % 5] << "\", \"label\": 0}\n";
+    }
+    train.close();
+    std::ofstream(*dir_ + "/train.xyz") << "{\"text\": \"x\", \"label\": 0}\n";
+    std::ofstream bad_label(*dir_ + "/bad_label.jsonl");
+    bad_label << "{\"text\": \"fine\", \"label\": 0}\n{\"text\": \"odd\", \"label\": 5}\n";
+    bad_label.close();
+
+    // The real server, port 0, port read back from --port_file.
+    port_file_ = new std::string(*dir_ + "/server.port");
+    log_ = new std::string(*dir_ + "/server.log");
+    pid_ = fork();
+    if (pid_ == 0) {
+      FILE* out = std::freopen(log_->c_str(), "w", stdout);
+      (void)out;
+      dup2(fileno(stdout), fileno(stderr));
+      std::string data_dir = *dir_ + "/server";
+      execl(FREEZETUNE_SERVER_BIN, FREEZETUNE_SERVER_BIN, "--listen", "127.0.0.1:0",
+            "--port_file", port_file_->c_str(), "--metrics_listen", "127.0.0.1:0", "--data_dir",
+            data_dir.c_str(), "--data_roots", dir_->c_str(), "--threads", "1", "--cpu_slots", "1",
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    auto deadline = std::chrono::steady_clock::now() + seconds(60);
+    while (std::chrono::steady_clock::now() < deadline && ReadFile(*port_file_).empty()) {
+      int status = 0;
+      ASSERT_EQ(waitpid(pid_, &status, WNOHANG), 0) << "server exited:\n" << ReadFile(*log_);
+      std::this_thread::sleep_for(milliseconds(50));
+    }
+    std::string port = ReadFile(*port_file_);
+    ASSERT_FALSE(port.empty()) << "server did not start:\n" << ReadFile(*log_);
+    while (!port.empty() && (port.back() == '\n')) port.pop_back();
+    channel_ = new std::shared_ptr<grpc::Channel>(
+        grpc::CreateChannel("127.0.0.1:" + port, grpc::InsecureChannelCredentials()));
+  }
+
+  static void TearDownTestSuite() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      int status = 0;
+      auto deadline = std::chrono::steady_clock::now() + seconds(30);
+      pid_t done = 0;
+      while ((done = waitpid(pid_, &status, WNOHANG)) == 0 &&
+             std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(milliseconds(50));
+      }
+      if (done == 0) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, &status, 0);
+        ADD_FAILURE() << "server did not stop on SIGTERM";
+      } else {
+        EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ReadFile(*log_);
+      }
+    }
+    if (!::testing::Test::HasFailure()) fs::remove_all(*dir_);
+  }
+
+  void SetUp() override {
+    ASSERT_NE(channel_, nullptr);
+    stub_ = v1::FineTuneService::NewStub(*channel_);
+  }
+
+  // Two-layer model, small train set, bottom(1) frozen, 1 epoch of batches
+  // of 8 with a TrainMetrics event every step.
+  v1::FineTuneJob SmallJob() const {
+    v1::FineTuneJob job;
+    job.set_model_uri("file://" + *dir_ + "/model");
+    job.mutable_train()->set_uri(*dir_ + "/train.jsonl");
+    job.mutable_freeze()->mutable_bottom()->set_num_layers(1);
+    auto* hp = job.mutable_hyperparameters();
+    hp->set_epochs(1);
+    hp->set_batch_size(8);
+    hp->set_max_seq_length(16);
+    hp->set_log_every_steps(1);
+    hp->set_learning_rate(1e-3f);
+    job.set_display_name("e2e small");
+    return job;
+  }
+
+  grpc::Status Submit(const v1::FineTuneJob& spec, v1::Job* job) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + seconds(60));
+    v1::SubmitJobRequest request;
+    *request.mutable_job() = spec;
+    return stub_->SubmitJob(&context, request, job);
+  }
+
+  std::vector<v1::Job> ListAll() {
+    grpc::ClientContext context;
+    v1::ListJobsResponse response;
+    v1::ListJobsRequest request;
+    request.set_page_size(500);
+    EXPECT_TRUE(stub_->ListJobs(&context, request, &response).ok());
+    return {response.jobs().begin(), response.jobs().end()};
+  }
+
+  static std::string* dir_;
+  static std::string* port_file_;
+  static std::string* log_;
+  static pid_t pid_;
+  static std::shared_ptr<grpc::Channel>* channel_;
+  std::unique_ptr<v1::FineTuneService::Stub> stub_;
+};
+
+std::string* ServerE2ETest::dir_ = nullptr;
+std::string* ServerE2ETest::port_file_ = nullptr;
+std::string* ServerE2ETest::log_ = nullptr;
+pid_t ServerE2ETest::pid_ = 0;
+std::shared_ptr<grpc::Channel>* ServerE2ETest::channel_ = nullptr;
+
+TEST_F(ServerE2ETest, HealthIsServing) {
+  EXPECT_EQ(testing::HealthStatus(*channel_, ""), 1);
+  EXPECT_EQ(testing::HealthStatus(*channel_, "freezetune.v1.FineTuneService"), 1);
+}
+
+TEST_F(ServerE2ETest, TrainWatchResumeCancelList) {
+  // 1. A small job, watched from the start to SUCCEEDED.
+  v1::Job small;
+  grpc::Status submitted = Submit(SmallJob(), &small);
+  ASSERT_TRUE(submitted.ok()) << submitted.error_message();
+  EXPECT_EQ(small.state(), v1::JOB_STATE_QUEUED);
+  std::vector<v1::JobEvent> events;
+  grpc::Status watched = testing::WatchAll(stub_.get(), small.id(), 0, &events);
+  ASSERT_TRUE(watched.ok()) << watched.error_message() << "\n" << ReadFile(*log_);
+  ASSERT_GE(events.size(), 5u);
+  for (size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].sequence(), static_cast<int64_t>(i + 1));
+    EXPECT_EQ(events[i].job_id(), small.id());
+  }
+  EXPECT_EQ(events.front().state_change().state(), v1::JOB_STATE_QUEUED);
+  ASSERT_TRUE(events.back().has_state_change());
+  EXPECT_EQ(events.back().state_change().state(), v1::JOB_STATE_SUCCEEDED)
+      << events.back().state_change().message();
+  int train_events = 0;
+  bool has_result = false;
+  for (const auto& e : events) {
+    train_events += e.has_train();
+    has_result |= e.has_result();
+  }
+  EXPECT_GE(train_events, 1);
+  EXPECT_TRUE(has_result);
+
+  v1::Job done;
+  {
+    grpc::ClientContext context;
+    v1::GetJobRequest request;
+    request.set_job_id(small.id());
+    ASSERT_TRUE(stub_->GetJob(&context, request, &done).ok());
+  }
+  EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED);
+  const int64_t n = static_cast<int64_t>(events.size());
+  EXPECT_EQ(done.last_sequence(), n);
+  EXPECT_GT(done.result().steps(), 0);
+  EXPECT_TRUE(done.result().frozen_weights_verified());
+  std::string output = done.result().output_uri();
+  if (output.rfind("file://", 0) == 0) output.erase(0, 7);
+  EXPECT_TRUE(fs::exists(fs::path(output) / "config.json")) << done.result().output_uri();
+  EXPECT_TRUE(fs::exists(fs::path(output) / "model.safetensors"));
+
+  // 2. Resume from the middle: exactly k+1..N.
+  const int64_t k = n / 2;
+  std::vector<v1::JobEvent> resumed;
+  ASSERT_TRUE(testing::WatchAll(stub_.get(), small.id(), k, &resumed).ok());
+  ASSERT_EQ(static_cast<int64_t>(resumed.size()), n - k);
+  for (size_t i = 0; i < resumed.size(); ++i) {
+    EXPECT_EQ(resumed[i].sequence(), k + 1 + static_cast<int64_t>(i));
+    EXPECT_EQ(resumed[i].SerializeAsString(), events[k + i].SerializeAsString());
+  }
+
+  // 3. A long job, cancelled once it trains; its watch ends with CANCELLED.
+  v1::FineTuneJob long_spec = SmallJob();
+  long_spec.mutable_hyperparameters()->set_epochs(100);
+  long_spec.set_display_name("e2e long");
+  v1::Job long_job;
+  ASSERT_TRUE(Submit(long_spec, &long_job).ok());
+  grpc::ClientContext watch_context;
+  watch_context.set_deadline(std::chrono::system_clock::now() + seconds(120));
+  v1::WatchJobRequest watch_request;
+  watch_request.set_job_id(long_job.id());
+  auto reader = stub_->WatchJob(&watch_context, watch_request);
+  v1::JobEvent event;
+  std::vector<v1::JobEvent> long_events;
+  bool cancel_sent = false;
+  while (reader->Read(&event)) {
+    long_events.push_back(event);
+    if (!cancel_sent && event.has_train()) {
+      grpc::ClientContext context;
+      v1::CancelJobRequest request;
+      request.set_job_id(long_job.id());
+      v1::Job response;
+      grpc::Status cancelled = stub_->CancelJob(&context, request, &response);
+      ASSERT_TRUE(cancelled.ok()) << cancelled.error_message();
+      cancel_sent = true;
+    }
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  ASSERT_TRUE(cancel_sent);
+  ASSERT_FALSE(long_events.empty());
+  EXPECT_EQ(long_events.back().state_change().state(), v1::JOB_STATE_CANCELLED);
+  for (size_t i = 0; i < long_events.size(); ++i) {
+    EXPECT_EQ(long_events[i].sequence(), static_cast<int64_t>(i + 1));
+  }
+  v1::Job cancelled =
+      testing::WaitForState(stub_.get(), long_job.id(), v1::JOB_STATE_CANCELLED, seconds(10));
+  EXPECT_EQ(cancelled.state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_LT(cancelled.progress().step(), cancelled.progress().total_steps());
+
+  // 4. Both listed, newest first.
+  std::vector<v1::Job> jobs = ListAll();
+  ASSERT_GE(jobs.size(), 2u);
+  EXPECT_EQ(jobs[0].id(), long_job.id());
+  EXPECT_EQ(jobs[1].id(), small.id());
+}
+
+TEST_F(ServerE2ETest, UnknownJobIsNotFound) {
+  grpc::ClientContext context;
+  v1::GetJobRequest request;
+  request.set_job_id("job-000000000000");
+  v1::Job job;
+  EXPECT_EQ(stub_->GetJob(&context, request, &job).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ServerE2ETest, BadJobsAreRejectedWithTheFieldAndNothingIsQueued) {
+  const size_t before = ListAll().size();
+  struct Case {
+    const char* name;
+    std::function<void(v1::FineTuneJob*)> mutate;
+    const char* field;  // the message must start with this
+  };
+  const std::string dir = *dir_;
+  const std::vector<Case> cases = {
+      {"missing file", [&](v1::FineTuneJob* j) { j->mutable_train()->set_uri(dir + "/missing.jsonl"); },
+       "job.train.uri"},
+      {"unknown format", [&](v1::FineTuneJob* j) { j->mutable_train()->set_uri(dir + "/train.xyz"); },
+       "job.train.format"},
+      {"bad regex",
+       [](v1::FineTuneJob* j) {
+         auto* rule = j->mutable_freeze()->add_rules();
+         rule->set_pattern("bert\\.encoder\\.(");
+         rule->set_action(v1::FREEZE_ACTION_FREEZE);
+       },
+       "job.freeze.rules[0].pattern"},
+      {"rule matching nothing",
+       [](v1::FineTuneJob* j) {
+         auto* rule = j->mutable_freeze()->add_rules();
+         rule->set_pattern("no\\.such\\.parameter\\..*");
+         rule->set_action(v1::FREEZE_ACTION_TRAIN);
+       },
+       "job.freeze.rules[0]"},
+      {"freeze everything",
+       [](v1::FineTuneJob* j) {
+         auto* rule = j->mutable_freeze()->add_rules();
+         rule->set_pattern(".*");
+         rule->set_action(v1::FREEZE_ACTION_FREEZE);
+       },
+       "job.freeze"},
+      // epochs 0 means "default" in the API (proto3), so the bad value is -1.
+      {"negative epochs", [](v1::FineTuneJob* j) { j->mutable_hyperparameters()->set_epochs(-1); },
+       "job.hyperparameters.epochs"},
+      {"label out of range",
+       [&](v1::FineTuneJob* j) {
+         j->mutable_train()->set_uri(dir + "/bad_label.jsonl");
+         j->mutable_task()->set_num_labels(2);
+       },
+       "job.train"},
+      {"model outside the data roots",
+       [](v1::FineTuneJob* j) { j->set_model_uri("file:///etc"); }, "job.model_uri"},
+  };
+  for (const Case& c : cases) {
+    v1::FineTuneJob spec = SmallJob();
+    c.mutate(&spec);
+    v1::Job job;
+    grpc::Status status = Submit(spec, &job);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << c.name << ": " << status.error_code() << " " << status.error_message();
+    EXPECT_EQ(status.error_message().rfind(c.field, 0), 0u)
+        << c.name << ": \"" << status.error_message() << "\" should start with " << c.field;
+  }
+  EXPECT_EQ(ListAll().size(), before);
+}
+
+}  // namespace
+}  // namespace freezetune
