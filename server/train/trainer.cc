@@ -187,17 +187,59 @@ void Trainer::SetTrainMode() {
   if (classifier_frozen) model_->classifier_module().eval();
 }
 
-torch::Tensor Trainer::TrainForward(const torch::Tensor& ids, const torch::Tensor& types,
-                                    const torch::Tensor& mask) {
-  const int64_t k = plan_.frozen_prefix_layers;
-  if (k < 0) return model_->forward(ids, types, mask);
-  torch::Tensor hidden;
-  {
-    // Everything here is frozen: build no graph for it.
-    torch::NoGradGuard no_grad;
-    hidden = model_->Embed(ids, types);
-    hidden = model_->RunLayers(hidden, mask, 0, k);
+torch::Tensor Trainer::PrefixHidden(const data::Batch& batch, const data::EncodedDataset& dataset,
+                                    PrefixCache& cache, int k, const torch::Tensor& ids,
+                                    const torch::Tensor& types, const torch::Tensor& mask,
+                                    bool cacheable) {
+  torch::NoGradGuard no_grad;
+  if (!cacheable) return model_->RunLayers(model_->Embed(ids, types), mask, 0, k);
+  if (cache.k != k) {
+    // First use, or an unfreezing stage changed the prefix depth.
+    cache.k = k;
+    cache.entries.assign(static_cast<size_t>(dataset.size()), torch::Tensor());
+    cache.bytes = 0;
   }
+  const int64_t rows = static_cast<int64_t>(batch.indices.size());
+  bool all_cached = true;
+  for (int64_t idx : batch.indices) all_cached = all_cached && cache.entries[idx].defined();
+  if (all_cached) {
+    // Padding positions stay zero: later layers mask them as keys, and
+    // nothing reads their own outputs.
+    torch::Tensor hidden = torch::zeros({rows, ids.size(1), model_->config().hidden_size},
+                                        torch::TensorOptions().device(options_.device));
+    for (int64_t r = 0; r < rows; ++r) {
+      const torch::Tensor& e = cache.entries[batch.indices[r]];
+      hidden[r].narrow(0, 0, e.size(0)).copy_(e);
+    }
+    summary_.prefix_cache_hits += rows;
+    return hidden;
+  }
+  torch::Tensor hidden = model_->RunLayers(model_->Embed(ids, types), mask, 0, k);
+  summary_.prefix_cache_misses += rows;
+  const int64_t row_bytes = model_->config().hidden_size * static_cast<int64_t>(sizeof(float));
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t idx = batch.indices[r];
+    if (cache.entries[idx].defined()) continue;
+    const int64_t len = static_cast<int64_t>(dataset.ids[idx].size());
+    if (cache.bytes + len * row_bytes > options_.prefix_cache_max_bytes) continue;
+    cache.entries[idx] = hidden[r].narrow(0, 0, len).clone();
+    cache.bytes += len * row_bytes;
+  }
+  return hidden;
+}
+
+torch::Tensor Trainer::Forward(const data::Batch& batch, const data::EncodedDataset& dataset,
+                               PrefixCache& cache, bool training) {
+  const torch::Tensor ids = batch.input_ids.to(options_.device);
+  const torch::Tensor types = batch.token_type_ids.to(options_.device);
+  const torch::Tensor mask = batch.attention_mask.to(options_.device);
+  const int k = plan_.frozen_prefix_layers;
+  if (k < 0) return model_->forward(ids, types, mask);
+  // The prefix is deterministic when it runs in eval mode: always during
+  // evaluation, and in training when frozen_eval_mode put it there.
+  const bool cacheable =
+      options_.prefix_cache_max_bytes > 0 && (!training || plan_.frozen_eval_mode);
+  torch::Tensor hidden = PrefixHidden(batch, dataset, cache, k, ids, types, mask, cacheable);
   hidden = model_->RunLayers(hidden, mask, k, model_->num_layers());
   return model_->Head(hidden);
 }
@@ -234,9 +276,7 @@ absl::StatusOr<v1::EvalMetrics> Trainer::EvaluateImpl() {
                                          /*shuffle=*/false, /*length_bucketed=*/true);
   for (const auto& indices : batches) {
     data::Batch b = data::CollateBatch(validation_, indices, pad_id_);
-    torch::Tensor logits = model_->forward(b.input_ids.to(options_.device),
-                                           b.token_type_ids.to(options_.device),
-                                           b.attention_mask.to(options_.device));
+    torch::Tensor logits = Forward(b, validation_, eval_cache_, /*training=*/false);
     torch::Tensor labels = b.labels.to(options_.device);
     loss_sum += Loss(logits, labels).item<double>() * static_cast<double>(indices.size());
     if (labels_.regression) {
@@ -384,9 +424,7 @@ absl::Status Trainer::TrainLoop() {
       }
 
       data::Batch b = data::CollateBatch(train_, batches[i], pad_id_);
-      torch::Tensor logits = TrainForward(b.input_ids.to(options_.device),
-                                          b.token_type_ids.to(options_.device),
-                                          b.attention_mask.to(options_.device));
+      torch::Tensor logits = Forward(b, train_, train_cache_, /*training=*/true);
       torch::Tensor loss = Loss(logits, b.labels.to(options_.device));
       const double loss_value = loss.item<double>();
       if (!std::isfinite(loss_value)) {

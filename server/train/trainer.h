@@ -34,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "freezetune/v1/freezetune.pb.h"
 #include "nlohmann/json.hpp"
+#include "server/data/batching.h"
 #include "server/data/dataset.h"
 #include "server/model/bert.h"
 #include "server/model/hf_checkpoint.h"
@@ -58,6 +59,14 @@ struct TrainerOptions {
   // every hp.checkpoint_every_steps steps, at each epoch end, and when
   // should_stop fires.
   std::string checkpoint_dir;
+  // Frozen-prefix output cache budget. When the embeddings and the first K
+  // layers are frozen and deterministic (training: frozen_eval_mode on;
+  // evaluation: always, as it runs in eval mode), their output per example
+  // is computed once and reused in later epochs and evaluations, up to this
+  // many bytes per dataset (examples beyond it are recomputed each time).
+  // 0 disables. Results equal uncached ones up to float rounding (batch
+  // shapes differ), not bit for bit.
+  int64_t prefix_cache_max_bytes = int64_t{512} << 20;
 };
 
 // What a finished (or stopped) run reports.
@@ -70,6 +79,9 @@ struct TrainerSummary {
   std::vector<v1::EvalMetrics> history;  // every evaluation, in order
   bool early_stopped = false;
   int64_t resumed_from_step = -1;  // -1 when the run started fresh
+  // Frozen-prefix cache use, in examples (training and evaluation).
+  int64_t prefix_cache_hits = 0;
+  int64_t prefix_cache_misses = 0;
   bool frozen_weights_verified = false;
   double train_seconds = 0.0;
 };
@@ -110,8 +122,23 @@ class Trainer {
   absl::Status ApplyPlan();
   void BuildOptimizer();
   void SetTrainMode();
-  torch::Tensor TrainForward(const torch::Tensor& ids, const torch::Tensor& types,
-                             const torch::Tensor& mask);
+  // Per-example outputs of the frozen prefix for one dataset; entries are
+  // [length, hidden] on the device, for prefix depth `k`.
+  struct PrefixCache {
+    int k = -1;
+    std::vector<torch::Tensor> entries;
+    int64_t bytes = 0;
+  };
+  // Logits for a collated batch of `dataset`; `training` selects the
+  // training path (frozen prefix under NoGradGuard) or evaluation.
+  torch::Tensor Forward(const data::Batch& batch, const data::EncodedDataset& dataset,
+                        PrefixCache& cache, bool training);
+  // Hidden states after embeddings + layers [0, k), from the cache where
+  // every example of the batch is there, else computed (and cached).
+  torch::Tensor PrefixHidden(const data::Batch& batch, const data::EncodedDataset& dataset,
+                             PrefixCache& cache, int k, const torch::Tensor& ids,
+                             const torch::Tensor& types, const torch::Tensor& mask,
+                             bool cacheable);
   torch::Tensor Loss(const torch::Tensor& logits, const torch::Tensor& labels) const;
   absl::StatusOr<v1::EvalMetrics> EvaluateImpl();
   absl::Status TrainLoop();
@@ -143,6 +170,8 @@ class Trainer {
   // Trainable at some point: what the best-state copy has to cover.
   std::set<std::string> ever_trainable_;
   std::map<std::string, torch::Tensor> best_state_;
+  PrefixCache train_cache_;
+  PrefixCache eval_cache_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   std::vector<double> group_base_lr_;  // base_lr * lr_scale per param group
   std::vector<bool> stage_applied_;

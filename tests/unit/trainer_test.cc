@@ -289,6 +289,81 @@ TEST_F(TrainerTest, HeadOnlyRunsFrozenModulesInEvalMode) {
   EXPECT_TRUE(full->model()->embeddings_module().is_training());
 }
 
+// Three head_only trainers: no cache, a cache for everything, a cache too
+// small for the whole training set.
+struct CacheTrio {
+  std::unique_ptr<Trainer> uncached, cached, partial;
+};
+
+TEST_F(TrainerTest, FrozenPrefixCacheReusesOutputsAndMatchesUncached) {
+  // Without validation the final weights are the output, so they can be
+  // compared directly (with evaluations, a near-tie could select another
+  // epoch's weights).
+  v1::FineTuneJob job = Job("head_only {}", "validation_split: 0");
+  job.clear_validation();
+  std::map<std::string, torch::Tensor> initial;
+  TrainerOptions uncached_options;
+  uncached_options.prefix_cache_max_bytes = 0;
+  TrainerOptions small_options;
+  small_options.prefix_cache_max_bytes = 20 * 32 * 4 * 10;  // about 20 examples of ~10 tokens
+  CacheTrio t{MakeTrainer(job, &initial, uncached_options), MakeTrainer(job, &initial),
+              MakeTrainer(job, &initial, small_options)};
+  ASSERT_TRUE(t.uncached && t.cached && t.partial);
+  // Same dropout masks for each (the classifier's dropout draws from the
+  // global generator).
+  for (Trainer* trainer : {t.uncached.get(), t.cached.get(), t.partial.get()}) {
+    torch::manual_seed(7);
+    ASSERT_TRUE(trainer->Train().ok());
+  }
+  EXPECT_EQ(t.uncached->summary().prefix_cache_hits, 0);
+  // Epoch 1 computes all 40 examples, epoch 2 reuses them.
+  EXPECT_EQ(t.cached->summary().prefix_cache_misses, 40);
+  EXPECT_EQ(t.cached->summary().prefix_cache_hits, 40);
+  EXPECT_LT(t.partial->summary().prefix_cache_hits, 40);
+  EXPECT_GT(t.partial->summary().prefix_cache_misses, 40);
+  auto reference = t.uncached->model()->named_parameters();
+  for (Trainer* trainer : {t.cached.get(), t.partial.get()}) {
+    EXPECT_TRUE(trainer->summary().frozen_weights_verified);
+    for (const auto& item : trainer->model()->named_parameters()) {
+      EXPECT_TRUE(torch::allclose(item.value(), reference[item.key()], 1e-4, 1e-5))
+          << item.key() << " max diff "
+          << (item.value() - reference[item.key()]).abs().max().item<float>();
+    }
+  }
+}
+
+TEST_F(TrainerTest, FrozenPrefixCacheServesEvaluations) {
+  const v1::FineTuneJob job = Job("head_only {}");
+  std::map<std::string, torch::Tensor> initial;
+  TrainerOptions uncached_options;
+  uncached_options.prefix_cache_max_bytes = 0;
+  auto uncached = MakeTrainer(job, &initial, uncached_options);
+  auto cached = MakeTrainer(job, &initial);
+  ASSERT_TRUE(uncached && cached);
+  torch::manual_seed(7);
+  ASSERT_TRUE(uncached->Train().ok());
+  torch::manual_seed(7);
+  ASSERT_TRUE(cached->Train().ok());
+  // Train 40 + eval 10 computed in epoch 1, reused in epoch 2.
+  EXPECT_EQ(cached->summary().prefix_cache_misses, 50);
+  EXPECT_EQ(cached->summary().prefix_cache_hits, 50);
+  ASSERT_EQ(cached->summary().history.size(), uncached->summary().history.size());
+  for (size_t i = 0; i < cached->summary().history.size(); ++i) {
+    EXPECT_NEAR(cached->summary().history[i].loss(), uncached->summary().history[i].loss(), 1e-4);
+  }
+}
+
+TEST_F(TrainerTest, PrefixCacheNotUsedWhenFrozenLayersKeepDropout) {
+  // bottom(1) keeps dropout in the frozen prefix (frozen_eval_mode off), so
+  // training cannot reuse its outputs; evaluation (eval mode) still can.
+  std::map<std::string, torch::Tensor> initial;
+  auto trainer = MakeTrainer(Job("bottom { num_layers: 1 }"), &initial);
+  ASSERT_NE(trainer, nullptr);
+  ASSERT_TRUE(trainer->Train().ok());
+  EXPECT_EQ(trainer->summary().prefix_cache_hits, 10);    // second evaluation
+  EXPECT_EQ(trainer->summary().prefix_cache_misses, 10);  // first evaluation
+}
+
 TEST_F(TrainerTest, ShouldStopCancels) {
   std::atomic<int> polls{0};
   RunContext c = Context("out_cancel");
