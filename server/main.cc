@@ -48,8 +48,9 @@ ABSL_FLAG(int, threads, 0,
 ABSL_FLAG(int, max_queue, 1000, "Queued jobs at most; SubmitJob beyond is RESOURCE_EXHAUSTED.");
 ABSL_FLAG(std::string, port_file, "",
           "If set, the bound gRPC port is written here (atomically) once serving.");
-ABSL_FLAG(int, shutdown_grace_seconds, 10,
-          "On SIGINT/SIGTERM, how long in-flight RPCs get before they are cancelled.");
+ABSL_FLAG(absl::Duration, drain_grace_period, absl::Seconds(10),
+          "On SIGINT/SIGTERM, how long in-flight RPCs (and open WatchJob streams) get before "
+          "they are cancelled, e.g. 25s.");
 ABSL_FLAG(bool, allow_http, true, "Allow http(s):// dataset and model URIs.");
 
 namespace {
@@ -216,7 +217,7 @@ int main(int argc, char** argv) {
   }
   std::cout << "freezetune-server: signal " << static_cast<int>(signo)
             << ", draining (running jobs are stopped and re-queued)" << std::endl;
-  (*server)->Shutdown(absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds)));
+  (*server)->Shutdown(absl::Now() + absl::GetFlag(FLAGS_drain_grace_period));
   server->reset();
   std::cout << "freezetune-server: stopped" << std::endl;
   return 0;

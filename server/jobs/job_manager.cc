@@ -94,10 +94,21 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const JobManagerO
       [self](const std::string& id, int slot, const StopFlag& stop) { self->RunJob(id, slot, stop); });
   FT_RETURN_IF_ERROR(manager->Recover());
   manager->scheduler_->Start();
+  if (metrics != nullptr) {
+    metrics->SetCollectHook([self, metrics] {
+      absl::Time oldest = self->scheduler_->OldestQueuedSince();
+      metrics->SetQueueOldestAge(
+          oldest == absl::InfiniteFuture() ? 0 : absl::ToDoubleSeconds(absl::Now() - oldest));
+    });
+  }
   return manager;
 }
 
-JobManager::~JobManager() { Shutdown(); }
+JobManager::~JobManager() {
+  // The scrape thread must not call into a manager being destroyed.
+  if (metrics_ != nullptr) metrics_->SetCollectHook(nullptr);
+  Shutdown();
+}
 
 void JobManager::Shutdown() {
   shutting_down_.store(true);
@@ -113,7 +124,8 @@ absl::Status JobManager::Recover() {
       FT_RETURN_IF_ERROR(Transition(job, v1::JOB_STATE_QUEUED,
                                     "re-queued after a server restart interrupted it"));
     }
-    FT_RETURN_IF_ERROR(scheduler_->Enqueue(job.id(), job.spec().priority(), /*force=*/true));
+    FT_RETURN_IF_ERROR(scheduler_->Enqueue(job.id(), job.spec().priority(), /*force=*/true,
+                                           absl::FromUnixMicros(ToMicros(job.create_time()))));
   }
   if (metrics_ != nullptr) {
     FT_ASSIGN_OR_RETURN(auto counts, store_->CountByState());
@@ -162,7 +174,8 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const st
   if (metrics_ != nullptr) metrics_->JobCreated();
   FT_ASSIGN_OR_RETURN(std::vector<v1::JobEvent> first, store_->ReadEvents(job.id(), 0, 1));
   if (!first.empty()) event_log_.Publish(first.front(), /*final=*/false);
-  absl::Status queued = scheduler_->Enqueue(job.id(), spec.priority(), /*force=*/true);
+  absl::Status queued = scheduler_->Enqueue(job.id(), spec.priority(), /*force=*/true,
+                                            absl::FromUnixMicros(ToMicros(job.create_time())));
   if (!queued.ok()) {
     // Only possible while shutting down: the job stays QUEUED in the store
     // and is picked up at the next start.
@@ -316,6 +329,9 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
         last_step = t.step();
         last_time = now;
       }
+    }
+    if (event.has_eval() && metrics_ != nullptr) {
+      metrics_->EvalProgress(job.id(), event.eval().loss(), event.eval().accuracy());
     }
     // Never let a terminal-looking event from the trainer end the stream
     // early: only this function writes state changes.

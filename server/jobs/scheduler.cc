@@ -25,7 +25,8 @@ void Scheduler::Start() {
   }
 }
 
-absl::Status Scheduler::Enqueue(const std::string& job_id, int priority, bool force) {
+absl::Status Scheduler::Enqueue(const std::string& job_id, int priority, bool force,
+                                absl::Time queued_since) {
   absl::MutexLock lock(&mu_);
   if (shutting_down_) return absl::UnavailableError("server is shutting down");
   if (queued_ids_.count(job_id) > 0 || running_.count(job_id) > 0) {
@@ -36,7 +37,7 @@ absl::Status Scheduler::Enqueue(const std::string& job_id, int priority, bool fo
         absl::StrCat("queue is full (", queue_.size(), " jobs waiting); retry later"));
   }
   QueueKey key{-priority, next_order_++};
-  queue_.emplace(key, job_id);
+  queue_.emplace(key, Entry{job_id, queued_since});
   queued_ids_.emplace(job_id, key);
   ReportDepthLocked();
   return absl::OkStatus();
@@ -83,6 +84,13 @@ size_t Scheduler::queue_depth() const {
   return queue_.size();
 }
 
+absl::Time Scheduler::OldestQueuedSince() const {
+  absl::MutexLock lock(&mu_);
+  absl::Time oldest = absl::InfiniteFuture();
+  for (const auto& [key, entry] : queue_) oldest = std::min(oldest, entry.queued_since);
+  return oldest;
+}
+
 size_t Scheduler::running_count() const {
   absl::MutexLock lock(&mu_);
   return running_.size();
@@ -105,7 +113,7 @@ void Scheduler::WorkerLoop(int slot) {
           this));
       if (shutting_down_) return;
       auto first = queue_.begin();
-      job_id = first->second;
+      job_id = first->second.job_id;
       queued_ids_.erase(job_id);
       queue_.erase(first);
       flag = std::make_shared<StopFlag>();

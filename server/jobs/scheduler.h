@@ -26,6 +26,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "server/metrics/metrics.h"
 
 namespace freezetune::jobs {
@@ -66,7 +68,9 @@ class Scheduler {
   // RESOURCE_EXHAUSTED "queue is full (N jobs waiting)" unless `force`
   // (startup recovery); UNAVAILABLE after Shutdown; ALREADY_EXISTS if the id
   // is queued or running.
-  absl::Status Enqueue(const std::string& job_id, int priority, bool force = false);
+  // `queued_since` (default: now) feeds OldestQueuedSince().
+  absl::Status Enqueue(const std::string& job_id, int priority, bool force = false,
+                       absl::Time queued_since = absl::Now());
 
   // True when Enqueue (without force) would not fail for lack of room.
   bool HasRoom() const;
@@ -84,6 +88,8 @@ class Scheduler {
   void Shutdown();
 
   size_t queue_depth() const;
+  // queued_since of the longest-waiting queued job; InfiniteFuture if none.
+  absl::Time OldestQueuedSince() const;
   size_t running_count() const;
 
  private:
@@ -98,7 +104,11 @@ class Scheduler {
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_order_ ABSL_GUARDED_BY(mu_) = 0;
-  std::map<QueueKey, std::string> queue_ ABSL_GUARDED_BY(mu_);
+  struct Entry {
+    std::string job_id;
+    absl::Time queued_since;
+  };
+  std::map<QueueKey, Entry> queue_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, QueueKey> queued_ids_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<StopFlag>> running_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> workers_;  // touched only by Start/Shutdown

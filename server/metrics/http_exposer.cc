@@ -34,7 +34,8 @@ bool WriteAll(int fd, absl::string_view data) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<HttpExposer>> HttpExposer::Start(
-    const std::string& address, std::shared_ptr<prometheus::Registry> registry) {
+    const std::string& address, std::shared_ptr<prometheus::Registry> registry,
+    std::function<void()> before_collect) {
   size_t colon = address.rfind(':');
   int port = -1;
   if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
@@ -54,6 +55,7 @@ absl::StatusOr<std::unique_ptr<HttpExposer>> HttpExposer::Start(
 
   std::unique_ptr<HttpExposer> exposer(new HttpExposer());
   exposer->registry_ = std::move(registry);
+  exposer->before_collect_ = std::move(before_collect);
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return absl::UnavailableError("metrics_listen: socket() failed");
   exposer->listen_fd_ = fd;
@@ -140,6 +142,7 @@ void HttpExposer::HandleConnection(int fd) {
   } else {
     status_line = "HTTP/1.0 200 OK";
     content_type = "text/plain; version=0.0.4; charset=utf-8";
+    if (before_collect_) before_collect_();
     body = prometheus::TextSerializer().Serialize(registry_->Collect());
   }
   std::string response = absl::StrCat(status_line, "\r\nContent-Type: ", content_type,

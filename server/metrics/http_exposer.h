@@ -14,6 +14,7 @@
 #ifndef FREEZETUNE_SERVER_METRICS_HTTP_EXPOSER_H_
 #define FREEZETUNE_SERVER_METRICS_HTTP_EXPOSER_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -28,8 +29,10 @@ class HttpExposer {
   // Listens on `address` ("host:port", IPv4 host or "localhost"; port 0
   // picks a free one). INVALID_ARGUMENT for a malformed address,
   // UNAVAILABLE when it cannot be bound.
+  // `before_collect`, if set, runs on the serving thread before each scrape.
   static absl::StatusOr<std::unique_ptr<HttpExposer>> Start(
-      const std::string& address, std::shared_ptr<prometheus::Registry> registry);
+      const std::string& address, std::shared_ptr<prometheus::Registry> registry,
+      std::function<void()> before_collect = nullptr);
   ~HttpExposer();
   HttpExposer(const HttpExposer&) = delete;
   HttpExposer& operator=(const HttpExposer&) = delete;
@@ -42,6 +45,7 @@ class HttpExposer {
   void HandleConnection(int fd);
 
   std::shared_ptr<prometheus::Registry> registry_;
+  std::function<void()> before_collect_;
   int listen_fd_ = -1;
   int wake_pipe_[2] = {-1, -1};  // written by the destructor to stop Serve()
   int port_ = 0;

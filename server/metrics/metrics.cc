@@ -89,6 +89,24 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const MetricsOptions& o
                           .Name("freezetune_job_progress_ratio")
                           .Help("Fraction of a running job's total steps done (0..1).")
                           .Register(r);
+  m->job_last_step_ = &prometheus::BuildGauge()
+                           .Name("freezetune_job_last_step_timestamp_seconds")
+                           .Help("Unix time of a running job's latest TrainMetrics event.")
+                           .Register(r);
+  m->job_eval_loss_ = &prometheus::BuildGauge()
+                           .Name("freezetune_job_eval_loss")
+                           .Help("Validation loss of a running job at its last evaluation.")
+                           .Register(r);
+  m->job_eval_accuracy_ = &prometheus::BuildGauge()
+                               .Name("freezetune_job_eval_accuracy")
+                               .Help("Validation accuracy (0..1) of a running job at its last "
+                                     "evaluation.")
+                               .Register(r);
+  m->queue_oldest_age_ = &prometheus::BuildGauge()
+                              .Name("freezetune_queue_oldest_age_seconds")
+                              .Help("Age of the oldest queued job; 0 when the queue is empty.")
+                              .Register(r)
+                              .Add({});
   m->rpc_requests_ = &prometheus::BuildCounter()
                           .Name("freezetune_grpc_requests_total")
                           .Help("Finished gRPC calls by method and status code.")
@@ -119,7 +137,8 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const MetricsOptions& o
 }
 
 absl::Status Metrics::StartExposer(const std::string& address) {
-  FT_ASSIGN_OR_RETURN(exposer_, HttpExposer::Start(address, registry_));
+  FT_ASSIGN_OR_RETURN(exposer_,
+                      HttpExposer::Start(address, registry_, [this] { RunCollectHook(); }));
   port_ = exposer_->port();
   return absl::OkStatus();
 }
@@ -160,26 +179,55 @@ void Metrics::TrainProgress(const std::string& job_id, int64_t steps, int64_t sa
   }
   if (samples > 0) train_samples_->Increment(static_cast<double>(samples));
   absl::MutexLock lock(&mu_);
-  auto it = job_series_.find(job_id);
-  if (it == job_series_.end()) {
-    prometheus::Labels labels{{"job_id", job_id}};
-    it = job_series_
-             .emplace(job_id, JobSeries{&job_loss_->Add(labels), &job_lr_->Add(labels),
-                                        &job_progress_->Add(labels)})
-             .first;
+  JobSeries& series = job_series_[job_id];
+  prometheus::Labels labels{{"job_id", job_id}};
+  if (series.loss == nullptr) {
+    series.loss = &job_loss_->Add(labels);
+    series.learning_rate = &job_lr_->Add(labels);
+    series.progress = &job_progress_->Add(labels);
+    series.last_step = &job_last_step_->Add(labels);
   }
-  it->second.loss->Set(loss);
-  it->second.learning_rate->Set(learning_rate);
-  it->second.progress->Set(progress);
+  series.loss->Set(loss);
+  series.learning_rate->Set(learning_rate);
+  series.progress->Set(progress);
+  series.last_step->SetToCurrentTime();
+}
+
+void Metrics::EvalProgress(const std::string& job_id, double loss, double accuracy) {
+  absl::MutexLock lock(&mu_);
+  JobSeries& series = job_series_[job_id];
+  if (series.eval_loss == nullptr) {
+    prometheus::Labels labels{{"job_id", job_id}};
+    series.eval_loss = &job_eval_loss_->Add(labels);
+    series.eval_accuracy = &job_eval_accuracy_->Add(labels);
+  }
+  series.eval_loss->Set(loss);
+  series.eval_accuracy->Set(accuracy);
+}
+
+void Metrics::SetQueueOldestAge(double seconds) { queue_oldest_age_->Set(seconds); }
+
+void Metrics::SetCollectHook(std::function<void()> hook) {
+  absl::MutexLock lock(&hook_mu_);
+  collect_hook_ = std::move(hook);
+}
+
+void Metrics::RunCollectHook() {
+  absl::MutexLock lock(&hook_mu_);
+  if (collect_hook_) collect_hook_();
 }
 
 void Metrics::JobEnded(const std::string& job_id) {
   absl::MutexLock lock(&mu_);
   auto it = job_series_.find(job_id);
   if (it == job_series_.end()) return;
-  job_loss_->Remove(it->second.loss);
-  job_lr_->Remove(it->second.learning_rate);
-  job_progress_->Remove(it->second.progress);
+  const JobSeries& s = it->second;
+  if (s.loss != nullptr) job_loss_->Remove(s.loss);
+  if (s.learning_rate != nullptr) job_lr_->Remove(s.learning_rate);
+  if (s.progress != nullptr) job_progress_->Remove(s.progress);
+  if (s.last_step != nullptr) job_last_step_->Remove(s.last_step);
+  if (s.eval_loss != nullptr) job_eval_loss_->Remove(s.eval_loss);
+  if (s.eval_accuracy != nullptr) job_eval_accuracy_->Remove(s.eval_accuracy);
   job_series_.erase(it);
 }
 

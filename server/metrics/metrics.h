@@ -12,6 +12,7 @@
 #define FREEZETUNE_SERVER_METRICS_METRICS_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -71,8 +72,20 @@ class Metrics {
   // since the previous call; `step_seconds` the mean duration of those steps.
   void TrainProgress(const std::string& job_id, int64_t steps, int64_t samples,
                      double step_seconds, double loss, double learning_rate, double progress);
+  // Latest validation result of a running job.
+  void EvalProgress(const std::string& job_id, double loss, double accuracy);
   // Drops the job's per-job series.
   void JobEnded(const std::string& job_id);
+  // Age of the oldest queued job (0 when none).
+  void SetQueueOldestAge(double seconds);
+
+  // Called before every scrape (on the scrape thread) to refresh gauges that
+  // are cheaper to compute on demand. At most one hook; SetCollectHook(nullptr)
+  // returns only after a running hook has finished, so an owner can clear it
+  // in its destructor.
+  void SetCollectHook(std::function<void()> hook);
+  // Runs the hook; HttpExposer calls it before serializing.
+  void RunCollectHook();
 
   // gRPC.
   void RpcFinished(const std::string& method, const std::string& code, double seconds);
@@ -99,18 +112,29 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>* job_loss_ = nullptr;
   prometheus::Family<prometheus::Gauge>* job_lr_ = nullptr;
   prometheus::Family<prometheus::Gauge>* job_progress_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* job_last_step_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* job_eval_loss_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* job_eval_accuracy_ = nullptr;
+  prometheus::Gauge* queue_oldest_age_ = nullptr;
   prometheus::Family<prometheus::Counter>* rpc_requests_ = nullptr;
   prometheus::Family<prometheus::Histogram>* rpc_seconds_ = nullptr;
   prometheus::Gauge* watch_streams_ = nullptr;
 
+  // Created on a job's first TrainMetrics/EvalMetrics; null until then.
   struct JobSeries {
-    prometheus::Gauge* loss;
-    prometheus::Gauge* learning_rate;
-    prometheus::Gauge* progress;
+    prometheus::Gauge* loss = nullptr;
+    prometheus::Gauge* learning_rate = nullptr;
+    prometheus::Gauge* progress = nullptr;
+    prometheus::Gauge* last_step = nullptr;
+    prometheus::Gauge* eval_loss = nullptr;
+    prometheus::Gauge* eval_accuracy = nullptr;
   };
   absl::Mutex mu_;
   std::map<std::string, JobSeries> job_series_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, prometheus::Histogram*> rpc_histograms_ ABSL_GUARDED_BY(mu_);
+  // Held while the hook runs, so clearing it waits for a running scrape.
+  absl::Mutex hook_mu_;
+  std::function<void()> collect_hook_ ABSL_GUARDED_BY(hook_mu_);
 };
 
 }  // namespace freezetune::metrics

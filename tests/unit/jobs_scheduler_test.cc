@@ -229,6 +229,7 @@ TEST_F(SchedulerTest, CancelQueuedJobIsImmediate) {
   v1::Job blocker = Submit(Spec("blocker"));
   WaitFor(blocker.id(), v1::JOB_STATE_RUNNING);
   v1::Job queued = Submit(Spec("never"));
+  EXPECT_EQ(manager_->queue_depth(), 1u);
   auto cancelled = manager_->Cancel(queued.id());
   ASSERT_TRUE(cancelled.ok()) << cancelled.status();
   EXPECT_EQ(cancelled->state(), v1::JOB_STATE_CANCELLED);
@@ -349,6 +350,24 @@ TEST_F(SchedulerTest, JobsLeftRunningByACrashAreRequeued) {
   ASSERT_GE(events.size(), 3u);
   EXPECT_EQ(events[1].state_change().state(), v1::JOB_STATE_QUEUED);
   EXPECT_EQ(events[2].state_change().state(), v1::JOB_STATE_RUNNING);
+}
+
+TEST(SchedulerUnitTest, TracksOldestQueuedAndRefusesDuplicatesAndLateJobs) {
+  std::atomic<int> runs{0};
+  Scheduler scheduler({}, [&](const std::string&, int, const StopFlag&) { runs.fetch_add(1); });
+  absl::Time t0 = absl::FromUnixSeconds(1000);
+  EXPECT_EQ(scheduler.OldestQueuedSince(), absl::InfiniteFuture());
+  ASSERT_TRUE(scheduler.Enqueue("a", 0, false, t0 + absl::Seconds(5)).ok());
+  ASSERT_TRUE(scheduler.Enqueue("b", 9, false, t0).ok());
+  EXPECT_TRUE(absl::IsAlreadyExists(scheduler.Enqueue("a", 0)));
+  EXPECT_EQ(scheduler.OldestQueuedSince(), t0);
+  EXPECT_EQ(scheduler.Cancel("b"), Scheduler::CancelOutcome::kRemovedFromQueue);
+  EXPECT_EQ(scheduler.Cancel("b"), Scheduler::CancelOutcome::kNotFound);
+  EXPECT_EQ(scheduler.OldestQueuedSince(), t0 + absl::Seconds(5));
+  scheduler.Shutdown();  // never started: nothing ran
+  EXPECT_EQ(runs.load(), 0);
+  EXPECT_EQ(scheduler.queue_depth(), 0u);
+  EXPECT_TRUE(absl::IsUnavailable(scheduler.Enqueue("c", 0)));
 }
 
 }  // namespace

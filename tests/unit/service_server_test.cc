@@ -47,7 +47,14 @@ jobs::TrainHooks ScriptedHooks() {
       v1::JobEvent e;
       e.mutable_train()->set_step(step);
       e.mutable_train()->set_total_steps(loop ? 1000000 : 5);
+      e.mutable_train()->set_loss(0.5f);
       ctx.emit(e);
+      if (loop && step == 1) {
+        v1::JobEvent eval;
+        eval.mutable_eval()->set_accuracy(0.75f);
+        eval.mutable_eval()->set_loss(0.25f);
+        ctx.emit(eval);
+      }
       std::this_thread::sleep_for(milliseconds(loop ? 5 : 1));
     }
     v1::JobResult result;
@@ -170,6 +177,13 @@ TEST_F(ServerTest, CancelRunningJobEndsItsLiveWatchWithCancelled) {
   v1::Job running = WaitForState(stub_.get(), job.id(), v1::JOB_STATE_RUNNING, seconds(10));
   ASSERT_EQ(running.state(), v1::JOB_STATE_RUNNING);
   std::this_thread::sleep_for(milliseconds(100));
+  // While it runs, its per-job series exist.
+  const std::string series = "{job_id=\"" + job.id() + "\"}";
+  std::string metrics = HttpGet(server_->metrics_port(), "/metrics");
+  EXPECT_NE(metrics.find("freezetune_job_eval_accuracy" + series + " 0.75"), std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("freezetune_job_train_loss" + series + " 0.5"), std::string::npos);
+  EXPECT_NE(metrics.find("freezetune_job_last_step_timestamp_seconds" + series), std::string::npos);
   {
     grpc::ClientContext context;
     v1::CancelJobRequest request;
@@ -182,6 +196,12 @@ TEST_F(ServerTest, CancelRunningJobEndsItsLiveWatchWithCancelled) {
   ASSERT_GT(events.size(), 3u);
   ExpectGapless(events, 1);
   EXPECT_EQ(events.back().state_change().state(), v1::JOB_STATE_CANCELLED);
+
+  // ...and go away when it ends.
+  metrics = HttpGet(server_->metrics_port(), "/metrics");
+  EXPECT_EQ(metrics.find(series), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("freezetune_jobs_finished_total{state=\"cancelled\"} 1"),
+            std::string::npos);
 
   grpc::ClientContext context;
   v1::CancelJobRequest request;
@@ -310,6 +330,8 @@ TEST_F(ServerTest, ListPagesThroughJobsNewestFirst) {
   std::string metrics = HttpGet(server_->metrics_port(), "/metrics");
   EXPECT_NE(metrics.find("freezetune_jobs{state=\"succeeded\"} 5"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("freezetune_train_steps_total 25"), std::string::npos);
+  EXPECT_NE(metrics.find("freezetune_queue_oldest_age_seconds 0\n"), std::string::npos);
+  EXPECT_NE(HttpGet(server_->metrics_port(), "/nope").find("404"), std::string::npos);
 }
 
 }  // namespace
