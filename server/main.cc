@@ -30,6 +30,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/jobs/job_manager.h"
+#include "server/service/auth.h"
 #include "server/service/server.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
@@ -51,6 +52,13 @@ ABSL_FLAG(std::string, port_file, "",
 ABSL_FLAG(absl::Duration, drain_grace_period, absl::Seconds(10),
           "On SIGINT/SIGTERM, how long in-flight RPCs (and open WatchJob streams) get before "
           "they are cancelled, e.g. 25s.");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "Bearer tokens, one \"<tenant> <token>\" per line ('#' comments). Empty: no "
+          "authentication. Each tenant sees only its own jobs.");
+ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate chain; with --tls_key enables TLS.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle; if set, clients must present a certificate it signed (mutual TLS).");
 ABSL_FLAG(bool, allow_http, true, "Allow http(s):// dataset and model URIs.");
 
 namespace {
@@ -177,6 +185,21 @@ int main(int argc, char** argv) {
   options.jobs.uris.data_roots = roots;
   options.jobs.uris.allow_http = absl::GetFlag(FLAGS_allow_http);
   options.hooks = freezetune::jobs::DefaultTrainHooks();
+  options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  const std::string token_file = absl::GetFlag(FLAGS_auth_token_file);
+  if (!token_file.empty()) {
+    auto auth = freezetune::service::Authenticator::FromFile(token_file);
+    if (!auth.ok()) {
+      std::cerr << "freezetune-server: " << auth.status().message() << "\n";
+      return 1;
+    }
+    options.service.auth = *std::move(auth);
+  }
+  const std::string tls_mode = options.tls_cert_file.empty()          ? "off"
+                               : options.tls_client_ca_file.empty() ? "on"
+                                                                     : "mutual";
 
   std::cout << "freezetune-server " << kVersion << " (LibTorch " << TORCH_VERSION << ")\n"
             << "  blas: " << blas.name << (blas.path.empty() ? "" : " (" + blas.path + ")") << "\n"
@@ -189,6 +212,12 @@ int main(int argc, char** argv) {
             << "  data_dir: " << data_dir << "\n"
             << "  data_roots: " << absl::StrJoin(roots, ",") << "\n"
             << "  cpu_slots: " << options.jobs.scheduler.cpu_slots << "\n"
+            << "  auth: "
+            << (options.service.auth != nullptr
+                    ? absl::StrCat(options.service.auth->size(), " bearer tokens")
+                    : std::string("off"))
+            << "\n"
+            << "  tls: " << tls_mode << "\n"
             << "  max_queue: " << options.jobs.scheduler.max_queue << "\n"
             << std::flush;
 

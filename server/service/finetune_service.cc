@@ -9,6 +9,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -68,6 +69,17 @@ absl::Status RequireJobId(const std::string& job_id) {
   return absl::OkStatus();
 }
 
+// The job, unless it belongs to another tenant (then NOT_FOUND, exactly as
+// for an unknown id, so ids of other tenants do not leak).
+absl::StatusOr<v1::Job> GetOwned(jobs::JobManager* manager, const std::string& job_id,
+                                 const std::string& tenant) {
+  absl::StatusOr<v1::Job> job = manager->Get(job_id);
+  if (job.ok() && job->tenant() != tenant) {
+    return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
+  }
+  return job;
+}
+
 bool IsFinalEvent(const v1::JobEvent& event) {
   return event.has_state_change() && jobs::IsTerminal(event.state_change().state());
 }
@@ -80,16 +92,19 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent> {
  public:
   static constexpr int kBatch = 64;
 
-  WatchReactor(jobs::JobManager* manager, metrics::Metrics* metrics, const v1::WatchJobRequest& req)
-      : manager_(manager), metrics_(metrics), job_id_(req.job_id()), start_(absl::Now()),
-        after_(req.after_sequence()) {
+  WatchReactor(jobs::JobManager* manager, metrics::Metrics* metrics, const v1::WatchJobRequest& req,
+               absl::StatusOr<std::string> tenant)
+      : manager_(manager), metrics_(metrics), job_id_(req.job_id()), tenant_(std::move(tenant)),
+        start_(absl::Now()), after_(req.after_sequence()) {
     if (metrics_ != nullptr) metrics_->WatchStreamOpened();
   }
 
   void Begin() {
-    absl::Status valid = RequireJobId(job_id_);
+    absl::Status valid = tenant_.status();
+    if (valid.ok()) valid = RequireJobId(job_id_);
     if (valid.ok() && after_ < 0) valid = absl::InvalidArgumentError("after_sequence: must be >= 0");
-    absl::StatusOr<v1::Job> job = valid.ok() ? manager_->Get(job_id_) : absl::StatusOr<v1::Job>(valid);
+    absl::StatusOr<v1::Job> job =
+        valid.ok() ? GetOwned(manager_, job_id_, *tenant_) : absl::StatusOr<v1::Job>(valid);
     if (!job.ok()) {
       FinishNow(ToGrpcStatus(job.status()));
       return;
@@ -200,6 +215,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent> {
   jobs::JobManager* const manager_;
   metrics::Metrics* const metrics_;
   const std::string job_id_;
+  const absl::StatusOr<std::string> tenant_;
   const absl::Time start_;
   jobs::EventLog::SubscriptionId subscription_ = 0;  // written once in Begin
 
@@ -225,6 +241,12 @@ FineTuneServiceImpl::FineTuneServiceImpl(jobs::JobManager* manager, metrics::Met
 
 FineTuneServiceImpl::~FineTuneServiceImpl() = default;
 
+absl::StatusOr<std::string> FineTuneServiceImpl::Tenant(
+    const grpc::CallbackServerContext& context) const {
+  if (options_.auth == nullptr) return std::string();
+  return options_.auth->TenantOf(context);
+}
+
 void FineTuneServiceImpl::Record(const char* method, const grpc::Status& status, double seconds) {
   if (metrics_ != nullptr) metrics_->RpcFinished(method, GrpcCodeName(status.error_code()), seconds);
 }
@@ -234,14 +256,17 @@ grpc::ServerUnaryReactor* FineTuneServiceImpl::SubmitJob(grpc::CallbackServerCon
                                                          v1::Job* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   absl::Time start = absl::Now();
-  if (!request->has_job()) {
-    grpc::Status status = ToGrpcStatus(absl::InvalidArgumentError("job: required"));
+  absl::StatusOr<std::string> tenant = Tenant(*context);
+  absl::Status early = tenant.status();
+  if (early.ok() && !request->has_job()) early = absl::InvalidArgumentError("job: required");
+  if (!early.ok()) {
+    grpc::Status status = ToGrpcStatus(early);
     Record("SubmitJob", status, 0);
     reactor->Finish(status);
     return reactor;
   }
-  pool_->Run([this, reactor, request, response, start] {
-    absl::StatusOr<v1::Job> job = manager_->Submit(request->job(), options_.tenant);
+  pool_->Run([this, reactor, request, response, start, tenant = *tenant] {
+    absl::StatusOr<v1::Job> job = manager_->Submit(request->job(), tenant);
     if (job.ok()) *response = *std::move(job);
     grpc::Status status = ToGrpcStatus(job.status());
     Record("SubmitJob", status, absl::ToDoubleSeconds(absl::Now() - start));
@@ -255,9 +280,10 @@ grpc::ServerUnaryReactor* FineTuneServiceImpl::GetJob(grpc::CallbackServerContex
                                                       v1::Job* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   absl::Time start = absl::Now();
-  absl::Status status = RequireJobId(request->job_id());
+  absl::StatusOr<std::string> tenant = Tenant(*context);
+  absl::Status status = tenant.ok() ? RequireJobId(request->job_id()) : tenant.status();
   if (status.ok()) {
-    absl::StatusOr<v1::Job> job = manager_->Get(request->job_id());
+    absl::StatusOr<v1::Job> job = GetOwned(manager_, request->job_id(), *tenant);
     if (job.ok()) *response = *std::move(job);
     status = job.status();
   }
@@ -272,7 +298,12 @@ grpc::ServerUnaryReactor* FineTuneServiceImpl::ListJobs(grpc::CallbackServerCont
                                                         v1::ListJobsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   absl::Time start = absl::Now();
-  absl::StatusOr<v1::ListJobsResponse> list = manager_->List(*request);
+  absl::StatusOr<std::string> tenant = Tenant(*context);
+  absl::StatusOr<v1::ListJobsResponse> list =
+      !tenant.ok() ? absl::StatusOr<v1::ListJobsResponse>(tenant.status())
+                   : manager_->List(*request, options_.auth != nullptr
+                                                  ? std::optional<std::string>(*tenant)
+                                                  : std::nullopt);
   if (list.ok()) *response = *std::move(list);
   grpc::Status result = ToGrpcStatus(list.status());
   Record("ListJobs", result, absl::ToDoubleSeconds(absl::Now() - start));
@@ -285,7 +316,9 @@ grpc::ServerUnaryReactor* FineTuneServiceImpl::CancelJob(grpc::CallbackServerCon
                                                          v1::Job* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   absl::Time start = absl::Now();
-  absl::Status status = RequireJobId(request->job_id());
+  absl::StatusOr<std::string> tenant = Tenant(*context);
+  absl::Status status = tenant.ok() ? RequireJobId(request->job_id()) : tenant.status();
+  if (status.ok()) status = GetOwned(manager_, request->job_id(), *tenant).status();
   if (status.ok()) {
     absl::StatusOr<v1::Job> job = manager_->Cancel(request->job_id());
     if (job.ok()) *response = *std::move(job);
@@ -299,7 +332,7 @@ grpc::ServerUnaryReactor* FineTuneServiceImpl::CancelJob(grpc::CallbackServerCon
 
 grpc::ServerWriteReactor<v1::JobEvent>* FineTuneServiceImpl::WatchJob(
     grpc::CallbackServerContext* context, const v1::WatchJobRequest* request) {
-  auto* reactor = new WatchReactor(manager_, metrics_, *request);
+  auto* reactor = new WatchReactor(manager_, metrics_, *request, Tenant(*context));
   reactor->Begin();
   return reactor;
 }
@@ -309,8 +342,12 @@ grpc::ServerUnaryReactor* FineTuneServiceImpl::PlanFreeze(grpc::CallbackServerCo
                                                           v1::PlanFreezeResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   absl::Time start = absl::Now();
-  if (request->model_uri().empty()) {
-    grpc::Status status = ToGrpcStatus(absl::InvalidArgumentError("model_uri: required"));
+  absl::Status early = Tenant(*context).status();
+  if (early.ok() && request->model_uri().empty()) {
+    early = absl::InvalidArgumentError("model_uri: required");
+  }
+  if (!early.ok()) {
+    grpc::Status status = ToGrpcStatus(early);
     Record("PlanFreeze", status, 0);
     reactor->Finish(status);
     return reactor;

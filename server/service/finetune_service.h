@@ -3,6 +3,9 @@
 // else (spec validation, state rules) is the manager's, and its Status is
 // turned into a grpc::Status by ToGrpcStatus() only.
 //
+// Auth: with ServiceOptions.auth every RPC needs a bearer token; jobs of
+// other tenants are NOT_FOUND and ListJobs shows only the caller's.
+//
 // Threading: reactors never block on training. SubmitJob and PlanFreeze may
 // read a model config and whole datasets to validate, so they run on a small
 // pool of service threads (ServiceOptions.blocking_threads) and finish their
@@ -24,14 +27,16 @@
 #include "freezetune/v1/freezetune.grpc.pb.h"
 #include "server/jobs/job_manager.h"
 #include "server/metrics/metrics.h"
+#include "server/service/auth.h"
 
 namespace freezetune::service {
 
 struct ServiceOptions {
   // Threads that run SubmitJob/PlanFreeze validation.
   int blocking_threads = 2;
-  // Tenant recorded on jobs (there is no authentication yet).
-  std::string tenant;
+  // Bearer-token table; null disables authentication (every call is
+  // tenant ""). See auth.h.
+  std::shared_ptr<const Authenticator> auth;
 };
 
 class BlockingPool;
@@ -63,6 +68,8 @@ class FineTuneServiceImpl final : public v1::FineTuneService::CallbackService {
 
  private:
   void Record(const char* method, const grpc::Status& status, double seconds);
+  // The caller's tenant ("" without auth); UNAUTHENTICATED otherwise.
+  absl::StatusOr<std::string> Tenant(const grpc::CallbackServerContext& context) const;
 
   jobs::JobManager* const manager_;
   metrics::Metrics* const metrics_;

@@ -34,14 +34,19 @@ struct ServerOptions {
   jobs::TrainHooks hooks;
   metrics::MetricsOptions metrics;
   ServiceOptions service;
+  // TLS: PEM files. Empty cert and key: plaintext. With a client CA, clients
+  // must present a certificate it signed (mutual TLS).
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
   // Largest request or response message.
   int max_message_bytes = 16 << 20;
 };
 
 class Server {
  public:
-  // UNAVAILABLE when an address cannot be bound; the job store's errors as
-  // they are.
+  // UNAVAILABLE when an address cannot be bound; INVALID_ARGUMENT for
+  // unreadable or inconsistent TLS files; the job store's errors as they are.
   static absl::StatusOr<std::unique_ptr<Server>> Start(ServerOptions options);
   // Shutdown(now) if it has not run.
   ~Server();

@@ -26,3 +26,9 @@ if(TARGET freezetune_service)
     DEPS freezetune_service
     LABELS service TIMEOUT 120)
 endif()
+if(TARGET freezetune_service)
+  freezetune_test(service_auth_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/service_auth_test.cc
+    DEPS freezetune_service
+    LABELS service TIMEOUT 120)
+endif()
