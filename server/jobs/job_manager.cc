@@ -227,6 +227,7 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id) {
       *job.mutable_end_time() = NowTimestamp();
       FT_RETURN_IF_ERROR(Transition(job, v1::JOB_STATE_CANCELLED, "cancelled by request"));
       if (metrics_ != nullptr) metrics_->JobFinished(metrics::JobStateLabel::kCancelled);
+      RemoveCheckpoints(job_id);
       return job;
     }
   }
@@ -386,6 +387,15 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
     if (metrics_ != nullptr) metrics_->JobFinished(metrics::JobStateLabel::kFailed);
   }
   if (!recorded.ok()) LogError(absl::StrCat("finish ", job.id()), recorded);
+  if (IsTerminal(job.state())) RemoveCheckpoints(job.id());
+}
+
+void JobManager::RemoveCheckpoints(const std::string& job_id) {
+  // Nothing can resume a finished job, so its checkpoints are only disk use.
+  std::error_code ec;
+  std::filesystem::remove_all(
+      std::filesystem::path(options_.data_dir) / "checkpoints" / job_id, ec);
+  if (ec) LogError(absl::StrCat("remove checkpoints of ", job_id), absl::InternalError(ec.message()));
 }
 
 }  // namespace freezetune::jobs

@@ -9,10 +9,13 @@
 //
 // Durability: the store is the source of truth. At Create(), jobs left QUEUED
 // are re-queued in their original order, and jobs left RUNNING by a crash are
-// moved back to QUEUED (with a StateChange event) and re-queued; they restart
-// from the beginning (resuming from their newest checkpoint is issue 5: the
-// trainer receives checkpoint_dir and may resume from it). Jobs interrupted
-// by Shutdown() are put back to QUEUED the same way.
+// moved back to QUEUED (with a StateChange event) and re-queued. Jobs
+// interrupted by Shutdown() are put back to QUEUED the same way. A re-run
+// gets the same checkpoint_dir (<data_dir>/checkpoints/<job id>), and the
+// trainer resumes from the newest checkpoint there (it writes one when
+// stopped), so a drained job loses no finished steps; after a crash it loses
+// the steps since its last periodic checkpoint. A job's checkpoints are
+// deleted once it finishes.
 //
 // Thread safety: every method may be called from any thread.
 #ifndef FREEZETUNE_SERVER_JOBS_JOB_MANAGER_H_
@@ -135,6 +138,7 @@ class JobManager {
   // Moves `job` to `state` with a StateChange event, atomically.
   absl::Status Transition(v1::Job& job, v1::JobState state, const std::string& message);
   absl::StatusOr<std::string> OutputDir(const v1::Job& job);
+  void RemoveCheckpoints(const std::string& job_id);
 
   const JobManagerOptions options_;
   const TrainHooks hooks_;

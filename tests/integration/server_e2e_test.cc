@@ -86,19 +86,25 @@ class ServerE2ETest : public ::testing::Test {
     bad_label << "{\"text\": \"fine\", \"label\": 0}\n{\"text\": \"odd\", \"label\": 5}\n";
     bad_label.close();
 
-    // The real server, port 0, port read back from --port_file.
     port_file_ = new std::string(*dir_ + "/server.port");
     log_ = new std::string(*dir_ + "/server.log");
+    StartServer();
+  }
+
+  // The real server, port 0, port read back from --port_file; the same
+  // data dir every time, so a restart finds its store.
+  static void StartServer() {
+    fs::remove(*port_file_);
     pid_ = fork();
     if (pid_ == 0) {
-      FILE* out = std::freopen(log_->c_str(), "w", stdout);
+      FILE* out = std::freopen(log_->c_str(), "a", stdout);
       (void)out;
       dup2(fileno(stdout), fileno(stderr));
       std::string data_dir = *dir_ + "/server";
       execl(FREEZETUNE_SERVER_BIN, FREEZETUNE_SERVER_BIN, "--listen", "127.0.0.1:0",
             "--port_file", port_file_->c_str(), "--metrics_listen", "127.0.0.1:0", "--data_dir",
             data_dir.c_str(), "--data_roots", dir_->c_str(), "--threads", "1", "--cpu_slots", "1",
-            static_cast<char*>(nullptr));
+            "--drain_grace_period", "2s", static_cast<char*>(nullptr));
       _exit(127);
     }
     auto deadline = std::chrono::steady_clock::now() + seconds(60);
@@ -110,28 +116,32 @@ class ServerE2ETest : public ::testing::Test {
     std::string port = ReadFile(*port_file_);
     ASSERT_FALSE(port.empty()) << "server did not start:\n" << ReadFile(*log_);
     while (!port.empty() && (port.back() == '\n')) port.pop_back();
+    delete channel_;
     channel_ = new std::shared_ptr<grpc::Channel>(
         grpc::CreateChannel("127.0.0.1:" + port, grpc::InsecureChannelCredentials()));
   }
 
-  static void TearDownTestSuite() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      int status = 0;
-      auto deadline = std::chrono::steady_clock::now() + seconds(30);
-      pid_t done = 0;
-      while ((done = waitpid(pid_, &status, WNOHANG)) == 0 &&
-             std::chrono::steady_clock::now() < deadline) {
-        std::this_thread::sleep_for(milliseconds(50));
-      }
-      if (done == 0) {
-        kill(pid_, SIGKILL);
-        waitpid(pid_, &status, 0);
-        ADD_FAILURE() << "server did not stop on SIGTERM";
-      } else {
-        EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ReadFile(*log_);
-      }
+  // SIGTERM and wait; true when it exited 0 in time.
+  static bool StopServer() {
+    if (pid_ <= 0) return true;
+    kill(pid_, SIGTERM);
+    int status = 0;
+    auto deadline = std::chrono::steady_clock::now() + seconds(30);
+    pid_t done = 0;
+    while ((done = waitpid(pid_, &status, WNOHANG)) == 0 &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(milliseconds(50));
     }
+    if (done == 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, &status, 0);
+    }
+    pid_ = 0;
+    return done != 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  }
+
+  static void TearDownTestSuite() {
+    EXPECT_TRUE(StopServer()) << "server did not exit 0 on SIGTERM:\n" << ReadFile(*log_);
     if (!::testing::Test::HasFailure()) fs::remove_all(*dir_);
   }
 
@@ -357,6 +367,57 @@ TEST_F(ServerE2ETest, BadJobsAreRejectedWithTheFieldAndNothingIsQueued) {
         << c.name << ": \"" << status.error_message() << "\" should start with " << c.field;
   }
   EXPECT_EQ(ListAll().size(), before);
+}
+
+// Runs last: SIGTERM while a job trains, restart on the same data dir, and
+// the job resumes from the checkpoint the drain wrote and succeeds; its
+// event log continues without gaps across the restart.
+TEST_F(ServerE2ETest, DrainRequeuesAndRestartResumesFromCheckpoint) {
+  v1::FineTuneJob spec = SmallJob();
+  spec.mutable_hyperparameters()->set_epochs(60);
+  spec.set_display_name("e2e restart");
+  v1::Job job;
+  ASSERT_TRUE(Submit(spec, &job).ok());
+
+  int64_t seen = 0;
+  {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + seconds(60));
+    v1::WatchJobRequest request;
+    request.set_job_id(job.id());
+    auto reader = stub_->WatchJob(&context, request);
+    v1::JobEvent event;
+    while (reader->Read(&event)) {
+      EXPECT_EQ(event.sequence(), seen + 1);
+      seen = event.sequence();
+      if (event.has_train() && event.train().step() >= 10) break;
+    }
+    context.TryCancel();
+    reader->Finish();
+  }
+  ASSERT_GT(seen, 0);
+  ASSERT_TRUE(StopServer()) << ReadFile(*log_);
+  StartServer();
+  stub_ = v1::FineTuneService::NewStub(*channel_);
+
+  std::vector<v1::JobEvent> rest;
+  grpc::Status watched = testing::WatchAll(stub_.get(), job.id(), seen, &rest);
+  ASSERT_TRUE(watched.ok()) << watched.error_message();
+  ASSERT_FALSE(rest.empty());
+  bool requeued = false, resumed = false;
+  for (size_t i = 0; i < rest.size(); ++i) {
+    EXPECT_EQ(rest[i].sequence(), seen + 1 + static_cast<int64_t>(i));
+    if (rest[i].has_state_change() && rest[i].state_change().state() == v1::JOB_STATE_QUEUED) {
+      requeued = true;
+    }
+    if (rest[i].has_notice() &&
+        rest[i].notice().message().find("resumed from checkpoint") != std::string::npos) {
+      resumed = true;
+    }
+  }
+  EXPECT_TRUE(requeued);
+  EXPECT_TRUE(resumed) << "no resume notice; server log:\n" << ReadFile(*log_);
+  EXPECT_EQ(rest.back().state_change().state(), v1::JOB_STATE_SUCCEEDED);
 }
 
 }  // namespace

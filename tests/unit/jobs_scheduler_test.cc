@@ -61,6 +61,7 @@ class FakeTrainer {
         absl::MutexLock lock(&mu);
         started.push_back(job.display_name());
         output_dirs.push_back(ctx.output_dir);
+        if (std::filesystem::is_directory(ctx.checkpoint_dir)) saw_checkpoint_dir = true;
       }
       const std::string& name = job.display_name();
       if (name == "blocker") {
@@ -110,6 +111,7 @@ class FakeTrainer {
   std::vector<std::string> output_dirs ABSL_GUARDED_BY(mu);
   absl::Notification gate;
   std::atomic<int> validations{0};
+  std::atomic<bool> saw_checkpoint_dir{false};
 };
 
 class SchedulerTest : public ::testing::Test {
@@ -179,8 +181,10 @@ TEST_F(SchedulerTest, SucceededJobHasFullEventHistory) {
   EXPECT_EQ(done.result().output_uri(),
             (std::filesystem::path(options_.data_dir) / "outputs" / job.id()).string());
   EXPECT_TRUE(std::filesystem::is_directory(done.result().output_uri()));
-  EXPECT_TRUE(std::filesystem::is_directory(std::filesystem::path(options_.data_dir) /
-                                            "checkpoints" / job.id()));
+  // The run got a checkpoint dir; it is gone once the job finished.
+  EXPECT_TRUE(trainer_.saw_checkpoint_dir.load());
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::path(options_.data_dir) /
+                                       "checkpoints" / job.id()));
 
   auto events = Events(job.id());
   ASSERT_EQ(events.size(), 7u);  // queued, running, 3 x train, result, succeeded
