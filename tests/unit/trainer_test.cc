@@ -273,6 +273,19 @@ TEST_P(TrainerRecipeTest, RunFineTuneSavesVerifiedOutput) {
   EXPECT_EQ(eval_events, 2);
 }
 
+TEST_F(TrainerTest, LearnsASeparableTask) {
+  // The sentiment word decides the label; a few epochs of full fine-tuning
+  // must fit it and generalise to the held-out sentences' words.
+  // A randomly initialised BERT (unlike a pretrained one) needs many small
+  // steps at a high rate before attention carries the word to [CLS].
+  auto result = RunFineTune(
+      Job("", "epochs: 10 learning_rate: 0.01 selection_metric: 'loss' batch_size: 4"),
+      Context("out_learn"));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_GE(result->best_eval().accuracy(), 0.9f);
+  EXPECT_LT(result->best_eval().loss(), 0.2f);
+}
+
 TEST_F(TrainerTest, HeadOnlyRunsFrozenModulesInEvalMode) {
   std::map<std::string, torch::Tensor> initial;
   auto trainer = MakeTrainer(Job("head_only {}"), &initial);
