@@ -62,6 +62,18 @@ void EventLog::Publish(const v1::JobEvent& event, bool final) {
   }
 }
 
+void EventLog::NotifyAll() {
+  std::vector<std::shared_ptr<Subscriber>> to_notify;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, sub] : subscribers_) to_notify.push_back(sub);
+  }
+  for (const std::shared_ptr<Subscriber>& sub : to_notify) {
+    std::lock_guard<std::recursive_mutex> run_lock(sub->run_mu);
+    if (sub->active) sub->callback();
+  }
+}
+
 bool EventLog::ReadTail(const std::string& job_id, int64_t after_sequence, int limit,
                         std::vector<v1::JobEvent>* out) const {
   absl::MutexLock lock(&mu_);

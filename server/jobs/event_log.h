@@ -52,6 +52,9 @@ class EventLog {
   // tail is then dropped (watchers still behind read the store).
   void Publish(const v1::JobEvent& event, bool final);
 
+  // Invokes every subscriber's callback (e.g. so watchers notice shutdown).
+  void NotifyAll();
+
   // Appends to `out` the tail events with sequence > after_sequence (at most
   // `limit`, <= 0 for all). Returns false when the tail cannot prove it holds
   // every such event (no tail, or after_sequence + 1 is older than the

@@ -113,6 +113,7 @@ JobManager::~JobManager() {
 void JobManager::Shutdown() {
   shutting_down_.store(true);
   if (scheduler_ != nullptr) scheduler_->Shutdown();
+  event_log_.NotifyAll();
 }
 
 absl::Status JobManager::Recover() {

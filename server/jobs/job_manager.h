@@ -121,9 +121,11 @@ class JobManager {
   // Live notifications; see EventLog. Subscribe before reading events.
   EventLog& event_log() { return event_log_; }
 
-  // Stops accepting jobs, stops running ones (they go back to QUEUED) and
-  // joins the workers. Idempotent.
+  // Stops accepting jobs, stops running ones (they go back to QUEUED), joins
+  // the workers, then wakes every event-log subscriber so that watchers can
+  // see shutting_down(). Idempotent.
   void Shutdown();
+  bool shutting_down() const { return shutting_down_.load(); }
 
   size_t queue_depth() const { return scheduler_->queue_depth(); }
   const JobManagerOptions& options() const { return options_; }

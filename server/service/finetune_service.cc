@@ -190,6 +190,14 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent> {
             for (v1::JobEvent& e : *events) buffer_.push_back(std::move(e));
           }
         }
+        if (!to_finish.has_value() && buffer_.empty() && manager_->shutting_down()) {
+          // Caught up and no more events will come from this process: end
+          // now rather than at the drain deadline; the client resumes
+          // elsewhere (or after the restart) from after_sequence.
+          to_finish = grpc::Status(
+              grpc::StatusCode::UNAVAILABLE,
+              absl::StrCat("server shutting down; resume with after_sequence=", after_));
+        }
         if (!to_finish.has_value() && !buffer_.empty()) {
           current_ = std::move(buffer_.front());
           buffer_.pop_front();

@@ -13,7 +13,8 @@
 // inline. WatchJob is a ServerWriteReactor with at most one write in flight:
 // it replays stored events after `after_sequence`, then follows the job's
 // live events (the event log only notifies; the reactor pulls), and finishes
-// OK after the job's final event.
+// OK after the job's final event. While the server drains, a watcher that has
+// caught up ends with UNAVAILABLE ("resume with after_sequence=N").
 //
 // Lifetime: the JobManager and Metrics must outlive this service, and the
 // grpc::Server using it must be shut down (which waits for every reactor)

@@ -62,6 +62,18 @@ TEST(EventLogTest, TailServesRecentEventsAndRefusesWhatItLacks) {
   EXPECT_FALSE(log.ReadTail("job-a", 9, 0, &out));
 }
 
+TEST(EventLogTest, NotifyAllWakesEverySubscriber) {
+  EventLog log;
+  int a = 0, b = 0;
+  log.Subscribe("job-a", [&] { ++a; });
+  auto sub_b = log.Subscribe("job-b", [&] { ++b; });
+  log.NotifyAll();
+  log.Unsubscribe(sub_b);
+  log.NotifyAll();
+  EXPECT_EQ(a, 2);
+  EXPECT_EQ(b, 1);
+}
+
 TEST(EventLogTest, CallbackMayUnsubscribeItself) {
   EventLog log;
   int calls = 0;

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/server_test_util.h"
 
@@ -235,6 +236,34 @@ TEST_F(ServerTest, ClientCancellingAWatchReleasesItsSubscription) {
   EXPECT_EQ(server_->job_manager()->event_log().subscriber_count(), 0u);
   std::string metrics = HttpGet(server_->metrics_port(), "/metrics");
   EXPECT_NE(metrics.find("freezetune_watch_streams 0"), std::string::npos) << metrics;
+}
+
+TEST_F(ServerTest, ShutdownEndsLiveWatchesPromptlyWithUnavailable) {
+  v1::Job job = Submit("loop");
+  WaitForState(stub_.get(), job.id(), v1::JOB_STATE_RUNNING, seconds(10));
+  grpc::ClientContext context;
+  v1::WatchJobRequest request;
+  request.set_job_id(job.id());
+  auto reader = stub_->WatchJob(&context, request);
+  v1::JobEvent event;
+  ASSERT_TRUE(reader->Read(&event));
+  auto start = std::chrono::steady_clock::now();
+  std::thread stopper([&] { server_->Shutdown(absl::Now() + absl::Seconds(20)); });
+  int64_t last = event.sequence();
+  bool saw_requeue = false;
+  while (reader->Read(&event)) {
+    EXPECT_EQ(event.sequence(), last + 1);
+    last = event.sequence();
+    saw_requeue |= event.has_state_change() &&
+                   event.state_change().state() == v1::JOB_STATE_QUEUED;
+  }
+  grpc::Status status = reader->Finish();
+  stopper.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(10));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_EQ(status.error_message(),
+            "server shutting down; resume with after_sequence=" + std::to_string(last));
+  EXPECT_TRUE(saw_requeue);
 }
 
 TEST_F(ServerTest, BadRequestsGetTheRightCodes) {
