@@ -49,6 +49,43 @@ inline int HealthStatus(const std::shared_ptr<grpc::Channel>& channel, const std
   return 0;
 }
 
+// Raw bytes of the server reflection answer to list_services ("" on
+// failure); service names appear in it verbatim.
+inline std::string ReflectionListServices(const std::shared_ptr<grpc::Channel>& channel) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  grpc::CompletionQueue cq;
+  auto call = stub.PrepareCall(
+      &context, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  auto wait = [&cq](intptr_t want) {
+    void* tag = nullptr;
+    bool ok = false;
+    return cq.Next(&tag, &ok) && ok && reinterpret_cast<intptr_t>(tag) == want;
+  };
+  call->StartCall(reinterpret_cast<void*>(1));
+  if (!wait(1)) return "";
+  // ServerReflectionRequest{list_services = 7: ""}.
+  std::string request_bytes("\x3a\x00", 2);
+  grpc::Slice slice(request_bytes);
+  grpc::ByteBuffer request(&slice, 1);
+  call->Write(request, reinterpret_cast<void*>(2));
+  if (!wait(2)) return "";
+  grpc::ByteBuffer response;
+  call->Read(&response, reinterpret_cast<void*>(3));
+  if (!wait(3)) return "";
+  call->WritesDone(reinterpret_cast<void*>(4));
+  wait(4);
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  wait(5);
+  std::vector<grpc::Slice> slices;
+  if (!response.Dump(&slices).ok()) return "";
+  std::string bytes;
+  for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return bytes;
+}
+
 // Polls GetJob until the job is in `state`; returns the job (or the last one
 // seen when the deadline passes).
 inline v1::Job WaitForState(v1::FineTuneService::Stub* stub, const std::string& id,

@@ -149,6 +149,12 @@ TEST_F(ServerTest, HealthIsServingUntilToldOtherwise) {
   EXPECT_EQ(HealthStatus(channel_, "freezetune.v1.FineTuneService"), 2);
 }
 
+TEST_F(ServerTest, ReflectionListsTheServices) {
+  std::string services = freezetune::testing::ReflectionListServices(channel_);
+  EXPECT_NE(services.find("freezetune.v1.FineTuneService"), std::string::npos) << services;
+  EXPECT_NE(services.find("grpc.health.v1.Health"), std::string::npos);
+}
+
 TEST_F(ServerTest, WatchReplaysAllEventsAndResumesFromTheMiddle) {
   v1::Job job = Submit("short");
   std::vector<v1::JobEvent> events;
