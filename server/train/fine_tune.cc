@@ -3,6 +3,7 @@
 #include "server/train/fine_tune.h"
 
 #include <c10/util/Exception.h>
+#include <torch/cuda.h>
 #include <torch/utils.h>
 
 #include <algorithm>
@@ -81,8 +82,9 @@ std::pair<std::vector<data::RawExample>, std::vector<data::RawExample>> HoldOut(
 
 }  // namespace
 
-absl::Status ValidateJob(const v1::FineTuneJob& job, const data::UriOptions& uris,
-                         const JobLimits& limits) {
+namespace {
+absl::Status ValidateJobImpl(const v1::FineTuneJob& job, const data::UriOptions& uris,
+                             const JobLimits& limits) {
   if (job.client_request_id().size() > 128) {
     return FieldError("job.client_request_id", "at most 128 characters");
   }
@@ -147,8 +149,8 @@ absl::Status ValidateJob(const v1::FineTuneJob& job, const data::UriOptions& uri
   return absl::OkStatus();
 }
 
-absl::StatusOr<v1::PlanFreezeResponse> PlanFreeze(const v1::PlanFreezeRequest& request,
-                                                  const data::UriOptions& uris) {
+absl::StatusOr<v1::PlanFreezeResponse> PlanFreezeImpl(const v1::PlanFreezeRequest& request,
+                                                      const data::UriOptions& uris) {
   FT_ASSIGN_OR_RETURN(const std::string model_dir,
                       ResolveModelDir(request.model_uri(), uris, "model_uri"));
   FT_ASSIGN_OR_RETURN(const model::ModelDirInfo info, InspectModel(model_dir, "model_uri"));
@@ -165,6 +167,27 @@ absl::StatusOr<v1::PlanFreezeResponse> PlanFreeze(const v1::PlanFreezeRequest& r
                                         static_cast<int>(info.config.num_hidden_layers),
                                         "freeze"));
   return plan.ToProto();
+}
+}  // namespace
+
+// Validation and planning touch no tensors, but guard the boundary anyway
+// (JSON and filesystem libraries throw too).
+absl::Status ValidateJob(const v1::FineTuneJob& job, const data::UriOptions& uris,
+                         const JobLimits& limits) {
+  try {
+    return ValidateJobImpl(job, uris, limits);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("validating the job: ", e.what()));
+  }
+}
+
+absl::StatusOr<v1::PlanFreezeResponse> PlanFreeze(const v1::PlanFreezeRequest& request,
+                                                  const data::UriOptions& uris) {
+  try {
+    return PlanFreezeImpl(request, uris);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("planning the freeze: ", e.what()));
+  }
 }
 
 absl::StatusOr<PreparedJob> PrepareJob(const v1::FineTuneJob& job, const RunContext& context) {
@@ -243,7 +266,12 @@ absl::StatusOr<v1::JobResult> RunFineTuneImpl(const v1::FineTuneJob& job,
   TrainerOptions options;
   options.hp = prepared.hp;
   options.freeze_spec = job.freeze();
-  options.device = torch::Device(context.device.empty() ? std::string("cpu") : context.device);
+  const std::string device = context.device.empty() ? std::string("cpu") : context.device;
+  if (device != "cpu" && !torch::cuda::is_available()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("device ", device, ": CUDA is not available on this server"));
+  }
+  options.device = torch::Device(device);
   options.emit = context.emit;
   options.should_stop = context.should_stop;
   options.checkpoint_dir = context.checkpoint_dir;

@@ -275,6 +275,10 @@ absl::StatusOr<v1::EvalMetrics> Trainer::EvaluateImpl() {
   const auto batches = data::PlanBatches(validation_, options_.hp.batch_size, 0, 0,
                                          /*shuffle=*/false, /*length_bucketed=*/true);
   for (const auto& indices : batches) {
+    if (options_.should_stop && options_.should_stop()) {
+      if (was_training) SetTrainMode();
+      return absl::CancelledError(absl::StrCat("cancelled at step ", summary_.steps));
+    }
     data::Batch b = data::CollateBatch(validation_, indices, pad_id_);
     torch::Tensor logits = Forward(b, validation_, eval_cache_, /*training=*/false);
     torch::Tensor labels = b.labels.to(options_.device);
@@ -398,6 +402,16 @@ absl::Status Trainer::TrainLoop() {
   auto log_start = Clock::now();
   bool stop = false;
   std::string group_rng;  // CPU RNG state when the current step's first micro-batch began
+  // Evaluation that, when should_stop interrupts it, checkpoints the
+  // position after the finished step first (evaluation draws no random
+  // numbers, so the RNG state is the current one).
+  auto evaluate = [&](int epoch, int64_t next_micro) -> absl::StatusOr<v1::EvalMetrics> {
+    absl::StatusOr<v1::EvalMetrics> m = EvaluateImpl();
+    if (m.status().code() == absl::StatusCode::kCancelled && checkpoints && step > 0) {
+      FT_RETURN_IF_ERROR(SaveCheckpoint(epoch, next_micro, last_eval_step, CpuRngState()));
+    }
+    return m;
+  };
 
   for (int epoch = start_epoch; epoch < hp.epochs && !stop; ++epoch) {
     FT_RETURN_IF_ERROR(ApplyStagesAt(epoch + 1, step + 1));
@@ -480,7 +494,7 @@ absl::Status Trainer::TrainLoop() {
         log_start = Clock::now();
       }
       if (hp.eval_every_steps > 0 && step % hp.eval_every_steps == 0 && validation_.size() > 0) {
-        FT_ASSIGN_OR_RETURN(v1::EvalMetrics m, EvaluateImpl());
+        FT_ASSIGN_OR_RETURN(v1::EvalMetrics m, evaluate(epoch, i + 1));
         m.set_step(step);
         m.set_epoch(epoch_progress);
         FT_RETURN_IF_ERROR(AfterEval(std::move(m), &stop));
@@ -492,7 +506,7 @@ absl::Status Trainer::TrainLoop() {
       }
     }
     if (!stop && validation_.size() > 0 && last_eval_step != step) {
-      FT_ASSIGN_OR_RETURN(v1::EvalMetrics m, EvaluateImpl());
+      FT_ASSIGN_OR_RETURN(v1::EvalMetrics m, evaluate(epoch, n_micro));
       m.set_step(step);
       m.set_epoch(static_cast<float>(epoch + 1));
       FT_RETURN_IF_ERROR(AfterEval(std::move(m), &stop));

@@ -7,6 +7,7 @@
 #include "server/train/trainer.h"
 
 #include <ATen/ATen.h>
+#include <torch/cuda.h>
 #include <torch/utils.h>
 
 #include <algorithm>
@@ -388,6 +389,38 @@ TEST_F(TrainerTest, ShouldStopCancels) {
   EXPECT_FALSE(fs::exists(c.output_dir + "/model.safetensors"));
 }
 
+TEST_F(TrainerTest, CudaWithoutCudaIsFailedPrecondition) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "CUDA present";
+  RunContext c = Context("out_cuda");
+  c.device = "cuda:0";
+  auto result = RunFineTune(Job(""), c);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition) << result.status();
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("CUDA is not available"));
+}
+
+TEST_F(TrainerTest, ShouldStopDuringEvaluationCancels) {
+  // Polls: 5 training micro-batches, then the first evaluation's batches.
+  std::atomic<int> polls{0};
+  RunContext c = Context("out_cancel_eval");
+  c.should_stop = [&polls] { return ++polls > 6; };
+  auto result = RunFineTune(Job(""), c);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(result.status().message(), "cancelled at step 5");
+  // With a checkpoint directory the finished steps are saved, and the rerun
+  // repeats the interrupted evaluation and goes on.
+  c.checkpoint_dir = root_ + "/ckpt_eval";
+  polls = 0;
+  ASSERT_EQ(RunFineTune(Job(""), c).status().code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(fs::exists(c.checkpoint_dir + "/step-000000000005/state.json"));
+  c.should_stop = nullptr;
+  int evals = 0;
+  c.emit = [&evals](v1::JobEvent e) { evals += e.has_eval() ? 1 : 0; };
+  auto resumed = RunFineTune(Job(""), c);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(evals, 2);
+  EXPECT_EQ(resumed->steps(), 10);
+}
+
 TEST_F(TrainerTest, DivergenceFailsWithStep) {
   auto result =
       RunFineTune(Job("", "learning_rate: 1e36 max_grad_norm: 0 weight_decay: 0"), Context("out_nan"));
@@ -468,11 +501,12 @@ TEST_F(TrainerTest, ResumeFromCheckpointMatchesUninterruptedRun) {
   std::sort(kept.begin(), kept.end());
   EXPECT_EQ(kept, (std::vector<std::string>{"step-000000000006", "step-000000000009"}));
 
-  // Stop after 7 steps (mid-epoch 2), then run the same job again.
+  // Stop after 7 steps (mid-epoch 2), then run the same job again. Polls:
+  // 5 micro-batches, 2 evaluation batches, then 2 more micro-batches.
   RunContext b = Context("out_resume_b");
   b.checkpoint_dir = root_ + "/ckpt_b";
   std::atomic<int> polls{0};
-  b.should_stop = [&polls] { return ++polls > 7; };
+  b.should_stop = [&polls] { return ++polls > 9; };
   auto stopped = RunFineTune(job, b);
   ASSERT_EQ(stopped.status().code(), absl::StatusCode::kCancelled) << stopped.status();
   EXPECT_EQ(stopped.status().message(), "cancelled at step 7");
