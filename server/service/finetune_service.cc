@@ -105,6 +105,13 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent> {
     if (valid.ok() && after_ < 0) valid = absl::InvalidArgumentError("after_sequence: must be >= 0");
     absl::StatusOr<v1::Job> job =
         valid.ok() ? GetOwned(manager_, job_id_, *tenant_) : absl::StatusOr<v1::Job>(valid);
+    if (job.ok() && after_ > job->last_sequence()) {
+      // Events are only ever appended, so a stream past the end could never
+      // see the job's final event.
+      job = absl::OutOfRangeError(absl::StrCat("after_sequence: ", after_,
+                                               " is past the job's last sequence ",
+                                               job->last_sequence()));
+    }
     if (!job.ok()) {
       FinishNow(ToGrpcStatus(job.status()));
       return;

@@ -174,6 +174,9 @@ TEST_F(ServerTest, WatchReplaysAllEventsAndResumesFromTheMiddle) {
   std::vector<v1::JobEvent> none;
   ASSERT_TRUE(WatchAll(stub_.get(), job.id(), 9, &none).ok());
   EXPECT_TRUE(none.empty());
+  grpc::Status past = WatchAll(stub_.get(), job.id(), 10, &none);
+  EXPECT_EQ(past.error_code(), grpc::StatusCode::OUT_OF_RANGE);
+  EXPECT_EQ(past.error_message(), "after_sequence: 10 is past the job's last sequence 9");
 }
 
 TEST_F(ServerTest, CancelRunningJobEndsItsLiveWatchWithCancelled) {
