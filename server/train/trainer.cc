@@ -122,7 +122,11 @@ absl::Status Trainer::ApplyPlan() {
       // A parameter that trained earlier would leave a stale gradient behind;
       // drop it so frozen parameters hold none.
       p.mutable_grad() = torch::Tensor();
-      if (frozen_snapshot_.count(d.name) == 0) frozen_snapshot_[d.name] = p.detach().clone();
+      // Snapshots live on the CPU so a GPU run does not hold two copies of
+      // a large frozen encoder in device memory.
+      if (frozen_snapshot_.count(d.name) == 0) {
+        frozen_snapshot_[d.name] = p.detach().to(torch::kCPU).clone();
+      }
     }
   }
   return absl::OkStatus();
@@ -369,7 +373,7 @@ absl::Status Trainer::Train() {
     }
     for (const auto& [name, snapshot] : frozen_snapshot_) {
       const torch::Tensor& p = params_.at(name);
-      if (!torch::equal(p, snapshot)) {
+      if (!torch::equal(p.detach().to(torch::kCPU), snapshot)) {
         return absl::InternalError(
             absl::StrCat("frozen parameter ", name, " changed during training"));
       }

@@ -378,6 +378,22 @@ TEST_F(TrainerTest, PrefixCacheNotUsedWhenFrozenLayersKeepDropout) {
   EXPECT_EQ(trainer->summary().prefix_cache_misses, 10);  // first evaluation
 }
 
+TEST_F(TrainerTest, VerificationCatchesAChangedFrozenParameter) {
+  std::map<std::string, torch::Tensor> initial;
+  auto trainer = MakeTrainer(Job("bottom { num_layers: 1 }"), &initial);
+  ASSERT_NE(trainer, nullptr);
+  {
+    // Something other than the optimizer moves a frozen weight.
+    torch::NoGradGuard no_grad;
+    trainer->model()->named_parameters()["bert.encoder.layer.0.output.dense.bias"].add_(1e-3);
+  }
+  absl::Status s = trainer->Train();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(s.message(),
+            "frozen parameter bert.encoder.layer.0.output.dense.bias changed during training");
+  EXPECT_FALSE(trainer->summary().frozen_weights_verified);
+}
+
 TEST_F(TrainerTest, ShouldStopCancels) {
   std::atomic<int> polls{0};
   RunContext c = Context("out_cancel");
