@@ -369,6 +369,41 @@ TEST_F(ServerE2ETest, BadJobsAreRejectedWithTheFieldAndNothingIsQueued) {
   EXPECT_EQ(ListAll().size(), before);
 }
 
+TEST_F(ServerE2ETest, PlanFreezePreviewsTheSpec) {
+  v1::PlanFreezeRequest request;
+  request.set_model_uri("file://" + *dir_ + "/model");
+  request.mutable_freeze()->mutable_bottom()->set_num_layers(1);
+  v1::PlanFreezeResponse plan;
+  {
+    grpc::ClientContext context;
+    grpc::Status status = stub_->PlanFreeze(&context, request, &plan);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+  EXPECT_EQ(plan.num_layers(), 2);
+  EXPECT_EQ(plan.frozen_prefix_layers(), 1);
+  EXPECT_GT(plan.frozen_parameters(), 0);
+  EXPECT_GT(plan.trainable_parameters(), 0);
+  EXPECT_EQ(plan.total_parameters(), plan.frozen_parameters() + plan.trainable_parameters());
+  ASSERT_GT(plan.parameters_size(), 0);
+  for (const auto& p : plan.parameters()) {
+    if (p.name().find("encoder.layer.1.") != std::string::npos) {
+      EXPECT_TRUE(p.trainable()) << p.name();
+    }
+    if (p.name().find("embeddings.") != std::string::npos) {
+      EXPECT_FALSE(p.trainable()) << p.name();
+    }
+  }
+
+  auto* rule = request.mutable_freeze()->add_rules();
+  rule->set_pattern("bert\\.encoder\\.(");
+  rule->set_action(v1::FREEZE_ACTION_FREEZE);
+  grpc::ClientContext context;
+  grpc::Status bad = stub_->PlanFreeze(&context, request, &plan);
+  EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(bad.error_message().find("freeze.rules[0].pattern"), std::string::npos)
+      << bad.error_message();
+}
+
 // Runs last: SIGTERM while a job trains, restart on the same data dir, and
 // the job resumes from the checkpoint the drain wrote and succeeds; its
 // event log continues without gaps across the restart.
