@@ -394,6 +394,38 @@ TEST_F(TrainerTest, VerificationCatchesAChangedFrozenParameter) {
   EXPECT_FALSE(trainer->summary().frozen_weights_verified);
 }
 
+TEST_F(TrainerTest, LayerwiseDecayAndScheduleSetGroupRates) {
+  std::map<std::string, torch::Tensor> initial;
+  auto trainer = MakeTrainer(Job("layerwise_lr_decay: 0.5"), &initial);
+  ASSERT_NE(trainer, nullptr);
+  // Groups: {decay, no decay} x {0.25 (embeddings), 0.5 (layer 0), 1 (layer 1, head)}.
+  EXPECT_EQ(trainer->optimizer().param_groups().size(), 6u);
+  ASSERT_TRUE(trainer->Train().ok());
+  // After the last of 10 steps the linear schedule's factor is 1 - 9/10.
+  std::multiset<double> rates;
+  for (const auto& group : trainer->optimizer().param_groups()) {
+    rates.insert(static_cast<const torch::optim::AdamWOptions&>(group.options()).lr());
+  }
+  const std::vector<double> expected = {0.25e-4, 0.25e-4, 0.5e-4, 0.5e-4, 1e-4, 1e-4};
+  ASSERT_EQ(rates.size(), expected.size());
+  size_t i = 0;
+  for (double r : rates) EXPECT_NEAR(r, expected[i++], 1e-9);
+}
+
+TEST_F(TrainerTest, GradientAccumulationCountsOptimizerSteps) {
+  std::vector<int64_t> logged;
+  RunContext c = Context("out_accum");
+  c.emit = [&logged](v1::JobEvent e) {
+    if (e.has_train()) logged.push_back(e.train().total_steps());
+  };
+  // 5 micro-batches per epoch in groups of 2: 3 steps per epoch.
+  auto result = RunFineTune(Job("", "gradient_accumulation_steps: 2"), c);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->steps(), 6);
+  ASSERT_FALSE(logged.empty());
+  EXPECT_EQ(logged[0], 6);
+}
+
 TEST_F(TrainerTest, ShouldStopCancels) {
   std::atomic<int> polls{0};
   RunContext c = Context("out_cancel");
