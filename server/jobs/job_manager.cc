@@ -1,6 +1,12 @@
 #include "server/jobs/job_manager.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
 #include <utility>
@@ -81,6 +87,16 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const JobManagerO
   }
   FT_RETURN_IF_ERROR(MakeDir(options.data_dir));
   std::unique_ptr<JobManager> manager(new JobManager(options, std::move(hooks), metrics));
+  std::string lock_path = (std::filesystem::path(options.data_dir) / "LOCK").string();
+  manager->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (manager->lock_fd_ < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("data_dir: cannot open ", lock_path, ": ", std::strerror(errno)));
+  }
+  if (::flock(manager->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "data_dir: ", options.data_dir, " is in use by another freezetune-server"));
+  }
   JobStoreOptions store_options;
   store_options.path = options.store_path.empty()
                            ? (std::filesystem::path(options.data_dir) / "freezetune.db").string()
@@ -108,6 +124,9 @@ JobManager::~JobManager() {
   // The scrape thread must not call into a manager being destroyed.
   if (metrics_ != nullptr) metrics_->SetCollectHook(nullptr);
   Shutdown();
+  scheduler_.reset();
+  store_.reset();
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
 
 void JobManager::Shutdown() {

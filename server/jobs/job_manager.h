@@ -81,7 +81,9 @@ struct JobManagerOptions {
 
 class JobManager {
  public:
-  // Opens (or creates) the store, recovers unfinished jobs and starts the
+  // Locks the data dir (FAILED_PRECONDITION if another manager, in this or
+  // another process, holds it: two schedulers would run the same jobs),
+  // opens (or creates) the store, recovers unfinished jobs and starts the
   // workers. `metrics` is optional, not owned, and must outlive the manager.
   static absl::StatusOr<std::unique_ptr<JobManager>> Create(const JobManagerOptions& options,
                                                             TrainHooks hooks,
@@ -144,6 +146,7 @@ class JobManager {
 
   const JobManagerOptions options_;
   const TrainHooks hooks_;
+  int lock_fd_ = -1;  // flock'ed <data_dir>/LOCK, held for the manager's life
   metrics::Metrics* const metrics_;
   std::unique_ptr<JobStore> store_;
   EventLog event_log_;

@@ -333,6 +333,17 @@ TEST_F(SchedulerTest, ShutdownRequeuesRunningJobsAndRestartRunsThem) {
             (std::vector<std::string>{"blocker", "blocker", "after"}));
 }
 
+TEST_F(SchedulerTest, OneManagerPerDataDir) {
+  Start();
+  auto second = JobManager::Create(options_, trainer_.Hooks());
+  EXPECT_TRUE(absl::IsFailedPrecondition(second.status())) << second.status();
+  EXPECT_NE(second.status().message().find("in use by another freezetune-server"),
+            std::string::npos);
+  manager_.reset();
+  auto third = JobManager::Create(options_, trainer_.Hooks());
+  EXPECT_TRUE(third.ok()) << third.status();
+}
+
 TEST_F(SchedulerTest, JobsLeftRunningByACrashAreRequeued) {
   std::filesystem::create_directories(options_.data_dir);
   {
