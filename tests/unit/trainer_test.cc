@@ -426,6 +426,22 @@ TEST_F(TrainerTest, GradientAccumulationCountsOptimizerSteps) {
   EXPECT_EQ(logged[0], 6);
 }
 
+TEST_F(TrainerTest, RegressionTask) {
+  v1::FineTuneJob job = Job("bottom { num_layers: 1 }", "epochs: 3 learning_rate: 0.005");
+  job.mutable_task()->set_num_labels(1);
+  auto result = RunFineTune(job, Context("out_regression"));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->selection_metric(), "loss");
+  EXPECT_EQ(result->best_eval().examples(), 10);
+  EXPECT_GT(result->best_eval().mse(), 0.0f);
+  EXPECT_NEAR(result->best_eval().mse(), result->best_eval().loss(), 1e-5);
+  EXPECT_EQ(result->best_eval().per_class_size(), 0);
+  EXPECT_TRUE(result->frozen_weights_verified());
+  auto saved = model::LoadModelDir(root_ + "/out_regression", 1);
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_EQ(saved->model->num_labels(), 1);
+}
+
 TEST_F(TrainerTest, ShouldStopCancels) {
   std::atomic<int> polls{0};
   RunContext c = Context("out_cancel");
