@@ -20,3 +20,10 @@ if(TARGET freezetune_train AND TARGET freezetune_data AND TARGET freezetune_mode
     DEPS freezetune_train protobuf::libprotobuf
     TIMEOUT 240)
 endif()
+
+if(TARGET freezetune_train AND TARGET freezetune_model)
+  freezetune_test(train_checkpoint_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/train_checkpoint_test.cc
+    DEPS freezetune_train
+    TIMEOUT 60)
+endif()
