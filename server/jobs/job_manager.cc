@@ -132,6 +132,7 @@ JobManager::~JobManager() {
 void JobManager::Shutdown() {
   shutting_down_.store(true);
   if (scheduler_ != nullptr) scheduler_->Shutdown();
+  drained_.store(true);
   event_log_.NotifyAll();
 }
 
@@ -280,12 +281,15 @@ absl::StatusOr<v1::JobEvent> JobManager::Append(v1::Job& job, v1::JobEvent event
 absl::Status JobManager::Transition(v1::Job& job, v1::JobState state, const std::string& message) {
   v1::JobState from = job.state();
   job.set_state(state);
+  // The gauges move first, so that anyone who sees the new state (event or
+  // record) also sees them; undone if the write fails.
+  if (metrics_ != nullptr) metrics_->JobStateChanged(ToMetricsState(from), ToMetricsState(state));
   absl::StatusOr<v1::JobEvent> stored = Append(job, StateChangeEvent(state, message), true);
   if (!stored.ok()) {
     job.set_state(from);
+    if (metrics_ != nullptr) metrics_->JobStateChanged(ToMetricsState(state), ToMetricsState(from));
     return stored.status();
   }
-  if (metrics_ != nullptr) metrics_->JobStateChanged(ToMetricsState(from), ToMetricsState(state));
   return absl::OkStatus();
 }
 
@@ -389,8 +393,10 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
     absl::StatusOr<v1::JobEvent> stored = Append(job, std::move(result_event), false);
     recorded = stored.status();
     *job.mutable_end_time() = NowTimestamp();
-    if (recorded.ok()) recorded = Transition(job, v1::JOB_STATE_SUCCEEDED, "succeeded");
+    // Counted before the final event is published, so that whoever sees the
+    // event also sees the count.
     if (metrics_ != nullptr) metrics_->JobFinished(metrics::JobStateLabel::kSucceeded);
+    if (recorded.ok()) recorded = Transition(job, v1::JOB_STATE_SUCCEEDED, "succeeded");
   } else if (stop.shutdown.load() && !stop.cancelled.load()) {
     // Not the user's decision: run it again at the next start.
     job.clear_start_time();
@@ -398,13 +404,13 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
                           "interrupted by server shutdown; re-queued for the next start");
   } else if (stop.cancelled.load() || result.status().code() == absl::StatusCode::kCancelled) {
     *job.mutable_end_time() = NowTimestamp();
-    recorded = Transition(job, v1::JOB_STATE_CANCELLED, "cancelled by request");
     if (metrics_ != nullptr) metrics_->JobFinished(metrics::JobStateLabel::kCancelled);
+    recorded = Transition(job, v1::JOB_STATE_CANCELLED, "cancelled by request");
   } else {
     job.set_error_message(std::string(result.status().message()));
     *job.mutable_end_time() = NowTimestamp();
-    recorded = Transition(job, v1::JOB_STATE_FAILED, job.error_message());
     if (metrics_ != nullptr) metrics_->JobFinished(metrics::JobStateLabel::kFailed);
+    recorded = Transition(job, v1::JOB_STATE_FAILED, job.error_message());
   }
   if (!recorded.ok()) LogError(absl::StrCat("finish ", job.id()), recorded);
   if (IsTerminal(job.state())) RemoveCheckpoints(job.id());

@@ -124,10 +124,12 @@ class JobManager {
   EventLog& event_log() { return event_log_; }
 
   // Stops accepting jobs, stops running ones (they go back to QUEUED), joins
-  // the workers, then wakes every event-log subscriber so that watchers can
-  // see shutting_down(). Idempotent.
+  // the workers, marks the manager drained() and wakes every event-log
+  // subscriber so that watchers notice. Idempotent.
   void Shutdown();
   bool shutting_down() const { return shutting_down_.load(); }
+  // True once no worker runs: no job emits events any more.
+  bool drained() const { return drained_.load(); }
 
   size_t queue_depth() const { return scheduler_->queue_depth(); }
   const JobManagerOptions& options() const { return options_; }
@@ -152,6 +154,7 @@ class JobManager {
   EventLog event_log_;
   std::unique_ptr<Scheduler> scheduler_;
   std::atomic<bool> shutting_down_{false};
+  std::atomic<bool> drained_{false};
   // Serializes the capacity check, insert and enqueue of Submit, and
   // Cancel's state changes of jobs no worker owns.
   absl::Mutex submit_mu_;

@@ -197,7 +197,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent> {
             for (v1::JobEvent& e : *events) buffer_.push_back(std::move(e));
           }
         }
-        if (!to_finish.has_value() && buffer_.empty() && manager_->shutting_down()) {
+        if (!to_finish.has_value() && buffer_.empty() && manager_->drained()) {
           // Caught up and no more events will come from this process: end
           // now rather than at the drain deadline; the client resumes
           // elsewhere (or after the restart) from after_sequence.

@@ -172,7 +172,9 @@ TEST_F(AuthServerTest, TenantsSeeOnlyTheirOwnJobs) {
 }
 
 // Runs a shell command; true on exit status 0.
-bool Sh(const std::string& command) { return std::system((command + " >/dev/null 2>&1").c_str()) == 0; }
+bool Sh(const std::string& command) {
+  return std::system(("(" + command + ") >/dev/null 2>&1").c_str()) == 0;
+}
 
 std::string Read(const std::string& path) {
   std::ifstream in(path);
