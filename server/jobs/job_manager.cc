@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/common/status_macros.h"
+#include "server/jobs/log.h"
 
 namespace freezetune::jobs {
 namespace {
@@ -61,8 +62,15 @@ v1::JobEvent StateChangeEvent(v1::JobState state, const std::string& message) {
   return event;
 }
 
-void LogError(const std::string& what, const absl::Status& status) {
-  std::fprintf(stderr, "freezetune jobs: %s: %s\n", what.c_str(), status.ToString().c_str());
+void LogError(const std::string& what, const absl::Status& status,
+              const std::string& job_id = "") {
+  Log(LogLevel::kError, absl::StrCat(what, ": ", status.ToString()), job_id);
+}
+
+absl::Status CheckDeadline(absl::Time deadline, const char* what) {
+  if (absl::Now() <= deadline) return absl::OkStatus();
+  return absl::DeadlineExceededError(
+      absl::StrCat(what, " took longer than the server's deadline for the call; nothing was done"));
 }
 
 absl::Status MakeDir(const std::string& path) {
@@ -146,7 +154,10 @@ absl::Status JobManager::Recover() {
                                     "re-queued after a server restart interrupted it"));
     }
     FT_RETURN_IF_ERROR(scheduler_->Enqueue(job.id(), job.spec().priority(), /*force=*/true,
-                                           absl::FromUnixMicros(ToMicros(job.create_time()))));
+                                           absl::FromUnixMicros(ToMicros(job.create_time())),
+                                           job.tenant(), job.spec().device()));
+    Log(LogLevel::kInfo, "job recovered and queued", job.id(),
+        {{"last_sequence", absl::StrCat(job.last_sequence())}});
   }
   if (metrics_ != nullptr) {
     FT_ASSIGN_OR_RETURN(auto counts, store_->CountByState());
@@ -158,7 +169,8 @@ absl::Status JobManager::Recover() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const std::string& tenant) {
+absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const std::string& tenant,
+                                           absl::Time deadline) {
   if (shutting_down_.load()) return absl::UnavailableError("server is shutting down");
   if (spec.client_request_id().size() > kMaxClientRequestIdLength) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -174,15 +186,13 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const st
   if (existing.has_value()) return *std::move(existing);
 
   // Cheap early answer before the (possibly slow) validation.
-  if (!scheduler_->HasRoom()) {
-    return absl::ResourceExhaustedError("queue is full; retry later");
-  }
+  FT_RETURN_IF_ERROR(scheduler_->CanAccept(tenant, spec.device()));
+  FT_RETURN_IF_ERROR(CheckDeadline(deadline, "waiting to validate the job"));
   FT_RETURN_IF_ERROR(hooks_.validate(spec, options_.uris, options_.limits));
+  FT_RETURN_IF_ERROR(CheckDeadline(deadline, "validating the job"));
 
   absl::MutexLock lock(&submit_mu_);
-  if (!scheduler_->HasRoom()) {
-    return absl::ResourceExhaustedError("queue is full; retry later");
-  }
+  FT_RETURN_IF_ERROR(scheduler_->CanAccept(tenant, spec.device()));
   v1::Job job;
   job.set_id(NewJobId());
   job.set_tenant(tenant);
@@ -196,11 +206,15 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const st
   FT_ASSIGN_OR_RETURN(std::vector<v1::JobEvent> first, store_->ReadEvents(job.id(), 0, 1));
   if (!first.empty()) event_log_.Publish(first.front(), /*final=*/false);
   absl::Status queued = scheduler_->Enqueue(job.id(), spec.priority(), /*force=*/true,
-                                            absl::FromUnixMicros(ToMicros(job.create_time())));
+                                            absl::FromUnixMicros(ToMicros(job.create_time())),
+                                            tenant, spec.device());
   if (!queued.ok()) {
     // Only possible while shutting down: the job stays QUEUED in the store
     // and is picked up at the next start.
-    LogError(absl::StrCat("enqueue ", job.id()), queued);
+    LogError("enqueue", queued, job.id());
+  } else {
+    Log(LogLevel::kInfo, "job queued", job.id(),
+        {{"tenant", tenant}, {"priority", absl::StrCat(spec.priority())}});
   }
   return std::move(created.job);
 }
@@ -248,6 +262,7 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id) {
       *job.mutable_end_time() = NowTimestamp();
       FT_RETURN_IF_ERROR(Transition(job, v1::JOB_STATE_CANCELLED, "cancelled by request"));
       if (metrics_ != nullptr) metrics_->JobFinished(metrics::JobStateLabel::kCancelled);
+      Log(LogLevel::kInfo, "job CANCELLED while queued", job_id);
       RemoveCheckpoints(job_id);
       return job;
     }
@@ -256,8 +271,11 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id) {
 }
 
 absl::StatusOr<v1::PlanFreezeResponse> JobManager::PlanFreeze(
-    const v1::PlanFreezeRequest& request) {
-  return hooks_.plan_freeze(request, options_.uris);
+    const v1::PlanFreezeRequest& request, absl::Time deadline) {
+  FT_RETURN_IF_ERROR(CheckDeadline(deadline, "waiting to plan the freeze"));
+  absl::StatusOr<v1::PlanFreezeResponse> plan = hooks_.plan_freeze(request, options_.uris);
+  if (plan.ok()) FT_RETURN_IF_ERROR(CheckDeadline(deadline, "planning the freeze"));
+  return plan;
 }
 
 absl::StatusOr<std::vector<v1::JobEvent>> JobManager::ReadEvents(const std::string& job_id,
@@ -309,22 +327,26 @@ absl::StatusOr<std::string> JobManager::OutputDir(const v1::Job& job) {
 void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& stop) {
   absl::StatusOr<v1::Job> loaded = store_->GetJob(job_id);
   if (!loaded.ok()) {
-    LogError(absl::StrCat("load ", job_id), loaded.status());
+    LogError("load", loaded.status(), job_id);
     return;
   }
   v1::Job job = *std::move(loaded);
   if (job.state() != v1::JOB_STATE_QUEUED) return;  // cancelled while queued
   *job.mutable_start_time() = NowTimestamp();
   job.clear_progress();
-  if (absl::Status s = Transition(job, v1::JOB_STATE_RUNNING, absl::StrCat("running in slot ", slot));
+  const std::string& device = scheduler_->slot_device(slot);
+  if (absl::Status s = Transition(job, v1::JOB_STATE_RUNNING,
+                                  absl::StrCat("running in slot ", slot, " (", device, ")"));
       !s.ok()) {
-    LogError(absl::StrCat("start ", job_id), s);
+    LogError("start", s, job_id);
     return;
   }
+  Log(LogLevel::kInfo, "job running", job.id(),
+      {{"slot", absl::StrCat(slot)}, {"device", device}});
 
   train::RunContext context;
   context.job_id = job.id();
-  context.device = job.spec().device().empty() ? options_.default_device : job.spec().device();
+  context.device = device;
   context.uris = options_.uris;
   context.limits = options_.limits;
   context.should_stop = [&stop] { return stop.requested(); };
@@ -367,7 +389,7 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
     }
     event.clear_sequence();
     absl::StatusOr<v1::JobEvent> stored = Append(job, std::move(event), update);
-    if (!stored.ok()) LogError(absl::StrCat("append event of ", job.id()), stored.status());
+    if (!stored.ok()) LogError("append event", stored.status(), job.id());
   };
 
   absl::StatusOr<v1::JobResult> result;
@@ -412,7 +434,12 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
     if (metrics_ != nullptr) metrics_->JobFinished(metrics::JobStateLabel::kFailed);
     recorded = Transition(job, v1::JOB_STATE_FAILED, job.error_message());
   }
-  if (!recorded.ok()) LogError(absl::StrCat("finish ", job.id()), recorded);
+  if (!recorded.ok()) LogError("finish", recorded, job.id());
+  Log(result.ok() || job.state() == v1::JOB_STATE_QUEUED || job.state() == v1::JOB_STATE_CANCELLED
+          ? LogLevel::kInfo
+          : LogLevel::kWarning,
+      absl::StrCat("job ", StateName(job.state())), job.id(),
+      {{"last_sequence", absl::StrCat(job.last_sequence())}});
   if (IsTerminal(job.state())) RemoveCheckpoints(job.id());
 }
 
@@ -421,7 +448,7 @@ void JobManager::RemoveCheckpoints(const std::string& job_id) {
   std::error_code ec;
   std::filesystem::remove_all(
       std::filesystem::path(options_.data_dir) / "checkpoints" / job_id, ec);
-  if (ec) LogError(absl::StrCat("remove checkpoints of ", job_id), absl::InternalError(ec.message()));
+  if (ec) LogError("remove checkpoints", absl::InternalError(ec.message()), job_id);
 }
 
 }  // namespace freezetune::jobs

@@ -17,6 +17,12 @@
 // the steps since its last periodic checkpoint. A job's checkpoints are
 // deleted once it finishes.
 //
+// Devices: a job runs on the device of the scheduler slot that picked it
+// (RunContext.device), within the constraint of FineTuneJob.device.
+//
+// Logs (see log.h): one line with the job id when a job is queued, starts,
+// and ends (with its state).
+//
 // Thread safety: every method may be called from any thread.
 #ifndef FREEZETUNE_SERVER_JOBS_JOB_MANAGER_H_
 #define FREEZETUNE_SERVER_JOBS_JOB_MANAGER_H_
@@ -33,6 +39,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "freezetune/v1/freezetune.pb.h"
 #include "server/data/uri.h"
 #include "server/jobs/event_log.h"
@@ -75,8 +82,6 @@ struct JobManagerOptions {
   SchedulerOptions scheduler;
   data::UriOptions uris;
   train::JobLimits limits;
-  // Torch device for jobs that do not name one.
-  std::string default_device = "cpu";
 };
 
 class JobManager {
@@ -97,9 +102,12 @@ class JobManager {
   // config and datasets), then persists the job as QUEUED with event #1 and
   // queues it. A repeated (tenant, client_request_id) returns the first job
   // without validating or queueing again. INVALID_ARGUMENT for a bad job,
-  // RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE while shutting
-  // down; nothing is stored on error.
-  absl::StatusOr<v1::Job> Submit(const v1::FineTuneJob& job, const std::string& tenant);
+  // FAILED_PRECONDITION "job.device: no CUDA device ..." when no slot can run
+  // it, RESOURCE_EXHAUSTED when the queue or the tenant's queued-job limit
+  // is full, DEADLINE_EXCEEDED when validation ends after `deadline`,
+  // UNAVAILABLE while shutting down; nothing is stored on error.
+  absl::StatusOr<v1::Job> Submit(const v1::FineTuneJob& job, const std::string& tenant,
+                                 absl::Time deadline = absl::InfiniteFuture());
 
   absl::StatusOr<v1::Job> Get(const std::string& job_id);
 
@@ -113,7 +121,9 @@ class JobManager {
   // Unknown: NOT_FOUND.
   absl::StatusOr<v1::Job> Cancel(const std::string& job_id);
 
-  absl::StatusOr<v1::PlanFreezeResponse> PlanFreeze(const v1::PlanFreezeRequest& request);
+  // DEADLINE_EXCEEDED when planning ends after `deadline`.
+  absl::StatusOr<v1::PlanFreezeResponse> PlanFreeze(const v1::PlanFreezeRequest& request,
+                                                    absl::Time deadline = absl::InfiniteFuture());
 
   // Events after `after_sequence`, ascending, at most `limit` (<= 0: all),
   // from the in-memory tail when possible, otherwise from the store.

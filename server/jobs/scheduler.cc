@@ -3,12 +3,43 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace freezetune::jobs {
+namespace {
+
+std::vector<std::string> SlotDevices(const SchedulerOptions& options) {
+  std::vector<std::string> devices(static_cast<size_t>(std::max(1, options.cpu_slots)), "cpu");
+  for (const std::string& gpu : options.gpu_devices) devices.push_back(gpu);
+  return devices;
+}
+
+bool WellFormedDevice(const std::string& device) {
+  if (device.empty() || device == "cpu" || device == "cuda") return true;
+  if (!absl::StartsWith(device, "cuda:")) return false;
+  absl::string_view index(device);
+  index.remove_prefix(5);
+  int n = 0;
+  return !index.empty() && index.size() <= 3 &&
+         std::all_of(index.begin(), index.end(), [](char c) { return absl::ascii_isdigit(c); }) &&
+         absl::SimpleAtoi(index, &n);
+}
+
+// Whether a job asking for `wanted` may run on a slot of `slot_device`.
+bool Fits(const std::string& wanted, const std::string& slot_device) {
+  if (wanted.empty()) return true;
+  if (wanted == "cuda") return absl::StartsWith(slot_device, "cuda");
+  return wanted == slot_device;
+}
+
+}  // namespace
 
 Scheduler::Scheduler(const SchedulerOptions& options, RunFn run)
-    : options_(options), run_(std::move(run)) {}
+    : options_(options), slot_devices_(SlotDevices(options)), run_(std::move(run)) {}
 
 Scheduler::~Scheduler() { Shutdown(); }
 
@@ -19,26 +50,60 @@ void Scheduler::Start() {
     if (started_ || shutting_down_) return;
     started_ = true;
   }
-  int slots = std::max(1, options_.cpu_slots);
-  for (int slot = 0; slot < slots; ++slot) {
+  for (int slot = 0; slot < slot_count(); ++slot) {
     workers_.emplace_back([this, slot] { WorkerLoop(slot); });
   }
 }
 
+absl::Status Scheduler::CanAcceptLocked(const std::string& tenant,
+                                        const std::string& device) const {
+  if (shutting_down_) return absl::UnavailableError("server is shutting down");
+  if (!WellFormedDevice(device)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("job.device: must be \"cpu\", \"cuda\" or \"cuda:N\" (got \"", device, "\")"));
+  }
+  if (std::none_of(slot_devices_.begin(), slot_devices_.end(),
+                   [&](const std::string& d) { return Fits(device, d); })) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job.device: no CUDA device \"", device, "\" on this server (its slots: ",
+        absl::StrJoin(slot_devices_, ", "), ")"));
+  }
+  if (queue_.size() >= static_cast<size_t>(std::max(0, options_.max_queue))) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("queue is full (", queue_.size(), " jobs waiting); retry later"));
+  }
+  if (options_.max_queued_per_tenant > 0) {
+    auto it = queued_by_tenant_.find(tenant);
+    int queued = it == queued_by_tenant_.end() ? 0 : it->second;
+    if (queued >= options_.max_queued_per_tenant) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "tenant \"", tenant, "\" has ", queued, " queued jobs, its limit (max_queued_per_tenant ",
+          options_.max_queued_per_tenant, "); retry when one starts"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::CanAccept(const std::string& tenant, const std::string& device) const {
+  absl::MutexLock lock(&mu_);
+  return CanAcceptLocked(tenant, device);
+}
+
 absl::Status Scheduler::Enqueue(const std::string& job_id, int priority, bool force,
-                                absl::Time queued_since) {
+                                absl::Time queued_since, const std::string& tenant,
+                                const std::string& device) {
   absl::MutexLock lock(&mu_);
   if (shutting_down_) return absl::UnavailableError("server is shutting down");
   if (queued_ids_.count(job_id) > 0 || running_.count(job_id) > 0) {
     return absl::AlreadyExistsError(absl::StrCat("job ", job_id, " is already scheduled"));
   }
-  if (!force && queue_.size() >= static_cast<size_t>(std::max(0, options_.max_queue))) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("queue is full (", queue_.size(), " jobs waiting); retry later"));
+  if (!force) {
+    if (absl::Status s = CanAcceptLocked(tenant, device); !s.ok()) return s;
   }
   QueueKey key{-priority, next_order_++};
-  queue_.emplace(key, Entry{job_id, queued_since});
+  queue_.emplace(key, Entry{job_id, queued_since, tenant, device});
   queued_ids_.emplace(job_id, key);
+  ++queued_by_tenant_[tenant];
   ReportDepthLocked();
   return absl::OkStatus();
 }
@@ -52,14 +117,20 @@ Scheduler::CancelOutcome Scheduler::Cancel(const std::string& job_id) {
   absl::MutexLock lock(&mu_);
   auto queued = queued_ids_.find(job_id);
   if (queued != queued_ids_.end()) {
-    queue_.erase(queued->second);
+    auto entry = queue_.find(queued->second);
+    if (entry != queue_.end()) {
+      if (--queued_by_tenant_[entry->second.tenant] <= 0) {
+        queued_by_tenant_.erase(entry->second.tenant);
+      }
+      queue_.erase(entry);
+    }
     queued_ids_.erase(queued);
     ReportDepthLocked();
     return CancelOutcome::kRemovedFromQueue;
   }
   auto running = running_.find(job_id);
   if (running != running_.end()) {
-    running->second->cancelled.store(true);
+    running->second.flag->cancelled.store(true);
     return CancelOutcome::kStopRequested;
   }
   return CancelOutcome::kNotFound;
@@ -72,8 +143,9 @@ void Scheduler::Shutdown() {
     shutting_down_ = true;
     queue_.clear();
     queued_ids_.clear();
+    queued_by_tenant_.clear();
     ReportDepthLocked();
-    for (auto& [id, flag] : running_) flag->shutdown.store(true);
+    for (auto& [id, running] : running_) running.flag->shutdown.store(true);
   }
   for (std::thread& worker : workers_) worker.join();
   workers_.clear();
@@ -100,29 +172,54 @@ void Scheduler::ReportDepthLocked() {
   if (options_.metrics != nullptr) options_.metrics->SetQueueDepth(static_cast<int64_t>(queue_.size()));
 }
 
+std::map<Scheduler::QueueKey, Scheduler::Entry>::iterator Scheduler::RunnableLocked(int slot) {
+  const std::string& device = slot_devices_[slot];
+  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+    if (!Fits(it->second.device, device)) continue;
+    if (options_.max_running_per_tenant > 0) {
+      auto running = running_by_tenant_.find(it->second.tenant);
+      if (running != running_by_tenant_.end() &&
+          running->second >= options_.max_running_per_tenant) {
+        continue;
+      }
+    }
+    return it;
+  }
+  return queue_.end();
+}
+
 void Scheduler::WorkerLoop(int slot) {
+  struct Waiter {
+    Scheduler* self;
+    int slot;
+  } waiter{this, slot};
   while (true) {
     std::string job_id;
+    std::string tenant;
     std::shared_ptr<StopFlag> flag;
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
-          +[](Scheduler* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
-            return s->shutting_down_ || !s->queue_.empty();
+          +[](Waiter* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            return w->self->shutting_down_ || w->self->RunnableLocked(w->slot) != w->self->queue_.end();
           },
-          this));
+          &waiter));
       if (shutting_down_) return;
-      auto first = queue_.begin();
-      job_id = first->second.job_id;
+      auto next = RunnableLocked(slot);
+      job_id = next->second.job_id;
+      tenant = next->second.tenant;
       queued_ids_.erase(job_id);
-      queue_.erase(first);
+      if (--queued_by_tenant_[tenant] <= 0) queued_by_tenant_.erase(tenant);
+      queue_.erase(next);
       flag = std::make_shared<StopFlag>();
-      running_.emplace(job_id, flag);
+      running_.emplace(job_id, Running{flag, tenant});
+      ++running_by_tenant_[tenant];
       ReportDepthLocked();
     }
     run_(job_id, slot, *flag);
     absl::MutexLock lock(&mu_);
     running_.erase(job_id);
+    if (--running_by_tenant_[tenant] <= 0) running_by_tenant_.erase(tenant);
   }
 }
 

@@ -3,7 +3,14 @@
 // scheduler knows nothing of stores, events or training (JobManager supplies
 // the function; tests supply their own).
 //
-// Order: higher priority first; equal priorities in enqueue order (FIFO).
+// Slots: cpu_slots CPU slots (indices 0..cpu_slots-1, device "cpu"), then one
+// slot per entry of gpu_devices ("cuda:0", ...). A job's device constrains
+// where it runs: "" any slot, "cpu" a CPU slot, "cuda" any GPU slot,
+// "cuda:N" that GPU's slot.
+//
+// Order: higher priority first; equal priorities in enqueue order (FIFO). A
+// worker takes the first queued job that fits its slot and whose tenant is
+// under max_running_per_tenant; jobs that do not fit keep their place.
 //
 // Thread safety: every method may be called from any thread. A job id is
 // either queued, running (between being popped and its run function
@@ -37,6 +44,12 @@ struct SchedulerOptions {
   int cpu_slots = 1;
   // Jobs waiting at most; Enqueue beyond it is RESOURCE_EXHAUSTED.
   int max_queue = 1000;
+  // Torch devices of GPU slots, one slot each (e.g. {"cuda:0", "cuda:1"}).
+  std::vector<std::string> gpu_devices;
+  // Per tenant: queued jobs at most (Enqueue beyond is RESOURCE_EXHAUSTED)
+  // and running jobs at most (further ones wait in the queue). 0: no limit.
+  int max_queued_per_tenant = 0;
+  int max_running_per_tenant = 0;
   // Optional, not owned, must outlive the scheduler: receives queue depth.
   metrics::Metrics* metrics = nullptr;
 };
@@ -51,7 +64,8 @@ struct StopFlag {
 
 class Scheduler {
  public:
-  // Runs one job to its end on a worker thread; `slot` is in [0, cpu_slots).
+  // Runs one job to its end on a worker thread; `slot` is in
+  // [0, slot_count()), its device is slot_device(slot).
   // Must persist the job's outcome before returning.
   using RunFn = std::function<void(const std::string& job_id, int slot, const StopFlag& stop)>;
 
@@ -69,11 +83,24 @@ class Scheduler {
   // (startup recovery); UNAVAILABLE after Shutdown; ALREADY_EXISTS if the id
   // is queued or running.
   // `queued_since` (default: now) feeds OldestQueuedSince().
+  // `tenant` counts against the per-tenant limits; `device` is the job's
+  // device constraint (see above): CanAccept's errors apply (also with force).
   absl::Status Enqueue(const std::string& job_id, int priority, bool force = false,
-                       absl::Time queued_since = absl::Now());
+                       absl::Time queued_since = absl::Now(), const std::string& tenant = "",
+                       const std::string& device = "");
 
   // True when Enqueue (without force) would not fail for lack of room.
   bool HasRoom() const;
+
+  // OK when Enqueue(force=false) of a job of `tenant` on `device` would
+  // succeed now: UNAVAILABLE after Shutdown; INVALID_ARGUMENT "job.device:
+  // ..." for a malformed device; FAILED_PRECONDITION "job.device: no CUDA
+  // device ..." when no slot can ever run it; RESOURCE_EXHAUSTED when the
+  // queue or the tenant's queued-job limit is full.
+  absl::Status CanAccept(const std::string& tenant, const std::string& device) const;
+
+  int slot_count() const { return static_cast<int>(slot_devices_.size()); }
+  const std::string& slot_device(int slot) const { return slot_devices_[slot]; }
 
   enum class CancelOutcome {
     kRemovedFromQueue,  // it will never run
@@ -97,8 +124,15 @@ class Scheduler {
   using QueueKey = std::tuple<int, uint64_t>;  // (-priority, order)
   void WorkerLoop(int slot);
   void ReportDepthLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The first queued job the slot may run now; queue_.end() if none.
+  struct Entry;
+  std::map<QueueKey, Entry>::iterator RunnableLocked(int slot)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CanAcceptLocked(const std::string& tenant, const std::string& device) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const SchedulerOptions options_;
+  const std::vector<std::string> slot_devices_;
   const RunFn run_;
   mutable absl::Mutex mu_;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
@@ -107,10 +141,18 @@ class Scheduler {
   struct Entry {
     std::string job_id;
     absl::Time queued_since;
+    std::string tenant;
+    std::string device;
   };
   std::map<QueueKey, Entry> queue_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, QueueKey> queued_ids_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, std::shared_ptr<StopFlag>> running_ ABSL_GUARDED_BY(mu_);
+  struct Running {
+    std::shared_ptr<StopFlag> flag;
+    std::string tenant;
+  };
+  std::map<std::string, Running> running_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int> queued_by_tenant_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int> running_by_tenant_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> workers_;  // touched only by Start/Shutdown
   absl::Mutex lifecycle_mu_;          // serializes Start and Shutdown
 };
