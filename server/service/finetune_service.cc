@@ -262,6 +262,11 @@ absl::StatusOr<std::string> FineTuneServiceImpl::Tenant(
   return options_.auth->TenantOf(context);
 }
 
+absl::Time FineTuneServiceImpl::Deadline(absl::Time start) const {
+  return options_.unary_deadline > absl::ZeroDuration() ? start + options_.unary_deadline
+                                                        : absl::InfiniteFuture();
+}
+
 void FineTuneServiceImpl::Record(const char* method, const grpc::Status& status, double seconds) {
   if (metrics_ != nullptr) metrics_->RpcFinished(method, GrpcCodeName(status.error_code()), seconds);
 }
@@ -280,8 +285,9 @@ grpc::ServerUnaryReactor* FineTuneServiceImpl::SubmitJob(grpc::CallbackServerCon
     reactor->Finish(status);
     return reactor;
   }
-  pool_->Run([this, reactor, request, response, start, tenant = *tenant] {
-    absl::StatusOr<v1::Job> job = manager_->Submit(request->job(), tenant);
+  const absl::Time deadline = Deadline(start);
+  pool_->Run([this, reactor, request, response, start, deadline, tenant = *tenant] {
+    absl::StatusOr<v1::Job> job = manager_->Submit(request->job(), tenant, deadline);
     if (job.ok()) *response = *std::move(job);
     grpc::Status status = ToGrpcStatus(job.status());
     Record("SubmitJob", status, absl::ToDoubleSeconds(absl::Now() - start));
@@ -367,8 +373,9 @@ grpc::ServerUnaryReactor* FineTuneServiceImpl::PlanFreeze(grpc::CallbackServerCo
     reactor->Finish(status);
     return reactor;
   }
-  pool_->Run([this, reactor, request, response, start] {
-    absl::StatusOr<v1::PlanFreezeResponse> plan = manager_->PlanFreeze(*request);
+  const absl::Time deadline = Deadline(start);
+  pool_->Run([this, reactor, request, response, start, deadline] {
+    absl::StatusOr<v1::PlanFreezeResponse> plan = manager_->PlanFreeze(*request, deadline);
     if (plan.ok()) *response = *std::move(plan);
     grpc::Status status = ToGrpcStatus(plan.status());
     Record("PlanFreeze", status, absl::ToDoubleSeconds(absl::Now() - start));

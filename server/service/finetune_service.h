@@ -25,6 +25,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/time/time.h"
 #include "freezetune/v1/freezetune.grpc.pb.h"
 #include "server/jobs/job_manager.h"
 #include "server/metrics/metrics.h"
@@ -35,6 +36,11 @@ namespace freezetune::service {
 struct ServiceOptions {
   // Threads that run SubmitJob/PlanFreeze validation.
   int blocking_threads = 2;
+  // Server-side deadline of SubmitJob and PlanFreeze, from the call's
+  // arrival: one still waiting for a pool thread, or whose validation ends
+  // later, is DEADLINE_EXCEEDED (and a SubmitJob stores nothing). The
+  // other unary RPCs are quick store reads. Zero or less: none.
+  absl::Duration unary_deadline = absl::Seconds(60);
   // Bearer-token table; null disables authentication (every call is
   // tenant ""). See auth.h.
   std::shared_ptr<const Authenticator> auth;
@@ -68,6 +74,8 @@ class FineTuneServiceImpl final : public v1::FineTuneService::CallbackService {
                                        v1::PlanFreezeResponse* response) override;
 
  private:
+  // When a SubmitJob/PlanFreeze that arrived at `start` must be answered.
+  absl::Time Deadline(absl::Time start) const;
   void Record(const char* method, const grpc::Status& status, double seconds);
   // The caller's tenant ("" without auth); UNAUTHENTICATED otherwise.
   absl::StatusOr<std::string> Tenant(const grpc::CallbackServerContext& context) const;

@@ -39,8 +39,20 @@ struct ServerOptions {
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_client_ca_file;
-  // Largest request or response message.
+  // Largest request or response message; a bigger request fails with
+  // RESOURCE_EXHAUSTED before it reaches the service.
   int max_message_bytes = 16 << 20;
+  // Concurrent streams (calls) per HTTP/2 connection; further calls wait on
+  // the client until one ends. 0: gRPC's default (unlimited).
+  int max_concurrent_streams = 1000;
+  // Keepalive enforcement: a client pinging more often than this (with no
+  // data in between) gets GOAWAY "too_many_pings" after a few strikes.
+  absl::Duration keepalive_min_ping_interval = absl::Seconds(60);
+  // Whether clients may ping while they have no call open.
+  bool keepalive_permit_without_calls = false;
+  // How often the server pings idle connections to find dead clients
+  // (and half-open WatchJob streams); 0: gRPC's default (2 hours).
+  absl::Duration keepalive_time = absl::Minutes(5);
 };
 
 class Server {
