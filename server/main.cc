@@ -7,10 +7,13 @@
 #include <unistd.h>
 
 #include <ATen/Parallel.h>
+#include <torch/cuda.h>
 #include <torch/version.h>
 
 #include <atomic>
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -24,12 +27,18 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "grpc/support/log.h"
 #include "server/jobs/job_manager.h"
+#include "server/jobs/log.h"
 #include "server/service/auth.h"
 #include "server/service/server.h"
 
@@ -43,7 +52,10 @@ ABSL_FLAG(std::string, data_dir, "./var/freezetune",
 ABSL_FLAG(std::string, data_roots, "",
           "Comma-separated directories that local model/dataset/output URIs must lie under. "
           "Default: --data_dir and the current directory.");
-ABSL_FLAG(int, cpu_slots, 1, "Jobs that train at the same time.");
+ABSL_FLAG(int, cpu_slots, 1,
+          "CPU device slots: jobs that train on the CPU at the same time. Every visible CUDA "
+          "GPU gets one more slot; a job's device (\"cpu\", \"cuda\", \"cuda:N\") picks "
+          "which slots may run it.");
 ABSL_FLAG(int, threads, 0,
           "Intra-op threads per process (at::set_num_threads). 0: hardware concurrency.");
 ABSL_FLAG(int, max_queue, 1000, "Queued jobs at most; SubmitJob beyond is RESOURCE_EXHAUSTED.");
@@ -60,6 +72,40 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle; if set, clients must present a certificate it signed (mutual TLS).");
 ABSL_FLAG(bool, allow_http, true, "Allow http(s):// dataset and model URIs.");
+ABSL_FLAG(int, max_queued_per_tenant, 0,
+          "Queued jobs per tenant at most; SubmitJob beyond is RESOURCE_EXHAUSTED naming the "
+          "tenant. 0: no per-tenant limit (--max_queue still applies).");
+ABSL_FLAG(int, max_running_per_tenant, 0,
+          "Running jobs per tenant at most; further jobs of that tenant wait in the queue while "
+          "other tenants' jobs may start. 0: no limit.");
+ABSL_FLAG(int, max_message_bytes, 16 << 20,
+          "Largest gRPC request or response message in bytes; a bigger request fails with "
+          "RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int, max_concurrent_streams, 1000,
+          "Concurrent gRPC calls (HTTP/2 streams, e.g. open WatchJob streams) per client "
+          "connection; further calls wait on the client. 0: gRPC's default (unlimited).");
+ABSL_FLAG(absl::Duration, keepalive_min_ping_interval, absl::Seconds(60),
+          "Keepalive enforcement: clients that ping more often than this without data get "
+          "GOAWAY \"too_many_pings\" (their calls fail UNAVAILABLE).");
+ABSL_FLAG(bool, keepalive_permit_without_calls, false,
+          "Allow client keepalive pings on connections with no open call.");
+ABSL_FLAG(absl::Duration, keepalive_time, absl::Minutes(5),
+          "Server-side keepalive ping interval that detects dead clients; 0 uses gRPC's default "
+          "(2h).");
+ABSL_FLAG(absl::Duration, unary_deadline, absl::Seconds(60),
+          "Server-side deadline of SubmitJob and PlanFreeze (which validate synchronously); "
+          "past it they are DEADLINE_EXCEEDED and nothing is queued. 0: none.");
+ABSL_FLAG(int64_t, max_dataset_bytes, int64_t{1} << 30,
+          "Bytes read from one dataset or model URI at most (local or http(s)).");
+ABSL_FLAG(int64_t, max_examples, 10'000'000,
+          "Examples per dataset (train, validation) at most.");
+ABSL_FLAG(int, max_seq_length, 512, "Largest hyperparameters.max_seq_length a job may ask for.");
+ABSL_FLAG(int, max_epochs, 100, "Largest hyperparameters.epochs a job may ask for.");
+ABSL_FLAG(int64_t, max_model_parameters, int64_t{2} << 30,
+          "Largest model (parameters, head included) a job may fine-tune.");
+ABSL_FLAG(std::string, log_format, "text",
+          "Log line format on stderr: \"text\" or \"json\" (one JSON object per line with "
+          "time, level, msg and job_id when the line concerns a job).");
 
 namespace {
 
@@ -130,15 +176,74 @@ bool WritePortFile(const std::string& path, int port) {
   return std::rename(tmp.c_str(), path.c_str()) == 0;
 }
 
+using freezetune::jobs::Log;
+using freezetune::jobs::LogLevel;
+
+// gRPC's own log lines go through our logger (so --log_format=json holds for
+// every line the process writes).
+void GrpcLog(gpr_log_func_args* args) {
+  LogLevel level = args->severity == GPR_LOG_SEVERITY_ERROR  ? LogLevel::kError
+                   : args->severity == GPR_LOG_SEVERITY_INFO ? LogLevel::kInfo
+                                                             : LogLevel::kDebug;
+  Log(level, args->message != nullptr ? args->message : "", {},
+      {{"source", absl::StrCat("grpc:", args->file != nullptr ? args->file : "", ":", args->line)}});
+}
+
+// Flag names whose values are secrets. None of today's flags holds one (the
+// token file's path is shown, never its tokens), but a future flag named
+// like this is redacted in the startup log.
+bool IsSecretFlag(absl::string_view name) {
+  return absl::StrContains(name, "password") || absl::StrContains(name, "secret") ||
+         absl::EndsWith(name, "_token");
+}
+
+// Every flag defined in this file, as name -> current value.
+freezetune::jobs::LogFields EffectiveFlags() {
+  freezetune::jobs::LogFields fields;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (!absl::EndsWith(flag->Filename(), "server/main.cc")) continue;
+    fields.emplace_back(std::string(name),
+                        IsSecretFlag(name) ? std::string("<redacted>") : flag->CurrentValue());
+  }
+  std::sort(fields.begin(), fields.end());
+  return fields;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_helpshort_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "server/main.cc");
+  };
+  usage_config.contains_help_flags = usage_config.contains_helpshort_flags;
+  usage_config.version_string = [] { return std::string("freezetune-server ") + kVersion + "\n"; };
+  absl::SetFlagsUsageConfig(usage_config);
+  absl::SetProgramUsageMessage(
+      "fine-tunes BERT-family models for gRPC clients.\n"
+      "Runs with no flags (loopback, SQLite store under ./var/freezetune). Flags:");
   absl::ParseCommandLine(argc, argv);
-  signal(SIGPIPE, SIG_IGN);
-  if (pipe2(g_signal_pipe, O_CLOEXEC) != 0) {
-    std::perror("freezetune-server: pipe");
+  const std::string log_format = absl::GetFlag(FLAGS_log_format);
+  if (log_format == "json") {
+    freezetune::jobs::SetLogFormat(freezetune::jobs::LogFormat::kJson);
+    gpr_set_log_function(GrpcLog);
+  } else if (log_format != "text") {
+    std::cerr << "freezetune-server: log_format: must be \"text\" or \"json\" (got \""
+              << log_format << "\")\n";
     return 1;
   }
+  const bool json = log_format == "json";
+  // Startup failures: one line on stderr, then exit 1.
+  auto fail = [json](const std::string& message) {
+    if (json) {
+      Log(LogLevel::kError, message);
+    } else {
+      std::cerr << "freezetune-server: " << message << "\n";
+    }
+    return 1;
+  };
+  signal(SIGPIPE, SIG_IGN);
+  if (pipe2(g_signal_pipe, O_CLOEXEC) != 0) return fail(absl::StrCat("pipe: ", std::strerror(errno)));
   struct sigaction action {};
   action.sa_handler = OnSignal;
   sigemptyset(&action.sa_mask);
@@ -148,21 +253,14 @@ int main(int argc, char** argv) {
   std::error_code ec;
   std::string data_dir = absl::GetFlag(FLAGS_data_dir);
   std::filesystem::create_directories(data_dir, ec);
-  if (ec) {
-    std::cerr << "freezetune-server: data_dir: cannot create " << data_dir << ": " << ec.message()
-              << "\n";
-    return 1;
-  }
+  if (ec) return fail(absl::StrCat("data_dir: cannot create ", data_dir, ": ", ec.message()));
   data_dir = std::filesystem::canonical(data_dir).string();
 
   std::vector<std::string> roots;
   for (absl::string_view root :
        absl::StrSplit(absl::GetFlag(FLAGS_data_roots), ',', absl::SkipWhitespace())) {
     auto canonical = std::filesystem::canonical(std::string(root), ec);
-    if (ec) {
-      std::cerr << "freezetune-server: data_roots: " << root << ": " << ec.message() << "\n";
-      return 1;
-    }
+    if (ec) return fail(absl::StrCat("data_roots: ", root, ": ", ec.message()));
     roots.push_back(canonical.string());
   }
   if (roots.empty()) {
@@ -175,79 +273,133 @@ int main(int argc, char** argv) {
   at::set_num_threads(threads);
   BlasInfo blas = DetectBlas();
 
+  // Positive-valued limits: a zero or negative one would refuse everything.
+  for (const auto& [name, value] :
+       std::vector<std::pair<const char*, int64_t>>{
+           {"max_message_bytes", absl::GetFlag(FLAGS_max_message_bytes)},
+           {"max_dataset_bytes", absl::GetFlag(FLAGS_max_dataset_bytes)},
+           {"max_examples", absl::GetFlag(FLAGS_max_examples)},
+           {"max_seq_length", absl::GetFlag(FLAGS_max_seq_length)},
+           {"max_epochs", absl::GetFlag(FLAGS_max_epochs)},
+           {"max_model_parameters", absl::GetFlag(FLAGS_max_model_parameters)}}) {
+    if (value <= 0) return fail(absl::StrCat(name, ": must be positive (got ", value, ")"));
+  }
+
+  // Every visible GPU gets a slot (none in a CPU-only LibTorch).
+  std::vector<std::string> gpus;
+  const int gpu_count = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+  for (int i = 0; i < gpu_count; ++i) gpus.push_back(absl::StrCat("cuda:", i));
+
   freezetune::service::ServerOptions options;
   options.listen_address = absl::GetFlag(FLAGS_listen);
   options.metrics.listen_address = absl::GetFlag(FLAGS_metrics_listen);
-  options.metrics.build_info = {kVersion, TORCH_VERSION, blas.name, "cpu"};
+  options.metrics.build_info = {kVersion, TORCH_VERSION, blas.name, gpus.empty() ? "cpu" : "cuda"};
   options.jobs.data_dir = data_dir;
   options.jobs.scheduler.cpu_slots = std::max(1, absl::GetFlag(FLAGS_cpu_slots));
+  options.jobs.scheduler.gpu_devices = gpus;
   options.jobs.scheduler.max_queue = std::max(0, absl::GetFlag(FLAGS_max_queue));
+  options.jobs.scheduler.max_queued_per_tenant = std::max(0, absl::GetFlag(FLAGS_max_queued_per_tenant));
+  options.jobs.scheduler.max_running_per_tenant =
+      std::max(0, absl::GetFlag(FLAGS_max_running_per_tenant));
   options.jobs.uris.data_roots = roots;
   options.jobs.uris.allow_http = absl::GetFlag(FLAGS_allow_http);
+  options.jobs.uris.max_bytes = absl::GetFlag(FLAGS_max_dataset_bytes);
+  options.jobs.limits.max_examples = absl::GetFlag(FLAGS_max_examples);
+  options.jobs.limits.max_seq_length = absl::GetFlag(FLAGS_max_seq_length);
+  options.jobs.limits.max_epochs = absl::GetFlag(FLAGS_max_epochs);
+  options.jobs.limits.max_model_parameters = absl::GetFlag(FLAGS_max_model_parameters);
   options.hooks = freezetune::jobs::DefaultTrainHooks();
+  options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.max_concurrent_streams = std::max(0, absl::GetFlag(FLAGS_max_concurrent_streams));
+  options.keepalive_min_ping_interval = absl::GetFlag(FLAGS_keepalive_min_ping_interval);
+  options.keepalive_permit_without_calls = absl::GetFlag(FLAGS_keepalive_permit_without_calls);
+  options.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
+  options.service.unary_deadline = absl::GetFlag(FLAGS_unary_deadline);
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
   const std::string token_file = absl::GetFlag(FLAGS_auth_token_file);
   if (!token_file.empty()) {
     auto auth = freezetune::service::Authenticator::FromFile(token_file);
-    if (!auth.ok()) {
-      std::cerr << "freezetune-server: " << auth.status().message() << "\n";
-      return 1;
-    }
+    if (!auth.ok()) return fail(std::string(auth.status().message()));
     options.service.auth = *std::move(auth);
   }
   const std::string tls_mode = options.tls_cert_file.empty()          ? "off"
                                : options.tls_client_ca_file.empty() ? "on"
                                                                      : "mutual";
 
-  std::cout << "freezetune-server " << kVersion << " (LibTorch " << TORCH_VERSION << ")\n"
-            << "  blas: " << blas.name << (blas.path.empty() ? "" : " (" + blas.path + ")") << "\n"
-            << "  intra-op threads: " << at::get_num_threads() << "\n"
-            << "  listen: " << options.listen_address << "\n"
-            << "  metrics_listen: "
-            << (options.metrics.listen_address.empty() ? "(disabled)"
-                                                       : options.metrics.listen_address)
-            << "\n"
-            << "  data_dir: " << data_dir << "\n"
-            << "  data_roots: " << absl::StrJoin(roots, ",") << "\n"
-            << "  cpu_slots: " << options.jobs.scheduler.cpu_slots << "\n"
-            << "  auth: "
-            << (options.service.auth != nullptr
-                    ? absl::StrCat(options.service.auth->size(), " bearer tokens")
-                    : std::string("off"))
-            << "\n"
-            << "  tls: " << tls_mode << "\n"
-            << "  max_queue: " << options.jobs.scheduler.max_queue << "\n"
-            << std::flush;
+  // The effective configuration: every flag of this file (no flag holds a
+  // secret: --auth_token_file is a path, and the tokens are never logged),
+  // plus what was detected.
+  freezetune::jobs::LogFields config = EffectiveFlags();
+  config.insert(config.begin(),
+                {{"version", kVersion},
+                 {"libtorch", TORCH_VERSION},
+                 {"blas", blas.name + (blas.path.empty() ? "" : " (" + blas.path + ")")},
+                 {"intra_op_threads", absl::StrCat(at::get_num_threads())},
+                 {"device_slots", absl::StrCat(options.jobs.scheduler.cpu_slots, " cpu",
+                                               gpus.empty() ? "" : ", " + absl::StrJoin(gpus, ", "))},
+                 {"resolved_data_dir", data_dir},
+                 {"resolved_data_roots", absl::StrJoin(roots, ",")},
+                 {"auth", options.service.auth != nullptr
+                              ? absl::StrCat(options.service.auth->size(), " bearer tokens")
+                              : std::string("off")},
+                 {"tls", tls_mode}});
+  if (json) {
+    Log(LogLevel::kInfo, "effective configuration", {}, config);
+  } else {
+    std::cout << "freezetune-server " << kVersion << " (LibTorch " << TORCH_VERSION << ")\n";
+    for (const auto& [key, value] : config) std::cout << "  " << key << ": " << value << "\n";
+    std::cout << std::flush;
+  }
 
   auto server = freezetune::service::Server::Start(std::move(options));
-  if (!server.ok()) {
-    std::cerr << "freezetune-server: " << server.status().message() << "\n";
-    return 1;
-  }
+  if (!server.ok()) return fail(std::string(server.status().message()));
   int port = (*server)->port();
   std::string host = absl::GetFlag(FLAGS_listen);
   host = host.substr(0, host.rfind(':'));
-  if ((*server)->metrics_port() > 0) {
-    std::cout << "freezetune-server metrics on http://" << host << ":" << (*server)->metrics_port()
-              << "/metrics\n";
-  }
   const std::string port_file = absl::GetFlag(FLAGS_port_file);
   if (!port_file.empty() && !WritePortFile(port_file, port)) {
-    std::cerr << "freezetune-server: port_file: cannot write " << port_file << "\n";
     (*server)->Shutdown(absl::Now());
-    return 1;
+    return fail(absl::StrCat("port_file: cannot write ", port_file));
   }
-  std::cout << "freezetune-server listening on " << host << ":" << port << std::endl;
+  const std::string metrics_url =
+      (*server)->metrics_port() > 0
+          ? absl::StrCat("http://", host, ":", (*server)->metrics_port(), "/metrics")
+          : "";
+  if (json) {
+    Log(LogLevel::kInfo, "listening", {},
+        {{"address", absl::StrCat(host, ":", port)}, {"metrics", metrics_url}});
+  } else {
+    if (!metrics_url.empty()) std::cout << "freezetune-server metrics on " << metrics_url << "\n";
+    std::cout << "freezetune-server listening on " << host << ":" << port << std::endl;
+  }
 
   unsigned char signo = 0;
   while (read(g_signal_pipe[0], &signo, 1) < 0 && errno == EINTR) {
   }
-  std::cout << "freezetune-server: signal " << static_cast<int>(signo)
-            << ", draining (running jobs are stopped and re-queued)" << std::endl;
+  if (json) {
+    Log(LogLevel::kInfo, "draining (running jobs are stopped and re-queued)", {},
+        {{"signal", absl::StrCat(static_cast<int>(signo))}});
+  } else {
+    std::cout << "freezetune-server: signal " << static_cast<int>(signo)
+              << ", draining (running jobs are stopped and re-queued)" << std::endl;
+  }
+  // A second signal during the drain exits at once (jobs keep their last
+  // checkpoint and are recovered at the next start).
+  std::thread second_signal([] {
+    unsigned char again = 0;
+    while (read(g_signal_pipe[0], &again, 1) < 0 && errno == EINTR) {
+    }
+    if (again != 0) std::_Exit(128 + again);
+  });
+  second_signal.detach();
   (*server)->Shutdown(absl::Now() + absl::GetFlag(FLAGS_drain_grace_period));
   server->reset();
-  std::cout << "freezetune-server: stopped" << std::endl;
+  if (json) {
+    Log(LogLevel::kInfo, "stopped");
+  } else {
+    std::cout << "freezetune-server: stopped" << std::endl;
+  }
   return 0;
 }
