@@ -32,3 +32,9 @@ if(TARGET freezetune_service)
     DEPS freezetune_service
     LABELS service TIMEOUT 120)
 endif()
+if(TARGET freezetune_service)
+  freezetune_test(service_limits_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/service_limits_test.cc
+    DEPS freezetune_service
+    LABELS service TIMEOUT 120)
+endif()
