@@ -11,3 +11,16 @@ if(TARGET freezetune-server AND TARGET freezetune-model)
     FREEZETUNE_MODEL_BIN="$<TARGET_FILE:freezetune-model>")
   add_dependencies(server_e2e_test freezetune-server freezetune-model)
 endif()
+
+# Operations through the real binary: kill -9 durability, limit flags,
+# --unary_deadline, --log_format=json, --help.
+if(TARGET freezetune-server AND TARGET freezetune-model)
+  freezetune_test(server_ops_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/integration/server_ops_test.cc
+    DEPS freezetune_grpc gRPC::grpc++ nlohmann_json::nlohmann_json
+    LABELS integration TIMEOUT 300)
+  target_compile_definitions(server_ops_test PRIVATE
+    FREEZETUNE_SERVER_BIN="$<TARGET_FILE:freezetune-server>"
+    FREEZETUNE_MODEL_BIN="$<TARGET_FILE:freezetune-model>")
+  add_dependencies(server_ops_test freezetune-server freezetune-model)
+endif()
