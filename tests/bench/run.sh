@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Runs the training benchmarks side by side with plain PyTorch and prints the
+# result tables and ratios (tests/bench/README.md explains each number).
+#
+#   tests/bench/run.sh [steps] [cache] [memory] [acceptance]   (default: steps cache memory)
+#
+# Needs the `benchmarks` target built in $BUILD_DIR (default build; `make
+# bench` does both) and /usr/bin/python3 with python3-torch. Environment:
+#   BUILD_DIR  build directory (relative to the repo root or absolute)
+#   FREEZETUNE_DATA_DIR  vocab + datasets (default <repo>/../shared/data)
+#   THREADS    intra-op threads on both sides (default 2)
+#   STEPS BATCH REPEATS  step benchmark size (default 40 steps of 32, 3 rounds)
+#   MEM_BATCH  batch size of the memory runs (default 128)
+#   RESULTS    where the raw JSON lines go (default a temporary file)
+# Timings on a shared machine are noisy: rows of one run are comparable, and
+# the C++ and PyTorch runs of each recipe alternate, round after round.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+BUILD="${BUILD_DIR:-build}"
+[[ "$BUILD" = /* ]] || BUILD="$ROOT/$BUILD"
+BIN="$BUILD/tests"
+MODEL_TOOL="$BUILD/server/model/freezetune-model"
+PY=/usr/bin/python3
+DATA="${FREEZETUNE_DATA_DIR:-$ROOT/../shared/data}"
+THREADS="${THREADS:-2}"
+STEPS="${STEPS:-40}"
+BATCH="${BATCH:-32}"
+REPEATS="${REPEATS:-3}"
+MEM_BATCH="${MEM_BATCH:-128}"
+MAXLEN=64
+SECTIONS=("$@")
+[[ ${#SECTIONS[@]} -gt 0 ]] || SECTIONS=(steps cache memory)
+
+for f in "$BIN/freezetune_train_vs_pytorch" "$MODEL_TOOL"; do
+  [[ -x "$f" ]] || { echo "run.sh: $f missing; build the 'benchmarks' target first" >&2; exit 1; }
+done
+[[ -f "$DATA/sst2/train.tsv" ]] || { echo "run.sh: no SST-2 under $DATA" >&2; exit 1; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/freezetune-bench.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+RESULTS="${RESULTS:-$WORK/results.jsonl}"
+: > "$RESULTS"
+# Same thread count on both sides: at::set_num_threads / torch.set_num_threads
+# from --threads, and OpenMP (which OpenBLAS-openmp also follows) from here.
+export OMP_NUM_THREADS="$THREADS"
+# Idle OpenMP threads sleep instead of spinning. On a machine whose 2 cores
+# are shared (load above 2), spinning workers and barriers that wait for a
+# descheduled thread made 2-thread steps 7-10x slower than 1-thread ones
+# (measured with python3-torch, 2026-11-26); PASSIVE removes that on both
+# sides alike. Set OMP_WAIT_POLICY in the environment to override.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)," \
+  "libblas.so.3 -> $(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 2>/dev/null || echo '?')," \
+  "threads $THREADS, OMP_WAIT_POLICY=$OMP_WAIT_POLICY"
+
+has() { local s; for s in "${SECTIONS[@]}"; do [[ "$s" == "$1" ]] && return 0; done; return 1; }
+cpp() { "$BIN/freezetune_train_vs_pytorch" --threads "$THREADS" --max-len "$MAXLEN" "$@"; }
+pyb() { "$PY" "$ROOT/tests/bench/pytorch_baseline.py" --threads "$THREADS" "$@"; }
+tag() { "$PY" -c 'import json,sys; t=sys.argv[1]
+for l in sys.stdin:
+    if l.strip(): d=json.loads(l); d["bench"]=t; print(json.dumps(d))' "$1" >> "$RESULTS"; }
+
+# The model of the timing benchmarks: 4 layers, hidden 128, 2 heads.
+"$MODEL_TOOL" init --out "$WORK/model4" --vocab "$DATA/bert-base-uncased-vocab.txt" \
+  --layers 4 --hidden 128 --heads 2 --intermediate 512 --max-position 128 >/dev/null
+
+# The first N SST-2 training sentences, tokenized once by the product and
+# handed to PyTorch with the Trainer's own batch plan: equal batches.
+slice() { head -n "$(( $1 + 1 ))" "$DATA/sst2/train.tsv" > "$2"; }
+
+if has steps; then
+  slice $(( STEPS * BATCH )) "$WORK/steps.tsv"
+  cpp --model "$WORK/model4" --train "$WORK/steps.tsv" --steps "$STEPS" --batch "$BATCH" \
+    --dump "$WORK/steps" --dump-only
+  for round in $(seq "$REPEATS"); do
+    for recipe in full bottom_half head_only; do
+      cpp --model "$WORK/model4" --train "$WORK/steps.tsv" --recipe "$recipe" --steps "$STEPS" \
+        --batch "$BATCH" | tag steps
+      pyb --model "$WORK/model4" --train "$WORK/steps/train.jsonl" --plan "$WORK/steps/plan.json" \
+        --recipes "$recipe" --batch-size "$BATCH" | tag steps
+    done
+  done
+fi
+
+if has cache; then
+  # Head-only for 3 epochs, frozen-prefix cache off and on (PyTorch: no cache).
+  slice $(( STEPS * BATCH )) "$WORK/steps.tsv"
+  cpp --model "$WORK/model4" --train "$WORK/steps.tsv" --steps "$STEPS" --batch "$BATCH" \
+    --epochs 3 --dump "$WORK/cache" --dump-only
+  for round in $(seq "$REPEATS"); do
+    for bytes in 0 $(( 512 << 20 )); do
+      cpp --model "$WORK/model4" --train "$WORK/steps.tsv" --recipe head_only --steps "$STEPS" \
+        --batch "$BATCH" --epochs 3 --cache-bytes "$bytes" | tag cache
+    done
+    pyb --model "$WORK/model4" --train "$WORK/cache/train.jsonl" --plan "$WORK/cache/plan.json" \
+      --recipes head_only --batch-size "$BATCH" | tag cache
+  done
+fi
+
+if has memory; then
+  # One process per recipe (VmHWM is per process), larger batches so that
+  # activations dominate; C++ counts live tensor bytes, PyTorch counts what
+  # autograd saves.
+  MEM_STEPS=6
+  slice $(( MEM_STEPS * MEM_BATCH )) "$WORK/mem.tsv"
+  cpp --model "$WORK/model4" --train "$WORK/mem.tsv" --steps "$MEM_STEPS" --batch "$MEM_BATCH" \
+    --dump "$WORK/mem" --dump-only
+  for recipe in full bottom_half head_only; do
+    cpp --model "$WORK/model4" --train "$WORK/mem.tsv" --recipe "$recipe" --steps "$MEM_STEPS" \
+      --batch "$MEM_BATCH" --warmup 1 --count-memory | tag memory
+    cpp --model "$WORK/model4" --train "$WORK/mem.tsv" --recipe "$recipe" --steps "$MEM_STEPS" \
+      --batch "$MEM_BATCH" --warmup 1 | tag memory_rss
+    pyb --model "$WORK/model4" --train "$WORK/mem/train.jsonl" --plan "$WORK/mem/plan.json" \
+      --recipes "$recipe" --batch-size "$MEM_BATCH" --warmup-steps 1 --saved-bytes | tag memory
+  done
+fi
+
+if has acceptance; then
+  [[ -x "$BIN/freezetune_acceptance" ]] || { echo "run.sh: freezetune_acceptance missing" >&2; exit 1; }
+  # 2 layers, hidden 128, trained from scratch (no pretrained weights here).
+  "$MODEL_TOOL" init --out "$WORK/model2" --vocab "$DATA/bert-base-uncased-vocab.txt" \
+    --layers 2 --hidden 128 --heads 2 --intermediate 512 --max-position 128 >/dev/null
+  for job in sst2_full sst2_bottom_half sst2_head_only trec; do
+    "$BIN/freezetune_acceptance" "$ROOT/tests/bench/jobs/$job.json" --model "$WORK/model2" \
+      --data "$DATA" --threads "$THREADS" 2>"$WORK/$job.log" | tag acceptance
+    grep eval "$WORK/$job.log" >&2 || true
+  done
+  # The same budget in plain PyTorch: SST-2, full fine-tuning, the same
+  # tokens, epochs, batch size, LR, warmup and linear decay; a plain
+  # shuffled loop (no length bucketing).
+  cpp --model "$WORK/model2" --train "$DATA/sst2/train.tsv" --steps 1000000 --batch 64 \
+    --dump "$WORK/sst2" --dump-only
+  cpp --model "$WORK/model2" --train "$DATA/sst2/dev.tsv" --steps 1000000 --batch 64 \
+    --dump "$WORK/sst2dev" --dump-only
+  pyb --model "$WORK/model2" --train "$WORK/sst2/train.jsonl" --dev "$WORK/sst2dev/train.jsonl" \
+    --recipes full --epochs 2 --batch-size 64 --lr 1e-3 --schedule linear --warmup-ratio 0.1 \
+    | "$PY" -c 'import json,sys,time; d=json.loads(sys.stdin.read()); d["wall_seconds"]=time.time()-float(sys.argv[1]); print(json.dumps(d))' \
+      "$(date +%s.%N)" | tag acceptance_pytorch
+fi
+
+"$PY" "$ROOT/tests/bench/summarize.py" "$RESULTS"
