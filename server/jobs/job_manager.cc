@@ -148,6 +148,17 @@ absl::Status JobManager::Recover() {
   FT_ASSIGN_OR_RETURN(std::vector<v1::Job> unfinished,
                       store_->JobsInStates({v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING}));
   for (v1::Job& job : unfinished) {
+    if (absl::Status device = scheduler_->CheckDevice(job.spec().device()); !device.ok()) {
+      // E.g. restarted on a machine without its GPU: it could never run, so
+      // it fails instead of waiting forever.
+      job.set_error_message(std::string(device.message()));
+      *job.mutable_end_time() = NowTimestamp();
+      FT_RETURN_IF_ERROR(Transition(job, v1::JOB_STATE_FAILED, job.error_message()));
+      if (metrics_ != nullptr) metrics_->JobFinished(metrics::JobStateLabel::kFailed);
+      Log(LogLevel::kWarning, "job FAILED at recovery", job.id(), {{"reason", job.error_message()}});
+      RemoveCheckpoints(job.id());
+      continue;
+    }
     if (job.state() == v1::JOB_STATE_RUNNING) {
       job.clear_start_time();
       FT_RETURN_IF_ERROR(Transition(job, v1::JOB_STATE_QUEUED,

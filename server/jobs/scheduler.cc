@@ -55,9 +55,7 @@ void Scheduler::Start() {
   }
 }
 
-absl::Status Scheduler::CanAcceptLocked(const std::string& tenant,
-                                        const std::string& device) const {
-  if (shutting_down_) return absl::UnavailableError("server is shutting down");
+absl::Status Scheduler::CheckDevice(const std::string& device) const {
   if (!WellFormedDevice(device)) {
     return absl::InvalidArgumentError(
         absl::StrCat("job.device: must be \"cpu\", \"cuda\" or \"cuda:N\" (got \"", device, "\")"));
@@ -68,6 +66,13 @@ absl::Status Scheduler::CanAcceptLocked(const std::string& tenant,
         "job.device: no CUDA device \"", device, "\" on this server (its slots: ",
         absl::StrJoin(slot_devices_, ", "), ")"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::CanAcceptLocked(const std::string& tenant,
+                                        const std::string& device) const {
+  if (shutting_down_) return absl::UnavailableError("server is shutting down");
+  if (absl::Status s = CheckDevice(device); !s.ok()) return s;
   if (queue_.size() >= static_cast<size_t>(std::max(0, options_.max_queue))) {
     return absl::ResourceExhaustedError(
         absl::StrCat("queue is full (", queue_.size(), " jobs waiting); retry later"));

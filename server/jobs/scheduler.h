@@ -99,6 +99,10 @@ class Scheduler {
   // queue or the tenant's queued-job limit is full.
   absl::Status CanAccept(const std::string& tenant, const std::string& device) const;
 
+  // Only the device part of CanAccept: OK when some slot can run a job
+  // asking for `device`.
+  absl::Status CheckDevice(const std::string& device) const;
+
   int slot_count() const { return static_cast<int>(slot_devices_.size()); }
   const std::string& slot_device(int slot) const { return slot_devices_[slot]; }
 

@@ -9,6 +9,10 @@ if(TARGET freezetune_jobs)
     SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/jobs_event_log_test.cc
     DEPS freezetune_jobs
     LABELS jobs TIMEOUT 60)
+  freezetune_test(jobs_log_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/jobs_log_test.cc
+    DEPS freezetune_jobs nlohmann_json::nlohmann_json
+    LABELS jobs TIMEOUT 60)
   freezetune_test(jobs_scheduler_test
     SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/jobs_scheduler_test.cc
     DEPS freezetune_jobs

@@ -1,9 +1,11 @@
 // JobManager + Scheduler driven by an injected runner (the RunFineTune
 // signature): priority order, cancel queued/running/finished, bounded queue,
 // validation, recovery after shutdown and after a crash.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -383,6 +385,96 @@ TEST(SchedulerUnitTest, TracksOldestQueuedAndRefusesDuplicatesAndLateJobs) {
   EXPECT_EQ(runs.load(), 0);
   EXPECT_EQ(scheduler.queue_depth(), 0u);
   EXPECT_TRUE(absl::IsUnavailable(scheduler.Enqueue("c", 0)));
+}
+
+TEST(SchedulerUnitTest, PerTenantQueuedLimitCountsOnlyWaitingJobs) {
+  SchedulerOptions options;
+  options.max_queued_per_tenant = 1;
+  Scheduler scheduler(options, [](const std::string&, int, const StopFlag&) {});
+  ASSERT_TRUE(scheduler.Enqueue("a1", 0, false, absl::Now(), "alice").ok());
+  absl::Status over = scheduler.Enqueue("a2", 0, false, absl::Now(), "alice");
+  EXPECT_TRUE(absl::IsResourceExhausted(over));
+  EXPECT_NE(over.message().find("tenant \"alice\" has 1 queued jobs"), std::string::npos) << over;
+  EXPECT_TRUE(scheduler.Enqueue("b1", 0, false, absl::Now(), "bob").ok());
+  EXPECT_TRUE(absl::IsResourceExhausted(scheduler.CanAccept("alice", "")));
+  // Cancelling a queued job gives its tenant the room back.
+  EXPECT_EQ(scheduler.Cancel("a1"), Scheduler::CancelOutcome::kRemovedFromQueue);
+  EXPECT_TRUE(scheduler.CanAccept("alice", "").ok());
+  EXPECT_TRUE(scheduler.Enqueue("a2", 0, false, absl::Now(), "alice").ok());
+  // Recovery (force) is never refused for the limit.
+  EXPECT_TRUE(scheduler.Enqueue("a3", 0, true, absl::Now(), "alice").ok());
+}
+
+TEST(SchedulerUnitTest, SlotsAndDevices) {
+  SchedulerOptions options;
+  options.cpu_slots = 2;
+  options.gpu_devices = {"cuda:0"};
+  absl::Mutex mu;
+  std::map<std::string, std::string> ran_on;
+  Scheduler* self = nullptr;
+  Scheduler scheduler(options, [&](const std::string& id, int slot, const StopFlag&) {
+    absl::MutexLock lock(&mu);
+    ran_on[id] = self->slot_device(slot);
+  });
+  self = &scheduler;
+  ASSERT_EQ(scheduler.slot_count(), 3);
+  EXPECT_EQ(scheduler.slot_device(0), "cpu");
+  EXPECT_EQ(scheduler.slot_device(2), "cuda:0");
+  EXPECT_TRUE(scheduler.CheckDevice("cuda").ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(scheduler.CheckDevice("cuda:1")));
+  EXPECT_TRUE(absl::IsInvalidArgument(scheduler.CheckDevice("tpu")));
+  EXPECT_TRUE(absl::IsInvalidArgument(scheduler.CheckDevice("cuda:")));
+  EXPECT_TRUE(absl::IsFailedPrecondition(scheduler.Enqueue("x", 0, false, absl::Now(), "", "cuda:3")));
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(scheduler.Enqueue("gpu" + std::to_string(i), 0, false, absl::Now(), "", "cuda").ok());
+    ASSERT_TRUE(scheduler.Enqueue("cpu" + std::to_string(i), 0, false, absl::Now(), "", "cpu").ok());
+  }
+  scheduler.Start();
+  for (int i = 0; i < 500; ++i) {
+    {
+      absl::MutexLock lock(&mu);
+      if (ran_on.size() == 6) break;
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  scheduler.Shutdown();
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(ran_on.size(), 6u);
+  for (const auto& [id, device] : ran_on) {
+    EXPECT_EQ(device, id.rfind("gpu", 0) == 0 ? "cuda:0" : "cpu") << id;
+  }
+}
+
+TEST(SchedulerUnitTest, PerTenantRunningLimitLetsOtherTenantsPass) {
+  SchedulerOptions options;
+  options.cpu_slots = 2;
+  options.max_running_per_tenant = 1;
+  absl::Notification release;
+  absl::Mutex mu;
+  std::vector<std::string> started;
+  Scheduler scheduler(options, [&](const std::string& id, int, const StopFlag&) {
+    {
+      absl::MutexLock lock(&mu);
+      started.push_back(id);
+    }
+    release.WaitForNotification();
+  });
+  // alice's second job is ahead of bob's in the queue, but bob's runs first.
+  ASSERT_TRUE(scheduler.Enqueue("a1", 0, false, absl::Now(), "alice").ok());
+  ASSERT_TRUE(scheduler.Enqueue("a2", 0, false, absl::Now(), "alice").ok());
+  ASSERT_TRUE(scheduler.Enqueue("b1", 0, false, absl::Now(), "bob").ok());
+  scheduler.Start();
+  for (int i = 0; i < 500 && scheduler.running_count() < 2; ++i) absl::SleepFor(absl::Milliseconds(10));
+  absl::SleepFor(absl::Milliseconds(100));
+  {
+    absl::MutexLock lock(&mu);
+    std::vector<std::string> sorted = started;
+    std::sort(sorted.begin(), sorted.end());
+    EXPECT_EQ(sorted, (std::vector<std::string>{"a1", "b1"}));
+  }
+  EXPECT_EQ(scheduler.queue_depth(), 1u);
+  release.Notify();
+  scheduler.Shutdown();
 }
 
 }  // namespace
