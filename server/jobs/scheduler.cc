@@ -204,6 +204,8 @@ void Scheduler::WorkerLoop(int slot) {
     std::shared_ptr<StopFlag> flag;
     {
       absl::MutexLock lock(&mu_);
+      // Await evaluates the condition with mu_ held (the analysis cannot
+      // see that through the function pointer).
       mu_.Await(absl::Condition(
           +[](Waiter* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
             return w->self->shutting_down_ || w->self->RunnableLocked(w->slot) != w->self->queue_.end();
