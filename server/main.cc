@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
 
@@ -180,7 +181,7 @@ using freezetune::jobs::Log;
 using freezetune::jobs::LogLevel;
 
 // gRPC's own log lines go through our logger (so --log_format=json holds for
-// every line the process writes).
+// the lines the process writes; LibTorch's warnings go the same way below).
 void GrpcLog(gpr_log_func_args* args) {
   LogLevel level = args->severity == GPR_LOG_SEVERITY_ERROR  ? LogLevel::kError
                    : args->severity == GPR_LOG_SEVERITY_INFO ? LogLevel::kInfo
@@ -188,6 +189,17 @@ void GrpcLog(gpr_log_func_args* args) {
   Log(level, args->message != nullptr ? args->message : "", {},
       {{"source", absl::StrCat("grpc:", args->file != nullptr ? args->file : "", ":", args->line)}});
 }
+
+// LibTorch's warnings (TORCH_WARN) through our logger. The handler is
+// process-global in LibTorch 1.13 and may run on any thread; Log() is
+// thread-safe and this object lives for the whole process.
+class TorchWarningsToLog final : public c10::WarningHandler {
+ public:
+  void process(const c10::SourceLocation& where, const std::string& msg, const bool) override {
+    Log(LogLevel::kWarning, msg, {},
+        {{"source", absl::StrCat("torch:", where.file != nullptr ? where.file : "", ":", where.line)}});
+  }
+};
 
 // Flag names whose values are secrets. None of today's flags holds one (the
 // token file's path is shown, never its tokens), but a future flag named
@@ -227,6 +239,8 @@ int main(int argc, char** argv) {
   if (log_format == "json") {
     freezetune::jobs::SetLogFormat(freezetune::jobs::LogFormat::kJson);
     gpr_set_log_function(GrpcLog);
+    static TorchWarningsToLog* torch_warnings = new TorchWarningsToLog();
+    c10::Warning::set_warning_handler(torch_warnings);
   } else if (log_format != "text") {
     std::cerr << "freezetune-server: log_format: must be \"text\" or \"json\" (got \""
               << log_format << "\")\n";
