@@ -12,6 +12,8 @@
 #   STEPS BATCH REPEATS  step benchmark size (default 40 steps of 32, 3 rounds)
 #   MEM_BATCH  batch size of the memory runs (default 128)
 #   RESULTS    where the raw JSON lines go (default a temporary file)
+#   ACCEPTANCE_JOBS, ACCEPTANCE_PYTORCH  subsets of the acceptance runs
+#              (job names under jobs/; "sst2 trec")
 # Timings on a shared machine are noisy: rows of one run are comparable, and
 # the C++ and PyTorch runs of each recipe alternate, round after round.
 set -euo pipefail
@@ -122,22 +124,29 @@ if has acceptance; then
   # 2 layers, hidden 128, trained from scratch (no pretrained weights here).
   "$MODEL_TOOL" init --out "$WORK/model2" --vocab "$DATA/bert-base-uncased-vocab.txt" \
     --layers 2 --hidden 128 --heads 2 --intermediate 512 --max-position 128 >/dev/null
-  for job in sst2_full sst2_bottom_half sst2_head_only trec; do
+  for job in ${ACCEPTANCE_JOBS:-sst2_full sst2_bottom_half sst2_head_only sst2_head_only_lr1e-2 trec}; do
     "$BIN/freezetune_acceptance" "$ROOT/tests/bench/jobs/$job.json" --model "$WORK/model2" \
       --data "$DATA" --threads "$THREADS" 2>"$WORK/$job.log" | tag acceptance
     grep eval "$WORK/$job.log" >&2 || true
   done
-  # The same budget in plain PyTorch: SST-2, full fine-tuning, the same
-  # tokens, epochs, batch size, LR, warmup and linear decay; a plain
-  # shuffled loop (no length bucketing).
-  cpp --model "$WORK/model2" --train "$DATA/sst2/train.tsv" --steps 1000000 --batch 64 \
-    --dump "$WORK/sst2" --dump-only
-  cpp --model "$WORK/model2" --train "$DATA/sst2/dev.tsv" --steps 1000000 --batch 64 \
-    --dump "$WORK/sst2dev" --dump-only
-  pyb --model "$WORK/model2" --train "$WORK/sst2/train.jsonl" --dev "$WORK/sst2dev/train.jsonl" \
-    --recipes full --epochs 2 --batch-size 64 --lr 1e-3 --schedule linear --warmup-ratio 0.1 \
-    | "$PY" -c 'import json,sys,time; d=json.loads(sys.stdin.read()); d["wall_seconds"]=time.time()-float(sys.argv[1]); print(json.dumps(d))' \
-      "$(date +%s.%N)" | tag acceptance_pytorch
+  # The same budget in plain PyTorch, full fine-tuning: the same tokens (the
+  # product's encoding, dumped), epochs, batch size, LR, warmup and linear
+  # decay as jobs/sst2_full.json and jobs/trec.json; a plain shuffled loop
+  # (no length bucketing), evaluated after each epoch.
+  pyjob() {  # name train-file dev-file epochs batch
+    cpp --model "$WORK/model2" --train "$2" --steps 1000000 --batch "$5" --dump "$WORK/$1" --dump-only
+    cpp --model "$WORK/model2" --train "$3" --steps 1000000 --batch "$5" --dump "$WORK/$1.dev" --dump-only
+    pyb --model "$WORK/model2" --train "$WORK/$1/train.jsonl" --dev "$WORK/$1.dev/train.jsonl" \
+      --recipes full --epochs "$4" --batch-size "$5" --lr 1e-3 --schedule linear --warmup-ratio 0.1 \
+      | "$PY" -c 'import json,sys,time; d=json.loads(sys.stdin.read()); d["name"]=sys.argv[2]; d["wall_seconds"]=time.time()-float(sys.argv[1]); print(json.dumps(d))' \
+        "$(date +%s.%N)" "pytorch_$1" | tag acceptance_pytorch
+  }
+  for job in ${ACCEPTANCE_PYTORCH:-sst2 trec}; do
+    case "$job" in
+      sst2) pyjob sst2 "$DATA/sst2/train.tsv" "$DATA/sst2/dev.tsv" 1 64 ;;
+      trec) pyjob trec "$DATA/trec/train_5500.label" "$DATA/trec/TREC_10.label" 10 32 ;;
+    esac
+  done
 fi
 
 "$PY" "$ROOT/tests/bench/summarize.py" "$RESULTS"

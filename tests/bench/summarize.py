@@ -93,7 +93,7 @@ def main():
         for r in acc:
             if r.get("side") == "pytorch":
                 a = r["dev_accuracy"]
-                print(f"| PyTorch loop sst2 {r['recipe']} | {r['epochs']} | {r['batch_size']} | {r['lr']} | "
+                print(f"| {r.get('name', 'pytorch')} (plain PyTorch loop) | {r['epochs']} | {r['batch_size']} | {r['lr']} | "
                       f"{r['trainable_parameters']} | {r['steps']} | {r.get('wall_seconds', 0):.0f} | "
                       f"{r['train_seconds']:.0f} | {max(a):.4f} | {a[-1]:.4f} |")
             else:
