@@ -42,7 +42,9 @@ def check(model_dir, inputs, tokens, predictions, atol):
         theirs = []
         with torch.no_grad():
             for row in inputs:
-                enc = tok(row["text"], row.get("text_pair"), return_tensors="pt").to(device)
+                # predict truncates (longest first) to max_position_embeddings.
+                enc = tok(row["text"], row.get("text_pair"), return_tensors="pt", truncation="longest_first",
+                          max_length=model.config.max_position_embeddings).to(device)
                 theirs.append(m(**enc).logits[0].float().cpu())
         diff = (torch.stack(theirs) - ours).abs().max().item()
         report[f"max_abs_logit_diff_{device}"] = diff
