@@ -25,11 +25,6 @@ echo "==> Creating a small BERT (2 layers, hidden 128) in Hugging Face format"
 "$MODEL_BIN" init --out "$DEMO/model" --vocab "$DATA/bert-base-uncased-vocab.txt" \
   --layers 2 --hidden 128 --heads 2 --intermediate 512 --max-position 128 --num-labels 2 --seed 7
 
-# libgomp spins idle threads by default; on shared or busy cores that makes a
-# training step several times slower (tests/bench/README.md). It reads this at
-# load time, so it has to be in the server's environment.
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
-
 echo "==> Starting freezetune-server on loopback"
 "$SERVER_BIN" --listen 127.0.0.1:0 --port_file "$DEMO/server.port" \
   --metrics_listen 127.0.0.1:0 --data_dir "$DEMO/server" --data_roots "$ROOT" \

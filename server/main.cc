@@ -221,9 +221,20 @@ freezetune::jobs::LogFields EffectiveFlags() {
   return fields;
 }
 
+// libgomp reads OMP_WAIT_POLICY once, when it loads (before main). Its default
+// spins idle threads, which made training steps 7-10x slower on shared cores
+// (tests/bench/README.md). Unless the operator chose a policy, re-exec once
+// with PASSIVE; if the re-exec fails the server still runs, only slower.
+void ReexecWithPassiveOpenMpWait(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  execv("/proc/self/exe", argv);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  ReexecWithPassiveOpenMpWait(argv);
   absl::FlagsUsageConfig usage_config;
   usage_config.contains_helpshort_flags = [](absl::string_view file) {
     return absl::EndsWith(file, "server/main.cc");
@@ -351,6 +362,7 @@ int main(int argc, char** argv) {
                  {"libtorch", TORCH_VERSION},
                  {"blas", blas.name + (blas.path.empty() ? "" : " (" + blas.path + ")")},
                  {"intra_op_threads", absl::StrCat(at::get_num_threads())},
+                 {"omp_wait_policy", std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : ""},
                  {"device_slots", absl::StrCat(options.jobs.scheduler.cpu_slots, " cpu",
                                                gpus.empty() ? "" : ", " + absl::StrJoin(gpus, ", "))},
                  {"resolved_data_dir", data_dir},
