@@ -2,10 +2,20 @@
 if(TARGET freezetune-server AND TARGET freezetune-model AND TARGET freezetune_client)
   freezetune_test(client_e2e_test
     SOURCES ${PROJECT_SOURCE_DIR}/tests/integration/client_e2e_test.cc
-    DEPS freezetune_client
+    DEPS freezetune_client freezetune_grpc gRPC::grpc++
     LABELS integration TIMEOUT 300)
   target_compile_definitions(client_e2e_test PRIVATE
     FREEZETUNE_SERVER_BIN="$<TARGET_FILE:freezetune-server>"
     FREEZETUNE_MODEL_BIN="$<TARGET_FILE:freezetune-model>")
   add_dependencies(client_e2e_test freezetune-server freezetune-model)
+endif()
+
+if(TARGET freezetune-server AND TARGET freezetune-model AND TARGET freezetune_python_stubs
+   AND FREEZETUNE_PYTHON)
+  add_test(NAME python_client_e2e_test
+    COMMAND ${FREEZETUNE_PYTHON} ${PROJECT_SOURCE_DIR}/tests/integration/python_client_e2e.py
+      $<TARGET_FILE:freezetune-server> $<TARGET_FILE:freezetune-model> ${PROJECT_SOURCE_DIR})
+  set_tests_properties(python_client_e2e_test PROPERTIES
+    TIMEOUT 300 LABELS "integration;client"
+    ENVIRONMENT "PYTHONPATH=${PROJECT_SOURCE_DIR}/client/python:${PROJECT_BINARY_DIR}/python")
 endif()

@@ -11,7 +11,7 @@
 
 #include "freezetune/client.h"
 #include "gtest/gtest.h"
-#include "tests/integration/real_server.h"
+#include "tests/integration/server_process.h"
 
 namespace freezetune {
 namespace {
@@ -25,10 +25,10 @@ class ClientE2ETest : public ::testing::Test {
         (fs::temp_directory_path() / ("ft_client_e2e_" + std::to_string(getpid()))).string());
     fs::remove_all(*dir_);
     fs::create_directories(*dir_);
-    server_ = new testing::RealServer(*dir_);
+    server_ = new testing::ServerProcess(FREEZETUNE_SERVER_BIN, *dir_);
     std::string error;
-    model_uri_ = new std::string(server_->MakeTinyModel("model", &error));
-    ASSERT_FALSE(model_uri_->empty()) << error;
+    ASSERT_TRUE(testing::MakeTinyModel(FREEZETUNE_MODEL_BIN, *dir_ + "/model", &error)) << error;
+    model_uri_ = new std::string("file://" + *dir_ + "/model");
 
     const char* good[] = {"a great movie", "wonderful acting", "i loved it", "truly delightful"};
     const char* bad[] = {"a terrible movie", "awful acting", "i hated it", "truly dreadful"};
@@ -42,19 +42,21 @@ class ClientE2ETest : public ::testing::Test {
     }
     small.close();
     large.close();
-    std::string started = server_->Start();
-    ASSERT_EQ(started, "");
+    ASSERT_TRUE(server_->Start({"--metrics_listen=127.0.0.1:0", "--data_dir=" + *dir_ + "/server",
+                                "--data_roots=" + *dir_, "--threads=1", "--cpu_slots=1"},
+                               &error))
+        << error;
   }
 
   static void TearDownTestSuite() {
-    EXPECT_TRUE(server_->Stop()) << testing::ReadWholeFile(server_->log());
+    EXPECT_TRUE(server_->Stop()) << server_->Logs();
     delete server_;
     if (!::testing::Test::HasFailure()) fs::remove_all(*dir_);
   }
 
   void SetUp() override {
     ClientOptions options;
-    options.target = server_->address();
+    options.target = "127.0.0.1:" + std::to_string(server_->port());
     auto client = Client::Connect(options);
     ASSERT_TRUE(client.ok()) << client.status();
     client_ = std::move(*client);
@@ -77,13 +79,13 @@ class ClientE2ETest : public ::testing::Test {
 
   static std::string* dir_;
   static std::string* model_uri_;
-  static testing::RealServer* server_;
+  static testing::ServerProcess* server_;
   std::unique_ptr<Client> client_;
 };
 
 std::string* ClientE2ETest::dir_ = nullptr;
 std::string* ClientE2ETest::model_uri_ = nullptr;
-testing::RealServer* ClientE2ETest::server_ = nullptr;
+testing::ServerProcess* ClientE2ETest::server_ = nullptr;
 
 TEST_F(ClientE2ETest, SubmitWatchResumeCancelList) {
   auto small = client_->Submit(Job("small.jsonl", 2));

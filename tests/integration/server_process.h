@@ -48,6 +48,22 @@ inline int RunToCompletion(const std::vector<std::string>& args, const std::stri
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+// Writes a 2-layer, hidden-32 BERT in Hugging Face format to `out` with the
+// repository's bert-base-uncased vocab, using the real freezetune-model tool;
+// false (with the tool's output in *error) on failure.
+inline bool MakeTinyModel(const std::string& model_bin, const std::string& out,
+                          std::string* error) {
+  const std::string vocab =
+      std::string(FREEZETUNE_SOURCE_DIR) + "/tests/fixtures/data/bert-base-uncased-vocab.txt";
+  const std::string log = out + ".log";
+  int rc = RunToCompletion({model_bin, "init", "--out", out, "--vocab", vocab, "--layers", "2",
+                            "--hidden", "32", "--heads", "2", "--intermediate", "64",
+                            "--max-position", "64", "--seed", "7"},
+                           log);
+  if (rc != 0) *error = ReadWholeFile(log);
+  return rc == 0;
+}
+
 class ServerProcess {
  public:
   // `dir` holds the port file and logs; `flags` are passed after --listen
