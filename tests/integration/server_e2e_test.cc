@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
+#include "tests/integration/server_process.h"
 #include "tests/integration/server_test_util.h"
 
 namespace freezetune {
@@ -27,29 +28,6 @@ namespace {
 namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
-
-// Runs argv to completion; returns its exit status (or -1).
-int RunProcess(const std::vector<std::string>& args, const std::string& log) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    FILE* out = std::freopen(log.c_str(), "w", stdout);
-    (void)out;
-    dup2(fileno(stdout), fileno(stderr));
-    std::vector<char*> argv;
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  int status = 0;
-  if (waitpid(pid, &status, 0) != pid) return -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 class ServerE2ETest : public ::testing::Test {
  protected:
@@ -62,13 +40,8 @@ class ServerE2ETest : public ::testing::Test {
 
     // A tiny BERT (2 layers, hidden 32) in Hugging Face format, with the
     // repository's copy of the bert-base-uncased vocab.
-    std::string vocab =
-        std::string(FREEZETUNE_SOURCE_DIR) + "/tests/fixtures/data/bert-base-uncased-vocab.txt";
-    int rc = RunProcess({FREEZETUNE_MODEL_BIN, "init", "--out", *dir_ + "/model", "--vocab", vocab,
-                         "--layers", "2", "--hidden", "32", "--heads", "2", "--intermediate", "64",
-                         "--max-position", "64", "--num-labels", "2", "--seed", "7"},
-                        *dir_ + "/model_init.log");
-    ASSERT_EQ(rc, 0) << ReadFile(*dir_ + "/model_init.log");
+    std::string error;
+    ASSERT_TRUE(testing::MakeTinyModel(FREEZETUNE_MODEL_BIN, *dir_ + "/model", &error)) << error;
 
     // 40 short sentences, two classes.
     std::ofstream train(*dir_ + "/train.jsonl");
@@ -86,62 +59,26 @@ class ServerE2ETest : public ::testing::Test {
     bad_label << "{\"text\": \"fine\", \"label\": 0}\n{\"text\": \"odd\", \"label\": 5}\n";
     bad_label.close();
 
-    port_file_ = new std::string(*dir_ + "/server.port");
-    log_ = new std::string(*dir_ + "/server.log");
+    server_ = new testing::ServerProcess(FREEZETUNE_SERVER_BIN, *dir_);
     StartServer();
   }
 
-  // The real server, port 0, port read back from --port_file; the same
-  // data dir every time, so a restart finds its store.
+  // The real server on port 0; the same data dir every time, so a restart
+  // finds its store.
   static void StartServer() {
-    fs::remove(*port_file_);
-    pid_ = fork();
-    if (pid_ == 0) {
-      FILE* out = std::freopen(log_->c_str(), "a", stdout);
-      (void)out;
-      dup2(fileno(stdout), fileno(stderr));
-      std::string data_dir = *dir_ + "/server";
-      execl(FREEZETUNE_SERVER_BIN, FREEZETUNE_SERVER_BIN, "--listen", "127.0.0.1:0",
-            "--port_file", port_file_->c_str(), "--metrics_listen", "127.0.0.1:0", "--data_dir",
-            data_dir.c_str(), "--data_roots", dir_->c_str(), "--threads", "1", "--cpu_slots", "1",
-            "--drain_grace_period", "2s", static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    auto deadline = std::chrono::steady_clock::now() + seconds(60);
-    while (std::chrono::steady_clock::now() < deadline && ReadFile(*port_file_).empty()) {
-      int status = 0;
-      ASSERT_EQ(waitpid(pid_, &status, WNOHANG), 0) << "server exited:\n" << ReadFile(*log_);
-      std::this_thread::sleep_for(milliseconds(50));
-    }
-    std::string port = ReadFile(*port_file_);
-    ASSERT_FALSE(port.empty()) << "server did not start:\n" << ReadFile(*log_);
-    while (!port.empty() && (port.back() == '\n')) port.pop_back();
+    std::string error;
+    ASSERT_TRUE(server_->Start({"--metrics_listen=127.0.0.1:0", "--data_dir=" + *dir_ + "/server",
+                                "--data_roots=" + *dir_, "--threads=1", "--cpu_slots=1",
+                                "--drain_grace_period=2s"},
+                               &error))
+        << error;
     delete channel_;
-    channel_ = new std::shared_ptr<grpc::Channel>(
-        grpc::CreateChannel("127.0.0.1:" + port, grpc::InsecureChannelCredentials()));
-  }
-
-  // SIGTERM and wait; true when it exited 0 in time.
-  static bool StopServer() {
-    if (pid_ <= 0) return true;
-    kill(pid_, SIGTERM);
-    int status = 0;
-    auto deadline = std::chrono::steady_clock::now() + seconds(30);
-    pid_t done = 0;
-    while ((done = waitpid(pid_, &status, WNOHANG)) == 0 &&
-           std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(milliseconds(50));
-    }
-    if (done == 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, &status, 0);
-    }
-    pid_ = 0;
-    return done != 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    channel_ = new std::shared_ptr<grpc::Channel>(server_->Channel());
   }
 
   static void TearDownTestSuite() {
-    EXPECT_TRUE(StopServer()) << "server did not exit 0 on SIGTERM:\n" << ReadFile(*log_);
+    EXPECT_TRUE(server_->Stop()) << "server did not exit 0 on SIGTERM:\n" << server_->Logs();
+    delete server_;
     if (!::testing::Test::HasFailure()) fs::remove_all(*dir_);
   }
 
@@ -185,17 +122,13 @@ class ServerE2ETest : public ::testing::Test {
   }
 
   static std::string* dir_;
-  static std::string* port_file_;
-  static std::string* log_;
-  static pid_t pid_;
+  static testing::ServerProcess* server_;
   static std::shared_ptr<grpc::Channel>* channel_;
   std::unique_ptr<v1::FineTuneService::Stub> stub_;
 };
 
 std::string* ServerE2ETest::dir_ = nullptr;
-std::string* ServerE2ETest::port_file_ = nullptr;
-std::string* ServerE2ETest::log_ = nullptr;
-pid_t ServerE2ETest::pid_ = 0;
+testing::ServerProcess* ServerE2ETest::server_ = nullptr;
 std::shared_ptr<grpc::Channel>* ServerE2ETest::channel_ = nullptr;
 
 TEST_F(ServerE2ETest, HealthIsServing) {
@@ -211,7 +144,7 @@ TEST_F(ServerE2ETest, TrainWatchResumeCancelList) {
   EXPECT_EQ(small.state(), v1::JOB_STATE_QUEUED);
   std::vector<v1::JobEvent> events;
   grpc::Status watched = testing::WatchAll(stub_.get(), small.id(), 0, &events);
-  ASSERT_TRUE(watched.ok()) << watched.error_message() << "\n" << ReadFile(*log_);
+  ASSERT_TRUE(watched.ok()) << watched.error_message() << "\n" << server_->Logs();
   ASSERT_GE(events.size(), 5u);
   for (size_t i = 0; i < events.size(); ++i) {
     EXPECT_EQ(events[i].sequence(), static_cast<int64_t>(i + 1));
@@ -431,7 +364,7 @@ TEST_F(ServerE2ETest, DrainRequeuesAndRestartResumesFromCheckpoint) {
     reader->Finish();
   }
   ASSERT_GT(seen, 0);
-  ASSERT_TRUE(StopServer()) << ReadFile(*log_);
+  ASSERT_TRUE(server_->Stop()) << server_->Logs();
   StartServer();
   stub_ = v1::FineTuneService::NewStub(*channel_);
 
@@ -451,7 +384,7 @@ TEST_F(ServerE2ETest, DrainRequeuesAndRestartResumesFromCheckpoint) {
     }
   }
   EXPECT_TRUE(requeued);
-  EXPECT_TRUE(resumed) << "no resume notice; server log:\n" << ReadFile(*log_);
+  EXPECT_TRUE(resumed) << "no resume notice; server log:\n" << server_->Logs();
   EXPECT_EQ(rest.back().state_change().state(), v1::JOB_STATE_SUCCEEDED);
 }
 
