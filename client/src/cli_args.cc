@@ -65,6 +65,11 @@ const std::vector<FlagDef>& AllFlags() {
       {"name", "TEXT", false, "display name"},
       {"priority", "N", false, "higher runs first"},
       {"watch", nullptr, false, "follow the job after submitting it"},
+      // sweep
+      {"depths", "N,N,...,head-only", false,
+       "freeze depths to try (N: embeddings + first N layers; head-only)"},
+      {"sweep-metric", "NAME", false,
+       "metric that picks the sweep's winner (default: --selection-metric)"},
       // watch
       {"after", "SEQ", false, "only events after this sequence"},
       // list
@@ -104,6 +109,13 @@ std::vector<std::string> SubmitFlags() {
   return f;
 }
 
+std::vector<std::string> SweepFlags() {
+  std::vector<std::string> f = SubmitFlags();
+  f.push_back("depths");
+  f.push_back("sweep-metric");
+  return f;
+}
+
 const FlagDef* FindFlag(absl::string_view name) {
   for (const FlagDef& f : AllFlags()) {
     if (name == f.name) return &f;
@@ -126,6 +138,11 @@ const std::vector<CommandDef>& Commands() {
       {"cancel", "JOB", "cancel a queued or running job", {}},
       {"plan", "", "preview a freeze spec against a model (dry run)",
        FreezeFlags()},
+      {"sweep", "", "try several freeze depths, one job each, and pick the best",
+       SweepFlags()},
+      {"sweep-get", "SWEEP", "show one sweep's table", {}},
+      {"sweep-cancel", "SWEEP", "cancel a sweep and its trials", {}},
+      {"sweep-watch", "SWEEP", "follow a sweep's table until it ends", {"after"}},
       {"help", "[COMMAND]", "show help", {}},
   };
   return *cmds;

@@ -3,7 +3,12 @@
 #include <memory>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "client/src/cli_args.h"
 #include "client/src/cli_format.h"
 #include "client/src/cli_job_flags.h"
@@ -202,6 +207,135 @@ int CmdPlan(const Ctx& c) {
   return kOk;
 }
 
+// The sweep's table as aligned text, the winner marked with '*'.
+std::string FormatSweepTable(const v1::Sweep& sweep) {
+  std::string out = absl::StrCat("sweep ", sweep.id(), "  ", v1::SweepState_Name(sweep.state()),
+                                 "  metric ", sweep.selection_metric(),
+                                 sweep.lower_is_better() ? " (lower is better)" : "", "\n");
+  absl::StrAppend(&out, absl::StrFormat("  %-12s %6s %12s %10s %8s %9s  %-14s %s\n", "candidate",
+                                        "depth", "trainable", "best", "step", "wall s",
+                                        "state", "job"));
+  for (int i = 0; i < sweep.trials_size(); ++i) {
+    const v1::SweepTrial& t = sweep.trials(i);
+    std::string state = v1::TrialState_Name(t.state());
+    if (absl::StartsWith(state, "TRIAL_STATE_")) state = state.substr(12);
+    absl::StrAppend(
+        &out, absl::StrFormat("%s %-12s %6d %12d %10s %8s %9.1f  %-14s %s\n",
+                              i == sweep.winner_index() ? "*" : " ", t.label(), t.frozen_depth(),
+                              t.trainable_parameters(),
+                              t.has_best() ? absl::StrFormat("%.4f", t.best_metric()) : "-",
+                              t.has_best() ? absl::StrCat(t.best_step()) : "-", t.wall_seconds(),
+                              absl::AsciiStrToLower(state), t.job_id()));
+  }
+  if (sweep.winner_index() >= 0) {
+    absl::StrAppend(&out, "winner: ", sweep.trials(sweep.winner_index()).label(), " -> ",
+                    sweep.output_uri(), "\n");
+  }
+  if (!sweep.error_message().empty()) absl::StrAppend(&out, "error: ", sweep.error_message(), "\n");
+  return out;
+}
+
+// Follows a sweep to its end: JSON lines when piped or --json, else the table
+// reprinted whenever it changes. 0 only when the sweep SUCCEEDED.
+int FollowSweep(const Ctx& c, const std::string& sweep_id, int64_t after) {
+  const bool json = c.json || !c.tty;
+  absl::StatusOr<v1::Sweep> current = c.client.GetSweep(sweep_id);
+  if (!current.ok()) return Fail(c, current.status());
+  v1::Sweep sweep = *current;
+  absl::Status st = c.client.WatchSweep(sweep_id, after, [&](const v1::SweepEvent& e) {
+    if (json) {
+      c.out << ToJsonLine(e) << "\n" << std::flush;
+      if (e.has_result()) sweep = e.result();
+      return true;
+    }
+    if (e.has_table()) sweep = e.table();
+    if (e.has_result()) sweep = e.result();
+    if (e.has_trial() && e.trial().index() < sweep.trials_size()) {
+      *sweep.mutable_trials(e.trial().index()) = e.trial().trial();
+    }
+    c.out << "\n" << FormatSweepTable(sweep) << std::flush;
+    return true;
+  });
+  if (!st.ok()) return Fail(c, st);
+  if (sweep.state() == v1::SWEEP_STATE_SUCCEEDED) return kOk;
+  c.err << "freezetune: sweep " << sweep_id << " " << v1::SweepState_Name(sweep.state())
+        << (sweep.error_message().empty() ? "" : ": ") << sweep.error_message() << "\n";
+  return kFailed;
+}
+
+int CmdSweep(const Ctx& c) {
+  if (!c.args.positional.empty()) {
+    return Usage(c.err, absl::InvalidArgumentError("sweep takes no positional arguments"));
+  }
+  std::optional<std::string> depths = c.args.Get("depths");
+  if (!depths.has_value()) {
+    return Usage(c.err, absl::InvalidArgumentError(
+                            "sweep: --depths required, e.g. --depths 0,1,2,head-only"));
+  }
+  absl::StatusOr<v1::FineTuneJob> job = BuildJob(c.args);
+  if (!job.ok()) return Usage(c.err, job.status());
+  v1::SweepSpec spec;
+  *spec.mutable_job() = *job;
+  spec.mutable_job()->clear_freeze();
+  spec.set_output_uri(job->output_uri());
+  spec.mutable_job()->clear_output_uri();
+  spec.set_display_name(job->display_name());
+  spec.set_selection_metric(c.args.Get("sweep-metric").value_or(""));
+  for (absl::string_view part : absl::StrSplit(*depths, ',', absl::SkipWhitespace())) {
+    part = absl::StripAsciiWhitespace(part);
+    int n;
+    if (part == "head-only") {
+      spec.set_include_head_only(true);
+    } else if (absl::SimpleAtoi(part, &n) && n >= 0) {
+      spec.add_freeze_depths(n);
+    } else {
+      return Usage(c.err, absl::InvalidArgumentError(absl::StrCat(
+                              "--depths: expected N >= 0 or head-only, got '", part, "'")));
+    }
+  }
+  absl::StatusOr<v1::Sweep> sweep = c.client.SubmitSweep(spec);
+  if (!sweep.ok()) return Fail(c, sweep.status());
+  if (!c.args.Bool("watch")) {
+    if (c.json) {
+      c.out << ToJsonLine(*sweep) << "\n";
+    } else if (c.tty) {
+      c.out << FormatSweepTable(*sweep)
+            << "follow it with: freezetune sweep-watch " << sweep->id() << "\n";
+    } else {
+      c.out << sweep->id() << "\n";
+    }
+    return kOk;
+  }
+  return FollowSweep(c, sweep->id(), 0);
+}
+
+int CmdSweepGet(const Ctx& c) {
+  if (c.args.positional.size() != 1) {
+    return Usage(c.err, absl::InvalidArgumentError(absl::StrCat(c.args.command,
+                                                                ": expected one SWEEP id")));
+  }
+  absl::StatusOr<v1::Sweep> sweep = c.args.command == "sweep-cancel"
+                                        ? c.client.CancelSweep(c.args.positional[0])
+                                        : c.client.GetSweep(c.args.positional[0]);
+  if (!sweep.ok()) return Fail(c, sweep.status());
+  c.out << (c.json ? ToJsonLine(*sweep) + "\n" : FormatSweepTable(*sweep));
+  return kOk;
+}
+
+int CmdSweepWatch(const Ctx& c) {
+  if (c.args.positional.size() != 1) {
+    return Usage(c.err, absl::InvalidArgumentError("sweep-watch: expected one SWEEP id"));
+  }
+  int64_t after = 0;
+  if (std::optional<std::string> a = c.args.Get("after")) {
+    if (!absl::SimpleAtoi(*a, &after) || after < 0) {
+      return Usage(c.err, absl::InvalidArgumentError(
+                              absl::StrCat("--after: expected a sequence >= 0, got '", *a, "'")));
+    }
+  }
+  return FollowSweep(c, c.args.positional[0], after);
+}
+
 }  // namespace
 
 int RunCli(const std::vector<std::string>& argv, const CliEnv& env,
@@ -254,6 +388,9 @@ int RunCli(const std::vector<std::string>& argv, const CliEnv& env,
   if (args.command == "list") return CmdList(c);
   if (args.command == "cancel") return CmdCancel(c);
   if (args.command == "plan") return CmdPlan(c);
+  if (args.command == "sweep") return CmdSweep(c);
+  if (args.command == "sweep-get" || args.command == "sweep-cancel") return CmdSweepGet(c);
+  if (args.command == "sweep-watch") return CmdSweepWatch(c);
   return Usage(err, absl::InvalidArgumentError(
                         absl::StrCat("unknown command '", args.command, "'")));
 }

@@ -410,4 +410,58 @@ absl::Status Client::Watch(absl::string_view job_id, int64_t after_sequence,
   return stream->status();
 }
 
+absl::StatusOr<v1::Sweep> Client::SubmitSweep(const v1::SweepSpec& sweep) const {
+  v1::SubmitSweepRequest req;
+  *req.mutable_sweep() = sweep;
+  return impl_->Unary<v1::SubmitSweepRequest, v1::Sweep>(
+      &v1::FineTuneService::Stub::SubmitSweep, req, false);
+}
+
+absl::StatusOr<v1::Sweep> Client::GetSweep(absl::string_view sweep_id) const {
+  v1::GetSweepRequest req;
+  req.set_sweep_id(std::string(sweep_id));
+  return impl_->Unary<v1::GetSweepRequest, v1::Sweep>(&v1::FineTuneService::Stub::GetSweep,
+                                                      req, true);
+}
+
+absl::StatusOr<v1::Sweep> Client::CancelSweep(absl::string_view sweep_id) const {
+  v1::CancelSweepRequest req;
+  req.set_sweep_id(std::string(sweep_id));
+  return impl_->Unary<v1::CancelSweepRequest, v1::Sweep>(
+      &v1::FineTuneService::Stub::CancelSweep, req, true);
+}
+
+absl::Status Client::WatchSweep(absl::string_view sweep_id, int64_t after_sequence,
+                                const SweepEventCallback& on_event) const {
+  int64_t after = after_sequence;
+  for (int failures = 0;;) {
+    grpc::ClientContext ctx;
+    impl_->Prepare(&ctx, /*with_deadline=*/false);
+    v1::WatchSweepRequest req;
+    req.set_sweep_id(std::string(sweep_id));
+    req.set_after_sequence(after);
+    std::unique_ptr<grpc::ClientReader<v1::SweepEvent>> reader =
+        impl_->stub->WatchSweep(&ctx, req);
+    v1::SweepEvent event;
+    bool final_seen = false;
+    while (reader->Read(&event)) {
+      if (event.sequence() <= after) continue;
+      after = event.sequence();
+      failures = 0;
+      final_seen = event.has_result();
+      if (!on_event(event)) {
+        ctx.TryCancel();
+        reader->Finish().ok();
+        return absl::OkStatus();
+      }
+    }
+    grpc::Status s = reader->Finish();
+    if (s.ok() || final_seen) return absl::OkStatus();
+    if (s.error_code() != grpc::StatusCode::UNAVAILABLE || failures >= impl_->options.max_retries) {
+      return FromGrpc(s);
+    }
+    absl::SleepFor(impl_->Backoff(failures++));
+  }
+}
+
 }  // namespace freezetune

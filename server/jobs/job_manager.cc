@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "absl/random/random.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -180,8 +181,26 @@ absl::Status JobManager::Recover() {
   return absl::OkStatus();
 }
 
+absl::Status JobManager::Validate(const v1::FineTuneJob& job) {
+  return hooks_.validate(job, options_.uris, options_.limits);
+}
+
+absl::StatusOr<std::string> JobManager::ResolveOutputDir(std::string_view uri,
+                                                         std::string_view field) {
+  if (hooks_.resolve_output_dir) return hooks_.resolve_output_dir(uri, options_.uris, field);
+  std::string dir(uri);
+  if (absl::StartsWith(dir, "file://")) dir = dir.substr(7);
+  if (dir.empty() || dir.front() != '/') {
+    return absl::InvalidArgumentError(absl::StrCat(std::string(field), ": must be an absolute path"));
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat(std::string(field), ": cannot create ", dir, ": ", ec.message()));
+  return dir;
+}
+
 absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const std::string& tenant,
-                                           absl::Time deadline) {
+                                           absl::Time deadline, const std::string& sweep_id) {
   if (shutting_down_.load()) return absl::UnavailableError("server is shutting down");
   if (spec.client_request_id().size() > kMaxClientRequestIdLength) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -207,6 +226,7 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const st
   v1::Job job;
   job.set_id(NewJobId());
   job.set_tenant(tenant);
+  job.set_sweep_id(sweep_id);
   *job.mutable_spec() = spec;
   job.set_state(v1::JOB_STATE_QUEUED);
   *job.mutable_create_time() = NowTimestamp();

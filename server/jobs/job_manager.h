@@ -106,8 +106,18 @@ class JobManager {
   // it, RESOURCE_EXHAUSTED when the queue or the tenant's queued-job limit
   // is full, DEADLINE_EXCEEDED when validation ends after `deadline`,
   // UNAVAILABLE while shutting down; nothing is stored on error.
+  // `sweep_id` links the job to a sweep (Job.sweep_id); empty for none.
   absl::StatusOr<v1::Job> Submit(const v1::FineTuneJob& job, const std::string& tenant,
-                                 absl::Time deadline = absl::InfiniteFuture());
+                                 absl::Time deadline = absl::InfiniteFuture(),
+                                 const std::string& sweep_id = {});
+
+  // Submit's validation only (TrainHooks.validate with this manager's URI
+  // options and limits); stores nothing. May read the model and datasets.
+  absl::Status Validate(const v1::FineTuneJob& job);
+
+  // Resolves an output URI to a local directory (created), as for a job's
+  // output_uri; `field` names the field in errors.
+  absl::StatusOr<std::string> ResolveOutputDir(std::string_view uri, std::string_view field);
 
   absl::StatusOr<v1::Job> Get(const std::string& job_id);
 

@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "grpcpp/alarm.h"
 #include "server/service/status_mapping.h"
 
 namespace freezetune::service {
@@ -250,9 +251,10 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent> {
 }  // namespace
 
 FineTuneServiceImpl::FineTuneServiceImpl(jobs::JobManager* manager, metrics::Metrics* metrics,
-                                         const ServiceOptions& options)
+                                         const ServiceOptions& options,
+                                         jobs::SweepManager* sweeps)
     : manager_(manager), metrics_(metrics), options_(options),
-      pool_(std::make_unique<BlockingPool>(options.blocking_threads)) {}
+      pool_(std::make_unique<BlockingPool>(options.blocking_threads)), sweeps_(sweeps) {}
 
 FineTuneServiceImpl::~FineTuneServiceImpl() = default;
 
@@ -382,6 +384,215 @@ grpc::ServerUnaryReactor* FineTuneServiceImpl::PlanFreeze(grpc::CallbackServerCo
     reactor->Finish(status);
   });
   return reactor;
+}
+
+// ---------------------------------------------------------------------------
+// Sweeps.
+
+namespace {
+
+absl::Status RequireSweepId(const std::string& sweep_id) {
+  if (sweep_id.empty()) return absl::InvalidArgumentError("sweep_id: required");
+  if (sweep_id.size() > 64) return absl::InvalidArgumentError("sweep_id: too long");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Sweep> GetOwnedSweep(jobs::SweepManager* sweeps, const std::string& sweep_id,
+                                        const std::string& tenant) {
+  absl::StatusOr<v1::Sweep> sweep = sweeps->Get(sweep_id);
+  if (sweep.ok() && sweep->tenant() != tenant) {
+    return absl::NotFoundError(absl::StrCat("sweep ", sweep_id, " not found"));
+  }
+  return sweep;
+}
+
+// WatchSweep's reactor. All state is touched only from gRPC callbacks
+// (OnWriteDone, the alarm, OnDone), which never overlap for one reactor
+// except OnCancel; mu_ covers everything.
+class SweepWatchReactor : public grpc::ServerWriteReactor<v1::SweepEvent> {
+ public:
+  SweepWatchReactor(jobs::SweepManager* sweeps, std::string sweep_id, int64_t after,
+                    absl::Status early)
+      : sweeps_(sweeps), sweep_id_(std::move(sweep_id)), next_after_(after) {
+    absl::MutexLock lock(&mu_);
+    if (!early.ok()) {
+      Finish(ToGrpcStatus(early));
+      finished_ = true;
+      return;
+    }
+    Pump();
+  }
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
+      finished_ = true;
+      return;
+    }
+    Pump();
+  }
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+  }
+  void OnDone() override {
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+      if (alarm_pending_) {
+        alarm_.Cancel();
+        return;  // the alarm callback deletes
+      }
+    }
+    delete this;
+  }
+
+ private:
+  void Pump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || writing_) return;
+    if (cancelled_) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+      finished_ = true;
+      return;
+    }
+    absl::StatusOr<std::vector<v1::SweepEvent>> events = sweeps_->ReadEvents(sweep_id_, next_after_, 1);
+    if (!events.ok()) {
+      Finish(ToGrpcStatus(events.status()));
+      finished_ = true;
+      return;
+    }
+    if (!events->empty()) {
+      current_ = std::move(events->front());
+      next_after_ = current_.sequence();
+      final_ = current_.has_result();
+      writing_ = true;
+      StartWrite(&current_);
+      return;
+    }
+    if (final_) {
+      Finish(grpc::Status::OK);
+      finished_ = true;
+      return;
+    }
+    // Events of a sweep that ended before this watch are all stored; an
+    // empty read after its final event means it is done.
+    absl::StatusOr<v1::Sweep> sweep = sweeps_->Get(sweep_id_);
+    if (sweep.ok() && sweep->state() != v1::SWEEP_STATE_RUNNING &&
+        next_after_ >= sweep->last_sequence()) {
+      Finish(grpc::Status::OK);
+      finished_ = true;
+      return;
+    }
+    alarm_pending_ = true;
+    alarm_.Set(std::chrono::system_clock::now() + std::chrono::milliseconds(100),
+               [this](bool) { OnAlarm(); });
+  }
+  void OnAlarm() {
+    bool del = false;
+    {
+      absl::MutexLock lock(&mu_);
+      alarm_pending_ = false;
+      if (done_) {
+        del = true;
+      } else {
+        Pump();
+      }
+    }
+    if (del) delete this;
+  }
+
+  jobs::SweepManager* const sweeps_;
+  const std::string sweep_id_;
+  absl::Mutex mu_;
+  int64_t next_after_ ABSL_GUARDED_BY(mu_);
+  v1::SweepEvent current_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool final_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool alarm_pending_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Alarm alarm_;
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* FineTuneServiceImpl::SubmitSweep(grpc::CallbackServerContext* context,
+                                                           const v1::SubmitSweepRequest* request,
+                                                           v1::Sweep* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Time start = absl::Now();
+  absl::StatusOr<std::string> tenant = Tenant(*context);
+  absl::Status early = tenant.status();
+  if (early.ok() && sweeps_ == nullptr) early = absl::UnimplementedError("sweeps are not enabled");
+  if (early.ok() && !request->has_sweep()) early = absl::InvalidArgumentError("sweep: required");
+  if (!early.ok()) {
+    grpc::Status status = ToGrpcStatus(early);
+    Record("SubmitSweep", status, 0);
+    reactor->Finish(status);
+    return reactor;
+  }
+  const absl::Time deadline = Deadline(start);
+  pool_->Run([this, reactor, request, response, start, deadline, tenant = *tenant] {
+    absl::StatusOr<v1::Sweep> sweep = sweeps_->Submit(request->sweep(), tenant, deadline);
+    if (sweep.ok()) *response = *std::move(sweep);
+    grpc::Status status = ToGrpcStatus(sweep.status());
+    Record("SubmitSweep", status, absl::ToDoubleSeconds(absl::Now() - start));
+    reactor->Finish(status);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* FineTuneServiceImpl::GetSweep(grpc::CallbackServerContext* context,
+                                                        const v1::GetSweepRequest* request,
+                                                        v1::Sweep* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Time start = absl::Now();
+  absl::StatusOr<std::string> tenant = Tenant(*context);
+  absl::Status status = tenant.ok() ? RequireSweepId(request->sweep_id()) : tenant.status();
+  if (status.ok() && sweeps_ == nullptr) status = absl::UnimplementedError("sweeps are not enabled");
+  if (status.ok()) {
+    absl::StatusOr<v1::Sweep> sweep = GetOwnedSweep(sweeps_, request->sweep_id(), *tenant);
+    if (sweep.ok()) *response = *std::move(sweep);
+    status = sweep.status();
+  }
+  grpc::Status result = ToGrpcStatus(status);
+  Record("GetSweep", result, absl::ToDoubleSeconds(absl::Now() - start));
+  reactor->Finish(result);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* FineTuneServiceImpl::CancelSweep(grpc::CallbackServerContext* context,
+                                                           const v1::CancelSweepRequest* request,
+                                                           v1::Sweep* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Time start = absl::Now();
+  absl::StatusOr<std::string> tenant = Tenant(*context);
+  absl::Status status = tenant.ok() ? RequireSweepId(request->sweep_id()) : tenant.status();
+  if (status.ok() && sweeps_ == nullptr) status = absl::UnimplementedError("sweeps are not enabled");
+  if (status.ok()) status = GetOwnedSweep(sweeps_, request->sweep_id(), *tenant).status();
+  if (status.ok()) {
+    absl::StatusOr<v1::Sweep> sweep = sweeps_->Cancel(request->sweep_id());
+    if (sweep.ok()) *response = *std::move(sweep);
+    status = sweep.status();
+  }
+  grpc::Status result = ToGrpcStatus(status);
+  Record("CancelSweep", result, absl::ToDoubleSeconds(absl::Now() - start));
+  reactor->Finish(result);
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::SweepEvent>* FineTuneServiceImpl::WatchSweep(
+    grpc::CallbackServerContext* context, const v1::WatchSweepRequest* request) {
+  absl::StatusOr<std::string> tenant = Tenant(*context);
+  absl::Status status = tenant.ok() ? RequireSweepId(request->sweep_id()) : tenant.status();
+  if (status.ok() && sweeps_ == nullptr) status = absl::UnimplementedError("sweeps are not enabled");
+  if (status.ok() && request->after_sequence() < 0) {
+    status = absl::InvalidArgumentError("after_sequence: must not be negative");
+  }
+  if (status.ok()) status = GetOwnedSweep(sweeps_, request->sweep_id(), *tenant).status();
+  return new SweepWatchReactor(sweeps_, request->sweep_id(), request->after_sequence(), status);
 }
 
 }  // namespace freezetune::service

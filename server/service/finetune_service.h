@@ -28,6 +28,7 @@
 #include "absl/time/time.h"
 #include "freezetune/v1/freezetune.grpc.pb.h"
 #include "server/jobs/job_manager.h"
+#include "server/jobs/sweep_manager.h"
 #include "server/metrics/metrics.h"
 #include "server/service/auth.h"
 
@@ -50,9 +51,10 @@ class BlockingPool;
 
 class FineTuneServiceImpl final : public v1::FineTuneService::CallbackService {
  public:
-  // `metrics` may be null.
+  // `metrics` may be null. `sweeps` may be null: the sweep RPCs then answer
+  // UNIMPLEMENTED. Both must outlive the service.
   FineTuneServiceImpl(jobs::JobManager* manager, metrics::Metrics* metrics,
-                      const ServiceOptions& options);
+                      const ServiceOptions& options, jobs::SweepManager* sweeps = nullptr);
   // Runs the pool's remaining work, then joins its threads.
   ~FineTuneServiceImpl() override;
 
@@ -73,6 +75,23 @@ class FineTuneServiceImpl final : public v1::FineTuneService::CallbackService {
                                        const v1::PlanFreezeRequest* request,
                                        v1::PlanFreezeResponse* response) override;
 
+  // Sweeps (sweep_service.cc). SubmitSweep validates every candidate on the
+  // blocking pool; WatchSweep is a ServerWriteReactor with one write in
+  // flight that polls the SweepManager's stored events every 100 ms while
+  // caught up (a grpc::Alarm, so no thread waits), and finishes OK after the
+  // sweep's final event. Other tenants' sweeps are NOT_FOUND.
+  grpc::ServerUnaryReactor* SubmitSweep(grpc::CallbackServerContext* context,
+                                        const v1::SubmitSweepRequest* request,
+                                        v1::Sweep* response) override;
+  grpc::ServerUnaryReactor* GetSweep(grpc::CallbackServerContext* context,
+                                     const v1::GetSweepRequest* request,
+                                     v1::Sweep* response) override;
+  grpc::ServerUnaryReactor* CancelSweep(grpc::CallbackServerContext* context,
+                                        const v1::CancelSweepRequest* request,
+                                        v1::Sweep* response) override;
+  grpc::ServerWriteReactor<v1::SweepEvent>* WatchSweep(
+      grpc::CallbackServerContext* context, const v1::WatchSweepRequest* request) override;
+
  private:
   // When a SubmitJob/PlanFreeze that arrived at `start` must be answered.
   absl::Time Deadline(absl::Time start) const;
@@ -84,6 +103,7 @@ class FineTuneServiceImpl final : public v1::FineTuneService::CallbackService {
   metrics::Metrics* const metrics_;
   const ServiceOptions options_;
   std::unique_ptr<BlockingPool> pool_;
+  jobs::SweepManager* const sweeps_;
 };
 
 }  // namespace freezetune::service

@@ -62,8 +62,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   FT_ASSIGN_OR_RETURN(server->manager_,
                       jobs::JobManager::Create(options.jobs, std::move(options.hooks),
                                                server->metrics_.get()));
+  FT_ASSIGN_OR_RETURN(server->sweeps_,
+                      jobs::SweepManager::Create(server->manager_.get(), options.sweeps));
   server->service_ = std::make_unique<FineTuneServiceImpl>(
-      server->manager_.get(), server->metrics_.get(), options.service);
+      server->manager_.get(), server->metrics_.get(), options.service, server->sweeps_.get());
 
   // Process-wide switches; both must be set before a builder is created.
   grpc::EnableDefaultHealthCheckService(true);
@@ -89,6 +91,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     // Nothing is serving; stop the workers started above.
+    server->sweeps_->Shutdown();
     server->manager_->Shutdown();
     return absl::UnavailableError(
         absl::StrCat("listen: cannot listen on ", options.listen_address));
@@ -112,6 +115,7 @@ void Server::Shutdown(absl::Time deadline) {
   if (shut_down_) return;
   shut_down_ = true;
   SetServing(false);
+  if (sweeps_ != nullptr) sweeps_->Shutdown();
   if (manager_ != nullptr) manager_->Shutdown();
   if (server_ != nullptr) {
     server_->Shutdown(absl::ToChronoTime(deadline));

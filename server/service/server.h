@@ -34,6 +34,9 @@ struct ServerOptions {
   jobs::TrainHooks hooks;
   metrics::MetricsOptions metrics;
   ServiceOptions service;
+  // Freeze sweeps (SubmitSweep, ...); the store defaults to
+  // <jobs.data_dir>/sweeps.db.
+  jobs::SweepManagerOptions sweeps;
   // TLS: PEM files. Empty cert and key: plaintext. With a client CA, clients
   // must present a certificate it signed (mutual TLS).
   std::string tls_cert_file;
@@ -79,6 +82,8 @@ class Server {
 
   std::unique_ptr<metrics::Metrics> metrics_;
   std::unique_ptr<jobs::JobManager> manager_;
+  // Declared after manager_: destroyed (monitor joined) before it.
+  std::unique_ptr<jobs::SweepManager> sweeps_;
   std::unique_ptr<FineTuneServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

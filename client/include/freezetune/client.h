@@ -165,6 +165,20 @@ class Client {
   std::unique_ptr<WatchStream> OpenWatch(absl::string_view job_id,
                                          int64_t after_sequence = 0) const;
 
+  // Freeze sweeps. SubmitSweep is not retried (a lost reply must not start
+  // the sweep twice); Get/Cancel are retried on UNAVAILABLE like Get/Cancel.
+  absl::StatusOr<v1::Sweep> SubmitSweep(const v1::SweepSpec& sweep) const;
+  absl::StatusOr<v1::Sweep> GetSweep(absl::string_view sweep_id) const;
+  absl::StatusOr<v1::Sweep> CancelSweep(absl::string_view sweep_id) const;
+  // Calls `on_event` for each sweep event after `after_sequence`, exactly
+  // once each and in order, reopening the stream after UNAVAILABLE (up to
+  // max_retries times in a row) from the last delivered sequence. Returns
+  // OK after the sweep's final event (SweepEvent.result) or when on_event
+  // returned false, else the error. on_event runs on the calling thread.
+  using SweepEventCallback = std::function<bool(const v1::SweepEvent&)>;
+  absl::Status WatchSweep(absl::string_view sweep_id, int64_t after_sequence,
+                          const SweepEventCallback& on_event) const;
+
  private:
   friend class WatchStream;
   struct Impl;

@@ -1,0 +1,296 @@
+// Freeze sweeps against the real freezetune-server binary (2-layer model,
+// tiny dataset): a sweep over depths {0, 1, 2, head-only} finishes; every
+// trial is a visible job linked by sweep_id; the table has one row per
+// candidate with PlanFreeze's trainable counts; the winner is the best metric
+// with ties to fewer trainable parameters; sweep.json and the winner's model
+// are in the output directory; WatchSweep streams gapless events and
+// resumes; cancelling a sweep cancels its trials; a depth beyond the model's
+// layers is INVALID_ARGUMENT naming sweep.freeze_depths[i].
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "client/src/cli_commands.h"
+#include "freezetune/client.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/server_process.h"
+
+namespace freezetune {
+namespace {
+
+namespace fs = std::filesystem;
+
+class SweepE2ETest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(
+        (fs::temp_directory_path() / ("ft_sweep_e2e_" + std::to_string(getpid()))).string());
+    fs::remove_all(*dir_);
+    fs::create_directories(*dir_);
+    server_ = new testing::ServerProcess(FREEZETUNE_SERVER_BIN, *dir_);
+    std::string error;
+    ASSERT_TRUE(testing::MakeTinyModel(FREEZETUNE_MODEL_BIN, *dir_ + "/model", &error)) << error;
+    model_uri_ = new std::string("file://" + *dir_ + "/model");
+    const char* good[] = {"a great movie", "wonderful acting", "i loved it", "truly delightful"};
+    const char* bad[] = {"a terrible movie", "awful acting", "i hated it", "truly dreadful"};
+    std::ofstream small(*dir_ + "/small.jsonl");
+    std::ofstream large(*dir_ + "/large.jsonl");
+    for (int i = 0; i < 2000; ++i) {
+      std::string g = std::string("{\"text\": \"") + good[i % 4] + "\", \"label\": 1}\n";
+      std::string b = std::string("{\"text\": \"") + bad[i % 4] + "\", \"label\": 0}\n";
+      if (i < 16) small << g << b;
+      large << g << b;
+    }
+    small.close();
+    large.close();
+    ASSERT_TRUE(server_->Start({"--metrics_listen=127.0.0.1:0", "--data_dir=" + *dir_ + "/server",
+                                "--data_roots=" + *dir_, "--threads=1", "--cpu_slots=1"},
+                               &error))
+        << error;
+  }
+
+  static void TearDownTestSuite() {
+    EXPECT_TRUE(server_->Stop()) << server_->Logs();
+    delete server_;
+    if (!::testing::Test::HasFailure()) fs::remove_all(*dir_);
+  }
+
+  void SetUp() override {
+    ClientOptions options;
+    options.target = "127.0.0.1:" + std::to_string(server_->port());
+    auto client = Client::Connect(options);
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = std::move(*client);
+  }
+
+  static v1::SweepSpec Spec(const std::string& dataset, int epochs) {
+    v1::SweepSpec spec;
+    v1::FineTuneJob* job = spec.mutable_job();
+    job->set_model_uri(*model_uri_);
+    job->mutable_train()->set_uri("file://" + *dir_ + "/" + dataset);
+    auto* hp = job->mutable_hyperparameters();
+    hp->set_epochs(epochs);
+    hp->set_batch_size(8);
+    hp->set_max_seq_length(16);
+    hp->set_log_every_steps(1);
+    hp->set_learning_rate(1e-3f);
+    hp->set_validation_split(0.25f);
+    spec.add_freeze_depths(0);
+    spec.add_freeze_depths(1);
+    spec.add_freeze_depths(2);
+    spec.set_include_head_only(true);
+    return spec;
+  }
+
+  static std::string* dir_;
+  static std::string* model_uri_;
+  static testing::ServerProcess* server_;
+  std::unique_ptr<Client> client_;
+};
+
+std::string* SweepE2ETest::dir_ = nullptr;
+std::string* SweepE2ETest::model_uri_ = nullptr;
+testing::ServerProcess* SweepE2ETest::server_ = nullptr;
+
+TEST_F(SweepE2ETest, DepthSweepFinishesWithTableWinnerAndOutput) {
+  v1::SweepSpec spec = Spec("small.jsonl", 2);
+  spec.set_output_uri("file://" + *dir_ + "/sweep-out");
+  auto sweep = client_->SubmitSweep(spec);
+  ASSERT_TRUE(sweep.ok()) << sweep.status();
+  EXPECT_EQ(sweep->id().rfind("sweep-", 0), 0u) << sweep->id();
+  EXPECT_EQ(sweep->state(), v1::SWEEP_STATE_RUNNING);
+  ASSERT_EQ(sweep->trials_size(), 4);
+  EXPECT_EQ(sweep->selection_metric(), "accuracy");
+  EXPECT_FALSE(sweep->lower_is_better());
+
+  // Trainable counts equal PlanFreeze's for the same spec.
+  for (int i = 0; i < 4; ++i) {
+    v1::PlanFreezeRequest plan;
+    plan.set_model_uri(*model_uri_);
+    *plan.mutable_freeze() = sweep->trials(i).freeze();
+    auto planned = client_->PlanFreeze(plan);
+    ASSERT_TRUE(planned.ok()) << planned.status();
+    EXPECT_EQ(sweep->trials(i).trainable_parameters(), planned->trainable_parameters()) << i;
+  }
+  EXPECT_EQ(sweep->trials(3).label(), "head-only");
+  EXPECT_EQ(sweep->trials(3).frozen_depth(), 2);
+  EXPECT_GT(sweep->trials(0).trainable_parameters(), sweep->trials(1).trainable_parameters());
+  EXPECT_GT(sweep->trials(1).trainable_parameters(), sweep->trials(2).trainable_parameters());
+
+  // Watch to the end: gapless sequences, the last event is the result.
+  std::vector<v1::SweepEvent> events;
+  absl::Status watched = client_->WatchSweep(sweep->id(), 0, [&](const v1::SweepEvent& e) {
+    events.push_back(e);
+    return true;
+  });
+  ASSERT_TRUE(watched.ok()) << watched;
+  ASSERT_GE(events.size(), 5u);
+  int trial_updates = 0;
+  for (size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].sequence(), static_cast<int64_t>(i + 1));
+    trial_updates += events[i].has_trial();
+  }
+  EXPECT_GE(trial_updates, 4);
+  ASSERT_TRUE(events.back().has_result());
+
+  auto done = client_->GetSweep(sweep->id());
+  ASSERT_TRUE(done.ok()) << done.status();
+  ASSERT_EQ(done->state(), v1::SWEEP_STATE_SUCCEEDED) << done->error_message();
+  EXPECT_EQ(done->last_sequence(), static_cast<int64_t>(events.size()));
+
+  // Every trial is a normal job linked to the sweep.
+  for (const v1::SweepTrial& t : done->trials()) {
+    auto job = client_->Get(t.job_id());
+    ASSERT_TRUE(job.ok()) << job.status();
+    EXPECT_EQ(job->sweep_id(), sweep->id());
+    EXPECT_EQ(job->state(), v1::JOB_STATE_SUCCEEDED);
+    EXPECT_EQ(job->spec().freeze().SerializeAsString(), t.freeze().SerializeAsString());
+    EXPECT_TRUE(t.state() == v1::TRIAL_STATE_FINISHED || t.state() == v1::TRIAL_STATE_STOPPED_EARLY);
+    EXPECT_TRUE(t.has_best());
+    EXPECT_GT(t.wall_seconds(), 0);
+    EXPECT_EQ(job->result().trainable_parameters(), t.trainable_parameters());
+  }
+
+  // Winner: the highest accuracy, ties to fewer trainable parameters.
+  int expected = -1;
+  for (int i = 0; i < done->trials_size(); ++i) {
+    const v1::SweepTrial& t = done->trials(i);
+    if (expected < 0) { expected = i; continue; }
+    const v1::SweepTrial& w = done->trials(expected);
+    if (t.best_metric() > w.best_metric() ||
+        (t.best_metric() == w.best_metric() &&
+         t.trainable_parameters() < w.trainable_parameters())) {
+      expected = i;
+    }
+  }
+  EXPECT_EQ(done->winner_index(), expected);
+
+  // The winner's model and sweep.json are in the output directory.
+  const std::string out = *dir_ + "/sweep-out";
+  EXPECT_TRUE(fs::exists(out + "/model.safetensors"));
+  EXPECT_TRUE(fs::exists(out + "/config.json"));
+  EXPECT_TRUE(fs::exists(out + "/freeze_plan.json"));
+  std::ifstream in(out + "/sweep.json");
+  ASSERT_TRUE(in.good());
+  nlohmann::json table = nlohmann::json::parse(in);
+  EXPECT_EQ(table["id"], sweep->id());
+  EXPECT_EQ(table["trials"].size(), 4u);
+  EXPECT_EQ(table["winner_index"], expected);
+
+  // Resuming after k replays exactly k+1..N.
+  const int64_t k = static_cast<int64_t>(events.size()) / 2;
+  std::vector<v1::SweepEvent> resumed;
+  watched = client_->WatchSweep(sweep->id(), k, [&](const v1::SweepEvent& e) {
+    resumed.push_back(e);
+    return true;
+  });
+  ASSERT_TRUE(watched.ok()) << watched;
+  ASSERT_EQ(resumed.size(), events.size() - k);
+  for (size_t i = 0; i < resumed.size(); ++i) {
+    EXPECT_EQ(resumed[i].SerializeAsString(), events[k + i].SerializeAsString());
+  }
+
+  // A finished sweep cannot be cancelled.
+  auto again = client_->CancelSweep(sweep->id());
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition) << again.status();
+}
+
+TEST_F(SweepE2ETest, CancelSweepCancelsItsTrials) {
+  auto sweep = client_->SubmitSweep(Spec("large.jsonl", 50));
+  ASSERT_TRUE(sweep.ok()) << sweep.status();
+  auto cancelled = client_->CancelSweep(sweep->id());
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->state(), v1::SWEEP_STATE_CANCELLED);
+  for (const v1::SweepTrial& t : cancelled->trials()) {
+    // A running trial stops within a step; wait for it.
+    v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
+    for (int i = 0; i < 300; ++i) {
+      auto job = client_->Get(t.job_id());
+      ASSERT_TRUE(job.ok()) << job.status();
+      state = job->state();
+      if (IsTerminal(state)) break;
+      usleep(100 * 1000);
+    }
+    EXPECT_EQ(state, v1::JOB_STATE_CANCELLED) << t.label();
+  }
+  std::vector<v1::SweepEvent> events;
+  absl::Status watched = client_->WatchSweep(sweep->id(), 0, [&](const v1::SweepEvent& e) {
+    events.push_back(e);
+    return true;
+  });
+  ASSERT_TRUE(watched.ok()) << watched;
+  ASSERT_FALSE(events.empty());
+  ASSERT_TRUE(events.back().has_result());
+  EXPECT_EQ(events.back().result().state(), v1::SWEEP_STATE_CANCELLED);
+}
+
+TEST_F(SweepE2ETest, BadCandidateIsInvalidArgumentNamingIt) {
+  auto before = client_->ListAll();
+  ASSERT_TRUE(before.ok()) << before.status();
+  v1::SweepSpec spec = Spec("small.jsonl", 1);
+  spec.add_freeze_depths(3);  // the model has 2 layers
+  auto sweep = client_->SubmitSweep(spec);
+  ASSERT_EQ(sweep.status().code(), absl::StatusCode::kInvalidArgument) << sweep.status();
+  EXPECT_NE(sweep.status().message().find("sweep.freeze_depths[3]"), std::string::npos)
+      << sweep.status();
+  // No trial was submitted.
+  auto after = client_->ListAll();
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->size(), before->size());
+
+  v1::SweepSpec one = Spec("small.jsonl", 1);
+  one.clear_freeze_depths();
+  auto single = client_->SubmitSweep(one);
+  EXPECT_EQ(single.status().code(), absl::StatusCode::kInvalidArgument) << single.status();
+}
+
+TEST_F(SweepE2ETest, CliSweepPrintsJsonLinesWhenPipedAndATableOnATerminal) {
+  const std::string server = "127.0.0.1:" + std::to_string(server_->port());
+  const std::vector<std::string> common = {
+      "--server", server, "sweep", "--depths", "1,head-only", "--model", *model_uri_,
+      "--train", "file://" + *dir_ + "/small.jsonl", "--epochs", "1", "--batch-size", "8",
+      "--max-seq-length", "16", "--lr", "1e-3", "--validation-split", "0.25", "--watch"};
+  std::ostringstream out, err;
+  cli::CliEnv env;
+  int rc = cli::RunCli(common, env, out, err);
+  EXPECT_EQ(rc, 0) << err.str();
+  std::istringstream lines(out.str());
+  std::string line, last;
+  int n = 0;
+  while (std::getline(lines, line)) {
+    nlohmann::json j = nlohmann::json::parse(line);  // throws on a non-JSON line
+    EXPECT_EQ(j["sequence"], std::to_string(++n));
+    last = line;
+  }
+  ASSERT_GT(n, 0);
+  nlohmann::json final_event = nlohmann::json::parse(last);
+  ASSERT_TRUE(final_event.contains("result")) << last;
+  EXPECT_EQ(final_event["result"]["state"], "SWEEP_STATE_SUCCEEDED");
+  EXPECT_EQ(final_event["result"]["trials"].size(), 2u);
+
+  // On a terminal: the table, the winner marked with '*'.
+  std::ostringstream tty_out, tty_err;
+  env.stdout_is_tty = true;
+  rc = cli::RunCli(common, env, tty_out, tty_err);
+  EXPECT_EQ(rc, 0) << tty_err.str();
+  EXPECT_NE(tty_out.str().find("candidate"), std::string::npos) << tty_out.str();
+  EXPECT_NE(tty_out.str().find("head-only"), std::string::npos) << tty_out.str();
+  EXPECT_NE(tty_out.str().find("winner: "), std::string::npos) << tty_out.str();
+  EXPECT_NE(tty_out.str().find("\n* "), std::string::npos) << tty_out.str();
+
+  // A bad depth is a usage error before anything is sent.
+  std::ostringstream bad_out, bad_err;
+  rc = cli::RunCli({"--server", server, "sweep", "--depths", "1,x", "--model", *model_uri_,
+                    "--train", "file://" + *dir_ + "/small.jsonl"},
+                   env, bad_out, bad_err);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(bad_err.str().find("--depths"), std::string::npos) << bad_err.str();
+}
+
+}  // namespace
+}  // namespace freezetune
