@@ -135,6 +135,50 @@ class Client:
         request = _as_message(request, pb.PlanFreezeRequest)
         return self._unary(self._stub.PlanFreeze, request, retry=True)
 
+    def submit_sweep(self, sweep):
+        """Starts a freeze sweep from a SweepSpec (message or JSON-mapping
+        dict); returns Sweep. Not retried: a lost reply must not start it twice."""
+        sweep = _as_message(sweep, pb.SweepSpec)
+        return self._unary(self._stub.SubmitSweep, pb.SubmitSweepRequest(sweep=sweep),
+                           retry=False)
+
+    def get_sweep(self, sweep_id):
+        return self._unary(self._stub.GetSweep, pb.GetSweepRequest(sweep_id=sweep_id),
+                           retry=True)
+
+    def cancel_sweep(self, sweep_id):
+        return self._unary(self._stub.CancelSweep,
+                           pb.CancelSweepRequest(sweep_id=sweep_id), retry=True)
+
+    def watch_sweep(self, sweep_id, after_sequence=0):
+        """Yields the sweep's SweepEvents after `after_sequence`, exactly once
+        each, ending after the final event (the one with `result` set).
+        Reopens the stream after UNAVAILABLE up to max_retries times in a row."""
+        last = max(0, after_sequence)
+        failures = 0
+        while True:
+            call = self._stub.WatchSweep(
+                pb.WatchSweepRequest(sweep_id=sweep_id, after_sequence=last),
+                metadata=self._metadata)
+            try:
+                for event in call:
+                    if event.sequence <= last:
+                        continue
+                    last = event.sequence
+                    failures = 0
+                    final = event.HasField("result")
+                    if final:
+                        call.cancel()
+                    yield event
+                    if final:
+                        return
+                return
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE or failures >= self._max_retries:
+                    raise FreezetuneError(e.code(), e.details()) from None
+                time.sleep(self._backoff(failures))
+                failures += 1
+
     def watch(self, job_id, after_sequence=0):
         """Yields the job's JobEvents after `after_sequence`, exactly once each.
 
