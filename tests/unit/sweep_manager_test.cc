@@ -1,0 +1,247 @@
+// SweepManager with an injected runner (no training): the winner rule, a
+// whole sweep (table, winner, output copy, sweep.json, linked jobs), cancel,
+// validation errors naming the candidate, and a sweep that survives a
+// restart of both managers with gapless events.
+#include "server/jobs/sweep_manager.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "absl/synchronization/notification.h"
+#include "gtest/gtest.h"
+
+namespace freezetune::jobs {
+namespace {
+
+namespace fs = std::filesystem;
+
+int Depth(const v1::FreezeSpec& f) { return f.has_head_only() ? 99 : f.bottom().num_layers(); }
+
+// Trainable parameters: 100 - 10 * depth; head-only 5. Accuracy by depth:
+// 0 -> 0.5, 1 -> 0.8, 2 -> 0.8 (a tie that depth 2 wins), head-only 0.7.
+// Depth > 2 is invalid. Runs wait on `gate` when it is armed.
+class FakeTrainer {
+ public:
+  TrainHooks Hooks() {
+    TrainHooks hooks;
+    hooks.validate = [](const v1::FineTuneJob& job, const data::UriOptions&,
+                        const train::JobLimits&) -> absl::Status {
+      if (!job.freeze().has_head_only() && job.freeze().bottom().num_layers() > 2) {
+        return absl::InvalidArgumentError("job.freeze.bottom.num_layers: the model has 2 layers");
+      }
+      return absl::OkStatus();
+    };
+    hooks.plan_freeze = [](const v1::PlanFreezeRequest& req, const data::UriOptions&)
+        -> absl::StatusOr<v1::PlanFreezeResponse> {
+      v1::PlanFreezeResponse r;
+      r.set_total_parameters(100);
+      r.set_num_layers(2);
+      int d = Depth(req.freeze());
+      r.set_trainable_parameters(d == 99 ? 5 : 100 - 10 * d);
+      return r;
+    };
+    hooks.run = [this](const v1::FineTuneJob& job,
+                       const train::RunContext& ctx) -> absl::StatusOr<v1::JobResult> {
+      while (armed.load() && !gate.HasBeenNotified()) {
+        if (ctx.should_stop()) return absl::CancelledError("stopped");
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+      int d = Depth(job.freeze());
+      float acc = d == 0 ? 0.5f : d == 99 ? 0.7f : 0.8f;
+      v1::JobEvent e;
+      e.mutable_eval()->set_step(4);
+      e.mutable_eval()->set_accuracy(acc);
+      ctx.emit(e);
+      std::ofstream(ctx.output_dir + "/model.safetensors") << "depth " << d;
+      v1::JobResult result;
+      result.set_steps(4);
+      result.set_output_uri("file://" + ctx.output_dir);
+      *result.mutable_best_eval() = e.eval();
+      return result;
+    };
+    return hooks;
+  }
+  std::atomic<bool> armed{false};
+  absl::Notification gate;
+};
+
+class SweepManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = (fs::temp_directory_path() /
+            ("ft_sweep_" +
+             std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "_" +
+             std::to_string(::getpid())))
+               .string();
+    fs::remove_all(dir_);
+    options_.data_dir = dir_ + "/data";
+    options_.scheduler.cpu_slots = 1;
+    options_.scheduler.max_queue = 100;
+  }
+  void TearDown() override {
+    if (!trainer_.gate.HasBeenNotified()) trainer_.gate.Notify();
+    sweeps_.reset();
+    jobs_.reset();
+    fs::remove_all(dir_);
+  }
+  void Start() {
+    auto jobs = JobManager::Create(options_, trainer_.Hooks());
+    ASSERT_TRUE(jobs.ok()) << jobs.status();
+    jobs_ = std::move(*jobs);
+    SweepManagerOptions sweep_options;
+    sweep_options.poll_interval = absl::Milliseconds(10);
+    auto sweeps = SweepManager::Create(jobs_.get(), sweep_options);
+    ASSERT_TRUE(sweeps.ok()) << sweeps.status();
+    sweeps_ = std::move(*sweeps);
+  }
+  void Stop() {
+    sweeps_.reset();
+    jobs_.reset();
+  }
+  v1::SweepSpec Spec() {
+    v1::SweepSpec spec;
+    spec.mutable_job()->set_model_uri("/models/tiny");
+    spec.mutable_job()->mutable_train()->set_uri("/data/train.jsonl");
+    spec.add_freeze_depths(0);
+    spec.add_freeze_depths(1);
+    spec.add_freeze_depths(2);
+    spec.set_include_head_only(true);
+    spec.set_output_uri(dir_ + "/out");
+    return spec;
+  }
+  v1::Sweep WaitEnded(const std::string& id) {
+    for (int i = 0; i < 1000; ++i) {
+      auto s = sweeps_->Get(id);
+      EXPECT_TRUE(s.ok()) << s.status();
+      if (!s.ok() || s->state() != v1::SWEEP_STATE_RUNNING) return s.ok() ? *s : v1::Sweep();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ADD_FAILURE() << "sweep " << id << " did not end";
+    return v1::Sweep();
+  }
+
+  std::string dir_;
+  JobManagerOptions options_;
+  FakeTrainer trainer_;
+  std::unique_ptr<JobManager> jobs_;
+  std::unique_ptr<SweepManager> sweeps_;
+};
+
+TEST(SweepWinnerTest, BestMetricThenFewerTrainableThenEarlier) {
+  std::vector<v1::SweepTrial> rows(4);
+  auto set = [&](int i, double m, int64_t trainable, v1::TrialState st) {
+    rows[i].set_has_best(true);
+    rows[i].set_best_metric(m);
+    rows[i].set_trainable_parameters(trainable);
+    rows[i].set_state(st);
+  };
+  set(0, 0.5, 100, v1::TRIAL_STATE_FINISHED);
+  set(1, 0.8, 90, v1::TRIAL_STATE_FINISHED);
+  set(2, 0.8, 80, v1::TRIAL_STATE_STOPPED_EARLY);
+  set(3, 0.9, 5, v1::TRIAL_STATE_FAILED);  // failed rows never win
+  EXPECT_EQ(PickSweepWinner(rows, /*lower_is_better=*/false), 2);
+  EXPECT_EQ(PickSweepWinner(rows, /*lower_is_better=*/true), 0);
+  rows[2].set_trainable_parameters(90);  // full tie: the earlier candidate
+  EXPECT_EQ(PickSweepWinner(rows, false), 1);
+  rows.resize(1);
+  rows[0].set_has_best(false);
+  EXPECT_EQ(PickSweepWinner(rows, false), -1);
+  EXPECT_TRUE(SweepMetricLowerIsBetter("loss"));
+  EXPECT_TRUE(SweepMetricLowerIsBetter("mse"));
+  EXPECT_FALSE(SweepMetricLowerIsBetter("accuracy"));
+}
+
+TEST_F(SweepManagerTest, SweepFillsTableAndWritesWinner) {
+  Start();
+  auto sweep = sweeps_->Submit(Spec(), "");
+  ASSERT_TRUE(sweep.ok()) << sweep.status();
+  ASSERT_EQ(sweep->trials_size(), 4);
+  EXPECT_EQ(sweep->trials(0).trainable_parameters(), 100);
+  EXPECT_EQ(sweep->trials(2).trainable_parameters(), 80);
+  EXPECT_EQ(sweep->trials(3).trainable_parameters(), 5);
+  EXPECT_EQ(sweep->trials(3).frozen_depth(), 2);
+  v1::Sweep done = WaitEnded(sweep->id());
+  ASSERT_EQ(done.state(), v1::SWEEP_STATE_SUCCEEDED) << done.error_message();
+  EXPECT_EQ(done.winner_index(), 2);  // 0.8 tie with depth 1, fewer trainable
+  for (const v1::SweepTrial& t : done.trials()) {
+    EXPECT_EQ(t.state(), v1::TRIAL_STATE_FINISHED);
+    EXPECT_TRUE(t.has_best());
+    auto job = jobs_->Get(t.job_id());
+    ASSERT_TRUE(job.ok());
+    EXPECT_EQ(job->sweep_id(), sweep->id());
+  }
+  std::ifstream model(dir_ + "/out/model.safetensors");
+  std::string content((std::istreambuf_iterator<char>(model)), {});
+  EXPECT_EQ(content, "depth 2");
+  EXPECT_TRUE(fs::exists(dir_ + "/out/sweep.json"));
+  auto events = sweeps_->ReadEvents(sweep->id(), 0, 0);
+  ASSERT_TRUE(events.ok());
+  ASSERT_FALSE(events->empty());
+  for (size_t i = 0; i < events->size(); ++i) EXPECT_EQ((*events)[i].sequence(), int64_t(i + 1));
+  EXPECT_TRUE(events->back().has_result());
+  EXPECT_EQ(sweeps_->Cancel(sweep->id()).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(SweepManagerTest, ValidationNamesTheCandidate) {
+  Start();
+  v1::SweepSpec spec = Spec();
+  spec.add_freeze_depths(3);
+  auto bad = sweeps_->Submit(spec, "");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("sweep.freeze_depths[3]: "), std::string::npos)
+      << bad.status();
+  v1::SweepSpec one = Spec();
+  one.clear_freeze_depths();
+  EXPECT_EQ(sweeps_->Submit(one, "").status().code(), absl::StatusCode::kInvalidArgument);
+  v1::SweepSpec metric = Spec();
+  metric.set_selection_metric("bleu");
+  auto m = sweeps_->Submit(metric, "");
+  EXPECT_NE(m.status().message().find("sweep.selection_metric"), std::string::npos) << m.status();
+  EXPECT_EQ(sweeps_->Get("sweep-nope").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(SweepManagerTest, CancelCancelsTrials) {
+  trainer_.armed = true;
+  Start();
+  auto sweep = sweeps_->Submit(Spec(), "");
+  ASSERT_TRUE(sweep.ok()) << sweep.status();
+  auto cancelled = sweeps_->Cancel(sweep->id());
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->state(), v1::SWEEP_STATE_CANCELLED);
+  for (const v1::SweepTrial& t : cancelled->trials()) {
+    v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
+    for (int i = 0; i < 500 && state != v1::JOB_STATE_CANCELLED; ++i) {
+      state = jobs_->Get(t.job_id())->state();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_EQ(state, v1::JOB_STATE_CANCELLED) << t.label();
+  }
+}
+
+TEST_F(SweepManagerTest, SweepSurvivesRestart) {
+  trainer_.armed = true;
+  Start();
+  auto sweep = sweeps_->Submit(Spec(), "");
+  ASSERT_TRUE(sweep.ok()) << sweep.status();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  Stop();
+  trainer_.gate.Notify();
+  Start();
+  auto reloaded = sweeps_->Get(sweep->id());
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  v1::Sweep done = WaitEnded(sweep->id());
+  ASSERT_EQ(done.state(), v1::SWEEP_STATE_SUCCEEDED) << done.error_message();
+  EXPECT_EQ(done.winner_index(), 2);
+  auto events = sweeps_->ReadEvents(sweep->id(), 0, 0);
+  ASSERT_TRUE(events.ok());
+  for (size_t i = 0; i < events->size(); ++i) EXPECT_EQ((*events)[i].sequence(), int64_t(i + 1));
+  EXPECT_EQ(done.last_sequence(), static_cast<int64_t>(events->size()));
+}
+
+}  // namespace
+}  // namespace freezetune::jobs
