@@ -26,7 +26,7 @@ absl::Status CheckIntOrDefault(std::string_view field, std::string_view name, in
 
 ResolvedHyperparameters WithDefaults(const v1::Hyperparameters& h, bool regression) {
   ResolvedHyperparameters r;
-  if (h.epochs() > 0) r.epochs = h.epochs();
+  if (h.has_epochs()) r.epochs = h.epochs();
   if (h.batch_size() > 0) r.batch_size = h.batch_size();
   if (h.learning_rate() > 0) r.learning_rate = h.learning_rate();
   if (h.has_weight_decay()) r.weight_decay = h.weight_decay();
@@ -52,7 +52,7 @@ ResolvedHyperparameters WithDefaults(const v1::Hyperparameters& h, bool regressi
 absl::Status ValidateHyperparameters(const v1::Hyperparameters& h, bool regression,
                                      int64_t model_max_positions, const JobLimits& limits,
                                      std::string_view field) {
-  if (h.epochs() < 0 || h.epochs() > limits.max_epochs) {
+  if (h.has_epochs() && (h.epochs() < 1 || h.epochs() > limits.max_epochs)) {
     return Error(field, "epochs",
                  absl::StrCat("must be in [1, ", limits.max_epochs, "] (got ", h.epochs(), ")"));
   }

@@ -277,8 +277,7 @@ TEST_F(ServerE2ETest, BadJobsAreRejectedWithTheFieldAndNothingIsQueued) {
          rule->set_action(v1::FREEZE_ACTION_FREEZE);
        },
        "job.freeze"},
-      // epochs 0 means "default" in the API (proto3), so the bad value is -1.
-      {"negative epochs", [](v1::FineTuneJob* j) { j->mutable_hyperparameters()->set_epochs(-1); },
+      {"zero epochs", [](v1::FineTuneJob* j) { j->mutable_hyperparameters()->set_epochs(0); },
        "job.hyperparameters.epochs"},
       {"label out of range",
        [&](v1::FineTuneJob* j) {

@@ -63,6 +63,7 @@ TEST(TrainHyperparametersTest, RangeErrorsNameTheField) {
     const char* text;
     const char* prefix;
   } cases[] = {
+      {"epochs: 0", "job.hyperparameters.epochs: must be in [1, 100] (got 0)"},
       {"epochs: -1", "job.hyperparameters.epochs: must be in [1, 100] (got -1)"},
       {"epochs: 101", "job.hyperparameters.epochs: must be in [1, 100] (got 101)"},
       {"batch_size: 2000", "job.hyperparameters.batch_size: must be in [1, 1024]"},

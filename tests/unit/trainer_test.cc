@@ -642,12 +642,16 @@ TEST_F(ValidateJobTest, GoodJobPasses) {
 }
 
 TEST_F(ValidateJobTest, EpochsOutOfRange) {
-  // Zero means "default 3" (proto3 cannot tell it from unset); negative is rejected.
+  // Unset means the default (3); an explicit 0 or a negative count is rejected.
   v1::FineTuneJob job = Job("");
-  job.mutable_hyperparameters()->set_epochs(0);
+  job.mutable_hyperparameters()->clear_epochs();
   EXPECT_TRUE(Validate(job).ok());
-  job.mutable_hyperparameters()->set_epochs(-1);
+  job.mutable_hyperparameters()->set_epochs(0);
   absl::Status s = Validate(job);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), StartsWith("job.hyperparameters.epochs: must be in [1, "));
+  job.mutable_hyperparameters()->set_epochs(-1);
+  s = Validate(job);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()), StartsWith("job.hyperparameters.epochs: must be in [1, "));
   job.mutable_hyperparameters()->set_epochs(1000);
