@@ -10,6 +10,8 @@ if(TARGET freezetune-server AND TARGET freezetune-model)
   target_link_libraries(freezetune_load_bench PRIVATE freezetune_grpc gRPC::grpc++
     absl::synchronization absl::time)
   target_include_directories(freezetune_load_bench PRIVATE ${PROJECT_SOURCE_DIR})
+  # tests/integration/server_process.h finds the fixture vocab through it.
+  target_compile_definitions(freezetune_load_bench PRIVATE FREEZETUNE_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
   freezetune_warnings(freezetune_load_bench)
   add_dependencies(freezetune_load_bench freezetune-server freezetune-model)
   if(TARGET benchmarks)
