@@ -101,21 +101,59 @@ int PickSweepWinner(const std::vector<v1::SweepTrial>& trials, bool lower_is_bet
   return winner;
 }
 
-SweepManager::SweepManager(JobManager* jobs, const SweepManagerOptions& options)
-    : jobs_(jobs), options_(options) {}
+SweepManager::SweepManager(JobManager* jobs, const SweepManagerOptions& options,
+                           metrics::Metrics* metrics)
+    : jobs_(jobs), options_(options), metrics_(metrics) {}
+
+void SweepManager::UpdateMetrics(const Entry* changed) {
+  if (metrics_ == nullptr) return;
+  int64_t running = 0, succeeded = 0, failed = 0, cancelled = 0;
+  for (const auto& [id, entry] : sweeps_) {
+    switch (entry.sweep.state()) {
+      case v1::SWEEP_STATE_RUNNING: ++running; break;
+      case v1::SWEEP_STATE_SUCCEEDED: ++succeeded; break;
+      case v1::SWEEP_STATE_FAILED: ++failed; break;
+      case v1::SWEEP_STATE_CANCELLED: ++cancelled; break;
+      default: break;
+    }
+  }
+  metrics_->SetSweepsInState("running", running);
+  metrics_->SetSweepsInState("succeeded", succeeded);
+  metrics_->SetSweepsInState("failed", failed);
+  metrics_->SetSweepsInState("cancelled", cancelled);
+  if (changed == nullptr) return;
+  const v1::Sweep& sweep = changed->sweep;
+  if (sweep.state() != v1::SWEEP_STATE_RUNNING) {
+    metrics_->SweepEnded(sweep.id());
+    return;
+  }
+  int64_t done = 0;
+  bool has_best = false;
+  double best = 0;
+  for (const v1::SweepTrial& t : sweep.trials()) {
+    done += TrialEnded(t.state());
+    if (!t.has_best()) continue;
+    if (!has_best || (sweep.lower_is_better() ? t.best_metric() < best : t.best_metric() > best)) {
+      best = t.best_metric();
+    }
+    has_best = true;
+  }
+  metrics_->SweepProgress(sweep.id(), done, sweep.trials_size(), has_best, best);
+}
 
 absl::StatusOr<std::unique_ptr<SweepManager>> SweepManager::Create(
-    JobManager* jobs, const SweepManagerOptions& options) {
+    JobManager* jobs, const SweepManagerOptions& options, metrics::Metrics* metrics) {
   SweepManagerOptions resolved = options;
   if (resolved.store_path.empty()) {
     resolved.store_path =
         (std::filesystem::path(jobs->options().data_dir) / "sweeps.db").string();
   }
-  std::unique_ptr<SweepManager> manager(new SweepManager(jobs, resolved));
+  std::unique_ptr<SweepManager> manager(new SweepManager(jobs, resolved, metrics));
   {
     absl::MutexLock lock(&manager->mu_);
     FT_RETURN_IF_ERROR(manager->Open());
     FT_RETURN_IF_ERROR(manager->Load());
+    for (const auto& [id, entry] : manager->sweeps_) manager->UpdateMetrics(&entry);
   }
   manager->monitor_ = std::thread([m = manager.get()] { m->MonitorLoop(); });
   return manager;
@@ -234,6 +272,7 @@ void SweepManager::Emit(Entry& entry, v1::SweepEvent event) {
     std::fprintf(stderr, "sweep %s: %s\n", entry.sweep.id().c_str(), stored.ToString().c_str());
   }
   entry.events.push_back(std::move(event));
+  UpdateMetrics(&entry);
 }
 
 absl::StatusOr<v1::Sweep> SweepManager::Submit(const v1::SweepSpec& spec,

@@ -60,8 +60,9 @@ class SweepManager {
  public:
   // Opens (or creates) the sweep store and resumes following RUNNING sweeps.
   // `jobs` is not owned and must outlive the returned manager.
-  static absl::StatusOr<std::unique_ptr<SweepManager>> Create(JobManager* jobs,
-                                                              const SweepManagerOptions& options);
+  // `metrics` is optional, not owned, and must outlive the manager.
+  static absl::StatusOr<std::unique_ptr<SweepManager>> Create(
+      JobManager* jobs, const SweepManagerOptions& options, metrics::Metrics* metrics = nullptr);
   // Calls Shutdown().
   ~SweepManager();
   SweepManager(const SweepManager&) = delete;
@@ -95,7 +96,9 @@ class SweepManager {
     std::vector<int64_t> seen_job_sequence;
   };
 
-  SweepManager(JobManager* jobs, const SweepManagerOptions& options);
+  SweepManager(JobManager* jobs, const SweepManagerOptions& options, metrics::Metrics* metrics);
+  // Refreshes the sweep gauges (counts by state, per-sweep progress).
+  void UpdateMetrics(const Entry* changed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Open();
   absl::Status Load();
   void MonitorLoop();
@@ -109,6 +112,7 @@ class SweepManager {
 
   JobManager* const jobs_;
   const SweepManagerOptions options_;
+  metrics::Metrics* const metrics_;
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::map<std::string, Entry> sweeps_ ABSL_GUARDED_BY(mu_);

@@ -97,6 +97,25 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const MetricsOptions& o
                            .Name("freezetune_job_eval_loss")
                            .Help("Validation loss of a running job at its last evaluation.")
                            .Register(r);
+  m->sweeps_by_state_ = &prometheus::BuildGauge()
+                             .Name("freezetune_sweeps")
+                             .Help("Freeze sweeps by state.")
+                             .Register(r);
+  for (const char* state : {"running", "succeeded", "failed", "cancelled"}) {
+    m->sweeps_by_state_->Add({{"state", state}});
+  }
+  m->sweep_trials_done_ = &prometheus::BuildGauge()
+                               .Name("freezetune_sweep_trials_done")
+                               .Help("Trials of a running sweep that have ended.")
+                               .Register(r);
+  m->sweep_trials_total_ = &prometheus::BuildGauge()
+                                .Name("freezetune_sweep_trials")
+                                .Help("Trials of a running sweep.")
+                                .Register(r);
+  m->sweep_best_metric_ = &prometheus::BuildGauge()
+                               .Name("freezetune_sweep_best_metric")
+                               .Help("Best selection metric of a running sweep so far.")
+                               .Register(r);
   m->job_eval_accuracy_ = &prometheus::BuildGauge()
                                .Name("freezetune_job_eval_accuracy")
                                .Help("Validation accuracy (0..1) of a running job at its last "
@@ -229,6 +248,25 @@ void Metrics::JobEnded(const std::string& job_id) {
   if (s.eval_loss != nullptr) job_eval_loss_->Remove(s.eval_loss);
   if (s.eval_accuracy != nullptr) job_eval_accuracy_->Remove(s.eval_accuracy);
   job_series_.erase(it);
+}
+
+void Metrics::SetSweepsInState(const std::string& state, int64_t count) {
+  sweeps_by_state_->Add({{"state", state}}).Set(static_cast<double>(count));
+}
+
+void Metrics::SweepProgress(const std::string& sweep_id, int64_t trials_done,
+                            int64_t trials_total, bool has_best, double best_metric) {
+  const std::map<std::string, std::string> labels = {{"sweep_id", sweep_id}};
+  sweep_trials_done_->Add(labels).Set(static_cast<double>(trials_done));
+  sweep_trials_total_->Add(labels).Set(static_cast<double>(trials_total));
+  if (has_best) sweep_best_metric_->Add(labels).Set(best_metric);
+}
+
+void Metrics::SweepEnded(const std::string& sweep_id) {
+  const std::map<std::string, std::string> labels = {{"sweep_id", sweep_id}};
+  sweep_trials_done_->Remove(&sweep_trials_done_->Add(labels));
+  sweep_trials_total_->Remove(&sweep_trials_total_->Add(labels));
+  sweep_best_metric_->Remove(&sweep_best_metric_->Add(labels));
 }
 
 void Metrics::RpcFinished(const std::string& method, const std::string& code, double seconds) {

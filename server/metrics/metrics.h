@@ -87,6 +87,16 @@ class Metrics {
   // Runs the hook; HttpExposer calls it before serializing.
   void RunCollectHook();
 
+  // Sweeps. freezetune_sweeps{state} with state one of "running",
+  // "succeeded", "failed", "cancelled".
+  void SetSweepsInState(const std::string& state, int64_t count);
+  // Per running sweep: trials ended out of total, and the best selection
+  // metric so far (the best-metric series exists once a trial evaluated).
+  void SweepProgress(const std::string& sweep_id, int64_t trials_done, int64_t trials_total,
+                     bool has_best, double best_metric);
+  // Drops the sweep's per-sweep series.
+  void SweepEnded(const std::string& sweep_id);
+
   // gRPC.
   void RpcFinished(const std::string& method, const std::string& code, double seconds);
   void WatchStreamOpened();
@@ -119,6 +129,10 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* rpc_requests_ = nullptr;
   prometheus::Family<prometheus::Histogram>* rpc_seconds_ = nullptr;
   prometheus::Gauge* watch_streams_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* sweeps_by_state_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* sweep_trials_done_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* sweep_trials_total_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* sweep_best_metric_ = nullptr;
 
   // Created on a job's first TrainMetrics/EvalMetrics; null until then.
   struct JobSeries {

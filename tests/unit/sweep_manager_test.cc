@@ -14,6 +14,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
+#include "prometheus/text_serializer.h"
 
 namespace freezetune::jobs {
 namespace {
@@ -89,13 +90,13 @@ class SweepManagerTest : public ::testing::Test {
     jobs_.reset();
     fs::remove_all(dir_);
   }
-  void Start() {
+  void Start(metrics::Metrics* metrics = nullptr) {
     auto jobs = JobManager::Create(options_, trainer_.Hooks());
     ASSERT_TRUE(jobs.ok()) << jobs.status();
     jobs_ = std::move(*jobs);
     SweepManagerOptions sweep_options;
     sweep_options.poll_interval = absl::Milliseconds(10);
-    auto sweeps = SweepManager::Create(jobs_.get(), sweep_options);
+    auto sweeps = SweepManager::Create(jobs_.get(), sweep_options, metrics);
     ASSERT_TRUE(sweeps.ok()) << sweeps.status();
     sweeps_ = std::move(*sweeps);
   }
@@ -241,6 +242,37 @@ TEST_F(SweepManagerTest, SweepSurvivesRestart) {
   ASSERT_TRUE(events.ok());
   for (size_t i = 0; i < events->size(); ++i) EXPECT_EQ((*events)[i].sequence(), int64_t(i + 1));
   EXPECT_EQ(done.last_sequence(), static_cast<int64_t>(events->size()));
+}
+
+std::string Scrape(const metrics::Metrics& m) {
+  return prometheus::TextSerializer().Serialize(m.registry()->Collect());
+}
+
+TEST_F(SweepManagerTest, PrometheusSweepsByStateAndProgress) {
+  metrics::MetricsOptions metrics_options;
+  metrics_options.listen_address = "";
+  auto m = metrics::Metrics::Create(metrics_options);
+  ASSERT_TRUE(m.ok()) << m.status();
+  trainer_.armed = true;
+  Start(m->get());
+  auto sweep = sweeps_->Submit(Spec(), "");
+  ASSERT_TRUE(sweep.ok()) << sweep.status();
+  std::string text = Scrape(**m);
+  EXPECT_NE(text.find("freezetune_sweeps{state=\"running\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("freezetune_sweep_trials{sweep_id=\"" + sweep->id() + "\"} 4"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("freezetune_sweep_trials_done{sweep_id=\"" + sweep->id() + "\"} 0"),
+            std::string::npos)
+      << text;
+  trainer_.gate.Notify();
+  ASSERT_EQ(WaitEnded(sweep->id()).state(), v1::SWEEP_STATE_SUCCEEDED);
+  text = Scrape(**m);
+  EXPECT_NE(text.find("freezetune_sweeps{state=\"succeeded\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("freezetune_sweeps{state=\"running\"} 0"), std::string::npos) << text;
+  EXPECT_EQ(text.find("sweep_id=\"" + sweep->id() + "\""), std::string::npos) << text;
+  sweeps_.reset();
+  jobs_.reset();
 }
 
 }  // namespace
