@@ -3,8 +3,8 @@
 //
 // What it guarantees:
 //  - Frozen parameters have requires_grad == false, never get a gradient and
-//    are never in the optimizer; after training each one is compared with
-//    torch::equal against a snapshot taken before the first step.
+//    are never in the optimizer; after training each one's bytes are compared
+//    (by a 64-bit digest) with those before the first step.
 //  - With a frozen prefix (embeddings + K bottom layers all frozen) that
 //    prefix runs under NoGradGuard, so autograd records nothing there.
 //  - With frozen_eval_mode, modules whose parameters are all frozen run in
@@ -89,7 +89,7 @@ struct TrainerSummary {
 class Trainer {
  public:
   // Moves the model to the device, applies `plan` (requires_grad per
-  // parameter; names must equal the model's), snapshots the frozen
+  // parameter; names must equal the model's), digests the frozen
   // parameters and builds the optimizer. `validation` may be empty (then no
   // evaluations run and the final weights are the output).
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(model::BertForSequenceClassification model,
@@ -165,8 +165,8 @@ class Trainer {
   std::map<std::string, torch::Tensor> params_;  // by HF name
   std::vector<std::string> param_order_;
   // Parameters frozen since the start (or since the stage that froze them),
-  // with their values at that time.
-  std::map<std::string, torch::Tensor> frozen_snapshot_;
+  // with the digest of their bytes at that time.
+  std::map<std::string, uint64_t> frozen_digest_;
   // Trainable at some point: what the best-state copy has to cover.
   std::set<std::string> ever_trainable_;
   std::map<std::string, torch::Tensor> best_state_;
