@@ -82,6 +82,8 @@ struct JobManagerOptions {
   SchedulerOptions scheduler;
   data::UriOptions uris;
   train::JobLimits limits;
+  // Per running job and dataset: see train::RunContext.
+  int64_t prefix_cache_max_bytes = int64_t{512} << 20;
 };
 
 class JobManager {

@@ -48,6 +48,9 @@ struct RunContext {
   std::function<void(v1::JobEvent)> emit;
   // Polled at least once per step; true stops the run with CANCELLED.
   std::function<bool()> should_stop;
+  // Memory budget of the frozen-prefix output cache, per dataset; outputs
+  // beyond it are recomputed each epoch.
+  int64_t prefix_cache_max_bytes = int64_t{512} << 20;
 };
 
 // Runs the job to the end. Returns the result on success; CANCELLED when
