@@ -436,14 +436,14 @@ class SweepWatchReactor : public grpc::ServerWriteReactor<v1::SweepEvent> {
     absl::MutexLock lock(&mu_);
     cancelled_ = true;
   }
+  // With a poll pending, the alarm's callback (at most 100 ms later) sees
+  // done_ and deletes the reactor; it never touches the SweepManager then.
+  // (No Alarm::Cancel here: its callback takes mu_.)
   void OnDone() override {
     {
       absl::MutexLock lock(&mu_);
       done_ = true;
-      if (alarm_pending_) {
-        alarm_.Cancel();
-        return;  // the alarm callback deletes
-      }
+      if (alarm_pending_) return;
     }
     delete this;
   }
