@@ -183,10 +183,16 @@ TEST_F(SchedulerTest, SucceededJobHasFullEventHistory) {
   EXPECT_EQ(done.result().output_uri(),
             (std::filesystem::path(options_.data_dir) / "outputs" / job.id()).string());
   EXPECT_TRUE(std::filesystem::is_directory(done.result().output_uri()));
-  // The run got a checkpoint dir; it is gone once the job finished.
+  // The run got a checkpoint dir. It is removed only after the terminal
+  // state is stored (a crash in between must still find the checkpoints),
+  // so it goes shortly after SUCCEEDED becomes visible.
   EXPECT_TRUE(trainer_.saw_checkpoint_dir.load());
-  EXPECT_FALSE(std::filesystem::exists(std::filesystem::path(options_.data_dir) /
-                                       "checkpoints" / job.id()));
+  const std::filesystem::path checkpoints =
+      std::filesystem::path(options_.data_dir) / "checkpoints" / job.id();
+  for (int i = 0; i < 500 && std::filesystem::exists(checkpoints); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_FALSE(std::filesystem::exists(checkpoints));
 
   auto events = Events(job.id());
   ASSERT_EQ(events.size(), 7u);  // queued, running, 3 x train, result, succeeded
