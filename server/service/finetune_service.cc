@@ -269,8 +269,14 @@ absl::Time FineTuneServiceImpl::Deadline(absl::Time start) const {
                                                         : absl::InfiniteFuture();
 }
 
-void FineTuneServiceImpl::Record(const char* method, const grpc::Status& status, double seconds) {
-  if (metrics_ != nullptr) metrics_->RpcFinished(method, GrpcCodeName(status.error_code()), seconds);
+void FineTuneServiceImpl::FinishUnary(grpc::ServerUnaryReactor* reactor, const char* method,
+                                      const absl::Status& status, absl::Time start) {
+  grpc::Status result = ToGrpcStatus(status);
+  if (metrics_ != nullptr) {
+    metrics_->RpcFinished(method, GrpcCodeName(result.error_code()),
+                          absl::ToDoubleSeconds(absl::Now() - start));
+  }
+  reactor->Finish(result);
 }
 
 grpc::ServerUnaryReactor* FineTuneServiceImpl::SubmitJob(grpc::CallbackServerContext* context,
@@ -282,18 +288,14 @@ grpc::ServerUnaryReactor* FineTuneServiceImpl::SubmitJob(grpc::CallbackServerCon
   absl::Status early = tenant.status();
   if (early.ok() && !request->has_job()) early = absl::InvalidArgumentError("job: required");
   if (!early.ok()) {
-    grpc::Status status = ToGrpcStatus(early);
-    Record("SubmitJob", status, 0);
-    reactor->Finish(status);
+    FinishUnary(reactor, "SubmitJob", early, start);
     return reactor;
   }
   const absl::Time deadline = Deadline(start);
   pool_->Run([this, reactor, request, response, start, deadline, tenant = *tenant] {
     absl::StatusOr<v1::Job> job = manager_->Submit(request->job(), tenant, deadline);
     if (job.ok()) *response = *std::move(job);
-    grpc::Status status = ToGrpcStatus(job.status());
-    Record("SubmitJob", status, absl::ToDoubleSeconds(absl::Now() - start));
-    reactor->Finish(status);
+    FinishUnary(reactor, "SubmitJob", job.status(), start);
   });
   return reactor;
 }
@@ -310,9 +312,7 @@ grpc::ServerUnaryReactor* FineTuneServiceImpl::GetJob(grpc::CallbackServerContex
     if (job.ok()) *response = *std::move(job);
     status = job.status();
   }
-  grpc::Status result = ToGrpcStatus(status);
-  Record("GetJob", result, absl::ToDoubleSeconds(absl::Now() - start));
-  reactor->Finish(result);
+  FinishUnary(reactor, "GetJob", status, start);
   return reactor;
 }
 
@@ -328,9 +328,7 @@ grpc::ServerUnaryReactor* FineTuneServiceImpl::ListJobs(grpc::CallbackServerCont
                                                   ? std::optional<std::string>(*tenant)
                                                   : std::nullopt);
   if (list.ok()) *response = *std::move(list);
-  grpc::Status result = ToGrpcStatus(list.status());
-  Record("ListJobs", result, absl::ToDoubleSeconds(absl::Now() - start));
-  reactor->Finish(result);
+  FinishUnary(reactor, "ListJobs", list.status(), start);
   return reactor;
 }
 
@@ -347,9 +345,7 @@ grpc::ServerUnaryReactor* FineTuneServiceImpl::CancelJob(grpc::CallbackServerCon
     if (job.ok()) *response = *std::move(job);
     status = job.status();
   }
-  grpc::Status result = ToGrpcStatus(status);
-  Record("CancelJob", result, absl::ToDoubleSeconds(absl::Now() - start));
-  reactor->Finish(result);
+  FinishUnary(reactor, "CancelJob", status, start);
   return reactor;
 }
 
@@ -370,18 +366,14 @@ grpc::ServerUnaryReactor* FineTuneServiceImpl::PlanFreeze(grpc::CallbackServerCo
     early = absl::InvalidArgumentError("model_uri: required");
   }
   if (!early.ok()) {
-    grpc::Status status = ToGrpcStatus(early);
-    Record("PlanFreeze", status, 0);
-    reactor->Finish(status);
+    FinishUnary(reactor, "PlanFreeze", early, start);
     return reactor;
   }
   const absl::Time deadline = Deadline(start);
   pool_->Run([this, reactor, request, response, start, deadline] {
     absl::StatusOr<v1::PlanFreezeResponse> plan = manager_->PlanFreeze(*request, deadline);
     if (plan.ok()) *response = *std::move(plan);
-    grpc::Status status = ToGrpcStatus(plan.status());
-    Record("PlanFreeze", status, absl::ToDoubleSeconds(absl::Now() - start));
-    reactor->Finish(status);
+    FinishUnary(reactor, "PlanFreeze", plan.status(), start);
   });
   return reactor;
 }
@@ -528,18 +520,14 @@ grpc::ServerUnaryReactor* FineTuneServiceImpl::SubmitSweep(grpc::CallbackServerC
   if (early.ok() && sweeps_ == nullptr) early = absl::UnimplementedError("sweeps are not enabled");
   if (early.ok() && !request->has_sweep()) early = absl::InvalidArgumentError("sweep: required");
   if (!early.ok()) {
-    grpc::Status status = ToGrpcStatus(early);
-    Record("SubmitSweep", status, 0);
-    reactor->Finish(status);
+    FinishUnary(reactor, "SubmitSweep", early, start);
     return reactor;
   }
   const absl::Time deadline = Deadline(start);
   pool_->Run([this, reactor, request, response, start, deadline, tenant = *tenant] {
     absl::StatusOr<v1::Sweep> sweep = sweeps_->Submit(request->sweep(), tenant, deadline);
     if (sweep.ok()) *response = *std::move(sweep);
-    grpc::Status status = ToGrpcStatus(sweep.status());
-    Record("SubmitSweep", status, absl::ToDoubleSeconds(absl::Now() - start));
-    reactor->Finish(status);
+    FinishUnary(reactor, "SubmitSweep", sweep.status(), start);
   });
   return reactor;
 }
@@ -557,9 +545,7 @@ grpc::ServerUnaryReactor* FineTuneServiceImpl::GetSweep(grpc::CallbackServerCont
     if (sweep.ok()) *response = *std::move(sweep);
     status = sweep.status();
   }
-  grpc::Status result = ToGrpcStatus(status);
-  Record("GetSweep", result, absl::ToDoubleSeconds(absl::Now() - start));
-  reactor->Finish(result);
+  FinishUnary(reactor, "GetSweep", status, start);
   return reactor;
 }
 
@@ -577,9 +563,7 @@ grpc::ServerUnaryReactor* FineTuneServiceImpl::CancelSweep(grpc::CallbackServerC
     if (sweep.ok()) *response = *std::move(sweep);
     status = sweep.status();
   }
-  grpc::Status result = ToGrpcStatus(status);
-  Record("CancelSweep", result, absl::ToDoubleSeconds(absl::Now() - start));
-  reactor->Finish(result);
+  FinishUnary(reactor, "CancelSweep", status, start);
   return reactor;
 }
 

@@ -95,7 +95,10 @@ class FineTuneServiceImpl final : public v1::FineTuneService::CallbackService {
  private:
   // When a SubmitJob/PlanFreeze that arrived at `start` must be answered.
   absl::Time Deadline(absl::Time start) const;
-  void Record(const char* method, const grpc::Status& status, double seconds);
+  // Maps `status` to gRPC (the one mapping, status_mapping.h), records the
+  // RPC's code and latency since `start`, and finishes the reactor.
+  void FinishUnary(grpc::ServerUnaryReactor* reactor, const char* method,
+                   const absl::Status& status, absl::Time start);
   // The caller's tenant ("" without auth); UNAUTHENTICATED otherwise.
   absl::StatusOr<std::string> Tenant(const grpc::CallbackServerContext& context) const;
 
