@@ -18,84 +18,26 @@
 #include "freezetune/client.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "tests/integration/server_process.h"
+#include "tests/integration/real_server_client_test.h"
 
 namespace freezetune {
 namespace {
 
 namespace fs = std::filesystem;
 
-class SweepE2ETest : public ::testing::Test {
+class SweepE2ETest : public testing::RealServerClientTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new std::string(
-        (fs::temp_directory_path() / ("ft_sweep_e2e_" + std::to_string(getpid()))).string());
-    fs::remove_all(*dir_);
-    fs::create_directories(*dir_);
-    server_ = new testing::ServerProcess(FREEZETUNE_SERVER_BIN, *dir_);
-    std::string error;
-    ASSERT_TRUE(testing::MakeTinyModel(FREEZETUNE_MODEL_BIN, *dir_ + "/model", &error)) << error;
-    model_uri_ = new std::string("file://" + *dir_ + "/model");
-    const char* good[] = {"a great movie", "wonderful acting", "i loved it", "truly delightful"};
-    const char* bad[] = {"a terrible movie", "awful acting", "i hated it", "truly dreadful"};
-    std::ofstream small(*dir_ + "/small.jsonl");
-    std::ofstream large(*dir_ + "/large.jsonl");
-    for (int i = 0; i < 2000; ++i) {
-      std::string g = std::string("{\"text\": \"") + good[i % 4] + "\", \"label\": 1}\n";
-      std::string b = std::string("{\"text\": \"") + bad[i % 4] + "\", \"label\": 0}\n";
-      if (i < 16) small << g << b;
-      large << g << b;
-    }
-    small.close();
-    large.close();
-    ASSERT_TRUE(server_->Start({"--metrics_listen=127.0.0.1:0", "--data_dir=" + *dir_ + "/server",
-                                "--data_roots=" + *dir_, "--threads=1", "--cpu_slots=1"},
-                               &error))
-        << error;
-  }
-
-  static void TearDownTestSuite() {
-    EXPECT_TRUE(server_->Stop()) << server_->Logs();
-    delete server_;
-    if (!::testing::Test::HasFailure()) fs::remove_all(*dir_);
-  }
-
-  void SetUp() override {
-    ClientOptions options;
-    options.target = "127.0.0.1:" + std::to_string(server_->port());
-    auto client = Client::Connect(options);
-    ASSERT_TRUE(client.ok()) << client.status();
-    client_ = std::move(*client);
-  }
-
   static v1::SweepSpec Spec(const std::string& dataset, int epochs) {
     v1::SweepSpec spec;
-    v1::FineTuneJob* job = spec.mutable_job();
-    job->set_model_uri(*model_uri_);
-    job->mutable_train()->set_uri("file://" + *dir_ + "/" + dataset);
-    auto* hp = job->mutable_hyperparameters();
-    hp->set_epochs(epochs);
-    hp->set_batch_size(8);
-    hp->set_max_seq_length(16);
-    hp->set_log_every_steps(1);
-    hp->set_learning_rate(1e-3f);
-    hp->set_validation_split(0.25f);
+    *spec.mutable_job() = Job(dataset, epochs);
+    spec.mutable_job()->clear_freeze();
     spec.add_freeze_depths(0);
     spec.add_freeze_depths(1);
     spec.add_freeze_depths(2);
     spec.set_include_head_only(true);
     return spec;
   }
-
-  static std::string* dir_;
-  static std::string* model_uri_;
-  static testing::ServerProcess* server_;
-  std::unique_ptr<Client> client_;
 };
-
-std::string* SweepE2ETest::dir_ = nullptr;
-std::string* SweepE2ETest::model_uri_ = nullptr;
-testing::ServerProcess* SweepE2ETest::server_ = nullptr;
 
 TEST_F(SweepE2ETest, DepthSweepFinishesWithTableWinnerAndOutput) {
   v1::SweepSpec spec = Spec("small.jsonl", 2);
