@@ -105,8 +105,9 @@ ABSL_FLAG(int, max_epochs, 100, "Largest hyperparameters.epochs a job may ask fo
 ABSL_FLAG(int64_t, max_model_parameters, int64_t{2} << 30,
           "Largest model (parameters, head included) a job may fine-tune.");
 ABSL_FLAG(int64_t, prefix_cache_bytes, int64_t{512} << 20,
-          "Memory budget (bytes, per running job and dataset) for caching the outputs of a "
-          "deterministic frozen prefix, so later epochs skip it; beyond it they are recomputed.");
+          "Memory budget (bytes, for the whole process) for the outputs of deterministic frozen "
+          "prefixes, kept so that later epochs and other jobs on the same model and data (a "
+          "sweep's trials) skip them; beyond it they are recomputed. 0 disables.");
 ABSL_FLAG(std::string, log_format, "text",
           "Log line format on stderr: \"text\" or \"json\" (one JSON object per line with "
           "time, level, msg and job_id when the line concerns a job).");
@@ -340,8 +341,7 @@ int main(int argc, char** argv) {
   options.jobs.limits.max_seq_length = absl::GetFlag(FLAGS_max_seq_length);
   options.jobs.limits.max_epochs = absl::GetFlag(FLAGS_max_epochs);
   options.jobs.limits.max_model_parameters = absl::GetFlag(FLAGS_max_model_parameters);
-  options.jobs.prefix_cache_max_bytes = absl::GetFlag(FLAGS_prefix_cache_bytes);
-  options.hooks = freezetune::jobs::DefaultTrainHooks();
+  options.hooks = freezetune::jobs::DefaultTrainHooks(absl::GetFlag(FLAGS_prefix_cache_bytes));
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.max_concurrent_streams = std::max(0, absl::GetFlag(FLAGS_max_concurrent_streams));
   options.keepalive_min_ping_interval = absl::GetFlag(FLAGS_keepalive_min_ping_interval);

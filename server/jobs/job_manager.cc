@@ -380,7 +380,6 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
   context.device = device;
   context.uris = options_.uris;
   context.limits = options_.limits;
-  context.prefix_cache_max_bytes = options_.prefix_cache_max_bytes;
   context.should_stop = [&stop] { return stop.requested(); };
 
   // Per-job counters for the metrics' increments between TrainMetrics events.

@@ -72,7 +72,7 @@ struct TrainHooks {
 // train::ValidateJob, train::PlanFreeze, train::RunFineTune and
 // data::ResolveOutputDir. Defined in train_hooks.cc, which is only built when
 // the freezetune_train library exists.
-TrainHooks DefaultTrainHooks();
+TrainHooks DefaultTrainHooks(int64_t prefix_cache_bytes);
 
 struct JobManagerOptions {
   // Root of the server's state; created if missing. Required.
@@ -83,7 +83,6 @@ struct JobManagerOptions {
   data::UriOptions uris;
   train::JobLimits limits;
   // Per running job and dataset: see train::RunContext.
-  int64_t prefix_cache_max_bytes = int64_t{512} << 20;
 };
 
 class JobManager {

@@ -4,14 +4,22 @@
 #include "server/data/uri.h"
 #include "server/jobs/job_manager.h"
 #include "server/train/fine_tune.h"
+#include "server/train/prefix_store.h"
 
 namespace freezetune::jobs {
 
-TrainHooks DefaultTrainHooks() {
+TrainHooks DefaultTrainHooks(int64_t prefix_cache_bytes) {
   TrainHooks hooks;
   hooks.validate = &train::ValidateJob;
   hooks.plan_freeze = &train::PlanFreeze;
-  hooks.run = &train::RunFineTune;
+  // One store for every job of the process, so that jobs on the same model
+  // and data (a sweep's trials) share their frozen-prefix outputs.
+  auto store = std::make_shared<train::PrefixStore>(prefix_cache_bytes);
+  hooks.run = [store](const v1::FineTuneJob& job, const train::RunContext& context) {
+    train::RunContext shared = context;
+    shared.prefix_store = store;
+    return train::RunFineTune(job, shared);
+  };
   hooks.resolve_output_dir = &data::ResolveOutputDir;
   return hooks;
 }

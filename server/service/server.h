@@ -30,7 +30,7 @@ struct ServerOptions {
   // host:port; port 0 picks a free port (read it back with port()).
   std::string listen_address = "127.0.0.1:50051";
   jobs::JobManagerOptions jobs;
-  // The train layer; main() passes jobs::DefaultTrainHooks().
+  // The train layer; main() passes jobs::DefaultTrainHooks(prefix cache bytes).
   jobs::TrainHooks hooks;
   metrics::MetricsOptions metrics;
   ServiceOptions service;

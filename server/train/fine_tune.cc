@@ -275,7 +275,7 @@ absl::StatusOr<v1::JobResult> RunFineTuneImpl(const v1::FineTuneJob& job,
   options.emit = context.emit;
   options.should_stop = context.should_stop;
   options.checkpoint_dir = context.checkpoint_dir;
-  options.prefix_cache_max_bytes = context.prefix_cache_max_bytes;
+  options.prefix_store = context.prefix_store;
   const int64_t pad_id = prepared.loaded.tokenizer->pad_id();
   FT_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
                       Trainer::Create(prepared.loaded.model, prepared.plan, prepared.labels,

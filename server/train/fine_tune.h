@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -13,6 +14,8 @@
 #include "server/data/uri.h"
 
 namespace freezetune::train {
+
+class PrefixStore;
 
 // Server-side bounds on what a job may ask for.
 struct JobLimits {
@@ -48,9 +51,9 @@ struct RunContext {
   std::function<void(v1::JobEvent)> emit;
   // Polled at least once per step; true stops the run with CANCELLED.
   std::function<bool()> should_stop;
-  // Memory budget of the frozen-prefix output cache, per dataset; outputs
-  // beyond it are recomputed each epoch.
-  int64_t prefix_cache_max_bytes = int64_t{512} << 20;
+  // Frozen-prefix outputs shared by the jobs of this process (see
+  // prefix_store.h); null: the job caches within itself only.
+  std::shared_ptr<PrefixStore> prefix_store;
 };
 
 // Runs the job to the end. Returns the result on success; CANCELLED when

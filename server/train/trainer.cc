@@ -99,6 +99,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
   t->validation_ = std::move(validation);
   t->pad_id_ = pad_id;
   t->options_ = std::move(options);
+  if (!t->options_.prefix_store) {
+    t->options_.prefix_store = std::make_shared<PrefixStore>(t->options_.prefix_cache_max_bytes);
+  }
   t->stage_applied_.assign(t->options_.freeze_spec.schedule_size(), false);
   FT_RETURN_IF_ERROR(Guarded("trainer setup", [&]() -> absl::Status {
     t->model_->to(t->options_.device);
@@ -198,44 +201,69 @@ void Trainer::SetTrainMode() {
   if (classifier_frozen) model_->classifier_module().eval();
 }
 
+std::string Trainer::PrefixStoreKey(const std::string& dataset_key, int depth) const {
+  const model::BertConfig& c = model_->config();
+  PrefixKey key;
+  key.Add(dataset_key).Add(static_cast<uint64_t>(depth)).Add(options_.device.str());
+  key.Add(static_cast<uint64_t>(c.hidden_size)).Add(static_cast<uint64_t>(c.num_attention_heads));
+  key.Add(c.hidden_act).Add(absl::StrCat(c.layer_norm_eps));
+  // Embeddings are plan layer 0, encoder layer l is l + 1: depth d covers
+  // plan layers [0, d], all frozen, digested when they were frozen.
+  for (const ParameterDecision& d : plan_.parameters) {
+    if (d.layer < 0 || d.layer > depth) continue;
+    key.Add(d.name).Add(frozen_digest_.at(d.name));
+  }
+  return key.str();
+}
+
 torch::Tensor Trainer::PrefixHidden(const data::Batch& batch, const data::EncodedDataset& dataset,
                                     PrefixCache& cache, int k, const torch::Tensor& ids,
                                     const torch::Tensor& types, const torch::Tensor& mask,
                                     bool cacheable) {
   torch::NoGradGuard no_grad;
   if (!cacheable) return model_->RunLayers(model_->Embed(ids, types), mask, 0, k);
+  if (cache.dataset_key.empty()) {
+    cache.dataset_key = absl::StrCat(dataset.size(), "/", absl::Hash<std::vector<std::vector<int32_t>>>{}(dataset.ids),
+                                     "/", absl::Hash<std::vector<std::vector<int32_t>>>{}(dataset.type_ids));
+  }
   if (cache.k != k) {
     // First use, or an unfreezing stage changed the prefix depth.
     cache.k = k;
-    cache.entries.assign(static_cast<size_t>(dataset.size()), torch::Tensor());
-    cache.bytes = 0;
+    cache.entry = options_.prefix_store->Open(PrefixStoreKey(cache.dataset_key, k), dataset.size());
   }
   const int64_t rows = static_cast<int64_t>(batch.indices.size());
-  bool all_cached = true;
-  for (int64_t idx : batch.indices) all_cached = all_cached && cache.entries[idx].defined();
-  if (all_cached) {
-    // Padding positions stay zero: later layers mask them as keys, and
-    // nothing reads their own outputs.
-    torch::Tensor hidden = torch::zeros({rows, ids.size(1), model_->config().hidden_size},
-                                        torch::TensorOptions().device(options_.device));
-    for (int64_t r = 0; r < rows; ++r) {
-      const torch::Tensor& e = cache.entries[batch.indices[r]];
-      hidden[r].narrow(0, 0, e.size(0)).copy_(e);
-    }
+  // Padding positions stay zero: later layers mask them as keys, and
+  // nothing reads their own outputs.
+  auto zeros = [&] {
+    return torch::zeros({rows, ids.size(1), model_->config().hidden_size},
+                        torch::TensorOptions().device(options_.device));
+  };
+  torch::Tensor hidden = zeros();
+  if (cache.entry->Gather(batch.indices, hidden)) {
     summary_.prefix_cache_hits += rows;
     return hidden;
   }
-  torch::Tensor hidden = model_->RunLayers(model_->Embed(ids, types), mask, 0, k);
   summary_.prefix_cache_misses += rows;
-  const int64_t row_bytes = model_->config().hidden_size * static_cast<int64_t>(sizeof(float));
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t idx = batch.indices[r];
-    if (cache.entries[idx].defined()) continue;
-    const int64_t len = static_cast<int64_t>(dataset.ids[idx].size());
-    if (cache.bytes + len * row_bytes > options_.prefix_cache_max_bytes) continue;
-    cache.entries[idx] = hidden[r].narrow(0, 0, len).clone();
-    cache.bytes += len * row_bytes;
+  // Start from the deepest shallower depth stored for every row (another
+  // trial of a sweep, or an earlier stage); depth 0 (the embeddings alone)
+  // is cheaper to recompute than to look up.
+  int from = 0;
+  for (int depth = k - 1; depth >= 1 && from == 0; --depth) {
+    std::shared_ptr<PrefixEntry> shallower =
+        options_.prefix_store->Find(PrefixStoreKey(cache.dataset_key, depth));
+    if (shallower && shallower->Gather(batch.indices, hidden)) from = depth;
   }
+  if (from == 0) {
+    hidden = model_->Embed(ids, types);
+  } else {
+    summary_.prefix_rows_from_shallower += rows;
+  }
+  hidden = model_->RunLayers(hidden, mask, from, k);
+  std::vector<int64_t> lengths(batch.indices.size());
+  for (size_t r = 0; r < lengths.size(); ++r) {
+    lengths[r] = static_cast<int64_t>(dataset.ids[batch.indices[r]].size());
+  }
+  cache.entry->Put(batch.indices, lengths, hidden);
   return hidden;
 }
 
@@ -249,7 +277,7 @@ torch::Tensor Trainer::Forward(const data::Batch& batch, const data::EncodedData
   // The prefix is deterministic when it runs in eval mode: always during
   // evaluation, and in training when frozen_eval_mode put it there.
   const bool cacheable =
-      options_.prefix_cache_max_bytes > 0 && (!training || plan_.frozen_eval_mode);
+      options_.prefix_store->max_bytes() > 0 && (!training || plan_.frozen_eval_mode);
   torch::Tensor hidden = PrefixHidden(batch, dataset, cache, k, ids, types, mask, cacheable);
   hidden = model_->RunLayers(hidden, mask, k, model_->num_layers());
   return model_->Head(hidden);

@@ -41,6 +41,7 @@
 #include "server/train/fine_tune.h"
 #include "server/train/freeze_plan.h"
 #include "server/train/hyperparameters.h"
+#include "server/train/prefix_store.h"
 
 namespace freezetune::train {
 
@@ -59,13 +60,16 @@ struct TrainerOptions {
   // every hp.checkpoint_every_steps steps, at each epoch end, and when
   // should_stop fires.
   std::string checkpoint_dir;
-  // Frozen-prefix output cache budget. When the embeddings and the first K
-  // layers are frozen and deterministic (training: frozen_eval_mode on;
-  // evaluation: always, as it runs in eval mode), their output per example
-  // is computed once and reused in later epochs and evaluations, up to this
-  // many bytes per dataset (examples beyond it are recomputed each time).
-  // 0 disables. Results equal uncached ones up to float rounding (batch
-  // shapes differ), not bit for bit.
+  // Frozen-prefix output cache. When the embeddings and the first K layers
+  // are frozen and deterministic (training: frozen_eval_mode on; evaluation:
+  // always, as it runs in eval mode), their output per example is computed
+  // once and reused in later epochs and evaluations, and by other trainers
+  // sharing `prefix_store` (a sweep's trials): a trainer freezing K layers
+  // starts from the deepest shallower prefix already stored. Without a
+  // shared store the trainer uses its own of prefix_cache_max_bytes (0
+  // disables caching). Results equal uncached ones up to float rounding
+  // (batch shapes differ), not bit for bit.
+  std::shared_ptr<PrefixStore> prefix_store;
   int64_t prefix_cache_max_bytes = int64_t{512} << 20;
 };
 
@@ -82,6 +86,10 @@ struct TrainerSummary {
   // Frozen-prefix cache use, in examples (training and evaluation).
   int64_t prefix_cache_hits = 0;
   int64_t prefix_cache_misses = 0;
+  // Of the misses, rows computed from a stored shallower prefix (another
+  // trainer's, e.g. a sweep trial that froze fewer layers) rather than from
+  // the embeddings.
+  int64_t prefix_rows_from_shallower = 0;
   bool frozen_weights_verified = false;
   double train_seconds = 0.0;
 };
@@ -122,23 +130,26 @@ class Trainer {
   absl::Status ApplyPlan();
   void BuildOptimizer();
   void SetTrainMode();
-  // Per-example outputs of the frozen prefix for one dataset; entries are
-  // [length, hidden] on the device, for prefix depth `k`.
+  // A dataset's view of the prefix store at the current prefix depth.
   struct PrefixCache {
     int k = -1;
-    std::vector<torch::Tensor> entries;
-    int64_t bytes = 0;
+    std::string dataset_key;             // content of the dataset's tokens
+    std::shared_ptr<PrefixEntry> entry;  // depth k; null when not cacheable
   };
   // Logits for a collated batch of `dataset`; `training` selects the
   // training path (frozen prefix under NoGradGuard) or evaluation.
   torch::Tensor Forward(const data::Batch& batch, const data::EncodedDataset& dataset,
                         PrefixCache& cache, bool training);
-  // Hidden states after embeddings + layers [0, k), from the cache where
-  // every example of the batch is there, else computed (and cached).
+  // Hidden states after embeddings + layers [0, k): from the store where
+  // every example of the batch is there, else computed from the deepest
+  // stored shallower depth (or from the embeddings) and stored.
   torch::Tensor PrefixHidden(const data::Batch& batch, const data::EncodedDataset& dataset,
                              PrefixCache& cache, int k, const torch::Tensor& ids,
                              const torch::Tensor& types, const torch::Tensor& mask,
                              bool cacheable);
+  // Store key of `dataset_key`'s outputs after embeddings + `depth` layers:
+  // the frozen weights involved, the model shape and the device.
+  std::string PrefixStoreKey(const std::string& dataset_key, int depth) const;
   torch::Tensor Loss(const torch::Tensor& logits, const torch::Tensor& labels) const;
   absl::StatusOr<v1::EvalMetrics> EvaluateImpl();
   absl::Status TrainLoop();

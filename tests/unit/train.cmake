@@ -19,6 +19,9 @@ if(TARGET freezetune_train AND TARGET freezetune_data AND TARGET freezetune_mode
     SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/trainer_test.cc
     DEPS freezetune_train protobuf::libprotobuf
     TIMEOUT 240)
+  freezetune_test(prefix_store_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/prefix_store_test.cc
+    DEPS freezetune_train)
 endif()
 
 if(TARGET freezetune_train AND TARGET freezetune_model)

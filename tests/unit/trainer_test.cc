@@ -367,6 +367,67 @@ TEST_F(TrainerTest, FrozenPrefixCacheServesEvaluations) {
   }
 }
 
+TEST_F(TrainerTest, SharedPrefixStoreLetsADeeperFreezeStartFromAShallowerOne) {
+  // Two trials of a sweep on one store: bottom(1) stores its depth-1
+  // outputs; head-only (depth 2) then runs only layer 1 on top of them, and
+  // trains as it would alone.
+  auto store = std::make_shared<PrefixStore>(int64_t{64} << 20);
+  TrainerOptions shared;
+  shared.prefix_store = store;
+  std::map<std::string, torch::Tensor> initial;
+  auto shallow = MakeTrainer(Job("bottom { num_layers: 1 } frozen_eval_mode: true"), &initial, shared);
+  auto deep = MakeTrainer(Job("head_only {}"), &initial, shared);
+  auto alone = MakeTrainer(Job("head_only {}"), &initial);
+  ASSERT_TRUE(shallow && deep && alone);
+  ASSERT_TRUE(shallow->Train().ok());
+  EXPECT_EQ(shallow->summary().prefix_rows_from_shallower, 0);
+  EXPECT_GT(store->bytes(), 0);
+  torch::manual_seed(7);
+  ASSERT_TRUE(deep->Train().ok());
+  torch::manual_seed(7);
+  ASSERT_TRUE(alone->Train().ok());
+  // Epoch 1: all 40 train and 10 eval rows start from depth 1; epoch 2 hits.
+  EXPECT_EQ(deep->summary().prefix_rows_from_shallower, 50);
+  EXPECT_EQ(deep->summary().prefix_cache_hits, 50);
+  EXPECT_EQ(alone->summary().prefix_rows_from_shallower, 0);
+  ASSERT_EQ(deep->summary().history.size(), alone->summary().history.size());
+  for (size_t i = 0; i < deep->summary().history.size(); ++i) {
+    EXPECT_NEAR(deep->summary().history[i].loss(), alone->summary().history[i].loss(), 1e-4);
+  }
+}
+
+TEST_F(TrainerTest, SharedPrefixStoreKeysOnTheFrozenWeights) {
+  // Same shapes and data, other embedding weights: nothing stored for one
+  // model may serve the other.
+  const std::string other_dir = root_ + "/model_other_embeddings";
+  {
+    auto loaded = model::LoadModelDir(model_dir_, 2);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    torch::NoGradGuard no_grad;
+    loaded->model->named_parameters()["bert.embeddings.word_embeddings.weight"].mul_(2);
+    model::SaveOptions save;
+    save.label_names = {"0", "1"};
+    ASSERT_TRUE(model::SaveModelDir(other_dir, loaded->model, *loaded->tokenizer, save).ok());
+  }
+  auto store = std::make_shared<PrefixStore>(int64_t{64} << 20);
+  TrainerOptions shared;
+  shared.prefix_store = store;
+  std::map<std::string, torch::Tensor> initial;
+  v1::FineTuneJob other_job = Job("head_only {}", "epochs: 1");
+  other_job.set_model_uri("file://" + other_dir);
+  auto first = MakeTrainer(Job("head_only {}", "epochs: 1"), &initial, shared);
+  auto second = MakeTrainer(other_job, &initial, shared);
+  auto same = MakeTrainer(Job("head_only {}", "epochs: 1"), &initial, shared);
+  ASSERT_TRUE(first && second && same);
+  ASSERT_TRUE(first->Train().ok());
+  EXPECT_EQ(first->summary().prefix_cache_hits, 0);
+  ASSERT_TRUE(second->Train().ok());
+  EXPECT_EQ(second->summary().prefix_cache_hits, 0);
+  // The control: the same model does hit what `first` stored.
+  ASSERT_TRUE(same->Train().ok());
+  EXPECT_EQ(same->summary().prefix_cache_hits, 50);
+}
+
 TEST_F(TrainerTest, PrefixCacheNotUsedWhenFrozenLayersKeepDropout) {
   // bottom(1) keeps dropout in the frozen prefix (frozen_eval_mode off), so
   // training cannot reuse its outputs; evaluation (eval mode) still can.
