@@ -2,7 +2,10 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <limits>
+#include <map>
 #include <fstream>
 #include <system_error>
 #include <utility>
@@ -36,8 +39,37 @@ bool Ended(v1::SweepState state) {
 
 bool TrialEnded(v1::TrialState state) {
   return state == v1::TRIAL_STATE_FINISHED || state == v1::TRIAL_STATE_STOPPED_EARLY ||
-         state == v1::TRIAL_STATE_FAILED || state == v1::TRIAL_STATE_CANCELLED;
+         state == v1::TRIAL_STATE_FAILED || state == v1::TRIAL_STATE_CANCELLED ||
+         state == v1::TRIAL_STATE_PRUNED;
 }
+
+constexpr int kDefaultReductionFactor = 2;
+constexpr int kMaxReductionFactor = 16;
+
+absl::Status ValidateHalving(const v1::SuccessiveHalving& halving) {
+  const std::string field = "sweep.successive_halving";
+  if (halving.rung_steps_size() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".rung_steps: at least one rung "
+                                                   "required (leave successive_halving unset "
+                                                   "to run every trial to its end)"));
+  }
+  for (int r = 0; r < halving.rung_steps_size(); ++r) {
+    const int64_t step = halving.rung_steps(r);
+    if (step < 1 || (r > 0 && step <= halving.rung_steps(r - 1))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".rung_steps[", r, "]: ", step, " must be >= 1 and above the previous rung"));
+    }
+  }
+  if (halving.reduction_factor() != 0 && (halving.reduction_factor() < 2 ||
+                                          halving.reduction_factor() > kMaxReductionFactor)) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".reduction_factor: ",
+                                                   halving.reduction_factor(), " is outside [2, ",
+                                                   kMaxReductionFactor, "]"));
+  }
+  return absl::OkStatus();
+}
+
+bool Better(double a, double b, bool lower_is_better) { return lower_is_better ? a < b : a > b; }
 
 struct Candidate {
   std::string field;  // e.g. "sweep.freeze_depths[1]"
@@ -204,6 +236,8 @@ absl::Status SweepManager::Load() {
     Entry& entry = sweeps_[sweep.id()];
     entry.sweep = std::move(sweep);
     entry.seen_job_sequence.assign(entry.sweep.trials_size(), 0);
+    entry.next_rung.assign(entry.sweep.trials_size(), 0);
+    entry.rung_values.assign(entry.sweep.spec().successive_halving().rung_steps_size(), {});
   }
   sqlite3_finalize(stmt);
   FT_RETURN_IF_ERROR(Sqlite(
@@ -292,6 +326,9 @@ absl::StatusOr<v1::Sweep> SweepManager::Submit(const v1::SweepSpec& spec,
     }
     c.label = absl::StrCat("depth=", c.depth);
     c.freeze.mutable_bottom()->set_num_layers(c.depth);
+    // Deterministic frozen layers (no dropout) make their outputs the same
+    // for every trial, so a deeper trial reuses a shallower one's.
+    c.freeze.set_frozen_eval_mode(true);
     candidates.push_back(std::move(c));
   }
   if (spec.include_head_only()) {
@@ -326,6 +363,7 @@ absl::StatusOr<v1::Sweep> SweepManager::Submit(const v1::SweepSpec& spec,
   }
   const bool lower = spec.has_lower_is_better() ? spec.lower_is_better()
                                                 : SweepMetricLowerIsBetter(metric);
+  if (spec.has_successive_halving()) FT_RETURN_IF_ERROR(ValidateHalving(spec.successive_halving()));
 
   v1::Sweep sweep;
   sweep.set_id(NewSweepId());
@@ -383,10 +421,24 @@ absl::StatusOr<v1::Sweep> SweepManager::Submit(const v1::SweepSpec& spec,
   }
   sweep.set_output_uri(absl::StrCat("file://", output_dir));
 
-  for (size_t i = 0; i < trial_jobs.size(); ++i) {
+  // Queued shallowest first: each depth then finds the next shallower
+  // one's frozen-prefix outputs stored (the table keeps candidate order).
+  std::vector<int> submit_order(trial_jobs.size());
+  for (size_t i = 0; i < submit_order.size(); ++i) submit_order[i] = static_cast<int>(i);
+  std::stable_sort(submit_order.begin(), submit_order.end(), [&](int a, int b) {
+    auto key = [&](int i) {
+      const int depth = sweep.trials(i).frozen_depth();
+      return depth < 0 ? std::numeric_limits<int>::max() : depth;
+    };
+    return key(a) < key(b);
+  });
+  for (size_t n = 0; n < submit_order.size(); ++n) {
+    const int i = submit_order[n];
     absl::StatusOr<v1::Job> job = jobs_->Submit(trial_jobs[i], tenant, deadline, sweep.id());
     if (!job.ok()) {
-      for (size_t k = 0; k < i; ++k) jobs_->Cancel(sweep.trials(k).job_id()).IgnoreError();
+      for (size_t k = 0; k < n; ++k) {
+        jobs_->Cancel(sweep.trials(submit_order[k]).job_id()).IgnoreError();
+      }
       return absl::Status(job.status().code(),
                           absl::StrCat(candidates[i].field, ": ", job.status().message()));
     }
@@ -397,6 +449,8 @@ absl::StatusOr<v1::Sweep> SweepManager::Submit(const v1::SweepSpec& spec,
   Entry& entry = sweeps_[sweep.id()];
   entry.sweep = sweep;
   entry.seen_job_sequence.assign(sweep.trials_size(), 0);
+  entry.next_rung.assign(sweep.trials_size(), 0);
+  entry.rung_values.assign(sweep.spec().successive_halving().rung_steps_size(), {});
   v1::SweepEvent event;
   *event.mutable_table() = entry.sweep;
   Emit(entry, std::move(event));
@@ -461,32 +515,83 @@ void SweepManager::MonitorLoop() {
   }
 }
 
+bool SweepManager::FoldEvents(Entry& entry, int i) {
+  v1::SweepTrial& trial = *entry.sweep.mutable_trials(i);
+  absl::StatusOr<std::vector<v1::JobEvent>> events =
+      jobs_->ReadEvents(trial.job_id(), entry.seen_job_sequence[i], 0);
+  if (!events.ok()) return false;
+  const bool lower = entry.sweep.lower_is_better();
+  bool improved = false;
+  for (const v1::JobEvent& e : *events) {
+    entry.seen_job_sequence[i] = e.sequence();
+    if (!e.has_eval()) continue;
+    double value = 0;
+    SweepMetricValue(e.eval(), entry.sweep.selection_metric(), &value);
+    if (!trial.has_best() || Better(value, trial.best_metric(), lower)) {
+      trial.set_has_best(true);
+      trial.set_best_metric(value);
+      trial.set_best_step(e.eval().step());
+      improved = true;
+    }
+    JudgeRungs(entry, i, e.eval().step());
+  }
+  return improved;
+}
+
+void SweepManager::JudgeRungs(Entry& entry, int i, int64_t step) {
+  const v1::SuccessiveHalving& halving = entry.sweep.spec().successive_halving();
+  v1::SweepTrial& trial = *entry.sweep.mutable_trials(i);
+  const bool lower = entry.sweep.lower_is_better();
+  const int eta = halving.reduction_factor() > 0 ? halving.reduction_factor()
+                                                 : kDefaultReductionFactor;
+  for (int& r = entry.next_rung[i]; r < halving.rung_steps_size() && step >= halving.rung_steps(r);
+       ++r) {
+    std::map<int, double>& values = entry.rung_values[r];
+    values[i] = trial.best_metric();
+    // Rebuilding after a restart only records what ended trials reached.
+    if (TrialEnded(trial.state())) continue;
+    int strictly_better = 0;
+    for (const auto& [other, value] : values) {
+      if (other != i && Better(value, trial.best_metric(), lower)) ++strictly_better;
+    }
+    const int keep = (static_cast<int>(values.size()) + eta - 1) / eta;
+    if (strictly_better < keep) continue;
+    // FAILED_PRECONDITION: the job ended on its own before this poll saw
+    // it; its row then follows the job's state.
+    if (!jobs_->Cancel(trial.job_id()).ok()) return;
+    trial.set_state(v1::TRIAL_STATE_PRUNED);
+    trial.set_pruned_at_step(halving.rung_steps(r));
+    trial.set_error_message(absl::StrCat(
+        "pruned by successive halving at rung step ", halving.rung_steps(r), ": ",
+        entry.sweep.selection_metric(), " ", trial.best_metric(), " is not in the top ", keep,
+        " of ", values.size()));
+    v1::SweepEvent event;
+    event.mutable_trial()->set_index(i);
+    *event.mutable_trial()->mutable_trial() = trial;
+    Emit(entry, std::move(event));
+    ++r;
+    return;
+  }
+}
+
 void SweepManager::Poll(Entry& entry) {
   const std::string& metric = entry.sweep.selection_metric();
   const bool lower = entry.sweep.lower_is_better();
   bool improved = false;
+  if (entry.sweep.spec().has_successive_halving()) {
+    // After a restart, what ended trials reached at each rung is rebuilt
+    // from their events first, so running trials are judged against it.
+    for (int i = 0; i < entry.sweep.trials_size(); ++i) {
+      if (TrialEnded(entry.sweep.trials(i).state())) FoldEvents(entry, i);
+    }
+  }
   for (int i = 0; i < entry.sweep.trials_size(); ++i) {
     v1::SweepTrial& trial = *entry.sweep.mutable_trials(i);
     if (TrialEnded(trial.state())) continue;
     absl::StatusOr<v1::Job> job = jobs_->Get(trial.job_id());
     if (!job.ok()) continue;
-    // Fold new evaluations into the best-so-far.
-    absl::StatusOr<std::vector<v1::JobEvent>> events =
-        jobs_->ReadEvents(trial.job_id(), entry.seen_job_sequence[i], 0);
-    if (events.ok()) {
-      for (const v1::JobEvent& e : *events) {
-        entry.seen_job_sequence[i] = e.sequence();
-        if (!e.has_eval()) continue;
-        double value = 0;
-        SweepMetricValue(e.eval(), metric, &value);
-        if (!trial.has_best() || (lower ? value < trial.best_metric() : value > trial.best_metric())) {
-          trial.set_has_best(true);
-          trial.set_best_metric(value);
-          trial.set_best_step(e.eval().step());
-          improved = true;
-        }
-      }
-    }
+    improved = FoldEvents(entry, i) || improved;
+    if (TrialEnded(trial.state())) continue;  // pruned just now
     v1::TrialState state = trial.state();
     switch (job->state()) {
       case v1::JOB_STATE_RUNNING: state = v1::TRIAL_STATE_RUNNING; break;
@@ -507,7 +612,7 @@ void SweepManager::Poll(Entry& entry) {
     if (job->state() == v1::JOB_STATE_SUCCEEDED && job->result().has_best_eval()) {
       double value = 0;
       SweepMetricValue(job->result().best_eval(), metric, &value);
-      if (!trial.has_best() || (lower ? value < trial.best_metric() : value > trial.best_metric())) {
+      if (!trial.has_best() || Better(value, trial.best_metric(), lower)) {
         trial.set_has_best(true);
         trial.set_best_metric(value);
         trial.set_best_step(job->result().best_eval().step());

@@ -94,6 +94,10 @@ class SweepManager {
     std::vector<v1::SweepEvent> events;
     // Newest job event sequence already folded into each trial's row.
     std::vector<int64_t> seen_job_sequence;
+    // Successive halving: per trial, the first rung not yet judged; per
+    // rung, the best-so-far metric of each trial that reached it.
+    std::vector<int> next_rung;
+    std::vector<std::map<int, double>> rung_values;
   };
 
   SweepManager(JobManager* jobs, const SweepManagerOptions& options, metrics::Metrics* metrics);
@@ -102,8 +106,14 @@ class SweepManager {
   absl::Status Open();
   absl::Status Load();
   void MonitorLoop();
-  // Brings one running sweep up to date; true when it changed.
+  // Brings one running sweep up to date.
   void Poll(Entry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Folds trial i's new job events into its row (best so far, rungs); true
+  // when its best metric improved.
+  bool FoldEvents(Entry& entry, int i) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records trial i's best metric at every rung up to `step` and prunes it
+  // (cancels its job) when it misses a rung's cut.
+  void JudgeRungs(Entry& entry, int i, int64_t step) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Finish(Entry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Assigns the next sequence, stores the event and the sweep record.
   void Emit(Entry& entry, v1::SweepEvent event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -55,6 +55,19 @@ class FakeTrainer {
       int d = Depth(job.freeze());
       float acc = d == 0 ? 0.5f : d == 99 ? 0.7f : 0.8f;
       v1::JobEvent e;
+      if (staged.load()) {
+        // Evaluations at steps 1 and 2, then "training" that a prune stops;
+        // the window leaves the 10 ms monitor time to judge the rungs.
+        for (int step = 1; step <= 2; ++step) {
+          e.mutable_eval()->set_step(step);
+          e.mutable_eval()->set_accuracy(acc);
+          ctx.emit(e);
+        }
+        for (int i = 0; i < 250; ++i) {
+          if (ctx.should_stop()) return absl::CancelledError("cancelled at step 3");
+          std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        }
+      }
       e.mutable_eval()->set_step(4);
       e.mutable_eval()->set_accuracy(acc);
       ctx.emit(e);
@@ -68,6 +81,7 @@ class FakeTrainer {
     return hooks;
   }
   std::atomic<bool> armed{false};
+  std::atomic<bool> staged{false};
   absl::Notification gate;
 };
 
@@ -204,6 +218,47 @@ TEST_F(SweepManagerTest, ValidationNamesTheCandidate) {
   auto m = sweeps_->Submit(metric, "");
   EXPECT_NE(m.status().message().find("sweep.selection_metric"), std::string::npos) << m.status();
   EXPECT_EQ(sweeps_->Get("sweep-nope").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(SweepManagerTest, SuccessiveHalvingPrunesTrialsBelowTheRungCut) {
+  // One slot, queued shallowest first: depth 0 (0.5), 1 (0.8), 2 (0.8), then
+  // head-only (0.7). At rung step 2 with factor 2, head-only is 4th of 4
+  // and two trials are better: pruned. Depth 0 reached the rung first, so
+  // it continued.
+  trainer_.staged = true;
+  Start();
+  v1::SweepSpec spec = Spec();
+  spec.mutable_successive_halving()->add_rung_steps(2);
+  auto sweep = sweeps_->Submit(spec, "");
+  ASSERT_TRUE(sweep.ok()) << sweep.status();
+  v1::Sweep done = WaitEnded(sweep->id());
+  ASSERT_EQ(done.state(), v1::SWEEP_STATE_SUCCEEDED) << done.error_message();
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(done.trials(i).state(), v1::TRIAL_STATE_FINISHED) << i;
+  const v1::SweepTrial& head = done.trials(3);
+  EXPECT_EQ(head.state(), v1::TRIAL_STATE_PRUNED);
+  EXPECT_EQ(head.pruned_at_step(), 2);
+  EXPECT_NE(head.error_message().find("rung step 2"), std::string::npos) << head.error_message();
+  EXPECT_EQ(jobs_->Get(head.job_id())->state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(done.winner_index(), 2);
+}
+
+TEST_F(SweepManagerTest, SuccessiveHalvingScheduleIsValidated) {
+  Start();
+  auto expect_error = [&](const v1::SuccessiveHalving& halving, const std::string& field) {
+    v1::SweepSpec spec = Spec();
+    *spec.mutable_successive_halving() = halving;
+    auto bad = sweeps_->Submit(spec, "");
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(bad.status().message().find(field), std::string::npos) << bad.status();
+  };
+  v1::SuccessiveHalving halving;
+  expect_error(halving, "sweep.successive_halving.rung_steps: at least one");
+  halving.add_rung_steps(10);
+  halving.add_rung_steps(10);
+  expect_error(halving, "sweep.successive_halving.rung_steps[1]: 10");
+  halving.set_rung_steps(1, 20);
+  halving.set_reduction_factor(1);
+  expect_error(halving, "sweep.successive_halving.reduction_factor: 1");
 }
 
 TEST_F(SweepManagerTest, CancelCancelsTrials) {
