@@ -2,15 +2,26 @@
 """Freeze-depth sweep vs the same jobs run one after another (issue 8).
 
 Usage: sweep_bench.py SERVER_BIN MODEL_BIN SOURCE_DIR [--train-examples N]
-       [--epochs E] [--hidden H]
+       [--epochs E] [--hidden H] [--rungs S,S,...] [--lr LR]
 
-Starts freezetune-server (one CPU slot) on 127.0.0.1:0, makes a 4-layer BERT
-with the bert-base-uncased vocab, and on SST-2 (the first N sentences of
-tests/fixtures/data/sst2/train_first10000.tsv; dev.tsv for validation) runs
-  1. five jobs, depths {0, 1, 2, 3} and head-only, one after another, and
-  2. one sweep over the same five candidates,
-with the same hyperparameters, in this one process run. Prints both wall
-times, the ratio sweep/sequential, and the sweep's table (Markdown).
+Makes a 4-layer BERT with the bert-base-uncased vocab and stands in for
+pretraining (no pretrained weights can be downloaded here) with a full
+fine-tune on sentences N+1..10000 of tests/fixtures/data/sst2/
+train_first10000.tsv, so that the freeze depths differ in accuracy. Then, on
+the first N sentences (dev.tsv for validation), runs the five candidates
+depths {0, 1, 2, 3} and head-only four ways, each phase on a fresh freezetune-server (one CPU slot) so that no
+phase inherits another's stored frozen-prefix outputs:
+  separate    each job on a server of its own, one after another: N
+              independent runs, nothing shared between them;
+  one-server  the five jobs one after another on one server (they share
+              tokenization and frozen-prefix outputs through the process-wide
+              stores, as any jobs on the same model and data do);
+  sweep       one sweep over the five candidates;
+  halving     the same sweep with successive halving at --rungs.
+Every phase uses the same specs (the sweep's: depth candidates with
+frozen_eval_mode on) and hyperparameters. Times run from submit to the last
+job's end (server start-up excluded). Prints the times, the ratios to
+`separate` and `one-server`, and the sweep tables (Markdown).
 """
 import argparse
 import os
@@ -28,6 +39,8 @@ p.add_argument("source_dir")
 p.add_argument("--train-examples", type=int, default=2000)
 p.add_argument("--epochs", type=int, default=1)
 p.add_argument("--hidden", type=int, default=128)
+p.add_argument("--rungs", default="20,40")
+p.add_argument("--lr", type=float, default=5e-4)
 args = p.parse_args()
 
 from freezetune import Client  # noqa: E402
@@ -38,63 +51,137 @@ subprocess.run([args.model_bin, "init", "--out", d + "/model", "--vocab", vocab,
                 "--hidden", str(args.hidden), "--heads", "2", "--intermediate", str(args.hidden * 4),
                 "--max-position", "128", "--seed", "7"], check=True, capture_output=True)
 sst2 = os.path.join(args.source_dir, "tests/fixtures/data/sst2")
-with open(sst2 + "/train_first10000.tsv") as src, open(d + "/train.tsv", "w") as dst:
-    for i, line in enumerate(src):
-        if i > args.train_examples:
-            break
-        dst.write(line)
+with open(sst2 + "/train_first10000.tsv") as src:
+    header, *lines = src.read().splitlines(keepends=True)
+with open(d + "/train.tsv", "w") as dst:
+    dst.writelines([header] + lines[:args.train_examples])
+with open(d + "/pretrain.tsv", "w") as dst:
+    dst.writelines([header] + lines[args.train_examples:])
 shutil.copy(sst2 + "/dev.tsv", d + "/dev.tsv")
 
-port_file = d + "/port"
-log = open(d + "/server.log", "w")
-server = subprocess.Popen([args.server_bin, "--listen=127.0.0.1:0", "--port_file=" + port_file,
-                           "--metrics_listen=127.0.0.1:0", "--data_dir=" + d + "/server",
-                           "--data_roots=" + d, "--cpu_slots=1"], stdout=log, stderr=subprocess.STDOUT)
-deadline = time.time() + 60
-while not (os.path.exists(port_file) and open(port_file).read().endswith("\n")):
-    if server.poll() is not None or time.time() > deadline:
-        sys.exit("server did not start: " + open(d + "/server.log").read())
-    time.sleep(0.05)
-client = Client("127.0.0.1:" + open(port_file).read().strip(), timeout=120)
-
-template = {"modelUri": "file://" + d + "/model", "train": {"uri": "file://" + d + "/train.tsv"},
+template = {"modelUri": "file://" + d + "/pretrained", "train": {"uri": "file://" + d + "/train.tsv"},
             "validation": {"uri": "file://" + d + "/dev.tsv"},
-            "hyperparameters": {"epochs": args.epochs, "batchSize": 32, "learningRate": 1e-4,
-                                "maxSeqLength": 64, "logEverySteps": 50}}
-freezes = [{"bottom": {"numLayers": n}} for n in range(4)] + [{"headOnly": {}}]
+            "hyperparameters": {"epochs": args.epochs, "batchSize": 32, "learningRate": args.lr,
+                                "maxSeqLength": 64, "logEverySteps": 50, "evalEverySteps": 20}}
+# The specs a sweep gives its trials: depth candidates run their frozen layers
+# in eval mode (see SweepSpec.freeze_depths), so the separate jobs do too.
+freezes = [{"bottom": {"numLayers": n}, "frozenEvalMode": True} for n in range(4)] + [{"headOnly": {}}]
+sweep_spec = {"job": template, "freezeDepths": [0, 1, 2, 3], "includeHeadOnly": True}
+STATES = {3: "finished", 4: "stopped early", 5: "failed", 6: "cancelled", 7: "pruned"}
 
-try:
-    t0 = time.monotonic()
-    for f in freezes:
-        job = client.submit(dict(template, freeze=f))
-        for _ in client.watch(job.id):
-            pass
-        state = client.get(job.id).state
-        if state != 3:
-            sys.exit("job %s ended in state %d" % (job.id, state))
-    sequential = time.monotonic() - t0
 
+class Server:
+    def __init__(self, name):
+        self.dir = os.path.join(d, name)
+        os.makedirs(self.dir)
+        port_file = self.dir + "/port"
+        self.log = open(self.dir + "/server.log", "w")
+        self.proc = subprocess.Popen(
+            [args.server_bin, "--listen=127.0.0.1:0", "--port_file=" + port_file,
+             "--metrics_listen=127.0.0.1:0", "--data_dir=" + self.dir + "/data",
+             "--data_roots=" + d, "--cpu_slots=1"], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while not (os.path.exists(port_file) and open(port_file).read().endswith("\n")):
+            if self.proc.poll() is not None or time.time() > deadline:
+                sys.exit("server did not start: " + open(self.dir + "/server.log").read())
+            time.sleep(0.05)
+        self.client = Client("127.0.0.1:" + open(port_file).read().strip(), timeout=120)
+
+    def close(self):
+        self.client.close()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        self.log.close()
+
+
+def run_job(server, freeze):
+    """Submits one job and watches it to its end; returns the seconds taken."""
     t0 = time.monotonic()
-    sweep = client.submit_sweep({"job": template, "freezeDepths": [0, 1, 2, 3], "includeHeadOnly": True})
-    for _ in client.watch_sweep(sweep.id):
+    job = server.client.submit(dict(template, freeze=freeze))
+    for _ in server.client.watch(job.id):
         pass
-    swept = time.monotonic() - t0
-    sweep = client.get_sweep(sweep.id)
+    elapsed = time.monotonic() - t0
+    state = server.client.get(job.id).state
+    if state != 3:
+        sys.exit("job %s ended in state %d" % (job.id, state))
+    return elapsed
 
+
+def run_sweep(server, spec):
+    t0 = time.monotonic()
+    sweep = server.client.submit_sweep(spec)
+    for _ in server.client.watch_sweep(sweep.id):
+        pass
+    elapsed = time.monotonic() - t0
+    return elapsed, server.client.get_sweep(sweep.id)
+
+
+def print_table(sweep):
     print("| candidate | frozen depth | trainable params | best %s | step | wall s | state |"
           % sweep.selection_metric)
     print("|---|---|---|---|---|---|---|")
     for i, t in enumerate(sweep.trials):
         mark = " (winner)" if i == sweep.winner_index else ""
+        state = STATES.get(t.state, str(t.state))
+        if t.state == 7:
+            state += " at step %d" % t.pruned_at_step
         print("| %s%s | %d | %d | %.4f | %d | %.1f | %s |" % (
             t.label, mark, t.frozen_depth, t.trainable_parameters, t.best_metric, t.best_step,
-            t.wall_seconds, {3: "finished", 4: "stopped early", 5: "failed", 6: "cancelled"}.get(t.state, str(t.state))))
+            t.wall_seconds, state))
     print()
-    print("sequential five jobs: %.1f s; sweep: %.1f s; ratio sweep/sequential = %.2f"
-          % (sequential, swept, swept / sequential))
+
+
+try:
+    server = Server("pretrain")
+    try:
+        pretrain = server.client.submit(
+            {"modelUri": "file://" + d + "/model", "train": {"uri": "file://" + d + "/pretrain.tsv"},
+             "validation": {"uri": "file://" + d + "/dev.tsv"}, "outputUri": "file://" + d + "/pretrained",
+             "hyperparameters": {"epochs": 1, "batchSize": 32, "learningRate": 1e-3, "maxSeqLength": 64}})
+        for _ in server.client.watch(pretrain.id):
+            pass
+        pretrained = server.client.get(pretrain.id)
+        if pretrained.state != 3:
+            sys.exit("pretraining ended in state %d" % pretrained.state)
+        print("stand-in pretraining: dev accuracy %.4f\n" % pretrained.result.best_eval.accuracy)
+    finally:
+        server.close()
+
+    separate = 0.0
+    for i, f in enumerate(freezes):
+        server = Server("separate%d" % i)
+        try:
+            separate += run_job(server, f)
+        finally:
+            server.close()
+
+    server = Server("one_server")
+    try:
+        one_server = sum(run_job(server, f) for f in freezes)
+    finally:
+        server.close()
+
+    server = Server("sweep")
+    try:
+        swept, sweep = run_sweep(server, sweep_spec)
+    finally:
+        server.close()
+
+    rungs = [int(s) for s in args.rungs.split(",") if s]
+    server = Server("halving")
+    try:
+        halved, halving = run_sweep(server, dict(sweep_spec, successiveHalving={"rungSteps": rungs}))
+    finally:
+        server.close()
+
+    print("sweep table:\n")
+    print_table(sweep)
+    print("sweep with successive halving (rungs %s, factor 2):\n" % args.rungs)
+    print_table(halving)
+    print("| run | seconds | / separate | / one-server |")
+    print("|---|---|---|---|")
+    for name, secs in (("separate (5 servers)", separate), ("one-server (5 jobs)", one_server),
+                       ("sweep", swept), ("sweep + halving", halved)):
+        print("| %s | %.1f | %.2f | %.2f |" % (name, secs, secs / separate, secs / one_server))
 finally:
-    client.close()
-    server.send_signal(signal.SIGTERM)
-    server.wait(timeout=60)
-    log.close()
     shutil.rmtree(d, ignore_errors=True)
