@@ -74,10 +74,10 @@ const std::vector<FlagDef>& AllFlags() {
       {"after", "SEQ", false, "only events after this sequence"},
       // list
       {"state", "S1,S2", false,
-       "only jobs in these states (queued,running,succeeded,failed,cancelled); "
-       "sweep-list: running,succeeded,failed,cancelled"},
-      {"limit", "N", false, "at most N jobs (sweep-list: sweeps)"},
-      {"page-size", "N", false, "items per ListJobs (ListSweeps) page"},
+       "only these states (list: queued,running,succeeded,failed,cancelled; "
+       "sweep-list: running,succeeded,failed,cancelled)"},
+      {"limit", "N", false, "at most N items"},
+      {"page-size", "N", false, "items per page of the List call"},
   };
   return *flags;
 }
