@@ -74,9 +74,10 @@ const std::vector<FlagDef>& AllFlags() {
       {"after", "SEQ", false, "only events after this sequence"},
       // list
       {"state", "S1,S2", false,
-       "only jobs in these states (queued,running,succeeded,failed,cancelled)"},
-      {"limit", "N", false, "at most N jobs"},
-      {"page-size", "N", false, "jobs per ListJobs page"},
+       "only these states (list: queued,running,succeeded,failed,cancelled; "
+       "sweep-list: running,succeeded,failed,cancelled)"},
+      {"limit", "N", false, "at most N items"},
+      {"page-size", "N", false, "items per page of the List call"},
   };
   return *flags;
 }
@@ -143,6 +144,7 @@ const std::vector<CommandDef>& Commands() {
       {"sweep-get", "SWEEP", "show one sweep's table", {}},
       {"sweep-cancel", "SWEEP", "cancel a sweep and its trials", {}},
       {"sweep-watch", "SWEEP", "follow a sweep's table until it ends", {"after"}},
+      {"sweep-list", "", "list sweeps, newest first", {"state", "limit", "page-size"}},
       {"help", "[COMMAND]", "show help", {}},
   };
   return *cmds;

@@ -336,6 +336,37 @@ int CmdSweepWatch(const Ctx& c) {
   return FollowSweep(c, c.args.positional[0], after);
 }
 
+// Sweeps newest first: a table on a terminal; JSON lines (one Sweep each)
+// when stdout is not a terminal or with --json.
+int CmdSweepList(const Ctx& c) {
+  if (!c.args.positional.empty()) {
+    return Usage(c.err, absl::InvalidArgumentError("sweep-list takes no positional arguments"));
+  }
+  std::vector<v1::SweepState> states;
+  if (std::optional<std::string> s = c.args.Get("state")) {
+    absl::StatusOr<std::vector<v1::SweepState>> parsed = ParseSweepStates(*s);
+    if (!parsed.ok()) return Usage(c.err, parsed.status());
+    states = *std::move(parsed);
+  }
+  int limit = 0, page_size = 0;
+  for (auto [flag, target] : {std::pair<const char*, int*>{"limit", &limit},
+                              {"page-size", &page_size}}) {
+    std::optional<std::string> v = c.args.Get(flag);
+    if (v && (!absl::SimpleAtoi(*v, target) || *target < 0)) {
+      return Usage(c.err, absl::InvalidArgumentError(absl::StrCat(
+                              "--", flag, ": expected a count, got '", *v, "'")));
+    }
+  }
+  absl::StatusOr<std::vector<v1::Sweep>> sweeps = c.client.ListSweeps(states, page_size, limit);
+  if (!sweeps.ok()) return Fail(c, sweeps.status());
+  if (c.json || !c.tty) {
+    for (const v1::Sweep& sweep : *sweeps) c.out << ToJsonLine(sweep) << "\n";
+  } else {
+    c.out << (sweeps->empty() ? "no sweeps\n" : FormatSweepList(*sweeps));
+  }
+  return kOk;
+}
+
 }  // namespace
 
 int RunCli(const std::vector<std::string>& argv, const CliEnv& env,
@@ -391,6 +422,7 @@ int RunCli(const std::vector<std::string>& argv, const CliEnv& env,
   if (args.command == "sweep") return CmdSweep(c);
   if (args.command == "sweep-get" || args.command == "sweep-cancel") return CmdSweepGet(c);
   if (args.command == "sweep-watch") return CmdSweepWatch(c);
+  if (args.command == "sweep-list") return CmdSweepList(c);
   return Usage(err, absl::InvalidArgumentError(
                         absl::StrCat("unknown command '", args.command, "'")));
 }

@@ -148,6 +148,46 @@ std::string FormatJobList(const std::vector<v1::Job>& jobs) {
   return FormatTable(rows);
 }
 
+std::string FormatSweepList(const std::vector<v1::Sweep>& sweeps) {
+  std::vector<std::vector<std::string>> rows = {
+      {"ID", "STATE", "TRIALS", "WINNER", "BEST", "CREATED"}};
+  for (const v1::Sweep& s : sweeps) {
+    int ended = 0;
+    bool has_best = false;
+    double best = 0;
+    for (const v1::SweepTrial& t : s.trials()) {
+      switch (t.state()) {
+        case v1::TRIAL_STATE_FINISHED:
+        case v1::TRIAL_STATE_STOPPED_EARLY:
+        case v1::TRIAL_STATE_FAILED:
+        case v1::TRIAL_STATE_CANCELLED:
+        case v1::TRIAL_STATE_PRUNED:
+          ++ended;
+          break;
+        default:
+          break;
+      }
+      if (!t.has_best()) continue;
+      if (!has_best || (s.lower_is_better() ? t.best_metric() < best : t.best_metric() > best)) {
+        best = t.best_metric();
+      }
+      has_best = true;
+    }
+    const bool won = s.winner_index() >= 0 && s.winner_index() < s.trials_size();
+    if (won) {
+      has_best = s.trials(s.winner_index()).has_best();
+      best = s.trials(s.winner_index()).best_metric();
+    }
+    std::string state = v1::SweepState_Name(s.state());
+    if (absl::StartsWith(state, "SWEEP_STATE_")) state = state.substr(12);
+    rows.push_back({s.id(), state, absl::StrCat(ended, "/", s.trials_size()),
+                    won ? s.trials(s.winner_index()).label() : "-",
+                    has_best ? absl::StrFormat("%s %.4f", s.selection_metric(), best) : "-",
+                    FormatTimestamp(s.create_time())});
+  }
+  return FormatTable(rows);
+}
+
 std::string FormatJobDetails(const v1::Job& job) {
   std::vector<std::vector<std::string>> rows = {
       {"id", job.id()},

@@ -63,6 +63,11 @@ std::string FormatJobDetails(const v1::Job& job);
 std::string FormatPlan(const v1::PlanFreezeResponse& plan);
 std::string FormatSummary(const v1::Job& job);
 
+// `sweep-list`: ID, STATE, TRIALS (ended/total), WINNER (label or "-"),
+// BEST (the winner's metric, else the best so far, "-" before any
+// evaluation; with the metric's name) and CREATED.
+std::string FormatSweepList(const std::vector<v1::Sweep>& sweeps);
+
 // One line of protobuf JSON mapping (no newline inside, none at the end).
 std::string ToJsonLine(const google::protobuf::Message& msg);
 

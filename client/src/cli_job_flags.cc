@@ -165,6 +165,20 @@ absl::StatusOr<std::vector<v1::JobState>> ParseStates(absl::string_view text) {
   return out;
 }
 
+absl::StatusOr<std::vector<v1::SweepState>> ParseSweepStates(absl::string_view text) {
+  std::vector<v1::SweepState> out;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    std::string name = absl::AsciiStrToUpper(absl::StripAsciiWhitespace(part));
+    if (!absl::StartsWith(name, "SWEEP_STATE_")) name = "SWEEP_STATE_" + name;
+    v1::SweepState state;
+    if (!v1::SweepState_Parse(name, &state) || state == v1::SWEEP_STATE_UNSPECIFIED) {
+      return FlagError("state", "running, succeeded, failed or cancelled", part);
+    }
+    out.push_back(state);
+  }
+  return out;
+}
+
 absl::StatusOr<v1::DatasetFormat> ParseFormat(absl::string_view text) {
   std::string l = absl::AsciiStrToLower(text);
   if (l == "jsonl" || l == "json") return v1::DATASET_FORMAT_JSONL;

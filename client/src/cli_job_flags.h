@@ -31,6 +31,9 @@ absl::Status ApplyFreezeRecipe(absl::string_view text, v1::FreezeSpec* spec);
 // "running,queued" (case-insensitive, JOB_STATE_ prefix optional).
 absl::StatusOr<std::vector<v1::JobState>> ParseStates(absl::string_view text);
 
+// "running,succeeded" (case-insensitive, SWEEP_STATE_ prefix optional).
+absl::StatusOr<std::vector<v1::SweepState>> ParseSweepStates(absl::string_view text);
+
 // "jsonl", "csv", "tsv", "trec" (case-insensitive).
 absl::StatusOr<v1::DatasetFormat> ParseFormat(absl::string_view text);
 

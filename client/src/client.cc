@@ -431,6 +431,33 @@ absl::StatusOr<v1::Sweep> Client::CancelSweep(absl::string_view sweep_id) const 
       &v1::FineTuneService::Stub::CancelSweep, req, true);
 }
 
+absl::StatusOr<v1::ListSweepsResponse> Client::ListSweepsPage(
+    const v1::ListSweepsRequest& request) const {
+  return impl_->Unary<v1::ListSweepsRequest, v1::ListSweepsResponse>(
+      &v1::FineTuneService::Stub::ListSweeps, request, true);
+}
+
+absl::StatusOr<std::vector<v1::Sweep>> Client::ListSweeps(
+    std::vector<v1::SweepState> states, int page_size, int limit) const {
+  v1::ListSweepsRequest req;
+  for (v1::SweepState s : states) req.add_states(s);
+  req.set_page_size(page_size);
+  std::vector<v1::Sweep> sweeps;
+  while (true) {
+    absl::StatusOr<v1::ListSweepsResponse> page = ListSweepsPage(req);
+    if (!page.ok()) return page.status();
+    for (v1::Sweep& sweep : *page->mutable_sweeps()) {
+      if (limit > 0 && static_cast<int>(sweeps.size()) >= limit) return sweeps;
+      sweeps.push_back(std::move(sweep));
+    }
+    // A server that hands back the token it was given would loop forever.
+    if (page->next_page_token().empty() || page->next_page_token() == req.page_token()) {
+      return sweeps;
+    }
+    req.set_page_token(page->next_page_token());
+  }
+}
+
 absl::Status Client::WatchSweep(absl::string_view sweep_id, int64_t after_sequence,
                                 const SweepEventCallback& on_event) const {
   int64_t after = after_sequence;

@@ -10,8 +10,11 @@
 // A watcher subscribes BEFORE it reads the store, so an event is either in
 // what it read or announced by a later callback: no gaps.
 //
+// Subscriptions are a SubscriberHub's (subscriber_hub.h), with its contract.
+//
 // Thread safety: all methods may be called from any thread. Callbacks run on
-// the publisher's thread with no EventLog lock held; they must not block.
+// the publisher's thread (Publish uses the hub's inline Notify) with no
+// EventLog lock held; they must not block.
 // After Unsubscribe(id) returns, that callback is not running on another
 // thread and will not be invoked again (it may be called from inside the
 // callback itself).
@@ -21,8 +24,6 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "freezetune/v1/freezetune.pb.h"
+#include "server/jobs/subscriber_hub.h"
 
 namespace freezetune::jobs {
 
@@ -42,7 +44,7 @@ class EventLog {
   EventLog(const EventLog&) = delete;
   EventLog& operator=(const EventLog&) = delete;
 
-  using SubscriptionId = uint64_t;
+  using SubscriptionId = SubscriberHub::SubscriptionId;
   // `on_new_events` is invoked after each Publish for `job_id`.
   SubscriptionId Subscribe(const std::string& job_id, std::function<void()> on_new_events);
   void Unsubscribe(SubscriptionId id);
@@ -62,23 +64,12 @@ class EventLog {
   bool ReadTail(const std::string& job_id, int64_t after_sequence, int limit,
                 std::vector<v1::JobEvent>* out) const;
 
-  size_t subscriber_count() const;
+  size_t subscriber_count() const { return hub_.subscriber_count(); }
 
  private:
-  struct Subscriber {
-    std::string job_id;
-    std::function<void()> callback;
-    // Held while the callback runs; recursive so that the callback itself may
-    // unsubscribe.
-    std::recursive_mutex run_mu;
-    bool active = true;  // guarded by run_mu
-  };
-
   const size_t tail_size_;
+  SubscriberHub hub_;
   mutable absl::Mutex mu_;
-  SubscriptionId next_id_ ABSL_GUARDED_BY(mu_) = 1;
-  absl::flat_hash_map<SubscriptionId, std::shared_ptr<Subscriber>> subscribers_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, std::vector<SubscriptionId>> by_job_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::deque<v1::JobEvent>> tails_ ABSL_GUARDED_BY(mu_);
 };
 

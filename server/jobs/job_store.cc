@@ -5,16 +5,17 @@
 #include <string_view>
 #include <utility>
 
-#include "absl/strings/escaping.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/common/status_macros.h"
+#include "server/jobs/page_token.h"
 
 namespace freezetune::jobs {
 namespace {
+
+// The kind of ListJobs page tokens (page_token.h); "v1" since before sweeps.
+constexpr char kJobPageTokenKind[] = "v1";
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS jobs(
@@ -80,24 +81,6 @@ int64_t StateMask(const std::vector<v1::JobState>& states) {
     if (s >= 0 && s < 62) mask |= int64_t{1} << static_cast<int>(s);
   }
   return mask;
-}
-
-std::string EncodePageToken(int64_t create_time, const std::string& id) {
-  return absl::WebSafeBase64Escape(absl::StrCat("v1:", create_time, ":", id));
-}
-
-absl::Status DecodePageToken(const std::string& token, int64_t* create_time, std::string* id) {
-  std::string raw;
-  if (!absl::WebSafeBase64Unescape(token, &raw)) {
-    return absl::InvalidArgumentError("page_token: malformed");
-  }
-  std::vector<std::string> parts = absl::StrSplit(raw, absl::MaxSplits(':', 2));
-  if (parts.size() != 3 || parts[0] != "v1" || !absl::SimpleAtoi(parts[1], create_time) ||
-      parts[2].empty()) {
-    return absl::InvalidArgumentError("page_token: malformed");
-  }
-  *id = parts[2];
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -344,7 +327,8 @@ absl::StatusOr<v1::ListJobsResponse> JobStore::ListJobs(const ListJobsQuery& que
   int64_t cursor_time = 0;
   std::string cursor_id;
   if (!query.page_token.empty()) {
-    FT_RETURN_IF_ERROR(DecodePageToken(query.page_token, &cursor_time, &cursor_id));
+    FT_RETURN_IF_ERROR(
+        DecodePageToken(kJobPageTokenKind, query.page_token, &cursor_time, &cursor_id));
   }
 
   absl::MutexLock lock(&mu_);
@@ -374,7 +358,7 @@ absl::StatusOr<v1::ListJobsResponse> JobStore::ListJobs(const ListJobsQuery& que
     if (rc == SQLITE_DONE) break;
     if (rc != SQLITE_ROW) return SqlError("list jobs");
     if (++rows > page_size) {
-      response.set_next_page_token(EncodePageToken(last_time, last_id));
+      response.set_next_page_token(EncodePageToken(kJobPageTokenKind, last_time, last_id));
       break;
     }
     v1::Job* job = response.add_jobs();

@@ -18,6 +18,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "server/common/status_macros.h"
 #include "server/jobs/job_store.h"
+#include "server/jobs/page_token.h"
 
 namespace freezetune::jobs {
 namespace {
@@ -204,6 +205,10 @@ void SweepManager::Shutdown() {
     stop_ = true;
   }
   if (monitor_.joinable()) monitor_.join();
+  // Wake every watcher so that one which has caught up sees stopped() and
+  // ends now instead of waiting for events that will not come.
+  stopped_.store(true);
+  watchers_.NotifyAll();
 }
 
 absl::Status SweepManager::Open() {
@@ -307,6 +312,8 @@ void SweepManager::Emit(Entry& entry, v1::SweepEvent event) {
   }
   entry.events.push_back(std::move(event));
   UpdateMetrics(&entry);
+  // After the event is readable; delivered off this thread (mu_ is held).
+  watchers_.Post(entry.sweep.id());
 }
 
 absl::StatusOr<v1::Sweep> SweepManager::Submit(const v1::SweepSpec& spec,
@@ -685,6 +692,77 @@ void SweepManager::Finish(Entry& entry) {
   v1::SweepEvent event;
   *event.mutable_result() = sweep;
   Emit(entry, std::move(event));
+}
+
+absl::StatusOr<v1::ListSweepsResponse> SweepManager::List(const v1::ListSweepsRequest& request,
+                                                           std::optional<std::string> tenant) {
+  // The kind of ListSweeps page tokens (page_token.h): a ListJobs token is
+  // rejected rather than read as a position among sweeps.
+  constexpr char kSweepPageTokenKind[] = "sweeps-v1";
+  constexpr int kDefaultPageSize = 50;
+  constexpr int kMaxPageSize = 500;
+  if (request.page_size() < 0) return absl::InvalidArgumentError("page_size: must not be negative");
+  uint32_t state_mask = 0;  // empty: every state
+  for (int s : request.states()) {
+    if (s == v1::SWEEP_STATE_UNSPECIFIED || !v1::SweepState_IsValid(s)) {
+      return absl::InvalidArgumentError(absl::StrCat("states: invalid sweep state ", s));
+    }
+    state_mask |= uint32_t{1} << s;
+  }
+  const int page_size =
+      request.page_size() == 0 ? kDefaultPageSize : std::min(request.page_size(), kMaxPageSize);
+  bool has_cursor = !request.page_token().empty();
+  int64_t cursor_time = 0;
+  std::string cursor_id;
+  if (has_cursor) {
+    FT_RETURN_IF_ERROR(
+        DecodePageToken(kSweepPageTokenKind, request.page_token(), &cursor_time, &cursor_id));
+  }
+
+  // Every sweep is in sweeps_ (loaded at Create, added by Submit), so the
+  // listing is served from memory, consistent with Get(); the store's sweeps
+  // table has no state or time columns to query.
+  using Key = std::pair<int64_t, const std::string*>;  // (create micros, id)
+  std::vector<std::pair<Key, const v1::Sweep*>> rows;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [id, entry] : sweeps_) {
+    const v1::Sweep& sweep = entry.sweep;
+    if (tenant.has_value() && sweep.tenant() != *tenant) continue;
+    if (state_mask != 0 && (state_mask & (uint32_t{1} << sweep.state())) == 0) continue;
+    const int64_t created = ToMicros(sweep.create_time());
+    if (has_cursor && (created > cursor_time || (created == cursor_time && id >= cursor_id))) {
+      continue;  // on an earlier page
+    }
+    rows.push_back({{created, &id}, &sweep});
+  }
+  // Newest first; the id breaks ties so that the order (and the cursor) is
+  // total.
+  auto newer = [](const auto& a, const auto& b) {
+    if (a.first.first != b.first.first) return a.first.first > b.first.first;
+    return *a.first.second > *b.first.second;
+  };
+  const size_t take = std::min(rows.size(), static_cast<size_t>(page_size));
+  std::partial_sort(rows.begin(), rows.begin() + take, rows.end(), newer);
+  v1::ListSweepsResponse response;
+  for (size_t i = 0; i < take; ++i) *response.add_sweeps() = *rows[i].second;
+  if (rows.size() > take) {
+    const Key& last = rows[take - 1].first;
+    response.set_next_page_token(EncodePageToken(kSweepPageTokenKind, last.first, *last.second));
+  }
+  return response;
+}
+
+SubscriberHub::SubscriptionId SweepManager::Subscribe(const std::string& sweep_id,
+                                                      std::function<void()> on_new_events) {
+  return watchers_.Subscribe(sweep_id, std::move(on_new_events));
+}
+
+void SweepManager::Unsubscribe(SubscriberHub::SubscriptionId id) { watchers_.Unsubscribe(id); }
+
+size_t SweepManager::subscriber_count() const { return watchers_.subscriber_count(); }
+
+size_t SweepManager::subscriber_count(const std::string& sweep_id) const {
+  return watchers_.subscriber_count(sweep_id);
 }
 
 }  // namespace freezetune::jobs

@@ -21,9 +21,12 @@
 #ifndef FREEZETUNE_SERVER_JOBS_SWEEP_MANAGER_H_
 #define FREEZETUNE_SERVER_JOBS_SWEEP_MANAGER_H_
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -35,6 +38,7 @@
 #include "absl/time/time.h"
 #include "freezetune/v1/freezetune.pb.h"
 #include "server/jobs/job_manager.h"
+#include "server/jobs/subscriber_hub.h"
 
 struct sqlite3;
 
@@ -85,6 +89,35 @@ class SweepManager {
   absl::StatusOr<std::vector<v1::SweepEvent>> ReadEvents(const std::string& sweep_id,
                                                          int64_t after_sequence, int limit);
 
+  // Sweeps newest first (create_time, then id, descending), one page at a
+  // time, as JobManager::List: page_size 0 means 50, more than 500 means
+  // 500; states filters (empty: all); page_token continues from a previous
+  // page's next_page_token (empty on the last page). `tenant` restricts the
+  // listing when set. INVALID_ARGUMENT naming the field for a negative
+  // page_size ("page_size: ..."), an unknown state ("states: ...") or a
+  // token this method did not produce ("page_token: ...").
+  absl::StatusOr<v1::ListSweepsResponse> List(const v1::ListSweepsRequest& request,
+                                              std::optional<std::string> tenant = std::nullopt);
+
+  // Live notifications for WatchSweep: `on_new_events` runs after each event
+  // of `sweep_id` is stored (and once more for every subscriber when
+  // Shutdown() stops the monitor), on a thread of the manager's own, with no
+  // manager lock held, so it may call ReadEvents/Get. Subscribe BEFORE
+  // reading events: an event is then either read or announced. Contract as
+  // SubscriberHub's: after Unsubscribe(id) returns the callback is not
+  // running and never runs again. Every subscriber must unsubscribe before
+  // the manager is destroyed.
+  SubscriberHub::SubscriptionId Subscribe(const std::string& sweep_id,
+                                          std::function<void()> on_new_events);
+  void Unsubscribe(SubscriberHub::SubscriptionId id);
+  // Subscriptions now (all sweeps, or one sweep's).
+  size_t subscriber_count() const;
+  size_t subscriber_count(const std::string& sweep_id) const;
+  // True once Shutdown() has stopped the monitor: running sweeps emit no
+  // more events in this process (a watcher that caught up should end and
+  // resume against the restarted server).
+  bool stopped() const { return stopped_.load(); }
+
   // Stops the monitor thread. Idempotent. Sweeps stay RUNNING in the store.
   void Shutdown();
 
@@ -128,6 +161,12 @@ class SweepManager {
   std::map<std::string, Entry> sweeps_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread monitor_;
+  // Set by Shutdown() after the monitor has stopped; see stopped().
+  std::atomic<bool> stopped_{false};
+  // WatchSweep subscribers, keyed by sweep id. Emit() posts to it while
+  // holding mu_, so callbacks run on the hub's delivery thread (they read
+  // events under mu_). Last member: destroyed, its thread joined, first.
+  SubscriberHub watchers_;
 };
 
 }  // namespace freezetune::jobs

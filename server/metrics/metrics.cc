@@ -136,7 +136,7 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const MetricsOptions& o
                          .Register(r);
   m->watch_streams_ = &prometheus::BuildGauge()
                            .Name("freezetune_watch_streams")
-                           .Help("Open WatchJob streams.")
+                           .Help("Open WatchJob and WatchSweep streams.")
                            .Register(r)
                            .Add({});
   prometheus::BuildGauge()

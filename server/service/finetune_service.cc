@@ -2,6 +2,7 @@
 
 #include <deque>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <thread>
 #include <utility>
@@ -13,7 +14,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "grpcpp/alarm.h"
+#include "server/service/event_sources.h"
+#include "server/service/event_stream_reactor.h"
 #include "server/service/status_mapping.h"
 
 namespace freezetune::service {
@@ -80,173 +82,6 @@ absl::StatusOr<v1::Job> GetOwned(jobs::JobManager* manager, const std::string& j
   }
   return job;
 }
-
-bool IsFinalEvent(const v1::JobEvent& event) {
-  return event.has_state_change() && jobs::IsTerminal(event.state_change().state());
-}
-
-// WatchJob's reactor. Invariants, all under mu_: at most one write in flight
-// (`writing_`); Finish is called exactly once (`finished_`), never while a
-// write is in flight. gRPC calls (StartWrite, Finish) are made after mu_ is
-// released: Finish may run OnDone inline, which deletes the reactor.
-class WatchReactor final : public grpc::ServerWriteReactor<v1::JobEvent> {
- public:
-  static constexpr int kBatch = 64;
-
-  WatchReactor(jobs::JobManager* manager, metrics::Metrics* metrics, const v1::WatchJobRequest& req,
-               absl::StatusOr<std::string> tenant)
-      : manager_(manager), metrics_(metrics), job_id_(req.job_id()), tenant_(std::move(tenant)),
-        start_(absl::Now()), after_(req.after_sequence()) {
-    if (metrics_ != nullptr) metrics_->WatchStreamOpened();
-  }
-
-  void Begin() {
-    absl::Status valid = tenant_.status();
-    if (valid.ok()) valid = RequireJobId(job_id_);
-    if (valid.ok() && after_ < 0) valid = absl::InvalidArgumentError("after_sequence: must be >= 0");
-    absl::StatusOr<v1::Job> job =
-        valid.ok() ? GetOwned(manager_, job_id_, *tenant_) : absl::StatusOr<v1::Job>(valid);
-    if (job.ok() && after_ > job->last_sequence()) {
-      // Events are only ever appended, so a stream past the end could never
-      // see the job's final event.
-      job = absl::OutOfRangeError(absl::StrCat("after_sequence: ", after_,
-                                               " is past the job's last sequence ",
-                                               job->last_sequence()));
-    }
-    if (!job.ok()) {
-      FinishNow(ToGrpcStatus(job.status()));
-      return;
-    }
-    // Subscribe before the first read: whatever is appended later is
-    // announced, whatever was appended before is read.
-    subscription_ = manager_->event_log().Subscribe(job_id_, [this] { Pump(); });
-    {
-      absl::MutexLock lock(&mu_);
-      subscribed_ = true;
-      // A finished job has nothing after its final event.
-      job_finished_ = jobs::IsTerminal(job->state()) && after_ >= job->last_sequence();
-    }
-    Pump();
-  }
-
-  void OnWriteDone(bool ok) override {
-    {
-      absl::MutexLock lock(&mu_);
-      writing_ = false;
-      if (!ok) {
-        // The client is gone or the call was cancelled.
-        pending_finish_ = grpc::Status(grpc::StatusCode::CANCELLED, "stream closed");
-      }
-    }
-    Pump();
-  }
-
-  void OnCancel() override {
-    {
-      absl::MutexLock lock(&mu_);
-      if (!pending_finish_.has_value()) {
-        pending_finish_ = grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled");
-      }
-    }
-    Pump();
-  }
-
-  void OnDone() override {
-    if (subscribed_once()) manager_->event_log().Unsubscribe(subscription_);
-    if (metrics_ != nullptr) {
-      metrics_->WatchStreamClosed();
-      metrics_->RpcFinished("WatchJob", GrpcCodeName(final_code_),
-                            absl::ToDoubleSeconds(absl::Now() - start_));
-    }
-    delete this;
-  }
-
- private:
-  bool subscribed_once() {
-    absl::MutexLock lock(&mu_);
-    return subscribed_;
-  }
-
-  void FinishNow(const grpc::Status& status) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (finished_) return;
-      finished_ = true;
-      final_code_ = status.error_code();
-    }
-    Finish(status);
-  }
-
-  // Decides the next action under mu_, then performs it unlocked.
-  void Pump() {
-    const v1::JobEvent* to_write = nullptr;
-    std::optional<grpc::Status> to_finish;
-    {
-      absl::MutexLock lock(&mu_);
-      if (finished_ || writing_) return;
-      if (pending_finish_.has_value()) {
-        to_finish = pending_finish_;
-      } else if (last_written_final_ || (job_finished_ && buffer_.empty())) {
-        to_finish = grpc::Status::OK;
-      } else {
-        if (buffer_.empty()) {
-          absl::StatusOr<std::vector<v1::JobEvent>> events =
-              manager_->ReadEvents(job_id_, after_, kBatch);
-          if (!events.ok()) {
-            to_finish = ToGrpcStatus(events.status());
-          } else {
-            for (v1::JobEvent& e : *events) buffer_.push_back(std::move(e));
-          }
-        }
-        if (!to_finish.has_value() && buffer_.empty() && manager_->drained()) {
-          // Caught up and no more events will come from this process: end
-          // now rather than at the drain deadline; the client resumes
-          // elsewhere (or after the restart) from after_sequence.
-          to_finish = grpc::Status(
-              grpc::StatusCode::UNAVAILABLE,
-              absl::StrCat("server shutting down; resume with after_sequence=", after_));
-        }
-        if (!to_finish.has_value() && !buffer_.empty()) {
-          current_ = std::move(buffer_.front());
-          buffer_.pop_front();
-          after_ = current_.sequence();
-          last_written_final_ = IsFinalEvent(current_);
-          writing_ = true;
-          to_write = &current_;
-        }
-        // Otherwise: caught up with a live job; the next Publish calls Pump.
-      }
-      if (to_finish.has_value()) {
-        finished_ = true;
-        final_code_ = to_finish->error_code();
-      }
-    }
-    if (to_write != nullptr) {
-      StartWrite(to_write);
-    } else if (to_finish.has_value()) {
-      Finish(*to_finish);
-    }
-  }
-
-  jobs::JobManager* const manager_;
-  metrics::Metrics* const metrics_;
-  const std::string job_id_;
-  const absl::StatusOr<std::string> tenant_;
-  const absl::Time start_;
-  jobs::EventLog::SubscriptionId subscription_ = 0;  // written once in Begin
-
-  absl::Mutex mu_;
-  int64_t after_ ABSL_GUARDED_BY(mu_);
-  bool subscribed_ ABSL_GUARDED_BY(mu_) = false;
-  bool job_finished_ ABSL_GUARDED_BY(mu_) = false;
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  bool last_written_final_ ABSL_GUARDED_BY(mu_) = false;
-  std::optional<grpc::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
-  std::deque<v1::JobEvent> buffer_ ABSL_GUARDED_BY(mu_);
-  v1::JobEvent current_ ABSL_GUARDED_BY(mu_);  // the write in flight
-  grpc::StatusCode final_code_ = grpc::StatusCode::OK;  // set once, before Finish
-};
 
 }  // namespace
 
@@ -351,8 +186,29 @@ grpc::ServerUnaryReactor* FineTuneServiceImpl::CancelJob(grpc::CallbackServerCon
 
 grpc::ServerWriteReactor<v1::JobEvent>* FineTuneServiceImpl::WatchJob(
     grpc::CallbackServerContext* context, const v1::WatchJobRequest* request) {
-  auto* reactor = new WatchReactor(manager_, metrics_, *request, Tenant(*context));
-  reactor->Begin();
+  const absl::Time start = absl::Now();
+  const int64_t after = request->after_sequence();
+  absl::StatusOr<std::string> tenant = Tenant(*context);
+  absl::Status status = tenant.ok() ? RequireJobId(request->job_id()) : tenant.status();
+  if (status.ok() && after < 0) status = absl::InvalidArgumentError("after_sequence: must be >= 0");
+  bool ended = false;
+  if (status.ok()) {
+    absl::StatusOr<v1::Job> job = GetOwned(manager_, request->job_id(), *tenant);
+    status = job.status();
+    if (job.ok() && after > job->last_sequence()) {
+      // Events are only ever appended, so a stream past the end could never
+      // see the job's final event.
+      status = absl::OutOfRangeError(absl::StrCat("after_sequence: ", after,
+                                                  " is past the job's last sequence ",
+                                                  job->last_sequence()));
+    }
+    // A finished job has nothing after its final event.
+    if (job.ok()) ended = jobs::IsTerminal(job->state()) && after >= job->last_sequence();
+  }
+  auto* reactor = new EventStreamReactor<v1::JobEvent>(
+      std::make_unique<JobEventSource>(manager_, request->job_id()), metrics_, "WatchJob", start,
+      after);
+  reactor->Begin(status, ended);
   return reactor;
 }
 
@@ -397,116 +253,6 @@ absl::StatusOr<v1::Sweep> GetOwnedSweep(jobs::SweepManager* sweeps, const std::s
   }
   return sweep;
 }
-
-// WatchSweep's reactor. All state is touched only from gRPC callbacks
-// (OnWriteDone, the alarm, OnDone), which never overlap for one reactor
-// except OnCancel; mu_ covers everything.
-class SweepWatchReactor : public grpc::ServerWriteReactor<v1::SweepEvent> {
- public:
-  SweepWatchReactor(jobs::SweepManager* sweeps, std::string sweep_id, int64_t after,
-                    absl::Status early)
-      : sweeps_(sweeps), sweep_id_(std::move(sweep_id)), next_after_(after) {
-    absl::MutexLock lock(&mu_);
-    if (!early.ok()) {
-      Finish(ToGrpcStatus(early));
-      finished_ = true;
-      return;
-    }
-    Pump();
-  }
-  void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
-    writing_ = false;
-    if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
-      finished_ = true;
-      return;
-    }
-    Pump();
-  }
-  void OnCancel() override {
-    absl::MutexLock lock(&mu_);
-    cancelled_ = true;
-  }
-  // With a poll pending, the alarm's callback (at most 100 ms later) sees
-  // done_ and deletes the reactor; it never touches the SweepManager then.
-  // (No Alarm::Cancel here: its callback takes mu_.)
-  void OnDone() override {
-    {
-      absl::MutexLock lock(&mu_);
-      done_ = true;
-      if (alarm_pending_) return;
-    }
-    delete this;
-  }
-
- private:
-  void Pump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (finished_ || writing_) return;
-    if (cancelled_) {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
-      finished_ = true;
-      return;
-    }
-    absl::StatusOr<std::vector<v1::SweepEvent>> events = sweeps_->ReadEvents(sweep_id_, next_after_, 1);
-    if (!events.ok()) {
-      Finish(ToGrpcStatus(events.status()));
-      finished_ = true;
-      return;
-    }
-    if (!events->empty()) {
-      current_ = std::move(events->front());
-      next_after_ = current_.sequence();
-      final_ = current_.has_result();
-      writing_ = true;
-      StartWrite(&current_);
-      return;
-    }
-    if (final_) {
-      Finish(grpc::Status::OK);
-      finished_ = true;
-      return;
-    }
-    // Events of a sweep that ended before this watch are all stored; an
-    // empty read after its final event means it is done.
-    absl::StatusOr<v1::Sweep> sweep = sweeps_->Get(sweep_id_);
-    if (sweep.ok() && sweep->state() != v1::SWEEP_STATE_RUNNING &&
-        next_after_ >= sweep->last_sequence()) {
-      Finish(grpc::Status::OK);
-      finished_ = true;
-      return;
-    }
-    alarm_pending_ = true;
-    alarm_.Set(std::chrono::system_clock::now() + std::chrono::milliseconds(100),
-               [this](bool) { OnAlarm(); });
-  }
-  void OnAlarm() {
-    bool del = false;
-    {
-      absl::MutexLock lock(&mu_);
-      alarm_pending_ = false;
-      if (done_) {
-        del = true;
-      } else {
-        Pump();
-      }
-    }
-    if (del) delete this;
-  }
-
-  jobs::SweepManager* const sweeps_;
-  const std::string sweep_id_;
-  absl::Mutex mu_;
-  int64_t next_after_ ABSL_GUARDED_BY(mu_);
-  v1::SweepEvent current_ ABSL_GUARDED_BY(mu_);
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool final_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
-  bool alarm_pending_ ABSL_GUARDED_BY(mu_) = false;
-  bool done_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::Alarm alarm_;
-};
 
 }  // namespace
 
@@ -569,14 +315,49 @@ grpc::ServerUnaryReactor* FineTuneServiceImpl::CancelSweep(grpc::CallbackServerC
 
 grpc::ServerWriteReactor<v1::SweepEvent>* FineTuneServiceImpl::WatchSweep(
     grpc::CallbackServerContext* context, const v1::WatchSweepRequest* request) {
+  const absl::Time start = absl::Now();
+  const int64_t after = request->after_sequence();
   absl::StatusOr<std::string> tenant = Tenant(*context);
   absl::Status status = tenant.ok() ? RequireSweepId(request->sweep_id()) : tenant.status();
   if (status.ok() && sweeps_ == nullptr) status = absl::UnimplementedError("sweeps are not enabled");
-  if (status.ok() && request->after_sequence() < 0) {
+  if (status.ok() && after < 0) {
     status = absl::InvalidArgumentError("after_sequence: must not be negative");
   }
-  if (status.ok()) status = GetOwnedSweep(sweeps_, request->sweep_id(), *tenant).status();
-  return new SweepWatchReactor(sweeps_, request->sweep_id(), request->after_sequence(), status);
+  bool ended = false;
+  if (status.ok()) {
+    absl::StatusOr<v1::Sweep> sweep = GetOwnedSweep(sweeps_, request->sweep_id(), *tenant);
+    status = sweep.status();
+    // Every event of a sweep that has ended is stored: none follows its last.
+    if (sweep.ok()) {
+      ended = sweep->state() != v1::SWEEP_STATE_RUNNING && after >= sweep->last_sequence();
+    }
+  }
+  // With sweeps disabled the source is never subscribed or read: Begin
+  // finishes with UNIMPLEMENTED first.
+  auto* reactor = new EventStreamReactor<v1::SweepEvent>(
+      std::make_unique<SweepEventSource>(sweeps_, request->sweep_id()), metrics_, "WatchSweep",
+      start, after);
+  reactor->Begin(status, ended);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* FineTuneServiceImpl::ListSweeps(grpc::CallbackServerContext* context,
+                                                          const v1::ListSweepsRequest* request,
+                                                          v1::ListSweepsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Time start = absl::Now();
+  absl::StatusOr<std::string> tenant = Tenant(*context);
+  absl::Status status = tenant.status();
+  if (status.ok() && sweeps_ == nullptr) status = absl::UnimplementedError("sweeps are not enabled");
+  if (status.ok()) {
+    // As ListJobs: with auth only the caller's sweeps, without it all.
+    absl::StatusOr<v1::ListSweepsResponse> list = sweeps_->List(
+        *request, options_.auth != nullptr ? std::optional<std::string>(*tenant) : std::nullopt);
+    if (list.ok()) *response = *std::move(list);
+    status = list.status();
+  }
+  FinishUnary(reactor, "ListSweeps", status, start);
+  return reactor;
 }
 
 }  // namespace freezetune::service

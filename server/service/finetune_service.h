@@ -3,18 +3,21 @@
 // else (spec validation, state rules) is the manager's, and its Status is
 // turned into a grpc::Status by ToGrpcStatus() only.
 //
-// Auth: with ServiceOptions.auth every RPC needs a bearer token; jobs of
-// other tenants are NOT_FOUND and ListJobs shows only the caller's.
+// Auth: with ServiceOptions.auth every RPC needs a bearer token; jobs and
+// sweeps of other tenants are NOT_FOUND and ListJobs/ListSweeps show only the
+// caller's.
 //
 // Threading: reactors never block on training. SubmitJob and PlanFreeze may
 // read a model config and whole datasets to validate, so they run on a small
 // pool of service threads (ServiceOptions.blocking_threads) and finish their
 // reactor from there; the other unary RPCs are quick store reads and finish
-// inline. WatchJob is a ServerWriteReactor with at most one write in flight:
-// it replays stored events after `after_sequence`, then follows the job's
-// live events (the event log only notifies; the reactor pulls), and finishes
-// OK after the job's final event. While the server drains, a watcher that has
-// caught up ends with UNAVAILABLE ("resume with after_sequence=N").
+// inline. WatchJob and WatchSweep are one ServerWriteReactor template
+// (event_stream_reactor.h) with at most one write in flight: it replays
+// stored events after `after_sequence`, then follows live events as the
+// job's event log or the SweepManager announces them (they only notify; the
+// reactor pulls), and finishes OK after the final event. While the server
+// drains, a watcher that has caught up ends with UNAVAILABLE ("resume with
+// after_sequence=N").
 //
 // Lifetime: the JobManager and Metrics must outlive this service, and the
 // grpc::Server using it must be shut down (which waits for every reactor)
@@ -75,11 +78,10 @@ class FineTuneServiceImpl final : public v1::FineTuneService::CallbackService {
                                        const v1::PlanFreezeRequest* request,
                                        v1::PlanFreezeResponse* response) override;
 
-  // Sweeps (sweep_service.cc). SubmitSweep validates every candidate on the
-  // blocking pool; WatchSweep is a ServerWriteReactor with one write in
-  // flight that polls the SweepManager's stored events every 100 ms while
-  // caught up (a grpc::Alarm, so no thread waits), and finishes OK after the
-  // sweep's final event. Other tenants' sweeps are NOT_FOUND.
+  // Sweeps. SubmitSweep validates every candidate on the blocking pool;
+  // WatchSweep streams as WatchJob does (pushed by SweepManager, no
+  // polling) and finishes OK after the sweep's final event; ListSweeps pages
+  // newest first like ListJobs. Other tenants' sweeps are NOT_FOUND.
   grpc::ServerUnaryReactor* SubmitSweep(grpc::CallbackServerContext* context,
                                         const v1::SubmitSweepRequest* request,
                                         v1::Sweep* response) override;
@@ -91,6 +93,9 @@ class FineTuneServiceImpl final : public v1::FineTuneService::CallbackService {
                                         v1::Sweep* response) override;
   grpc::ServerWriteReactor<v1::SweepEvent>* WatchSweep(
       grpc::CallbackServerContext* context, const v1::WatchSweepRequest* request) override;
+  grpc::ServerUnaryReactor* ListSweeps(grpc::CallbackServerContext* context,
+                                       const v1::ListSweepsRequest* request,
+                                       v1::ListSweepsResponse* response) override;
 
  private:
   // When a SubmitJob/PlanFreeze that arrived at `start` must be answered.

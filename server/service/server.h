@@ -71,6 +71,7 @@ class Server {
   int port() const { return port_; }
   int metrics_port() const { return metrics_ != nullptr ? metrics_->port() : 0; }
   jobs::JobManager* job_manager() const { return manager_.get(); }
+  jobs::SweepManager* sweep_manager() const { return sweeps_.get(); }
 
   // Health status of "" and "freezetune.v1.FineTuneService".
   void SetServing(bool serving);

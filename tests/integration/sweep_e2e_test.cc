@@ -5,9 +5,12 @@
 // with ties to fewer trainable parameters; sweep.json and the winner's model
 // are in the output directory; WatchSweep streams gapless events and
 // resumes; cancelling a sweep cancels its trials; a depth beyond the model's
-// layers is INVALID_ARGUMENT naming sweep.freeze_depths[i].
+// layers is INVALID_ARGUMENT naming sweep.freeze_depths[i]; ListSweeps (and
+// `freezetune sweep-list`) pages newest first, filters by state and names a
+// bad page_token.
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -24,6 +27,10 @@ namespace freezetune {
 namespace {
 
 namespace fs = std::filesystem;
+
+int64_t Micros(const google::protobuf::Timestamp& t) {
+  return t.seconds() * 1'000'000 + t.nanos() / 1000;
+}
 
 class SweepE2ETest : public testing::RealServerClientTest {
  protected:
@@ -232,6 +239,122 @@ TEST_F(SweepE2ETest, CliSweepPrintsJsonLinesWhenPipedAndATableOnATerminal) {
                    env, bad_out, bad_err);
   EXPECT_EQ(rc, 2);
   EXPECT_NE(bad_err.str().find("--depths"), std::string::npos) << bad_err.str();
+}
+
+// ListSweeps through the client library and the CLI: newest first over two
+// pages, the state filter, and a bad page_token named in the error. Other
+// tests of this suite share the server, so checks are about our sweeps'
+// order among everything listed.
+TEST_F(SweepE2ETest, ListSweepsPagesNewestFirstAndFiltersByState) {
+  std::vector<std::string> ids;  // submit order; the last stays RUNNING
+  for (int i = 0; i < 3; ++i) {
+    v1::SweepSpec spec = Spec("large.jsonl", 50);
+    spec.clear_freeze_depths();
+    spec.add_freeze_depths(1);
+    spec.set_include_head_only(true);
+    auto sweep = client_->SubmitSweep(spec);
+    ASSERT_TRUE(sweep.ok()) << sweep.status();
+    ids.push_back(sweep->id());
+    if (i < 2) {
+      ASSERT_TRUE(client_->CancelSweep(sweep->id()).ok());
+    }
+  }
+
+  // Two per page, by hand: at least two pages, the last without a token.
+  std::vector<v1::Sweep> walked;
+  v1::ListSweepsRequest request;
+  request.set_page_size(2);
+  int pages = 0;
+  while (true) {
+    auto page = client_->ListSweepsPage(request);
+    ASSERT_TRUE(page.ok()) << page.status();
+    ++pages;
+    EXPECT_LE(page->sweeps_size(), 2);
+    for (const v1::Sweep& s : page->sweeps()) walked.push_back(s);
+    if (page->next_page_token().empty()) break;
+    ASSERT_LT(pages, 100) << "page tokens do not advance";
+    request.set_page_token(page->next_page_token());
+  }
+  EXPECT_GE(pages, 2);
+  std::vector<std::string> ours;  // our sweeps in listed order
+  for (size_t i = 0; i < walked.size(); ++i) {
+    if (i > 0) {
+      EXPECT_GE(Micros(walked[i - 1].create_time()), Micros(walked[i].create_time()))
+          << "not newest first at " << i;
+    }
+    for (const std::string& id : ids) {
+      if (walked[i].id() == id) ours.push_back(id);
+    }
+  }
+  EXPECT_EQ(ours, std::vector<std::string>(ids.rbegin(), ids.rend()));
+  // The client's page-following listing agrees with the walk.
+  auto all = client_->ListSweeps({}, 2);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), walked.size());
+  for (size_t i = 0; i < walked.size(); ++i) EXPECT_EQ((*all)[i].id(), walked[i].id());
+  auto limited = client_->ListSweeps({}, 2, 3);
+  ASSERT_TRUE(limited.ok()) << limited.status();
+  EXPECT_EQ(limited->size(), 3u);
+
+  auto running = client_->ListSweeps({v1::SWEEP_STATE_RUNNING});
+  ASSERT_TRUE(running.ok()) << running.status();
+  auto cancelled = client_->ListSweeps({v1::SWEEP_STATE_CANCELLED});
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  auto has = [](const std::vector<v1::Sweep>& v, const std::string& id) {
+    for (const v1::Sweep& s : v) {
+      if (s.id() == id) return true;
+    }
+    return false;
+  };
+  for (const v1::Sweep& s : *running) EXPECT_EQ(s.state(), v1::SWEEP_STATE_RUNNING) << s.id();
+  for (const v1::Sweep& s : *cancelled) EXPECT_EQ(s.state(), v1::SWEEP_STATE_CANCELLED) << s.id();
+  EXPECT_TRUE(has(*running, ids[2]));
+  EXPECT_FALSE(has(*running, ids[0]));
+  EXPECT_TRUE(has(*cancelled, ids[0]));
+  EXPECT_TRUE(has(*cancelled, ids[1]));
+  EXPECT_FALSE(has(*cancelled, ids[2]));
+
+  v1::ListSweepsRequest bad;
+  bad.set_page_token("not-a-token");
+  auto refused = client_->ListSweepsPage(bad);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+  EXPECT_NE(refused.status().message().find("page_token"), std::string::npos) << refused.status();
+
+  // The CLI: JSON lines when piped, a table on a terminal.
+  const std::string server = "127.0.0.1:" + std::to_string(server_->port());
+  cli::CliEnv env;
+  std::ostringstream out, err;
+  int rc = cli::RunCli({"--server", server, "sweep-list", "--state", "cancelled", "--page-size",
+                        "1"},
+                       env, out, err);
+  EXPECT_EQ(rc, 0) << err.str();
+  std::istringstream lines(out.str());
+  std::string line;
+  std::vector<std::string> listed;
+  while (std::getline(lines, line)) {
+    nlohmann::json j = nlohmann::json::parse(line);  // throws on a non-JSON line
+    EXPECT_EQ(j["state"], "SWEEP_STATE_CANCELLED") << line;
+    listed.push_back(j["id"]);
+  }
+  EXPECT_NE(std::find(listed.begin(), listed.end(), ids[0]), listed.end()) << out.str();
+  EXPECT_EQ(std::find(listed.begin(), listed.end(), ids[2]), listed.end()) << out.str();
+
+  env.stdout_is_tty = true;
+  std::ostringstream tty_out, tty_err;
+  rc = cli::RunCli({"--server", server, "sweep-list", "--limit", "1"}, env, tty_out, tty_err);
+  EXPECT_EQ(rc, 0) << tty_err.str();
+  for (const char* column : {"ID", "STATE", "TRIALS", "WINNER", "BEST", "CREATED"}) {
+    EXPECT_NE(tty_out.str().find(column), std::string::npos) << column << "\n" << tty_out.str();
+  }
+  EXPECT_NE(tty_out.str().find(ids[2] + "  RUNNING"), std::string::npos) << tty_out.str();
+  EXPECT_NE(tty_out.str().find("/2"), std::string::npos) << tty_out.str();
+
+  std::ostringstream bad_out, bad_err;
+  rc = cli::RunCli({"--server", server, "sweep-list", "--state", "queued"}, env, bad_out, bad_err);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(bad_err.str().find("--state"), std::string::npos) << bad_err.str();
+
+  ASSERT_TRUE(client_->CancelSweep(ids[2]).ok());
 }
 
 }  // namespace

@@ -135,6 +135,50 @@ TEST(FormatTest, JobListTable) {
             "job-1  RUNNING  demo  120/300 40%  2023-11-14 22:13:20\n");
 }
 
+TEST(FormatTest, SweepListTable) {
+  auto trial = [](const char* label, v1::TrialState state, bool has_best, double best) {
+    v1::SweepTrial t;
+    t.set_label(label);
+    t.set_state(state);
+    t.set_has_best(has_best);
+    t.set_best_metric(best);
+    return t;
+  };
+  // Running: 1 of 3 ended, best so far 0.8 (higher is better), no winner.
+  v1::Sweep running;
+  running.set_id("sweep-1");
+  running.set_state(v1::SWEEP_STATE_RUNNING);
+  running.set_selection_metric("accuracy");
+  running.set_winner_index(-1);
+  running.mutable_create_time()->set_seconds(1700000000);
+  *running.add_trials() = trial("depth=0", v1::TRIAL_STATE_FINISHED, true, 0.7);
+  *running.add_trials() = trial("depth=1", v1::TRIAL_STATE_RUNNING, true, 0.8);
+  *running.add_trials() = trial("head-only", v1::TRIAL_STATE_PENDING, false, 0);
+  // Succeeded, lower is better: the winner's metric, not the minimum of
+  // the others (here the winner is also the minimum).
+  v1::Sweep done;
+  done.set_id("sweep-2");
+  done.set_state(v1::SWEEP_STATE_SUCCEEDED);
+  done.set_selection_metric("loss");
+  done.set_lower_is_better(true);
+  done.set_winner_index(1);
+  done.mutable_create_time()->set_seconds(1700000100);
+  *done.add_trials() = trial("depth=0", v1::TRIAL_STATE_FINISHED, true, 0.5);
+  *done.add_trials() = trial("depth=2", v1::TRIAL_STATE_STOPPED_EARLY, true, 0.25);
+  // Nothing evaluated yet.
+  v1::Sweep fresh;
+  fresh.set_id("sweep-3");
+  fresh.set_state(v1::SWEEP_STATE_CANCELLED);
+  fresh.set_winner_index(-1);
+  *fresh.add_trials() = trial("depth=0", v1::TRIAL_STATE_CANCELLED, false, 0);
+  *fresh.add_trials() = trial("depth=1", v1::TRIAL_STATE_PRUNED, false, 0);
+  EXPECT_EQ(FormatSweepList({running, done, fresh}),
+            "ID       STATE      TRIALS  WINNER   BEST             CREATED\n"
+            "sweep-1  RUNNING    1/3     -        accuracy 0.8000  2023-11-14 22:13:20\n"
+            "sweep-2  SUCCEEDED  2/2     depth=2  loss 0.2500      2023-11-14 22:15:00\n"
+            "sweep-3  CANCELLED  2/2     -        -                -\n");
+}
+
 v1::JobEvent Train(int64_t seq, int64_t step, int64_t t) {
   v1::JobEvent e;
   e.set_job_id("job-1");
@@ -270,6 +314,17 @@ TEST(JobFlagsTest, RecipesAndStates) {
                                              v1::JOB_STATE_FAILED}));
   EXPECT_FALSE(ParseStates("runing").ok());
   EXPECT_FALSE(ParseStates("unspecified").ok());
+
+  absl::StatusOr<std::vector<v1::SweepState>> sweep_states =
+      ParseSweepStates("running, Cancelled,SWEEP_STATE_FAILED");
+  ASSERT_TRUE(sweep_states.ok()) << sweep_states.status();
+  EXPECT_EQ(*sweep_states, (std::vector<v1::SweepState>{v1::SWEEP_STATE_RUNNING,
+                                                        v1::SWEEP_STATE_CANCELLED,
+                                                        v1::SWEEP_STATE_FAILED}));
+  absl::Status queued = ParseSweepStates("queued").status();
+  EXPECT_FALSE(queued.ok());
+  EXPECT_NE(queued.message().find("--state"), std::string::npos) << queued;
+  EXPECT_FALSE(ParseSweepStates("unspecified").ok());
 }
 
 TEST(JobFlagsTest, NumbersAreChecked) {

@@ -1,7 +1,7 @@
 // Bearer-token auth and TLS on the in-process Server: token file parsing,
 // UNAUTHENTICATED without/with a wrong token, tenant isolation (other
-// tenants' jobs are NOT_FOUND and unlisted), and TLS / mutual TLS with
-// certificates made by the openssl tool.
+// tenants' jobs are NOT_FOUND and unlisted; their sweeps are unlisted), and
+// TLS / mutual TLS with certificates made by the openssl tool.
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -169,6 +169,37 @@ TEST_F(AuthServerTest, TenantsSeeOnlyTheirOwnJobs) {
     EXPECT_FALSE(reader->Read(&event));
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
   }
+}
+
+TEST_F(AuthServerTest, TenantsListOnlyTheirOwnSweeps) {
+  auto submit = [&](const std::string& token) {
+    grpc::ClientContext context;
+    Authorize(&context, token);
+    v1::SubmitSweepRequest request;
+    request.mutable_sweep()->mutable_job()->set_model_uri("/m");
+    request.mutable_sweep()->add_freeze_depths(0);
+    request.mutable_sweep()->add_freeze_depths(1);
+    v1::Sweep sweep;
+    grpc::Status status = stub_->SubmitSweep(&context, request, &sweep);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return sweep;
+  };
+  auto list = [&](const std::string& token, v1::ListSweepsResponse* response) {
+    grpc::ClientContext context;
+    Authorize(&context, token);
+    return stub_->ListSweeps(&context, v1::ListSweepsRequest(), response);
+  };
+  v1::Sweep a = submit("tok-alpha");
+  v1::Sweep b = submit("tok-beta");
+  EXPECT_EQ(a.tenant(), "alpha");
+  v1::ListSweepsResponse response;
+  ASSERT_TRUE(list("tok-beta", &response).ok());
+  ASSERT_EQ(response.sweeps_size(), 1);
+  EXPECT_EQ(response.sweeps(0).id(), b.id());
+  ASSERT_TRUE(list("tok-alpha", &response).ok());
+  ASSERT_EQ(response.sweeps_size(), 1);
+  EXPECT_EQ(response.sweeps(0).id(), a.id());
+  EXPECT_EQ(list("", &response).error_code(), grpc::StatusCode::UNAUTHENTICATED);
 }
 
 // Runs a shell command; true on exit status 0.

@@ -1,7 +1,8 @@
 // The assembled Server in-process on 127.0.0.1:0, with TrainHooks that
 // script jobs instead of training (the e2e test uses the real trainer):
 // every RPC through the raw generated stub, WatchJob replay/resume/live
-// follow/cancel, health, and the /metrics endpoint.
+// follow/cancel, WatchSweep's subscription and drain, ListSweeps' field
+// errors, health, and the /metrics endpoint.
 #include "server/service/server.h"
 
 #include <arpa/inet.h>
@@ -39,10 +40,11 @@ jobs::TrainHooks ScriptedHooks() {
     response.set_num_layers(2);
     return response;
   };
-  // "loop": emits a step every few ms until stopped; otherwise 5 steps.
+  // "loop..." (also a sweep "loop"'s trials, "loop depth=N"): emits a step
+  // every few ms until stopped; otherwise 5 steps.
   hooks.run = [](const v1::FineTuneJob& job,
                  const train::RunContext& ctx) -> absl::StatusOr<v1::JobResult> {
-    bool loop = job.display_name() == "loop";
+    bool loop = job.display_name().rfind("loop", 0) == 0;
     for (int64_t step = 1; loop || step <= 5; ++step) {
       if (ctx.should_stop()) return absl::CancelledError("stopped");
       v1::JobEvent e;
@@ -370,6 +372,117 @@ TEST_F(ServerTest, ListPagesThroughJobsNewestFirst) {
   EXPECT_NE(metrics.find("freezetune_train_steps_total 25"), std::string::npos);
   EXPECT_NE(metrics.find("freezetune_queue_oldest_age_seconds 0\n"), std::string::npos);
   EXPECT_NE(HttpGet(server_->metrics_port(), "/nope").find("404"), std::string::npos);
+}
+
+// A sweep whose trials loop until cancelled.
+v1::Sweep SubmitLoopSweep(v1::FineTuneService::Stub* stub) {
+  grpc::ClientContext context;
+  v1::SubmitSweepRequest request;
+  request.mutable_sweep()->set_display_name("loop");
+  request.mutable_sweep()->mutable_job()->set_model_uri("/m");
+  request.mutable_sweep()->add_freeze_depths(0);
+  request.mutable_sweep()->add_freeze_depths(1);
+  v1::Sweep sweep;
+  grpc::Status status = stub->SubmitSweep(&context, request, &sweep);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return sweep;
+}
+
+// Waits until the sweep has `n` subscribers; returns the last count seen.
+size_t WaitForSweepSubscribers(jobs::SweepManager* sweeps, const std::string& id, size_t n) {
+  auto deadline = std::chrono::steady_clock::now() + seconds(10);
+  while (sweeps->subscriber_count(id) != n && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  return sweeps->subscriber_count(id);
+}
+
+// WatchSweep follows a live sweep by subscribing to the SweepManager (which
+// notifies on each Emit) rather than by polling it: while the stream is
+// open the sweep has exactly one subscriber, and none once it ended.
+TEST_F(ServerTest, WatchSweepSubscribesToTheSweepAndEndsAfterTheResult) {
+  v1::Sweep sweep = SubmitLoopSweep(stub_.get());
+  ASSERT_FALSE(sweep.id().empty());
+  grpc::ClientContext context;
+  v1::WatchSweepRequest request;
+  request.set_sweep_id(sweep.id());
+  auto reader = stub_->WatchSweep(&context, request);
+  v1::SweepEvent event;
+  ASSERT_TRUE(reader->Read(&event));
+  EXPECT_EQ(event.sequence(), 1);
+  jobs::SweepManager* sweeps = server_->sweep_manager();
+  EXPECT_EQ(WaitForSweepSubscribers(sweeps, sweep.id(), 1), 1u);
+
+  {
+    grpc::ClientContext cancel_context;
+    v1::CancelSweepRequest cancel;
+    cancel.set_sweep_id(sweep.id());
+    v1::Sweep cancelled;
+    ASSERT_TRUE(stub_->CancelSweep(&cancel_context, cancel, &cancelled).ok());
+  }
+  int64_t last = event.sequence();
+  bool saw_result = false;
+  while (reader->Read(&event)) {
+    EXPECT_EQ(event.sequence(), last + 1);
+    last = event.sequence();
+    saw_result = event.has_result();
+  }
+  grpc::Status status = reader->Finish();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  ASSERT_TRUE(saw_result);
+  EXPECT_EQ(event.result().state(), v1::SWEEP_STATE_CANCELLED);
+  EXPECT_EQ(WaitForSweepSubscribers(sweeps, sweep.id(), 0), 0u);
+  std::string metrics = HttpGet(server_->metrics_port(), "/metrics");
+  EXPECT_NE(metrics.find("freezetune_grpc_requests_total{code=\"OK\",method=\"WatchSweep\"} 1"),
+            std::string::npos)
+      << metrics;
+}
+
+TEST_F(ServerTest, ShutdownEndsLiveSweepWatchesPromptlyWithUnavailable) {
+  v1::Sweep sweep = SubmitLoopSweep(stub_.get());
+  ASSERT_FALSE(sweep.id().empty());
+  grpc::ClientContext context;
+  v1::WatchSweepRequest request;
+  request.set_sweep_id(sweep.id());
+  auto reader = stub_->WatchSweep(&context, request);
+  v1::SweepEvent event;
+  ASSERT_TRUE(reader->Read(&event));
+  auto start = std::chrono::steady_clock::now();
+  std::thread stopper([&] { server_->Shutdown(absl::Now() + absl::Seconds(20)); });
+  int64_t last = event.sequence();
+  while (reader->Read(&event)) last = event.sequence();
+  grpc::Status status = reader->Finish();
+  stopper.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(10));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_EQ(status.error_message(),
+            "server shutting down; resume with after_sequence=" + std::to_string(last));
+}
+
+TEST_F(ServerTest, ListSweepsValidatesItsFields) {
+  SubmitLoopSweep(stub_.get());
+  auto list = [&](const v1::ListSweepsRequest& request, v1::ListSweepsResponse* response) {
+    grpc::ClientContext context;
+    return stub_->ListSweeps(&context, request, response);
+  };
+  v1::ListSweepsResponse response;
+  ASSERT_TRUE(list(v1::ListSweepsRequest(), &response).ok());
+  EXPECT_EQ(response.sweeps_size(), 1);
+  v1::ListSweepsRequest bad;
+  bad.set_page_size(-3);
+  grpc::Status status = list(bad, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "page_size: must not be negative");
+  bad.set_page_size(0);
+  bad.set_page_token("%%%");
+  status = list(bad, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "page_token: malformed");
+  std::string metrics = HttpGet(server_->metrics_port(), "/metrics");
+  EXPECT_NE(
+      metrics.find("freezetune_grpc_requests_total{code=\"INVALID_ARGUMENT\",method=\"ListSweeps\"} 2"),
+      std::string::npos)
+      << metrics;
 }
 
 }  // namespace

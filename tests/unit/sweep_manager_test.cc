@@ -1,7 +1,8 @@
 // SweepManager with an injected runner (no training): the winner rule, a
 // whole sweep (table, winner, output copy, sweep.json, linked jobs), cancel,
-// validation errors naming the candidate, and a sweep that survives a
-// restart of both managers with gapless events.
+// validation errors naming the candidate, a sweep that survives a restart of
+// both managers with gapless events, subscribers notified by Emit and by
+// Shutdown, and List (paging, states, tenant, errors naming the field).
 #include "server/jobs/sweep_manager.h"
 
 #include <unistd.h>
@@ -12,6 +13,7 @@
 #include <fstream>
 #include <thread>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "prometheus/text_serializer.h"
@@ -297,6 +299,119 @@ TEST_F(SweepManagerTest, SweepSurvivesRestart) {
   ASSERT_TRUE(events.ok());
   for (size_t i = 0; i < events->size(); ++i) EXPECT_EQ((*events)[i].sequence(), int64_t(i + 1));
   EXPECT_EQ(done.last_sequence(), static_cast<int64_t>(events->size()));
+}
+
+// Push, not poll: Emit() announces each event to the sweep's subscribers,
+// from a thread of the manager's own, once the event is readable (the
+// callback reads it under the manager's lock, which Emit's caller holds).
+TEST_F(SweepManagerTest, EmitNotifiesTheSweepsSubscribersWithTheEventReadable) {
+  trainer_.armed = true;  // trials wait, so only our Cancel ends the sweep
+  Start();
+  auto sweep = sweeps_->Submit(Spec(), "");
+  ASSERT_TRUE(sweep.ok()) << sweep.status();
+  absl::Mutex mu;
+  bool saw_result = false;
+  std::atomic<int> other_calls{0};
+  auto id = sweeps_->Subscribe(sweep->id(), [&] {
+    auto events = sweeps_->ReadEvents(sweep->id(), 0, 0);
+    absl::MutexLock lock(&mu);
+    if (events.ok() && !events->empty() && events->back().has_result()) saw_result = true;
+  });
+  auto other = sweeps_->Subscribe("sweep-other", [&] { ++other_calls; });
+  EXPECT_EQ(sweeps_->subscriber_count(), 2u);
+  EXPECT_EQ(sweeps_->subscriber_count(sweep->id()), 1u);
+
+  ASSERT_TRUE(sweeps_->Cancel(sweep->id()).ok());
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(&saw_result), absl::Seconds(10)))
+        << "no notification after the final event";
+  }
+  EXPECT_EQ(other_calls.load(), 0);
+  sweeps_->Unsubscribe(id);
+  sweeps_->Unsubscribe(other);
+  EXPECT_EQ(sweeps_->subscriber_count(), 0u);
+}
+
+TEST_F(SweepManagerTest, ShutdownWakesSubscribersAndReportsStopped) {
+  trainer_.armed = true;
+  Start();
+  auto sweep = sweeps_->Submit(Spec(), "");
+  ASSERT_TRUE(sweep.ok()) << sweep.status();
+  std::atomic<bool> stopped_seen{false};
+  auto id = sweeps_->Subscribe(sweep->id(), [&] {
+    if (sweeps_->stopped()) stopped_seen = true;
+  });
+  EXPECT_FALSE(sweeps_->stopped());
+  sweeps_->Shutdown();
+  EXPECT_TRUE(sweeps_->stopped());
+  EXPECT_TRUE(stopped_seen.load());  // NotifyAll ran before Shutdown returned
+  sweeps_->Unsubscribe(id);
+}
+
+TEST_F(SweepManagerTest, ListPagesNewestFirstFiltersByStateAndTenant) {
+  trainer_.armed = true;
+  Start();
+  std::vector<std::string> ids;  // submit order
+  for (const char* tenant : {"a", "a", "a", "b"}) {
+    auto sweep = sweeps_->Submit(Spec(), tenant);
+    ASSERT_TRUE(sweep.ok()) << sweep.status();
+    ids.push_back(sweep->id());
+  }
+  ASSERT_TRUE(sweeps_->Cancel(ids[0]).ok());
+
+  // Tenant "a", two per page: [2, 1] then [0].
+  v1::ListSweepsRequest request;
+  request.set_page_size(2);
+  auto page1 = sweeps_->List(request, std::string("a"));
+  ASSERT_TRUE(page1.ok()) << page1.status();
+  ASSERT_EQ(page1->sweeps_size(), 2);
+  EXPECT_EQ(page1->sweeps(0).id(), ids[2]);
+  EXPECT_EQ(page1->sweeps(1).id(), ids[1]);
+  ASSERT_FALSE(page1->next_page_token().empty());
+  request.set_page_token(page1->next_page_token());
+  auto page2 = sweeps_->List(request, std::string("a"));
+  ASSERT_TRUE(page2.ok()) << page2.status();
+  ASSERT_EQ(page2->sweeps_size(), 1);
+  EXPECT_EQ(page2->sweeps(0).id(), ids[0]);
+  EXPECT_TRUE(page2->next_page_token().empty());
+
+  // No tenant: all four, default page size.
+  auto all = sweeps_->List(v1::ListSweepsRequest());
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->sweeps_size(), 4);
+  EXPECT_EQ(all->sweeps(0).id(), ids[3]);
+  EXPECT_TRUE(all->next_page_token().empty());
+
+  v1::ListSweepsRequest cancelled;
+  cancelled.add_states(v1::SWEEP_STATE_CANCELLED);
+  auto only = sweeps_->List(cancelled);
+  ASSERT_TRUE(only.ok()) << only.status();
+  ASSERT_EQ(only->sweeps_size(), 1);
+  EXPECT_EQ(only->sweeps(0).id(), ids[0]);
+  cancelled.add_states(v1::SWEEP_STATE_RUNNING);
+  EXPECT_EQ(sweeps_->List(cancelled)->sweeps_size(), 4);
+
+  // Errors name the field.
+  v1::ListSweepsRequest bad;
+  bad.set_page_token("not a token");
+  auto bad_token = sweeps_->List(bad);
+  EXPECT_EQ(bad_token.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad_token.status().message(), "page_token: malformed");
+  // A ListJobs token ("v1:<micros>:<id>", web-safe base64) is not a sweep token.
+  v1::ListJobsRequest job_page;
+  job_page.set_page_size(1);
+  auto job_list = jobs_->List(job_page);
+  ASSERT_TRUE(job_list.ok());
+  ASSERT_FALSE(job_list->next_page_token().empty());
+  bad.set_page_token(job_list->next_page_token());
+  EXPECT_EQ(sweeps_->List(bad).status().message(), "page_token: malformed");
+  bad.set_page_token("");
+  bad.set_page_size(-1);
+  EXPECT_EQ(sweeps_->List(bad).status().message(), "page_size: must not be negative");
+  bad.set_page_size(0);
+  bad.add_states(static_cast<v1::SweepState>(99));
+  EXPECT_EQ(sweeps_->List(bad).status().message(), "states: invalid sweep state 99");
 }
 
 std::string Scrape(const metrics::Metrics& m) {

@@ -3,7 +3,7 @@
 // A Client talks to a freezetune server's FineTuneService over gRPC. It adds
 // what every caller would otherwise rewrite: bearer-token metadata, deadlines,
 // retries with exponential backoff for idempotent calls, page-token following
-// for ListJobs, and a WatchJob stream that reconnects by itself and resumes
+// for ListJobs and ListSweeps, and a WatchJob stream that reconnects by itself and resumes
 // from the last sequence it delivered, so callers see every event exactly once.
 //
 // Errors are absl::Status values carrying the server's gRPC code and message
@@ -170,6 +170,15 @@ class Client {
   absl::StatusOr<v1::Sweep> SubmitSweep(const v1::SweepSpec& sweep) const;
   absl::StatusOr<v1::Sweep> GetSweep(absl::string_view sweep_id) const;
   absl::StatusOr<v1::Sweep> CancelSweep(absl::string_view sweep_id) const;
+  // One page of sweeps, as the server returns it (retried like ListPage).
+  absl::StatusOr<v1::ListSweepsResponse> ListSweepsPage(
+      const v1::ListSweepsRequest& request) const;
+  // Every sweep in `states` (all when empty), newest first, following page
+  // tokens as ListAll does. page_size 0 uses the server's default; limit 0
+  // means no limit.
+  absl::StatusOr<std::vector<v1::Sweep>> ListSweeps(
+      std::vector<v1::SweepState> states = {}, int page_size = 0,
+      int limit = 0) const;
   // Calls `on_event` for each sweep event after `after_sequence`, exactly
   // once each and in order, reopening the stream after UNAVAILABLE (up to
   // max_retries times in a row) from the last delivered sequence. Returns

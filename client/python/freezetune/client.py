@@ -2,8 +2,9 @@
 
 - Bearer token sent as "authorization: Bearer <token>" metadata.
 - Unary calls retried with exponential backoff on UNAVAILABLE only when they
-  are idempotent: get, list, cancel, plan; submit only when the job has a
-  client_request_id (the server deduplicates those).
+  are idempotent: get, list, cancel, plan and their sweep counterparts;
+  submit only when the job has a client_request_id (the server deduplicates
+  those).
 - watch() is a generator that reconnects after UNAVAILABLE or a dropped
   stream, resuming after the last sequence it yielded, so the caller sees
   every event exactly once, in order. It ends after the job's terminal event.
@@ -149,6 +150,21 @@ class Client:
     def cancel_sweep(self, sweep_id):
         return self._unary(self._stub.CancelSweep,
                            pb.CancelSweepRequest(sweep_id=sweep_id), retry=True)
+
+    def list_sweeps(self, states=(), page_size=0, limit=0):
+        """Yields Sweeps newest first, following page tokens (like list)."""
+        req = pb.ListSweepsRequest(page_size=page_size, states=list(states))
+        returned = 0
+        while True:
+            resp = self._unary(self._stub.ListSweeps, req, retry=True)
+            for sweep in resp.sweeps:
+                if limit and returned >= limit:
+                    return
+                returned += 1
+                yield sweep
+            if not resp.next_page_token or resp.next_page_token == req.page_token:
+                return
+            req.page_token = resp.next_page_token
 
     def watch_sweep(self, sweep_id, after_sequence=0):
         """Yields the sweep's SweepEvents after `after_sequence`, exactly once

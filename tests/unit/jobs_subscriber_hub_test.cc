@@ -1,0 +1,144 @@
+// SubscriberHub: inline Notify, Post delivered on the hub's thread (also
+// while the poster holds a lock the callback takes), coalescing without
+// losing a wake-up, per-key counts, and no callback after Unsubscribe.
+#include "server/jobs/subscriber_hub.h"
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+
+namespace freezetune::jobs {
+namespace {
+
+TEST(SubscriberHubTest, NotifyRunsOnlyTheKeysCallbacksInline) {
+  SubscriberHub hub;
+  int a = 0, b = 0;
+  auto sub_a = hub.Subscribe("a", [&] { ++a; });
+  hub.Subscribe("b", [&] { ++b; });
+  EXPECT_EQ(hub.subscriber_count(), 2u);
+  EXPECT_EQ(hub.subscriber_count("a"), 1u);
+  EXPECT_EQ(hub.subscriber_count("nope"), 0u);
+  hub.Notify("a");
+  EXPECT_EQ(a, 1);  // before Notify returned
+  EXPECT_EQ(b, 0);
+  hub.Unsubscribe(sub_a);
+  hub.Notify("a");
+  EXPECT_EQ(a, 1);
+  EXPECT_EQ(hub.subscriber_count("a"), 0u);
+}
+
+// The reason Post exists: the publisher holds a lock that the callback
+// takes (SweepManager's mutex around Emit). An inline call would deadlock.
+TEST(SubscriberHubTest, PostRunsCallbacksOnAnotherThreadAfterThePostersLock) {
+  SubscriberHub hub;
+  absl::Mutex publisher_mu;
+  int stored = 0;
+  absl::Notification seen;
+  std::atomic<int> seen_value{-1};
+  const std::thread::id test_thread = std::this_thread::get_id();
+  std::atomic<bool> on_other_thread{false};
+  hub.Subscribe("sweep-1", [&] {
+    on_other_thread = std::this_thread::get_id() != test_thread;
+    absl::MutexLock lock(&publisher_mu);  // what a watcher's read does
+    seen_value = stored;
+    if (!seen.HasBeenNotified()) seen.Notify();
+  });
+  {
+    absl::MutexLock lock(&publisher_mu);
+    stored = 1;
+    hub.Post("sweep-1");
+    // The callback cannot have read yet: this thread still holds the lock.
+    EXPECT_FALSE(seen.HasBeenNotified());
+  }
+  ASSERT_TRUE(seen.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_TRUE(on_other_thread.load());
+  EXPECT_EQ(seen_value.load(), 1);
+}
+
+// However posts coalesce, a callback runs after the last Post and sees
+// what was stored before it.
+TEST(SubscriberHubTest, CoalescedPostsNeverLoseTheLastWakeUp) {
+  SubscriberHub hub;
+  std::atomic<int> stored{0};
+  std::atomic<int> last_seen{0};
+  std::atomic<int> calls{0};
+  hub.Subscribe("k", [&] {
+    ++calls;
+    last_seen = stored.load();
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  });
+  constexpr int kPosts = 2000;
+  for (int i = 1; i <= kPosts; ++i) {
+    stored = i;
+    hub.Post("k");
+  }
+  for (int i = 0; i < 1000 && last_seen.load() != kPosts; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(last_seen.load(), kPosts);
+  EXPECT_GE(calls.load(), 1);
+  EXPECT_LT(calls.load(), kPosts);  // they did coalesce
+}
+
+TEST(SubscriberHubTest, NotifyAllWakesEverySubscriber) {
+  SubscriberHub hub;
+  int a = 0, b = 0;
+  hub.Subscribe("a", [&] { ++a; });
+  hub.Subscribe("b", [&] { ++b; });
+  hub.NotifyAll();
+  EXPECT_EQ(a, 1);
+  EXPECT_EQ(b, 1);
+}
+
+TEST(SubscriberHubTest, NoPostedCallbackRunsAfterUnsubscribeReturns) {
+  SubscriberHub hub;
+  std::atomic<bool> unsubscribed{false};
+  std::atomic<int> calls{0};
+  std::atomic<int> late_calls{0};
+  auto id = hub.Subscribe("k", [&] {
+    ++calls;
+    if (unsubscribed.load()) late_calls.fetch_add(1);
+    std::this_thread::yield();
+  });
+  std::atomic<bool> stop{false};
+  std::thread poster([&] {
+    while (!stop.load()) hub.Post("k");
+  });
+  for (int i = 0; i < 1000 && calls.load() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  hub.Unsubscribe(id);
+  unsubscribed.store(true);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  stop.store(true);
+  poster.join();
+  EXPECT_GT(calls.load(), 0);
+  EXPECT_EQ(late_calls.load(), 0);
+}
+
+TEST(SubscriberHubTest, CallbackMayUnsubscribeItselfOnTheDeliveryThread) {
+  SubscriberHub hub;
+  std::atomic<int> calls{0};
+  absl::Notification done;
+  SubscriberHub::SubscriptionId id = 0;
+  id = hub.Subscribe("k", [&] {
+    ++calls;
+    hub.Unsubscribe(id);
+    done.Notify();
+  });
+  hub.Post("k");
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  hub.Post("k");
+  hub.Notify("k");
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(hub.subscriber_count(), 0u);
+}
+
+}  // namespace
+}  // namespace freezetune::jobs
