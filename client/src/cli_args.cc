@@ -70,6 +70,9 @@ const std::vector<FlagDef>& AllFlags() {
        "freeze depths to try (N: embeddings + first N layers; head-only)"},
       {"sweep-metric", "NAME", false,
        "metric that picks the sweep's winner (default: --selection-metric)"},
+      {"rungs", "STEP,STEP,...", false,
+       "successive halving: judge trials at these steps (evaluations must land on them)"},
+      {"reduction-factor", "N", false, "successive halving: keep the top 1/N at a rung (2)"},
       // watch
       {"after", "SEQ", false, "only events after this sequence"},
       // list
@@ -114,6 +117,8 @@ std::vector<std::string> SweepFlags() {
   std::vector<std::string> f = SubmitFlags();
   f.push_back("depths");
   f.push_back("sweep-metric");
+  f.push_back("rungs");
+  f.push_back("reduction-factor");
   return f;
 }
 

@@ -219,6 +219,7 @@ std::string FormatSweepTable(const v1::Sweep& sweep) {
     const v1::SweepTrial& t = sweep.trials(i);
     std::string state = v1::TrialState_Name(t.state());
     if (absl::StartsWith(state, "TRIAL_STATE_")) state = state.substr(12);
+    if (t.state() == v1::TRIAL_STATE_PRUNED) absl::StrAppend(&state, "@", t.pruned_at_step());
     absl::StrAppend(
         &out, absl::StrFormat("%s %-12s %6d %12d %10s %8s %9.1f  %-14s %s\n",
                               i == sweep.winner_index() ? "*" : " ", t.label(), t.frozen_depth(),
@@ -292,6 +293,27 @@ int CmdSweep(const Ctx& c) {
       return Usage(c.err, absl::InvalidArgumentError(absl::StrCat(
                               "--depths: expected N >= 0 or head-only, got '", part, "'")));
     }
+  }
+  if (std::optional<std::string> rungs = c.args.Get("rungs"); rungs.has_value()) {
+    v1::SuccessiveHalving* halving = spec.mutable_successive_halving();
+    for (absl::string_view part : absl::StrSplit(*rungs, ',', absl::SkipWhitespace())) {
+      int64_t step;
+      if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(part), &step)) {
+        return Usage(c.err, absl::InvalidArgumentError(
+                                absl::StrCat("--rungs: expected steps N,N,..., got '", part, "'")));
+      }
+      halving->add_rung_steps(step);
+    }
+    if (std::optional<std::string> factor = c.args.Get("reduction-factor"); factor.has_value()) {
+      int n;
+      if (!absl::SimpleAtoi(*factor, &n)) {
+        return Usage(c.err, absl::InvalidArgumentError(
+                                absl::StrCat("--reduction-factor: expected N, got '", *factor, "'")));
+      }
+      halving->set_reduction_factor(n);
+    }
+  } else if (c.args.Get("reduction-factor").has_value()) {
+    return Usage(c.err, absl::InvalidArgumentError("--reduction-factor needs --rungs"));
   }
   absl::StatusOr<v1::Sweep> sweep = c.client.SubmitSweep(spec);
   if (!sweep.ok()) return Fail(c, sweep.status());

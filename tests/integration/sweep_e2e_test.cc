@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -239,6 +241,66 @@ TEST_F(SweepE2ETest, CliSweepPrintsJsonLinesWhenPipedAndATableOnATerminal) {
                    env, bad_out, bad_err);
   EXPECT_EQ(rc, 2);
   EXPECT_NE(bad_err.str().find("--depths"), std::string::npos) << bad_err.str();
+}
+
+TEST_F(SweepE2ETest, CliSweepWithRungsRunsSuccessiveHalving) {
+  const std::string server = "127.0.0.1:" + std::to_string(server_->port());
+  const std::vector<std::string> job = {
+      "--model", *model_uri_, "--train", "file://" + *dir_ + "/small.jsonl", "--epochs", "1",
+      "--batch-size", "4", "--max-seq-length", "16", "--lr", "1e-3", "--validation-split",
+      "0.25", "--eval-every", "1", "--json"};
+  auto cli = [&](std::vector<std::string> args, std::string* out, std::string* err) {
+    args.insert(args.end(), job.begin(), job.end());
+    std::ostringstream o, e;
+    cli::CliEnv env;
+    const int rc = cli::RunCli(args, env, o, e);
+    *out = o.str();
+    *err = e.str();
+    return rc;
+  };
+  std::string out, err;
+  // The first trial to reach a rung always goes on, so at least one
+  // finishes; whether the other is pruned depends on the metrics.
+  ASSERT_EQ(cli({"--server", server, "sweep", "--depths", "1,head-only", "--rungs", "1,2"}, &out,
+                &err),
+            0)
+      << err;
+  nlohmann::json sweep = nlohmann::json::parse(out.substr(0, out.find('\n')));
+  EXPECT_EQ(sweep["spec"]["successiveHalving"]["rungSteps"], nlohmann::json({"1", "2"})) << out;
+  auto done = client_->GetSweep(sweep["id"].get<std::string>());
+  ASSERT_TRUE(done.ok()) << done.status();
+  for (int i = 0; i < 300 && done->state() == v1::SWEEP_STATE_RUNNING; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    done = client_->GetSweep(sweep["id"].get<std::string>());
+    ASSERT_TRUE(done.ok()) << done.status();
+  }
+  ASSERT_EQ(done->state(), v1::SWEEP_STATE_SUCCEEDED) << done->error_message();
+  int finished = 0;
+  for (const v1::SweepTrial& t : done->trials()) {
+    if (t.state() == v1::TRIAL_STATE_PRUNED) {
+      EXPECT_GT(t.pruned_at_step(), 0);
+      EXPECT_EQ(client_->Get(t.job_id())->state(), v1::JOB_STATE_CANCELLED);
+    } else {
+      EXPECT_EQ(t.state(), v1::TRIAL_STATE_FINISHED) << t.label();
+      ++finished;
+    }
+  }
+  EXPECT_GE(finished, 1);
+
+  // Bad schedules: caught by the CLI, or by the server naming the field.
+  EXPECT_EQ(cli({"--server", server, "sweep", "--depths", "1,head-only", "--rungs", "1,x"}, &out,
+                &err),
+            2);
+  EXPECT_NE(err.find("--rungs"), std::string::npos) << err;
+  EXPECT_EQ(cli({"--server", server, "sweep", "--depths", "1,head-only", "--reduction-factor",
+                 "3"},
+                &out, &err),
+            2);
+  EXPECT_NE(err.find("--reduction-factor needs --rungs"), std::string::npos) << err;
+  EXPECT_NE(cli({"--server", server, "sweep", "--depths", "1,head-only", "--rungs", "5,3"}, &out,
+                &err),
+            0);
+  EXPECT_NE(err.find("sweep.successive_halving.rung_steps[1]"), std::string::npos) << err;
 }
 
 // ListSweeps through the client library and the CLI: newest first over two
