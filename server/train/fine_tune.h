@@ -14,6 +14,8 @@
 
 namespace freezetune::train {
 
+class EncodeCache;  // encode_cache.h
+
 // Server-side bounds on what a job may ask for.
 struct JobLimits {
   int max_epochs = 100;
@@ -51,6 +53,9 @@ struct RunContext {
   // Memory budget of the frozen-prefix output cache, per dataset; outputs
   // beyond it are recomputed each epoch.
   int64_t prefix_cache_max_bytes = int64_t{512} << 20;
+  // Where tokenized datasets are looked up and kept (not owned; must outlive
+  // the run). nullptr: the process-wide EncodeCache::Global().
+  EncodeCache* encode_cache = nullptr;
 };
 
 // Runs the job to the end. Returns the result on success; CANCELLED when

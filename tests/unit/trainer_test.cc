@@ -28,6 +28,7 @@
 #include "server/model/bert.h"
 #include "server/model/hf_checkpoint.h"
 #include "server/model/tokenizer.h"
+#include "server/train/encode_cache.h"
 #include "server/train/fine_tune.h"
 
 namespace freezetune::train {
@@ -628,6 +629,68 @@ TEST_F(TrainerTest, ValidationSplitHoldsOutSeededFraction) {
   EXPECT_EQ(a->train.size(), 30);
   EXPECT_EQ(a->validation.size(), 10);
   EXPECT_EQ(a->validation.ids, b->validation.ids);
+}
+
+// ---- tokenization cache ------------------------------------------------------
+
+TEST_F(TrainerTest, PreparingTheSameJobTwiceTokenizesOnce) {
+  EncodeCache cache(kDefaultEncodeCacheBytes);
+  RunContext c = Context("unused");
+  c.encode_cache = &cache;
+  auto a = PrepareJob(Job(""), c);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(cache.stats().misses, 2);  // train and validation
+  EXPECT_EQ(cache.stats().hits, 0);
+  // A different freeze spec and learning rate do not change the encoding.
+  auto b = PrepareJob(Job("head_only {}", "learning_rate: 0.01"), c);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(cache.stats().misses, 2);
+  EXPECT_EQ(cache.stats().hits, 2);
+  EXPECT_EQ(a->train.ids, b->train.ids);
+  EXPECT_EQ(a->train.label_ids, b->train.label_ids);
+  EXPECT_EQ(a->validation.ids, b->validation.ids);
+  // max_seq_length is part of the key.
+  auto shorter = PrepareJob(Job("", "max_seq_length: 8"), c);
+  ASSERT_TRUE(shorter.ok()) << shorter.status();
+  EXPECT_EQ(cache.stats().misses, 4);
+  for (const auto& ids : shorter->train.ids) EXPECT_LE(ids.size(), 8u);
+
+  // Without an explicit cache, the process-wide one serves repeats.
+  const int64_t global_hits = EncodeCache::Global().stats().hits;
+  ASSERT_TRUE(PrepareJob(Job("", "max_seq_length: 13"), Context("unused")).ok());
+  ASSERT_TRUE(PrepareJob(Job("", "max_seq_length: 13"), Context("unused")).ok());
+  EXPECT_GE(EncodeCache::Global().stats().hits, global_hits + 2);
+}
+
+TEST_F(TrainerTest, PrepareJobLabelErrorIsUnchangedAndNotCached) {
+  v1::FineTuneJob job = Job("");
+  job.mutable_validation()->set_uri(root_ + "/bad_label.jsonl");
+  // The error EncodeDataset itself gives for that file under the job's labels.
+  v1::DatasetSpec train_spec, bad_spec;
+  train_spec.set_uri(root_ + "/train.jsonl");
+  bad_spec.set_uri(root_ + "/bad_label.jsonl");
+  auto train_raw = data::LoadDataset(train_spec, data::UriOptions{}, "job.train");
+  auto bad_raw = data::LoadDataset(bad_spec, data::UriOptions{}, "job.validation");
+  ASSERT_TRUE(train_raw.ok() && bad_raw.ok());
+  auto labels = data::ResolveLabelSpace(job.task(), *train_raw, "job.train");
+  ASSERT_TRUE(labels.ok());
+  auto tokenizer = model::WordPieceTokenizer::FromVocabFile(model_dir_ + "/vocab.txt", true);
+  ASSERT_TRUE(tokenizer.ok());
+  const absl::Status expected =
+      data::EncodeDataset(*bad_raw, *labels, *tokenizer, 16, "job.validation").status();
+  ASSERT_EQ(expected.message(), "job.validation: line 6: label 5 out of range [0, 2)");
+
+  EncodeCache cache(kDefaultEncodeCacheBytes);
+  RunContext c = Context("unused");
+  c.encode_cache = &cache;
+  for (int round = 0; round < 2; ++round) {
+    auto prepared = PrepareJob(job, c);
+    ASSERT_FALSE(prepared.ok());
+    EXPECT_EQ(prepared.status(), expected);
+  }
+  EXPECT_EQ(cache.stats().entries, 1);  // train only
+  EXPECT_EQ(cache.stats().hits, 1);     // train, the second time
+  EXPECT_EQ(cache.stats().misses, 3);   // train once, the bad validation twice
 }
 
 // ---- training batch plan: length bucketing on and off ------------------------
