@@ -21,6 +21,7 @@
 #include "server/data/dataset.h"
 #include "server/model/bert_config.h"
 #include "server/model/hf_checkpoint.h"
+#include "server/train/encode_cache.h"
 #include "server/train/freeze_plan.h"
 #include "server/train/hyperparameters.h"
 #include "server/train/trainer.h"
@@ -230,11 +231,14 @@ absl::StatusOr<PreparedJob> PrepareJob(const v1::FineTuneJob& job, const RunCont
                                         static_cast<int>(out.loaded.config.num_hidden_layers),
                                         "job.freeze"));
 
-  FT_ASSIGN_OR_RETURN(out.train, data::EncodeDataset(train_raw, out.labels, *out.loaded.tokenizer,
-                                                     out.hp.max_seq_length, "job.train"));
+  // Tokenization is the slow part of preparing a large dataset; jobs over
+  // the same content (sweep trials, retries) share it through the cache.
+  EncodeCache& cache = context.encode_cache ? *context.encode_cache : EncodeCache::Global();
+  FT_ASSIGN_OR_RETURN(out.train, cache.GetOrEncode(train_raw, out.labels, *out.loaded.tokenizer,
+                                                   out.hp.max_seq_length, "job.train"));
   FT_ASSIGN_OR_RETURN(out.validation,
-                      data::EncodeDataset(validation_raw, out.labels, *out.loaded.tokenizer,
-                                          out.hp.max_seq_length, "job.validation"));
+                      cache.GetOrEncode(validation_raw, out.labels, *out.loaded.tokenizer,
+                                        out.hp.max_seq_length, "job.validation"));
   return out;
 }
 

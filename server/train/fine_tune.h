@@ -15,7 +15,8 @@
 
 namespace freezetune::train {
 
-class PrefixStore;
+class EncodeCache;  // encode_cache.h
+class PrefixStore;  // prefix_store.h
 
 // Server-side bounds on what a job may ask for.
 struct JobLimits {
@@ -54,6 +55,9 @@ struct RunContext {
   // Frozen-prefix outputs shared by the jobs of this process (see
   // prefix_store.h); null: the job caches within itself only.
   std::shared_ptr<PrefixStore> prefix_store;
+  // Where tokenized datasets are looked up and kept (not owned; must outlive
+  // the run). nullptr: the process-wide EncodeCache::Global().
+  EncodeCache* encode_cache = nullptr;
 };
 
 // Runs the job to the end. Returns the result on success; CANCELLED when

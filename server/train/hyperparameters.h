@@ -35,6 +35,10 @@ struct ResolvedHyperparameters {
   int early_stopping_patience = 0;  // 0 disables early stopping
   std::string selection_metric = "accuracy";
   double validation_split = 0.1;
+  // Training batches grouped by length (data::PlanBatches' bucketing); false
+  // gives plain seeded shuffled batches. Evaluation batches are always
+  // grouped: their order does not affect the result.
+  bool length_bucketing = true;
 };
 
 // Fills defaults. `regression` picks the default selection metric ("loss"

@@ -421,6 +421,12 @@ absl::Status Trainer::Train() {
   });
 }
 
+std::vector<std::vector<int64_t>> TrainingBatches(const data::EncodedDataset& train,
+                                                  const ResolvedHyperparameters& hp, int epoch) {
+  return data::PlanBatches(train, hp.batch_size, static_cast<uint64_t>(hp.seed), epoch,
+                           /*shuffle=*/true, /*length_bucketed=*/hp.length_bucketing);
+}
+
 absl::Status Trainer::TrainLoop() {
   const ResolvedHyperparameters& hp = options_.hp;
   summary_.total_steps = TotalSteps(train_.size(), hp);
@@ -454,8 +460,7 @@ absl::Status Trainer::TrainLoop() {
 
   for (int epoch = start_epoch; epoch < hp.epochs && !stop; ++epoch) {
     FT_RETURN_IF_ERROR(ApplyStagesAt(epoch + 1, step + 1));
-    const auto batches = data::PlanBatches(train_, hp.batch_size, static_cast<uint64_t>(hp.seed),
-                                           epoch, /*shuffle=*/true, /*length_bucketed=*/true);
+    const auto batches = TrainingBatches(train_, hp, epoch);
     const int64_t n_micro = static_cast<int64_t>(batches.size());
     double step_loss = 0.0;
     int64_t step_samples = 0;

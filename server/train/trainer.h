@@ -189,6 +189,14 @@ class Trainer {
   int evals_without_improvement_ = 0;
 };
 
+// The training batches of 0-based `epoch`, as Train() runs them: seeded
+// shuffled batches of hp.batch_size (see data::PlanBatches), grouped by
+// length when hp.length_bucketing, else a plain shuffled cut. Deterministic
+// in (dataset lengths, batch_size, seed, epoch, length_bucketing), which is
+// what lets a resumed run continue the same plan.
+std::vector<std::vector<int64_t>> TrainingBatches(const data::EncodedDataset& train,
+                                                  const ResolvedHyperparameters& hp, int epoch);
+
 // A job loaded and encoded, ready for a Trainer (the part of RunFineTune
 // before the loop). Seeds torch with the job's seed before anything random
 // (classifier init, dropout).

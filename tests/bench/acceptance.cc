@@ -4,26 +4,30 @@
 // happens (stderr) and one JSON summary line (stdout).
 //
 //   freezetune_acceptance JOB.json [--data DIR] [--model DIR] [--threads N]
-//       [--name NAME]
+//       [--name NAME] [--seed N]
 //
 // In the job file, "@DATA@" is replaced by --data (default
 // FREEZETUNE_SOURCE_DIR/../shared/data) and "@MODEL@" by --model, so the
-// committed jobs under tests/bench/jobs/ need no absolute paths. The output
+// committed jobs under tests/bench/jobs/ need no absolute paths. --seed
+// replaces hyperparameters.seed (one job file, several seeds). The output
 // model goes to a temporary directory that is removed afterwards.
 //
 // Summary fields: wall_seconds covers everything RunFineTune does (load,
 // tokenize, train, evaluate, save); train_seconds is the training loop only
 // (evaluations included). best_* is the evaluation that selected the output
 // weights; final_* is the last evaluation (with TREC_10 as the validation
-// set, best_* selected on the test set, so final_* is the honest number).
+// set, best_* selected on the test set, so final_* is the honest number);
+// eval_accuracies lists every evaluation in order.
 // Exit status 0 on success, 1 on any error. Not a CTest.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
+#include <vector>
 #include <unistd.h>
 
 #include <ATen/Parallel.h>
@@ -49,13 +53,14 @@ int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr,
                  "usage: freezetune_acceptance JOB.json [--data DIR] [--model DIR] "
-                 "[--threads N] [--name NAME]\n");
+                 "[--threads N] [--name NAME] [--seed N]\n");
     return 1;
   }
   std::string data = std::string(FREEZETUNE_SOURCE_DIR) + "/../shared/data";
   if (const char* env = std::getenv("FREEZETUNE_DATA_DIR")) data = env;
   std::string model, name = std::filesystem::path(argv[1]).stem().string();
   int threads = 2;
+  std::optional<int64_t> seed;
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
     if (flag == "--data") {
@@ -66,6 +71,8 @@ int main(int argc, char** argv) {
       threads = std::atoi(value.c_str());
     } else if (flag == "--name") {
       name = value;
+    } else if (flag == "--seed") {
+      seed = std::atoll(value.c_str());
     } else {
       std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
       return 1;
@@ -86,6 +93,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s: %s\n", argv[1], s.ToString().c_str());
     return 1;
   }
+  if (seed) job.mutable_hyperparameters()->set_seed(*seed);
 
   const std::filesystem::path out =
       std::filesystem::temp_directory_path() /
@@ -97,8 +105,10 @@ int main(int argc, char** argv) {
   auto elapsed = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
+  std::vector<float> eval_accuracies;
   context.emit = [&](ft::v1::JobEvent e) {
     if (e.has_eval()) {
+      eval_accuracies.push_back(e.eval().accuracy());
       std::fprintf(stderr, "[%s %7.1fs] eval step %lld epoch %.2f accuracy %.4f loss %.4f\n",
                    name.c_str(), elapsed(), static_cast<long long>(e.eval().step()),
                    e.eval().epoch(), e.eval().accuracy(), e.eval().loss());
@@ -138,6 +148,9 @@ int main(int argc, char** argv) {
       {"learning_rate", h.learning_rate()},
       {"warmup_ratio", h.warmup_ratio()},
       {"max_seq_length", h.max_seq_length()},
+      {"seed", h.has_seed() ? h.seed() : 42},
+      {"length_bucketing", !h.has_length_bucketing() || h.length_bucketing()},
+      {"eval_accuracies", eval_accuracies},
   };
   std::printf("%s\n", summary.dump().c_str());
   return 0;

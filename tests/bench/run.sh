@@ -14,6 +14,8 @@
 #   RESULTS    where the raw JSON lines go (default a temporary file)
 #   ACCEPTANCE_JOBS, ACCEPTANCE_PYTORCH  subsets of the acceptance runs
 #              (job names under jobs/; "sst2 trec")
+#   ACCEPTANCE_SEED  seed of the acceptance runs on both sides (default: the
+#              job file's, 42; PyTorch 42); names get a _seedN suffix
 # Timings on a shared machine are noisy: rows of one run are comparable, and
 # the C++ and PyTorch runs of each recipe alternate, round after round.
 set -euo pipefail
@@ -124,9 +126,11 @@ if has acceptance; then
   # 2 layers, hidden 128, trained from scratch (no pretrained weights here).
   "$MODEL_TOOL" init --out "$WORK/model2" --vocab "$DATA/bert-base-uncased-vocab.txt" \
     --layers 2 --hidden 128 --heads 2 --intermediate 512 --max-position 128 >/dev/null
-  for job in ${ACCEPTANCE_JOBS:-sst2_full sst2_bottom_half sst2_head_only sst2_head_only_lr1e-2 trec}; do
+  for job in ${ACCEPTANCE_JOBS:-sst2_full sst2_bottom_half sst2_head_only sst2_head_only_lr1e-2 trec trec_no_bucketing}; do
     "$BIN/freezetune_acceptance" "$ROOT/tests/bench/jobs/$job.json" --model "$WORK/model2" \
-      --data "$DATA" --threads "$THREADS" 2>"$WORK/$job.log" | tag acceptance
+      --data "$DATA" --threads "$THREADS" \
+      ${ACCEPTANCE_SEED:+--seed "$ACCEPTANCE_SEED" --name "${job}_seed$ACCEPTANCE_SEED"} \
+      2>"$WORK/$job.log" | tag acceptance
     grep eval "$WORK/$job.log" >&2 || true
   done
   # The same budget in plain PyTorch, full fine-tuning: the same tokens (the
@@ -138,8 +142,9 @@ if has acceptance; then
     cpp --model "$WORK/model2" --train "$3" --steps 1000000 --batch "$5" --dump "$WORK/$1.dev" --dump-only
     pyb --model "$WORK/model2" --train "$WORK/$1/train.jsonl" --dev "$WORK/$1.dev/train.jsonl" \
       --recipes full --epochs "$4" --batch-size "$5" --lr 1e-3 --schedule linear --warmup-ratio 0.1 \
+      --seed "${ACCEPTANCE_SEED:-42}" \
       | "$PY" -c 'import json,sys,time; d=json.loads(sys.stdin.read()); d["name"]=sys.argv[2]; d["wall_seconds"]=time.time()-float(sys.argv[1]); print(json.dumps(d))' \
-        "$(date +%s.%N)" "pytorch_$1" | tag acceptance_pytorch
+        "$(date +%s.%N)" "pytorch_$1${ACCEPTANCE_SEED:+_seed$ACCEPTANCE_SEED}" | tag acceptance_pytorch
   }
   for job in ${ACCEPTANCE_PYTORCH:-sst2 trec}; do
     case "$job" in

@@ -25,6 +25,10 @@ if(TARGET freezetune_train AND TARGET freezetune_data AND TARGET freezetune_mode
 endif()
 
 if(TARGET freezetune_train AND TARGET freezetune_model)
+  freezetune_test(train_encode_cache_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/train_encode_cache_test.cc
+    DEPS freezetune_train
+    TIMEOUT 60)
   freezetune_test(train_checkpoint_test
     SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/train_checkpoint_test.cc
     DEPS freezetune_train

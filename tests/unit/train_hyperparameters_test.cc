@@ -39,6 +39,7 @@ TEST(TrainHyperparametersTest, Defaults) {
   EXPECT_NEAR(r.validation_split, 0.1, 1e-7);
   EXPECT_EQ(r.lr_schedule, v1::LR_SCHEDULE_LINEAR);
   EXPECT_EQ(r.selection_metric, "accuracy");
+  EXPECT_TRUE(r.length_bucketing);
   EXPECT_EQ(WithDefaults(v1::Hyperparameters(), true).selection_metric, "loss");
   EXPECT_TRUE(Validate("").ok());
 }
@@ -56,6 +57,15 @@ TEST(TrainHyperparametersTest, ExplicitValuesAndOptionalZeros) {
   EXPECT_EQ(r.validation_split, 0.0);
   EXPECT_EQ(r.selection_metric, "mcc");
   EXPECT_EQ(r.lr_schedule, v1::LR_SCHEDULE_COSINE);
+}
+
+// length_bucketing is optional: unset keeps bucketing on, an explicit false
+// turns it off, an explicit true keeps it.
+TEST(TrainHyperparametersTest, LengthBucketingSwitch) {
+  EXPECT_TRUE(WithDefaults(H(""), false).length_bucketing);
+  EXPECT_FALSE(WithDefaults(H("length_bucketing: false"), false).length_bucketing);
+  EXPECT_TRUE(WithDefaults(H("length_bucketing: true"), false).length_bucketing);
+  EXPECT_TRUE(Validate("length_bucketing: false").ok());
 }
 
 TEST(TrainHyperparametersTest, RangeErrorsNameTheField) {

@@ -15,6 +15,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -26,6 +28,7 @@
 #include "server/model/bert.h"
 #include "server/model/hf_checkpoint.h"
 #include "server/model/tokenizer.h"
+#include "server/train/encode_cache.h"
 #include "server/train/fine_tune.h"
 
 namespace freezetune::train {
@@ -687,6 +690,163 @@ TEST_F(TrainerTest, ValidationSplitHoldsOutSeededFraction) {
   EXPECT_EQ(a->train.size(), 30);
   EXPECT_EQ(a->validation.size(), 10);
   EXPECT_EQ(a->validation.ids, b->validation.ids);
+}
+
+// ---- tokenization cache ------------------------------------------------------
+
+TEST_F(TrainerTest, PreparingTheSameJobTwiceTokenizesOnce) {
+  EncodeCache cache(kDefaultEncodeCacheBytes);
+  RunContext c = Context("unused");
+  c.encode_cache = &cache;
+  auto a = PrepareJob(Job(""), c);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(cache.stats().misses, 2);  // train and validation
+  EXPECT_EQ(cache.stats().hits, 0);
+  // A different freeze spec and learning rate do not change the encoding.
+  auto b = PrepareJob(Job("head_only {}", "learning_rate: 0.01"), c);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(cache.stats().misses, 2);
+  EXPECT_EQ(cache.stats().hits, 2);
+  EXPECT_EQ(a->train.ids, b->train.ids);
+  EXPECT_EQ(a->train.label_ids, b->train.label_ids);
+  EXPECT_EQ(a->validation.ids, b->validation.ids);
+  // max_seq_length is part of the key.
+  auto shorter = PrepareJob(Job("", "max_seq_length: 8"), c);
+  ASSERT_TRUE(shorter.ok()) << shorter.status();
+  EXPECT_EQ(cache.stats().misses, 4);
+  for (const auto& ids : shorter->train.ids) EXPECT_LE(ids.size(), 8u);
+
+  // Without an explicit cache, the process-wide one serves repeats.
+  const int64_t global_hits = EncodeCache::Global().stats().hits;
+  ASSERT_TRUE(PrepareJob(Job("", "max_seq_length: 13"), Context("unused")).ok());
+  ASSERT_TRUE(PrepareJob(Job("", "max_seq_length: 13"), Context("unused")).ok());
+  EXPECT_GE(EncodeCache::Global().stats().hits, global_hits + 2);
+}
+
+TEST_F(TrainerTest, PrepareJobLabelErrorIsUnchangedAndNotCached) {
+  v1::FineTuneJob job = Job("");
+  job.mutable_validation()->set_uri(root_ + "/bad_label.jsonl");
+  // The error EncodeDataset itself gives for that file under the job's labels.
+  v1::DatasetSpec train_spec, bad_spec;
+  train_spec.set_uri(root_ + "/train.jsonl");
+  bad_spec.set_uri(root_ + "/bad_label.jsonl");
+  auto train_raw = data::LoadDataset(train_spec, data::UriOptions{}, "job.train");
+  auto bad_raw = data::LoadDataset(bad_spec, data::UriOptions{}, "job.validation");
+  ASSERT_TRUE(train_raw.ok() && bad_raw.ok());
+  auto labels = data::ResolveLabelSpace(job.task(), *train_raw, "job.train");
+  ASSERT_TRUE(labels.ok());
+  auto tokenizer = model::WordPieceTokenizer::FromVocabFile(model_dir_ + "/vocab.txt", true);
+  ASSERT_TRUE(tokenizer.ok());
+  const absl::Status expected =
+      data::EncodeDataset(*bad_raw, *labels, *tokenizer, 16, "job.validation").status();
+  ASSERT_EQ(expected.message(), "job.validation: line 6: label 5 out of range [0, 2)");
+
+  EncodeCache cache(kDefaultEncodeCacheBytes);
+  RunContext c = Context("unused");
+  c.encode_cache = &cache;
+  for (int round = 0; round < 2; ++round) {
+    auto prepared = PrepareJob(job, c);
+    ASSERT_FALSE(prepared.ok());
+    EXPECT_EQ(prepared.status(), expected);
+  }
+  EXPECT_EQ(cache.stats().entries, 1);  // train only
+  EXPECT_EQ(cache.stats().hits, 1);     // train, the second time
+  EXPECT_EQ(cache.stats().misses, 3);   // train once, the bad validation twice
+}
+
+// ---- training batch plan: length bucketing on and off ------------------------
+
+// 400 examples whose lengths (3..66 tokens) are spread at random over the
+// file, so that only a plan that groups by length gets narrow batches.
+data::EncodedDataset MixedLengths() {
+  data::EncodedDataset d;
+  std::mt19937 rng(7);
+  for (int i = 0; i < 400; ++i) {
+    const size_t len = 3 + rng() % 64;
+    d.ids.emplace_back(len, 1000);
+    d.type_ids.emplace_back(len, 0);
+    d.label_ids.push_back(i % 2);
+  }
+  return d;
+}
+
+// Mean over batches of (longest - shortest) example length.
+double MeanLengthSpread(const data::EncodedDataset& d,
+                        const std::vector<std::vector<int64_t>>& plan) {
+  double total = 0;
+  for (const auto& batch : plan) {
+    size_t lo = SIZE_MAX, hi = 0;
+    for (int64_t i : batch) {
+      lo = std::min(lo, d.ids[static_cast<size_t>(i)].size());
+      hi = std::max(hi, d.ids[static_cast<size_t>(i)].size());
+    }
+    total += static_cast<double>(hi - lo);
+  }
+  return total / static_cast<double>(plan.size());
+}
+
+std::vector<int64_t> SortedIndices(const std::vector<std::vector<int64_t>>& plan) {
+  std::vector<int64_t> all;
+  for (const auto& batch : plan) all.insert(all.end(), batch.begin(), batch.end());
+  std::sort(all.begin(), all.end());
+  return all;
+}
+
+TEST(TrainingBatchesTest, BucketingGroupsByLengthAndOffDoesNot) {
+  const data::EncodedDataset d = MixedLengths();
+  std::vector<int64_t> every(400);
+  std::iota(every.begin(), every.end(), int64_t{0});
+  ResolvedHyperparameters hp;
+  hp.batch_size = 8;
+  hp.seed = 3;
+
+  ASSERT_TRUE(hp.length_bucketing);  // the default
+  const auto bucketed = TrainingBatches(d, hp, 0);
+  hp.length_bucketing = false;
+  const auto plain = TrainingBatches(d, hp, 0);
+
+  for (const auto* plan : {&bucketed, &plain}) {
+    ASSERT_EQ(plan->size(), 50u);
+    EXPECT_EQ(SortedIndices(*plan), every);  // each example once, none dropped
+  }
+  // Lengths are uniform over 64 values: a random batch of 8 spans ~50 of
+  // them; the 400 examples fit one bucketing chunk, so grouped batches span
+  // ~1.
+  EXPECT_LT(MeanLengthSpread(d, bucketed), 3.0);
+  EXPECT_GT(MeanLengthSpread(d, plain), 30.0);
+  EXPECT_LT(data::PaddedTokens(d, bucketed) * 10, data::PaddedTokens(d, plain) * 7);
+
+  // Off is still a seeded shuffle: deterministic, new each epoch, and not
+  // file order.
+  EXPECT_EQ(TrainingBatches(d, hp, 0), plain);
+  EXPECT_NE(TrainingBatches(d, hp, 1), plain);
+  EXPECT_NE(plain.front(), std::vector<int64_t>(every.begin(), every.begin() + 8));
+}
+
+TEST_F(TrainerTest, LengthBucketingFalseReachesTheTrainer) {
+  auto prepared = PrepareJob(Job("", "length_bucketing: false"), Context("unused"));
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  EXPECT_FALSE(prepared->hp.length_bucketing);
+  auto defaulted = PrepareJob(Job(""), Context("unused"));
+  ASSERT_TRUE(defaulted.ok()) << defaulted.status();
+  EXPECT_TRUE(defaulted->hp.length_bucketing);
+
+  // Same job, same seed: only the batch plan differs, so the weights after
+  // one epoch differ when (and only when) the switch changes the plan.
+  auto trained = [](const std::string& hyper) {
+    std::map<std::string, torch::Tensor> initial;
+    auto trainer = MakeTrainer(Job("", "epochs: 1 " + hyper), &initial);
+    EXPECT_NE(trainer, nullptr);
+    if (trainer == nullptr) return torch::Tensor();
+    EXPECT_TRUE(trainer->Train().ok());
+    return trainer->model()->named_parameters()["classifier.weight"].detach().clone();
+  };
+  const torch::Tensor on = trained("");
+  const torch::Tensor on_again = trained("length_bucketing: true");
+  const torch::Tensor off = trained("length_bucketing: false");
+  ASSERT_TRUE(on.defined() && on_again.defined() && off.defined());
+  EXPECT_TRUE(torch::equal(on, on_again));
+  EXPECT_FALSE(torch::equal(on, off));
 }
 
 // ---- submit-time validation -------------------------------------------------
