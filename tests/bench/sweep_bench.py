@@ -17,7 +17,10 @@ phase inherits another's stored frozen-prefix outputs:
               tokenization and frozen-prefix outputs through the process-wide
               stores, as any jobs on the same model and data do);
   sweep       one sweep over the five candidates;
-  halving     the same sweep with successive halving at --rungs.
+  halving     the same sweep with successive halving at --rungs;
+  2 slots     the sweep on a server with two CPU slots of one intra-op thread
+              each (--cpu_slots=2 --threads=1; every other phase: one slot of
+              two threads), so two trials run at once.
 Every phase uses the same specs (the sweep's: depth candidates with
 frozen_eval_mode on) and hyperparameters. Times run from submit to the last
 job's end (server start-up excluded). Prints the times, the ratios to
@@ -71,7 +74,7 @@ STATES = {3: "finished", 4: "stopped early", 5: "failed", 6: "cancelled", 7: "pr
 
 
 class Server:
-    def __init__(self, name):
+    def __init__(self, name, flags=("--cpu_slots=1",)):
         self.dir = os.path.join(d, name)
         os.makedirs(self.dir)
         port_file = self.dir + "/port"
@@ -79,7 +82,7 @@ class Server:
         self.proc = subprocess.Popen(
             [args.server_bin, "--listen=127.0.0.1:0", "--port_file=" + port_file,
              "--metrics_listen=127.0.0.1:0", "--data_dir=" + self.dir + "/data",
-             "--data_roots=" + d, "--cpu_slots=1"], stdout=self.log, stderr=subprocess.STDOUT)
+             "--data_roots=" + d] + list(flags), stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 60
         while not (os.path.exists(port_file) and open(port_file).read().endswith("\n")):
             if self.proc.poll() is not None or time.time() > deadline:
@@ -174,6 +177,12 @@ try:
     finally:
         server.close()
 
+    server = Server("two_slots", ("--cpu_slots=2", "--threads=1"))
+    try:
+        two_slots, _ = run_sweep(server, sweep_spec)
+    finally:
+        server.close()
+
     print("sweep table:\n")
     print_table(sweep)
     print("sweep with successive halving (rungs %s, factor 2):\n" % args.rungs)
@@ -181,7 +190,8 @@ try:
     print("| run | seconds | / separate | / one-server |")
     print("|---|---|---|---|")
     for name, secs in (("separate (5 servers)", separate), ("one-server (5 jobs)", one_server),
-                       ("sweep", swept), ("sweep + halving", halved)):
+                       ("sweep", swept), ("sweep + halving", halved),
+                       ("sweep, 2 slots x 1 thread", two_slots)):
         print("| %s | %.1f | %.2f | %.2f |" % (name, secs, secs / separate, secs / one_server))
 finally:
     shutil.rmtree(d, ignore_errors=True)
