@@ -53,12 +53,14 @@ ABSL_FLAG(std::string, data_dir, "./var/freezetune",
 ABSL_FLAG(std::string, data_roots, "",
           "Comma-separated directories that local model/dataset/output URIs must lie under. "
           "Default: --data_dir and the current directory.");
-ABSL_FLAG(int, cpu_slots, 1,
-          "CPU device slots: jobs that train on the CPU at the same time. Every visible CUDA "
+ABSL_FLAG(int, cpu_slots, 2,
+          "CPU device slots: jobs that train on the CPU at the same time (they split --threads "
+          "between them, so a sweep's trials run two at a time). Every visible CUDA "
           "GPU gets one more slot; a job's device (\"cpu\", \"cuda\", \"cuda:N\") picks "
           "which slots may run it.");
 ABSL_FLAG(int, threads, 0,
-          "Intra-op threads per process (at::set_num_threads). 0: hardware concurrency.");
+          "Intra-op threads for CPU training, split evenly among the CPU jobs running at the "
+          "moment (a job alone gets all of them). 0: hardware concurrency.");
 ABSL_FLAG(int, max_queue, 1000, "Queued jobs at most; SubmitJob beyond is RESOURCE_EXHAUSTED.");
 ABSL_FLAG(std::string, port_file, "",
           "If set, the bound gRPC port is written here (atomically) once serving.");
@@ -329,6 +331,7 @@ int main(int argc, char** argv) {
   options.metrics.build_info = {kVersion, TORCH_VERSION, blas.name, gpus.empty() ? "cpu" : "cuda"};
   options.jobs.data_dir = data_dir;
   options.jobs.scheduler.cpu_slots = std::max(1, absl::GetFlag(FLAGS_cpu_slots));
+  options.jobs.cpu_threads = threads;
   options.jobs.scheduler.gpu_devices = gpus;
   options.jobs.scheduler.max_queue = std::max(0, absl::GetFlag(FLAGS_max_queue));
   options.jobs.scheduler.max_queued_per_tenant = std::max(0, absl::GetFlag(FLAGS_max_queued_per_tenant));

@@ -11,6 +11,7 @@
 #include <system_error>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/random/random.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -381,6 +382,16 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
   context.uris = options_.uris;
   context.limits = options_.limits;
   context.should_stop = [&stop] { return stop.requested(); };
+  const bool on_cpu = device == "cpu";
+  if (on_cpu) ++running_cpu_jobs_;
+  absl::Cleanup cpu_job_done = [&] {
+    if (on_cpu) --running_cpu_jobs_;
+  };
+  if (on_cpu && options_.cpu_threads > 0) {
+    context.intra_op_threads = [this] {
+      return std::max(1, options_.cpu_threads / std::max(1, running_cpu_jobs_.load()));
+    };
+  }
 
   // Per-job counters for the metrics' increments between TrainMetrics events.
   int64_t last_step = 0;

@@ -82,7 +82,10 @@ struct JobManagerOptions {
   SchedulerOptions scheduler;
   data::UriOptions uris;
   train::JobLimits limits;
-  // Per running job and dataset: see train::RunContext.
+  // Intra-op threads shared by the jobs running on the CPU: each gets
+  // cpu_threads / (CPU jobs running now), at least 1, rebalanced before
+  // every batch. 0: jobs keep the process default.
+  int cpu_threads = 0;
 };
 
 class JobManager {
@@ -174,6 +177,7 @@ class JobManager {
   std::unique_ptr<JobStore> store_;
   EventLog event_log_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::atomic<int> running_cpu_jobs_{0};
   std::atomic<bool> shutting_down_{false};
   std::atomic<bool> drained_{false};
   // Serializes the capacity check, insert and enqueue of Submit, and

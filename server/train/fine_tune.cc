@@ -278,6 +278,7 @@ absl::StatusOr<v1::JobResult> RunFineTuneImpl(const v1::FineTuneJob& job,
   options.device = torch::Device(device);
   options.emit = context.emit;
   options.should_stop = context.should_stop;
+  options.intra_op_threads = context.intra_op_threads;
   options.checkpoint_dir = context.checkpoint_dir;
   options.prefix_store = context.prefix_store;
   const int64_t pad_id = prepared.loaded.tokenizer->pad_id();

@@ -52,6 +52,9 @@ struct RunContext {
   std::function<void(v1::JobEvent)> emit;
   // Polled at least once per step; true stops the run with CANCELLED.
   std::function<bool()> should_stop;
+  // Optional: intra-op threads for a CPU run, polled before every batch
+  // (TrainerOptions::intra_op_threads).
+  std::function<int()> intra_op_threads;
   // Frozen-prefix outputs shared by the jobs of this process (see
   // prefix_store.h); null: the job caches within itself only.
   std::shared_ptr<PrefixStore> prefix_store;

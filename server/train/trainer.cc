@@ -290,6 +290,16 @@ torch::Tensor Trainer::Loss(const torch::Tensor& logits, const torch::Tensor& la
   return at::cross_entropy_loss(logits, labels);
 }
 
+bool Trainer::ShouldStop() const {
+  if (options_.intra_op_threads && options_.device.is_cpu()) {
+    // Per thread: the OpenMP thread count is this thread's setting (and
+    // OpenBLAS follows it), so concurrent jobs each keep their own share.
+    const int threads = options_.intra_op_threads();
+    if (threads > 0 && threads != at::get_num_threads()) at::set_num_threads(threads);
+  }
+  return options_.should_stop && options_.should_stop();
+}
+
 void Trainer::Emit(v1::JobEvent event) const {
   if (options_.emit) options_.emit(std::move(event));
 }
@@ -314,7 +324,7 @@ absl::StatusOr<v1::EvalMetrics> Trainer::EvaluateImpl() {
   const auto batches = data::PlanBatches(validation_, options_.hp.batch_size, 0, 0,
                                          /*shuffle=*/false, /*length_bucketed=*/true);
   for (const auto& indices : batches) {
-    if (options_.should_stop && options_.should_stop()) {
+    if (ShouldStop()) {
       if (was_training) SetTrainMode();
       return absl::CancelledError(absl::StrCat("cancelled at step ", summary_.steps));
     }
@@ -467,7 +477,7 @@ absl::Status Trainer::TrainLoop() {
     for (int64_t i = epoch == start_epoch ? start_micro : 0; i < n_micro && !stop; ++i) {
       const int64_t group_start = (i / accum) * accum;
       const int64_t group_size = std::min<int64_t>(accum, n_micro - group_start);
-      if (options_.should_stop && options_.should_stop()) {
+      if (ShouldStop()) {
         // Save where the current step began (its partial gradients are
         // dropped), so a drained job resumes without losing finished steps.
         if (checkpoints && step > 0) {

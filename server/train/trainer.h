@@ -55,6 +55,10 @@ struct TrainerOptions {
   // should_stop is polled before every micro-batch.
   std::function<void(v1::JobEvent)> emit;
   std::function<bool()> should_stop;
+  // Optional, CPU only: the intra-op threads this run should use now, polled
+  // before every batch; a change is applied with at::set_num_threads on the
+  // training thread (the server splits its cores among running CPU jobs).
+  std::function<int()> intra_op_threads;
   // Where resumable checkpoints go (see checkpoint.h); empty disables them.
   // Train() resumes from the newest one found here. Checkpoints are written
   // every hp.checkpoint_every_steps steps, at each epoch end, and when
@@ -156,6 +160,8 @@ class Trainer {
   absl::Status ApplyStagesAt(int64_t epoch_1based, int64_t next_step_1based);
   absl::Status AfterEval(v1::EvalMetrics m, bool* stop);
   void Emit(v1::JobEvent event) const;
+  // Applies options_.intra_op_threads; then polls should_stop.
+  bool ShouldStop() const;
   // Checkpoint at a step boundary: training continues at micro-batch
   // `next_micro` of 0-based `epoch`, with the CPU RNG in `rng_state`.
   absl::Status SaveCheckpoint(int epoch, int64_t next_micro, int64_t last_eval_step,

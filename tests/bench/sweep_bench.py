@@ -9,8 +9,10 @@ pretraining (no pretrained weights can be downloaded here) with a full
 fine-tune on sentences N+1..10000 of tests/fixtures/data/sst2/
 train_first10000.tsv, so that the freeze depths differ in accuracy. Then, on
 the first N sentences (dev.tsv for validation), runs the five candidates
-depths {0, 1, 2, 3} and head-only four ways, each phase on a fresh freezetune-server (one CPU slot) so that no
-phase inherits another's stored frozen-prefix outputs:
+depths {0, 1, 2, 3} and head-only five ways, each phase on a fresh
+freezetune-server with default flags (two CPU slots sharing the cores: a job
+running alone gets both threads, two jobs one each) so that no phase
+inherits another's stored frozen-prefix outputs:
   separate    each job on a server of its own, one after another: N
               independent runs, nothing shared between them;
   one-server  the five jobs one after another on one server (they share
@@ -18,9 +20,8 @@ phase inherits another's stored frozen-prefix outputs:
               stores, as any jobs on the same model and data do);
   sweep       one sweep over the five candidates;
   halving     the same sweep with successive halving at --rungs;
-  2 slots     the sweep on a server with two CPU slots of one intra-op thread
-              each (--cpu_slots=2 --threads=1; every other phase: one slot of
-              two threads), so two trials run at once.
+  one slot    the sweep on a server with one CPU slot (--cpu_slots=1): trials
+              one at a time, so only the shared work counts.
 Every phase uses the same specs (the sweep's: depth candidates with
 frozen_eval_mode on) and hyperparameters. Times run from submit to the last
 job's end (server start-up excluded). Prints the times, the ratios to
@@ -74,7 +75,7 @@ STATES = {3: "finished", 4: "stopped early", 5: "failed", 6: "cancelled", 7: "pr
 
 
 class Server:
-    def __init__(self, name, flags=("--cpu_slots=1",)):
+    def __init__(self, name, flags=()):
         self.dir = os.path.join(d, name)
         os.makedirs(self.dir)
         port_file = self.dir + "/port"
@@ -177,9 +178,9 @@ try:
     finally:
         server.close()
 
-    server = Server("two_slots", ("--cpu_slots=2", "--threads=1"))
+    server = Server("one_slot", ("--cpu_slots=1",))
     try:
-        two_slots, _ = run_sweep(server, sweep_spec)
+        one_slot, _ = run_sweep(server, sweep_spec)
     finally:
         server.close()
 
@@ -191,7 +192,7 @@ try:
     print("|---|---|---|---|")
     for name, secs in (("separate (5 servers)", separate), ("one-server (5 jobs)", one_server),
                        ("sweep", swept), ("sweep + halving", halved),
-                       ("sweep, 2 slots x 1 thread", two_slots)):
+                       ("sweep, one CPU slot", one_slot)):
         print("| %s | %.1f | %.2f | %.2f |" % (name, secs, secs / separate, secs / one_server))
 finally:
     shutil.rmtree(d, ignore_errors=True)

@@ -72,6 +72,18 @@ class FakeTrainer {
           std::this_thread::sleep_for(milliseconds(2));
         }
       }
+      if (name.rfind("threads", 0) == 0) {
+        // Reports the thread share it is offered until the gate opens.
+        while (!gate.HasBeenNotified()) {
+          if (ctx.should_stop()) return absl::CancelledError("stopped");
+          const int threads = ctx.intra_op_threads ? ctx.intra_op_threads() : -1;
+          {
+            absl::MutexLock lock(&mu);
+            offered_threads[name] = threads;
+          }
+          std::this_thread::sleep_for(milliseconds(2));
+        }
+      }
       if (name.rfind("loop", 0) == 0) {
         for (int64_t step = 1;; ++step) {
           if (ctx.should_stop()) return absl::CancelledError("stopped at step");
@@ -111,6 +123,7 @@ class FakeTrainer {
   absl::Mutex mu;
   std::vector<std::string> started ABSL_GUARDED_BY(mu);
   std::vector<std::string> output_dirs ABSL_GUARDED_BY(mu);
+  std::map<std::string, int> offered_threads ABSL_GUARDED_BY(mu);
   absl::Notification gate;
   std::atomic<int> validations{0};
   std::atomic<bool> saw_checkpoint_dir{false};
@@ -210,6 +223,37 @@ TEST_F(SchedulerTest, SucceededJobHasFullEventHistory) {
   EXPECT_EQ(cancel.message(), "job " + job.id() + " already SUCCEEDED");
   EXPECT_TRUE(absl::IsNotFound(manager_->Cancel("job-000000000000").status()));
   EXPECT_TRUE(absl::IsNotFound(manager_->Get("job-000000000000").status()));
+}
+
+TEST_F(SchedulerTest, CpuJobsSplitTheThreadsWhileTheyRunTogether) {
+  options_.scheduler.cpu_slots = 2;
+  options_.cpu_threads = 4;
+  Start();
+  auto offered = [&](const std::string& name, int want) {
+    for (int i = 0; i < 4000; ++i) {
+      {
+        absl::MutexLock lock(&trainer_.mu);
+        auto it = trainer_.offered_threads.find(name);
+        if (it != trainer_.offered_threads.end() && it->second == want) return true;
+      }
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+    return false;
+  };
+  v1::FineTuneJob a;
+  a.set_display_name("threads-a");
+  v1::FineTuneJob b;
+  b.set_display_name("threads-b");
+  const v1::Job job_a = Submit(a);
+  EXPECT_TRUE(offered("threads-a", 4));  // alone: every thread
+  const v1::Job job_b = Submit(b);
+  EXPECT_TRUE(offered("threads-a", 2));  // together: half each
+  EXPECT_TRUE(offered("threads-b", 2));
+  ASSERT_TRUE(manager_->Cancel(job_b.id()).ok());
+  WaitFor(job_b.id(), v1::JOB_STATE_CANCELLED);
+  EXPECT_TRUE(offered("threads-a", 4));  // alone again
+  trainer_.OpenGate();
+  WaitFor(job_a.id(), v1::JOB_STATE_SUCCEEDED);
 }
 
 TEST_F(SchedulerTest, FailedJobRecordsTheError) {

@@ -431,6 +431,25 @@ TEST_F(TrainerTest, SharedPrefixStoreKeysOnTheFrozenWeights) {
   EXPECT_EQ(same->summary().prefix_cache_hits, 50);
 }
 
+TEST_F(TrainerTest, IntraOpThreadsFollowTheOfferedShare) {
+  const int before = at::get_num_threads();
+  const int offered = before == 1 ? 2 : 1;
+  std::atomic<int> polls{0};
+  TrainerOptions options;
+  options.intra_op_threads = [&] {
+    ++polls;
+    return offered;
+  };
+  std::map<std::string, torch::Tensor> initial;
+  auto trainer = MakeTrainer(Job("head_only {}", "epochs: 1"), &initial, options);
+  ASSERT_NE(trainer, nullptr);
+  ASSERT_TRUE(trainer->Train().ok());
+  const int during = at::get_num_threads();  // Train() ran on this thread
+  at::set_num_threads(before);
+  EXPECT_EQ(during, offered);
+  EXPECT_GE(polls.load(), 5);  // 5 training batches, plus evaluation batches
+}
+
 TEST_F(TrainerTest, PrefixCacheNotUsedWhenFrozenLayersKeepDropout) {
   // bottom(1) keeps dropout in the frozen prefix (frozen_eval_mode off), so
   // training cannot reuse its outputs; evaluation (eval mode) still can.
