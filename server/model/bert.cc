@@ -14,7 +14,6 @@
 #include <c10/util/Exception.h>
 #include <torch/nn/init.h>
 #include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/dropout.h>
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
@@ -66,8 +65,31 @@ torch::Tensor ExtendedMask(const torch::Tensor& mask, at::ScalarType dtype) {
   return (1.0 - m) * lowest;
 }
 
+// Where every dropout of one model draws its masks: a generator of the
+// model's own, or torch's global one when unset.
+struct DropoutRng {
+  c10::optional<at::Generator> generator;
+};
+
+// Inverted dropout as at::dropout computes it on the CPU (a Bernoulli mask
+// scaled by 1 / (1 - p)), drawing from the model's DropoutRng.
+struct SeededDropoutImpl : torch::nn::Module {
+  SeededDropoutImpl(double p, std::shared_ptr<DropoutRng> rng) : p(p), rng(std::move(rng)) {}
+  torch::Tensor forward(const torch::Tensor& x) {
+    if (!is_training() || p == 0.0) return x;
+    torch::Tensor mask = at::empty_like(x).bernoulli_(1.0 - p, rng->generator);
+    return x * mask.div_(1.0 - p);
+  }
+  double p;
+  std::shared_ptr<DropoutRng> rng;
+};
+
+std::shared_ptr<SeededDropoutImpl> MakeDropout(double p, const std::shared_ptr<DropoutRng>& rng) {
+  return std::make_shared<SeededDropoutImpl>(p, rng);
+}
+
 struct BertEmbeddingsImpl : torch::nn::Module {
-  explicit BertEmbeddingsImpl(const BertConfig& c) : max_positions(c.max_position_embeddings) {
+  BertEmbeddingsImpl(const BertConfig& c, const std::shared_ptr<DropoutRng>& rng) : max_positions(c.max_position_embeddings) {
     word_embeddings = register_module(
         "word_embeddings",
         torch::nn::Embedding(
@@ -79,7 +101,7 @@ struct BertEmbeddingsImpl : torch::nn::Module {
         "token_type_embeddings",
         torch::nn::Embedding(torch::nn::EmbeddingOptions(c.type_vocab_size, c.hidden_size)));
     layer_norm = register_module("LayerNorm", MakeLayerNorm(c));
-    dropout = register_module("dropout", torch::nn::Dropout(c.hidden_dropout_prob));
+    dropout = register_module("dropout", MakeDropout(c.hidden_dropout_prob, rng));
   }
 
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids) {
@@ -93,23 +115,23 @@ struct BertEmbeddingsImpl : torch::nn::Module {
         token_type_ids.defined() ? token_type_ids : at::zeros_like(input_ids, at::kLong);
     torch::Tensor e = word_embeddings(input_ids) + token_type_embeddings(types);
     e = e + position_embeddings(positions);
-    return dropout(layer_norm(e));
+    return dropout->forward(layer_norm(e));
   }
 
   int64_t max_positions;
   torch::nn::Embedding word_embeddings{nullptr}, position_embeddings{nullptr},
       token_type_embeddings{nullptr};
   torch::nn::LayerNorm layer_norm{nullptr};
-  torch::nn::Dropout dropout{nullptr};
+  std::shared_ptr<SeededDropoutImpl> dropout;
 };
 
 struct BertSelfAttentionImpl : torch::nn::Module {
-  explicit BertSelfAttentionImpl(const BertConfig& c)
+  BertSelfAttentionImpl(const BertConfig& c, const std::shared_ptr<DropoutRng>& rng)
       : heads(c.num_attention_heads), head_dim(c.hidden_size / c.num_attention_heads) {
     query = register_module("query", MakeLinear(c.hidden_size, c.hidden_size));
     key = register_module("key", MakeLinear(c.hidden_size, c.hidden_size));
     value = register_module("value", MakeLinear(c.hidden_size, c.hidden_size));
-    dropout = register_module("dropout", torch::nn::Dropout(c.attention_probs_dropout_prob));
+    dropout = register_module("dropout", MakeDropout(c.attention_probs_dropout_prob, rng));
   }
 
   // [B, T, H] -> [B, heads, T, head_dim]
@@ -124,35 +146,35 @@ struct BertSelfAttentionImpl : torch::nn::Module {
     torch::Tensor scores = at::matmul(q, k.transpose(-1, -2));
     scores = scores / std::sqrt(static_cast<double>(head_dim));
     if (ext_mask.defined()) scores = scores + ext_mask;
-    torch::Tensor probs = dropout(at::softmax(scores, -1));
+    torch::Tensor probs = dropout->forward(at::softmax(scores, -1));
     torch::Tensor context = at::matmul(probs, v).permute({0, 2, 1, 3}).contiguous();
     return context.view({hidden.size(0), hidden.size(1), heads * head_dim});
   }
 
   int64_t heads, head_dim;
   torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};
-  torch::nn::Dropout dropout{nullptr};
+  std::shared_ptr<SeededDropoutImpl> dropout;
 };
 
 // BertSelfOutput and BertOutput: dense, dropout, LayerNorm(x + residual).
 struct BertResidualOutputImpl : torch::nn::Module {
-  BertResidualOutputImpl(const BertConfig& c, int64_t in) {
+  BertResidualOutputImpl(const BertConfig& c, int64_t in, const std::shared_ptr<DropoutRng>& rng) {
     dense = register_module("dense", MakeLinear(in, c.hidden_size));
     layer_norm = register_module("LayerNorm", MakeLayerNorm(c));
-    dropout = register_module("dropout", torch::nn::Dropout(c.hidden_dropout_prob));
+    dropout = register_module("dropout", MakeDropout(c.hidden_dropout_prob, rng));
   }
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& residual) {
-    return layer_norm(dropout(dense(x)) + residual);
+    return layer_norm(dropout->forward(dense(x)) + residual);
   }
   torch::nn::Linear dense{nullptr};
   torch::nn::LayerNorm layer_norm{nullptr};
-  torch::nn::Dropout dropout{nullptr};
+  std::shared_ptr<SeededDropoutImpl> dropout;
 };
 
 struct BertAttentionImpl : torch::nn::Module {
-  explicit BertAttentionImpl(const BertConfig& c) {
-    self = register_module("self", std::make_shared<BertSelfAttentionImpl>(c));
-    output = register_module("output", std::make_shared<BertResidualOutputImpl>(c, c.hidden_size));
+  BertAttentionImpl(const BertConfig& c, const std::shared_ptr<DropoutRng>& rng) {
+    self = register_module("self", std::make_shared<BertSelfAttentionImpl>(c, rng));
+    output = register_module("output", std::make_shared<BertResidualOutputImpl>(c, c.hidden_size, rng));
   }
   torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& ext_mask) {
     return output->forward(self->forward(hidden, ext_mask), hidden);
@@ -171,11 +193,11 @@ struct BertIntermediateImpl : torch::nn::Module {
 };
 
 struct BertLayerImpl : torch::nn::Module {
-  explicit BertLayerImpl(const BertConfig& c) {
-    attention = register_module("attention", std::make_shared<BertAttentionImpl>(c));
+  BertLayerImpl(const BertConfig& c, const std::shared_ptr<DropoutRng>& rng) {
+    attention = register_module("attention", std::make_shared<BertAttentionImpl>(c, rng));
     intermediate = register_module("intermediate", std::make_shared<BertIntermediateImpl>(c));
     output = register_module("output",
-                             std::make_shared<BertResidualOutputImpl>(c, c.intermediate_size));
+                             std::make_shared<BertResidualOutputImpl>(c, c.intermediate_size, rng));
   }
   torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& ext_mask) {
     torch::Tensor a = attention->forward(hidden, ext_mask);
@@ -187,10 +209,10 @@ struct BertLayerImpl : torch::nn::Module {
 };
 
 struct BertEncoderImpl : torch::nn::Module {
-  explicit BertEncoderImpl(const BertConfig& c) {
+  BertEncoderImpl(const BertConfig& c, const std::shared_ptr<DropoutRng>& rng) {
     layer = register_module("layer", torch::nn::ModuleList());
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-      layers.push_back(std::make_shared<BertLayerImpl>(c));
+      layers.push_back(std::make_shared<BertLayerImpl>(c, rng));
       layer->push_back(layers.back());
     }
   }
@@ -209,9 +231,9 @@ struct BertPoolerImpl : torch::nn::Module {
 };
 
 struct BertModelImpl : torch::nn::Module {
-  explicit BertModelImpl(const BertConfig& c) {
-    embeddings = register_module("embeddings", std::make_shared<BertEmbeddingsImpl>(c));
-    encoder = register_module("encoder", std::make_shared<BertEncoderImpl>(c));
+  BertModelImpl(const BertConfig& c, const std::shared_ptr<DropoutRng>& rng) {
+    embeddings = register_module("embeddings", std::make_shared<BertEmbeddingsImpl>(c, rng));
+    encoder = register_module("encoder", std::make_shared<BertEncoderImpl>(c, rng));
     pooler = register_module("pooler", std::make_shared<BertPoolerImpl>(c));
   }
   std::shared_ptr<BertEmbeddingsImpl> embeddings;
@@ -222,8 +244,9 @@ struct BertModelImpl : torch::nn::Module {
 }  // namespace
 
 struct BertForSequenceClassificationImpl::Parts {
+  std::shared_ptr<DropoutRng> rng = std::make_shared<DropoutRng>();
   std::shared_ptr<BertModelImpl> bert;
-  torch::nn::Dropout dropout{nullptr};
+  std::shared_ptr<SeededDropoutImpl> dropout;
   torch::nn::Linear classifier{nullptr};
 };
 
@@ -231,10 +254,10 @@ BertForSequenceClassificationImpl::BertForSequenceClassificationImpl(const BertC
                                                                      int64_t num_labels)
     : config_(config), num_labels_(num_labels), parts_(std::make_shared<Parts>()) {
   TORCH_CHECK(num_labels > 0, "num_labels must be positive, got ", num_labels);
-  parts_->bert = register_module("bert", std::make_shared<BertModelImpl>(config_));
+  parts_->bert = register_module("bert", std::make_shared<BertModelImpl>(config_, parts_->rng));
   parts_->dropout = register_module(
       "dropout",
-      torch::nn::Dropout(config_.classifier_dropout.value_or(config_.hidden_dropout_prob)));
+      MakeDropout(config_.classifier_dropout.value_or(config_.hidden_dropout_prob), parts_->rng));
   parts_->classifier =
       register_module("classifier", MakeLinear(config_.hidden_size, num_labels));
   InitWeights();
@@ -264,8 +287,13 @@ torch::Tensor BertForSequenceClassificationImpl::RunLayers(torch::Tensor hidden,
   return hidden;
 }
 
+void BertForSequenceClassificationImpl::set_dropout_generator(
+    c10::optional<at::Generator> generator) {
+  parts_->rng->generator = std::move(generator);
+}
+
 torch::Tensor BertForSequenceClassificationImpl::Head(const torch::Tensor& hidden) {
-  return parts_->classifier(parts_->dropout(parts_->bert->pooler->forward(hidden)));
+  return parts_->classifier(parts_->dropout->forward(parts_->bert->pooler->forward(hidden)));
 }
 
 void BertForSequenceClassificationImpl::InitWeights() {

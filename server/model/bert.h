@@ -18,6 +18,7 @@
 
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
+#include <ATen/core/Generator.h>
 #include <torch/types.h>
 
 #include "server/model/bert_config.h"
@@ -50,6 +51,10 @@ class BertForSequenceClassificationImpl : public torch::nn::Module {
   void InitWeights();
   // Same initialisation for the classifier only (a checkpoint without a head).
   void InitClassifier();
+  // Every dropout of the model draws from `generator` (on the model's
+  // device); nullopt, the default: torch's global generator. A run's own
+  // generator keeps runs that share a device reproducible.
+  void set_dropout_generator(c10::optional<at::Generator> generator);
 
   const BertConfig& config() const { return config_; }
   int64_t num_labels() const { return num_labels_; }

@@ -66,18 +66,16 @@ std::string StateKey(const torch::Tensor& p) {
   return c10::guts::to_string(p.unsafeGetTensorImpl());
 }
 
-std::string CpuRngState() {
-  at::Generator gen = at::detail::getDefaultCPUGenerator();
+std::string RngState(at::Generator gen) {
   std::lock_guard<std::mutex> lock(gen.mutex());
   at::Tensor state = gen.get_state().contiguous();
   return std::string(reinterpret_cast<const char*>(state.data_ptr<uint8_t>()),
                      static_cast<size_t>(state.numel()));
 }
 
-void SetCpuRngState(const std::string& bytes) {
+void SetRngState(at::Generator gen, const std::string& bytes) {
   at::Tensor state = at::empty({static_cast<int64_t>(bytes.size())}, at::kByte);
   std::memcpy(state.data_ptr<uint8_t>(), bytes.data(), bytes.size());
-  at::Generator gen = at::detail::getDefaultCPUGenerator();
   std::lock_guard<std::mutex> lock(gen.mutex());
   gen.set_state(state);
 }
@@ -105,6 +103,15 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
   t->stage_applied_.assign(t->options_.freeze_spec.schedule_size(), false);
   FT_RETURN_IF_ERROR(Guarded("trainer setup", [&]() -> absl::Status {
     t->model_->to(t->options_.device);
+    if (t->options_.device.is_cpu()) {
+      // Dropout masks from this run's own generator: jobs training side by
+      // side on the CPU would otherwise interleave their draws from the
+      // global one and neither would be reproducible.
+      t->rng_ = at::detail::createCPUGenerator(static_cast<uint64_t>(t->options_.hp.seed));
+      t->model_->set_dropout_generator(t->rng_);
+    } else {
+      t->rng_ = at::detail::getDefaultCPUGenerator();
+    }
     for (const auto& item : t->model_->named_parameters(/*recurse=*/true)) {
       t->params_[item.key()] = item.value();
       t->param_order_.push_back(item.key());
@@ -463,7 +470,7 @@ absl::Status Trainer::TrainLoop() {
   auto evaluate = [&](int epoch, int64_t next_micro) -> absl::StatusOr<v1::EvalMetrics> {
     absl::StatusOr<v1::EvalMetrics> m = EvaluateImpl();
     if (m.status().code() == absl::StatusCode::kCancelled && checkpoints && step > 0) {
-      FT_RETURN_IF_ERROR(SaveCheckpoint(epoch, next_micro, last_eval_step, CpuRngState()));
+      FT_RETURN_IF_ERROR(SaveCheckpoint(epoch, next_micro, last_eval_step, RngState(rng_)));
     }
     return m;
   };
@@ -482,13 +489,13 @@ absl::Status Trainer::TrainLoop() {
         // dropped), so a drained job resumes without losing finished steps.
         if (checkpoints && step > 0) {
           FT_RETURN_IF_ERROR(SaveCheckpoint(epoch, group_start, last_eval_step,
-                                            i == group_start ? CpuRngState() : group_rng));
+                                            i == group_start ? RngState(rng_) : group_rng));
         }
         return absl::CancelledError(absl::StrCat("cancelled at step ", step));
       }
       if (i == group_start) {
         FT_RETURN_IF_ERROR(ApplyStagesAt(epoch + 1, step + 1));
-        if (checkpoints) group_rng = CpuRngState();
+        if (checkpoints) group_rng = RngState(rng_);
       }
 
       data::Batch b = data::CollateBatch(train_, batches[i], pad_id_);
@@ -556,7 +563,7 @@ absl::Status Trainer::TrainLoop() {
       }
       if (checkpoints && !stop && hp.checkpoint_every_steps > 0 &&
           step % hp.checkpoint_every_steps == 0) {
-        FT_RETURN_IF_ERROR(SaveCheckpoint(epoch, i + 1, last_eval_step, CpuRngState()));
+        FT_RETURN_IF_ERROR(SaveCheckpoint(epoch, i + 1, last_eval_step, RngState(rng_)));
       }
     }
     if (!stop && validation_.size() > 0 && last_eval_step != step) {
@@ -567,7 +574,7 @@ absl::Status Trainer::TrainLoop() {
       last_eval_step = step;
     }
     if (checkpoints && !stop && epoch + 1 < hp.epochs) {
-      FT_RETURN_IF_ERROR(SaveCheckpoint(epoch + 1, 0, last_eval_step, CpuRngState()));
+      FT_RETURN_IF_ERROR(SaveCheckpoint(epoch + 1, 0, last_eval_step, RngState(rng_)));
     }
   }
   return absl::OkStatus();
@@ -660,7 +667,7 @@ absl::Status Trainer::MaybeResume(int* epoch, int64_t* next_micro, int64_t* last
   summary_.history = state.history;
   summary_.resumed_from_step = state.step;
   evals_without_improvement_ = state.evals_without_improvement;
-  if (!state.rng_state.empty()) SetCpuRngState(state.rng_state);
+  if (!state.rng_state.empty()) SetRngState(rng_, state.rng_state);
   *epoch = state.epoch;
   *next_micro = state.next_micro;
   *last_eval_step = state.last_eval_step;

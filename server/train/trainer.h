@@ -190,6 +190,8 @@ class Trainer {
   PrefixCache train_cache_;
   PrefixCache eval_cache_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
+  // Dropout's generator (a CPU run's own; see Create), saved in checkpoints.
+  at::Generator rng_;
   std::vector<double> group_base_lr_;  // base_lr * lr_scale per param group
   std::vector<bool> stage_applied_;
   int evals_without_improvement_ = 0;

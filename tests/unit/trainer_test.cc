@@ -19,6 +19,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -448,6 +449,29 @@ TEST_F(TrainerTest, IntraOpThreadsFollowTheOfferedShare) {
   at::set_num_threads(before);
   EXPECT_EQ(during, offered);
   EXPECT_GE(polls.load(), 5);  // 5 training batches, plus evaluation batches
+}
+
+TEST_F(TrainerTest, RunsTrainingSideBySideOnTheCpuStayReproducible) {
+  // Each run draws dropout masks from its own generator; from the global
+  // one, two concurrent runs would interleave their draws and both differ
+  // from a run alone.
+  std::map<std::string, torch::Tensor> initial;
+  auto alone = MakeTrainer(Job(""), &initial);
+  auto first = MakeTrainer(Job(""), &initial);
+  auto second = MakeTrainer(Job(""), &initial);
+  ASSERT_TRUE(alone && first && second);
+  ASSERT_TRUE(alone->Train().ok());
+  std::thread other([&] { EXPECT_TRUE(second->Train().ok()); });
+  ASSERT_TRUE(first->Train().ok());
+  other.join();
+  auto reference = alone->model()->named_parameters();
+  for (Trainer* trainer : {first.get(), second.get()}) {
+    for (const auto& item : trainer->model()->named_parameters()) {
+      EXPECT_TRUE(torch::allclose(item.value(), reference[item.key()], 1e-5, 1e-6))
+          << item.key() << " max diff "
+          << (item.value() - reference[item.key()]).abs().max().item<float>();
+    }
+  }
 }
 
 TEST_F(TrainerTest, PrefixCacheNotUsedWhenFrozenLayersKeepDropout) {
