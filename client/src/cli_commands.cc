@@ -146,6 +146,19 @@ int CmdGet(const Ctx& c) {
   return kOk;
 }
 
+// --limit and --page-size of the list commands (0 when absent).
+absl::Status ParsePaging(const ParsedArgs& args, int* limit, int* page_size) {
+  for (auto [flag, target] : {std::pair<const char*, int*>{"limit", limit},
+                              {"page-size", page_size}}) {
+    std::optional<std::string> v = args.Get(flag);
+    if (v && (!absl::SimpleAtoi(*v, target) || *target < 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag, ": expected a count, got '", *v, "'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 int CmdList(const Ctx& c) {
   if (!c.args.positional.empty()) {
     return Usage(c.err,
@@ -158,14 +171,7 @@ int CmdList(const Ctx& c) {
     states = *std::move(parsed);
   }
   int limit = 0, page_size = 0;
-  for (auto [flag, target] : {std::pair<const char*, int*>{"limit", &limit},
-                              {"page-size", &page_size}}) {
-    std::optional<std::string> v = c.args.Get(flag);
-    if (v && (!absl::SimpleAtoi(*v, target) || *target < 0)) {
-      return Usage(c.err, absl::InvalidArgumentError(absl::StrCat(
-                              "--", flag, ": expected a count, got '", *v, "'")));
-    }
-  }
+  if (absl::Status s = ParsePaging(c.args, &limit, &page_size); !s.ok()) return Usage(c.err, s);
   JobIterator it = c.client.List(states, page_size, limit);
   std::vector<v1::Job> jobs;
   v1::Job job;
@@ -371,14 +377,7 @@ int CmdSweepList(const Ctx& c) {
     states = *std::move(parsed);
   }
   int limit = 0, page_size = 0;
-  for (auto [flag, target] : {std::pair<const char*, int*>{"limit", &limit},
-                              {"page-size", &page_size}}) {
-    std::optional<std::string> v = c.args.Get(flag);
-    if (v && (!absl::SimpleAtoi(*v, target) || *target < 0)) {
-      return Usage(c.err, absl::InvalidArgumentError(absl::StrCat(
-                              "--", flag, ": expected a count, got '", *v, "'")));
-    }
-  }
+  if (absl::Status s = ParsePaging(c.args, &limit, &page_size); !s.ok()) return Usage(c.err, s);
   absl::StatusOr<std::vector<v1::Sweep>> sweeps = c.client.ListSweeps(states, page_size, limit);
   if (!sweeps.ok()) return Fail(c, sweeps.status());
   if (c.json || !c.tty) {

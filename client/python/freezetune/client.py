@@ -114,15 +114,20 @@ class Client:
 
     def list(self, states=(), page_size=0, limit=0):
         """Yields Jobs newest first, following page tokens."""
-        req = pb.ListJobsRequest(page_size=page_size, states=list(states))
+        return self._paged(self._stub.ListJobs, "jobs",
+                           pb.ListJobsRequest(page_size=page_size, states=list(states)), limit)
+
+    def _paged(self, method, field, req, limit):
+        """Yields the `field` items of every page of a List call, at most
+        `limit` (0: all)."""
         returned = 0
         while True:
-            resp = self._unary(self._stub.ListJobs, req, retry=True)
-            for job in resp.jobs:
+            resp = self._unary(method, req, retry=True)
+            for item in getattr(resp, field):
                 if limit and returned >= limit:
                     return
                 returned += 1
-                yield job
+                yield item
             if not resp.next_page_token or resp.next_page_token == req.page_token:
                 return
             req.page_token = resp.next_page_token
@@ -153,18 +158,8 @@ class Client:
 
     def list_sweeps(self, states=(), page_size=0, limit=0):
         """Yields Sweeps newest first, following page tokens (like list)."""
-        req = pb.ListSweepsRequest(page_size=page_size, states=list(states))
-        returned = 0
-        while True:
-            resp = self._unary(self._stub.ListSweeps, req, retry=True)
-            for sweep in resp.sweeps:
-                if limit and returned >= limit:
-                    return
-                returned += 1
-                yield sweep
-            if not resp.next_page_token or resp.next_page_token == req.page_token:
-                return
-            req.page_token = resp.next_page_token
+        return self._paged(self._stub.ListSweeps, "sweeps",
+                           pb.ListSweepsRequest(page_size=page_size, states=list(states)), limit)
 
     def watch_sweep(self, sweep_id, after_sequence=0):
         """Yields the sweep's SweepEvents after `after_sequence`, exactly once
