@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "re2/re2.h"
 #include "server/common/status_macros.h"
 #include "server/data/dataset.h"
@@ -212,10 +213,16 @@ absl::StatusOr<PreparedJob> PrepareJob(const v1::FineTuneJob& job, const RunCont
         HoldOut(std::move(train_raw), out.hp.validation_split, out.hp.seed);
   }
 
-  // Seed before anything random: a fresh classifier's initialisation here,
-  // dropout masks in training.
-  torch::manual_seed(static_cast<uint64_t>(out.hp.seed));
-  FT_ASSIGN_OR_RETURN(out.loaded, model::LoadModelDir(model_dir, out.labels.num_labels()));
+  {
+    // A fresh classifier's initialisation draws from torch's global
+    // generator: seed it and load under one lock, so that jobs starting side
+    // by side (a sweep's trials) each get what they would get alone.
+    // Dropout in training draws from the run's own generator (trainer.h).
+    static absl::Mutex global_rng_mu(absl::kConstInit);
+    absl::MutexLock lock(&global_rng_mu);
+    torch::manual_seed(static_cast<uint64_t>(out.hp.seed));
+    FT_ASSIGN_OR_RETURN(out.loaded, model::LoadModelDir(model_dir, out.labels.num_labels()));
+  }
   FT_RETURN_IF_ERROR(ValidateHyperparameters(job.hyperparameters(), out.labels.regression,
                                              out.loaded.config.max_position_embeddings,
                                              context.limits, "job.hyperparameters"));
