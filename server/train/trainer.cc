@@ -208,19 +208,32 @@ void Trainer::SetTrainMode() {
   if (classifier_frozen) model_->classifier_module().eval();
 }
 
-std::string Trainer::PrefixStoreKey(const std::string& dataset_key, int depth) const {
+std::vector<std::string> Trainer::PrefixStoreKeys(const data::EncodedDataset& dataset,
+                                                  int k) const {
+  using Tokens = std::vector<std::vector<int32_t>>;
   const model::BertConfig& c = model_->config();
-  PrefixKey key;
-  key.Add(dataset_key).Add(static_cast<uint64_t>(depth)).Add(options_.device.str());
-  key.Add(static_cast<uint64_t>(c.hidden_size)).Add(static_cast<uint64_t>(c.num_attention_heads));
-  key.Add(c.hidden_act).Add(absl::StrCat(c.layer_norm_eps));
-  // Embeddings are plan layer 0, encoder layer l is l + 1: depth d covers
-  // plan layers [0, d], all frozen, digested when they were frozen.
-  for (const ParameterDecision& d : plan_.parameters) {
-    if (d.layer < 0 || d.layer > depth) continue;
-    key.Add(d.name).Add(frozen_digest_.at(d.name));
+  PrefixKey base;
+  base.Add(static_cast<uint64_t>(dataset.size()))
+      .Add(absl::Hash<Tokens>{}(dataset.ids))
+      .Add(absl::Hash<Tokens>{}(dataset.type_ids))
+      .Add(options_.device.str())
+      .Add(static_cast<uint64_t>(c.hidden_size))
+      .Add(static_cast<uint64_t>(c.num_attention_heads))
+      .Add(c.hidden_act)
+      .Add(absl::StrCat(c.layer_norm_eps));
+  std::vector<std::string> keys;
+  for (int depth = 0; depth <= k; ++depth) {
+    PrefixKey key = base;
+    key.Add(static_cast<uint64_t>(depth));
+    // Embeddings are plan layer 0, encoder layer l is l + 1: depth d covers
+    // plan layers [0, d], all frozen, digested when they were frozen.
+    for (const ParameterDecision& d : plan_.parameters) {
+      if (d.layer < 0 || d.layer > depth) continue;
+      key.Add(d.name).Add(frozen_digest_.at(d.name));
+    }
+    keys.push_back(key.str());
   }
-  return key.str();
+  return keys;
 }
 
 torch::Tensor Trainer::PrefixHidden(const data::Batch& batch, const data::EncodedDataset& dataset,
@@ -229,14 +242,11 @@ torch::Tensor Trainer::PrefixHidden(const data::Batch& batch, const data::Encode
                                     bool cacheable) {
   torch::NoGradGuard no_grad;
   if (!cacheable) return model_->RunLayers(model_->Embed(ids, types), mask, 0, k);
-  if (cache.dataset_key.empty()) {
-    cache.dataset_key = absl::StrCat(dataset.size(), "/", absl::Hash<std::vector<std::vector<int32_t>>>{}(dataset.ids),
-                                     "/", absl::Hash<std::vector<std::vector<int32_t>>>{}(dataset.type_ids));
-  }
   if (cache.k != k) {
     // First use, or an unfreezing stage changed the prefix depth.
     cache.k = k;
-    cache.entry = options_.prefix_store->Open(PrefixStoreKey(cache.dataset_key, k), dataset.size());
+    cache.keys = PrefixStoreKeys(dataset, k);
+    cache.entry = options_.prefix_store->Open(cache.keys[k], dataset.size());
   }
   const int64_t rows = static_cast<int64_t>(batch.indices.size());
   // Padding positions stay zero: later layers mask them as keys, and
@@ -256,8 +266,7 @@ torch::Tensor Trainer::PrefixHidden(const data::Batch& batch, const data::Encode
   // is cheaper to recompute than to look up.
   int from = 0;
   for (int depth = k - 1; depth >= 1 && from == 0; --depth) {
-    std::shared_ptr<PrefixEntry> shallower =
-        options_.prefix_store->Find(PrefixStoreKey(cache.dataset_key, depth));
+    std::shared_ptr<PrefixEntry> shallower = options_.prefix_store->Find(cache.keys[depth]);
     if (shallower && shallower->Gather(batch.indices, hidden)) from = depth;
   }
   if (from == 0) {

@@ -137,7 +137,7 @@ class Trainer {
   // A dataset's view of the prefix store at the current prefix depth.
   struct PrefixCache {
     int k = -1;
-    std::string dataset_key;             // content of the dataset's tokens
+    std::vector<std::string> keys;       // store key per depth in [0, k]
     std::shared_ptr<PrefixEntry> entry;  // depth k; null when not cacheable
   };
   // Logits for a collated batch of `dataset`; `training` selects the
@@ -151,9 +151,10 @@ class Trainer {
                              PrefixCache& cache, int k, const torch::Tensor& ids,
                              const torch::Tensor& types, const torch::Tensor& mask,
                              bool cacheable);
-  // Store key of `dataset_key`'s outputs after embeddings + `depth` layers:
-  // the frozen weights involved, the model shape and the device.
-  std::string PrefixStoreKey(const std::string& dataset_key, int depth) const;
+  // Store keys of `dataset`'s outputs after embeddings + d layers, for d in
+  // [0, k]: its tokens, the frozen weights involved, the model shape and the
+  // device. Computed once per prefix depth, not per batch.
+  std::vector<std::string> PrefixStoreKeys(const data::EncodedDataset& dataset, int k) const;
   torch::Tensor Loss(const torch::Tensor& logits, const torch::Tensor& labels) const;
   absl::StatusOr<v1::EvalMetrics> EvaluateImpl();
   absl::Status TrainLoop();
