@@ -186,6 +186,18 @@ absl::StatusOr<std::unique_ptr<SweepManager>> SweepManager::Create(
     absl::MutexLock lock(&manager->mu_);
     FT_RETURN_IF_ERROR(manager->Open());
     FT_RETURN_IF_ERROR(manager->Load());
+    // What the ended trials of a halving sweep reached at each rung is
+    // rebuilt from their events once, so running trials are judged against
+    // it; running trials fold their own events as the monitor polls.
+    for (auto& [id, entry] : manager->sweeps_) {
+      if (entry.sweep.state() != v1::SWEEP_STATE_RUNNING ||
+          !entry.sweep.spec().has_successive_halving()) {
+        continue;
+      }
+      for (int i = 0; i < entry.sweep.trials_size(); ++i) {
+        if (TrialEnded(entry.sweep.trials(i).state())) manager->FoldEvents(entry, i);
+      }
+    }
     for (const auto& [id, entry] : manager->sweeps_) manager->UpdateMetrics(&entry);
   }
   manager->monitor_ = std::thread([m = manager.get()] { m->MonitorLoop(); });
@@ -585,13 +597,6 @@ void SweepManager::Poll(Entry& entry) {
   const std::string& metric = entry.sweep.selection_metric();
   const bool lower = entry.sweep.lower_is_better();
   bool improved = false;
-  if (entry.sweep.spec().has_successive_halving()) {
-    // After a restart, what ended trials reached at each rung is rebuilt
-    // from their events first, so running trials are judged against it.
-    for (int i = 0; i < entry.sweep.trials_size(); ++i) {
-      if (TrialEnded(entry.sweep.trials(i).state())) FoldEvents(entry, i);
-    }
-  }
   for (int i = 0; i < entry.sweep.trials_size(); ++i) {
     v1::SweepTrial& trial = *entry.sweep.mutable_trials(i);
     if (TrialEnded(trial.state())) continue;
