@@ -18,7 +18,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -30,6 +29,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "server/common/status_macros.h"
+#include "server/data/http_transfer.h"
 #include "server/data/uri_internal.h"
 
 namespace freezetune::data {
@@ -105,7 +105,7 @@ absl::StatusOr<std::string> LocalPathOf(std::string_view uri, std::string_view f
     FT_ASSIGN_OR_RETURN(path, PercentDecode(rest, field));
   } else if (!scheme.empty()) {
     return BadUri(field, absl::StrCat("unsupported URI scheme \"", scheme,
-                                      "\" (use file://, an absolute path, http:// or https://)"));
+                                      "\" (use file://, an absolute path, http://, https:// or s3://)"));
   } else {
     path = std::string(uri);
   }
@@ -212,19 +212,8 @@ absl::StatusOr<std::string> ReadLocal(std::string_view uri, const UriOptions& op
 // ---------------------------------------------------------------------------
 // http(s)
 
-void CurlGlobalInit() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
-
 struct CurlUrlDeleter {
   void operator()(CURLU* u) const { curl_url_cleanup(u); }
-};
-struct CurlDeleter {
-  void operator()(CURL* c) const { curl_easy_cleanup(c); }
-};
-struct SlistDeleter {
-  void operator()(curl_slist* s) const { curl_slist_free_all(s); }
 };
 struct CurlStringDeleter {
   void operator()(char* s) const { curl_free(s); }
@@ -308,91 +297,42 @@ absl::StatusOr<std::vector<std::string>> ResolveAndCheck(const UrlParts& parts,
   return addrs;
 }
 
-struct Sink {
-  std::string body;
-  int64_t max_bytes = 0;
-  bool too_large = false;
-};
-
-size_t WriteCallback(char* data, size_t size, size_t nmemb, void* user) {
-  Sink* sink = static_cast<Sink*>(user);
-  const size_t n = size * nmemb;
-  if (static_cast<int64_t>(sink->body.size() + n) > sink->max_bytes) {
-    sink->too_large = true;
-    return 0;  // aborts the transfer with CURLE_WRITE_ERROR
-  }
-  sink->body.append(data, n);
-  return n;
-}
-
 absl::StatusOr<std::string> ReadHttp(std::string_view uri, const UriOptions& options,
                                      std::string_view field) {
   if (!options.allow_http) return BadUri(field, "http(s) URIs are disabled on this server");
-  CurlGlobalInit();
   std::string url(uri);
   for (int hop = 0;; ++hop) {
     FT_ASSIGN_OR_RETURN(const UrlParts parts, ParseHttpUrl(url, field));
     FT_ASSIGN_OR_RETURN(const std::vector<std::string> addrs,
                         ResolveAndCheck(parts, options, field));
-
-    std::unique_ptr<CURL, CurlDeleter> curl(curl_easy_init());
-    if (!curl) return absl::InternalError("curl_easy_init failed");
-    CURL* c = curl.get();
+    internal::HttpRequest request;
+    request.url = url;
     // Pin the connection to the addresses just checked, so a second DNS
     // answer (rebinding) cannot send it elsewhere.
-    std::unique_ptr<curl_slist, SlistDeleter> resolve;
     in6_addr probe6;
     in_addr probe4;
     const bool literal = ::inet_pton(AF_INET, parts.host.c_str(), &probe4) == 1 ||
                          ::inet_pton(AF_INET6, parts.host.c_str(), &probe6) == 1;
     if (!literal) {
-      const std::string entry =
-          absl::StrCat(parts.host, ":", parts.port, ":", absl::StrJoin(addrs, ","));
-      resolve.reset(curl_slist_append(nullptr, entry.c_str()));
-      curl_easy_setopt(c, CURLOPT_RESOLVE, resolve.get());
+      request.resolve.push_back(
+          absl::StrCat(parts.host, ":", parts.port, ":", absl::StrJoin(addrs, ",")));
     }
-    Sink sink;
-    sink.max_bytes = options.max_bytes;
-    char error[CURL_ERROR_SIZE] = {0};
-    const long timeout = std::max(1, options.http_timeout_seconds);
-    curl_easy_setopt(c, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);  // redirects are re-checked below
-    curl_easy_setopt(c, CURLOPT_PROXY, "");           // a proxy would bypass the pinning
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, std::min(timeout, 10L));
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, timeout);
-    curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(options.max_bytes));
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, &WriteCallback);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, error);
-    curl_easy_setopt(c, CURLOPT_USERAGENT, "freezetune/0.1");
-
-    const CURLcode rc = curl_easy_perform(c);
-    if (sink.too_large || rc == CURLE_FILESIZE_EXCEEDED) {
-      return BadUri(field, absl::StrCat("response exceeds the limit of ", options.max_bytes,
-                                        " bytes"));
-    }
-    if (rc == CURLE_OPERATION_TIMEDOUT) {
-      return absl::DeadlineExceededError(absl::StrCat(AV(field), ": fetch timed out after ",
-                                                      timeout, " s"));
-    }
-    if (rc != CURLE_OK) {
-      return absl::UnavailableError(absl::StrCat(
-          AV(field), ": fetch failed: ", error[0] != '\0' ? error : curl_easy_strerror(rc)));
-    }
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    request.max_response_bytes = options.max_bytes;
+    request.timeout_seconds = options.http_timeout_seconds;
+    std::string body;
+    internal::HttpSink sink;
+    sink.body = &body;
+    FT_ASSIGN_OR_RETURN(const internal::HttpResponse response,
+                        internal::PerformHttp(request, sink, field));
+    const long status = response.status;
     if (status >= 300 && status < 400) {
-      char* location = nullptr;
-      curl_easy_getinfo(c, CURLINFO_REDIRECT_URL, &location);
-      if (location == nullptr) {
+      if (response.redirect_url.empty()) {
         return BadUri(field, absl::StrCat("HTTP ", status, " redirect without a Location"));
       }
       if (hop >= kMaxRedirects) {
         return BadUri(field, absl::StrCat("more than ", kMaxRedirects, " redirects"));
       }
-      url = location;  // re-validated (scheme, host, addresses) on the next hop
+      url = response.redirect_url;  // re-validated (scheme, host, addresses) on the next hop
       continue;
     }
     if (status == 404 || status == 410) {
@@ -401,8 +341,19 @@ absl::StatusOr<std::string> ReadHttp(std::string_view uri, const UriOptions& opt
     if (status < 200 || status >= 300) {
       return absl::UnavailableError(absl::StrCat(AV(field), ": fetch failed with HTTP ", status));
     }
-    return std::move(sink.body);
+    return body;
   }
+}
+
+absl::StatusOr<std::string> ReadS3(std::string_view uri, const UriOptions& options,
+                                   std::string_view field) {
+  FT_ASSIGN_OR_RETURN(const S3Location at, ParseS3Uri(uri, field));
+  absl::StatusOr<std::string> body = S3Client(options.s3).Get(at, options.max_bytes, field);
+  // A missing object is the job's fault, as a missing file is.
+  if (body.status().code() == absl::StatusCode::kNotFound) {
+    return absl::InvalidArgumentError(body.status().message());
+  }
+  return body;
 }
 
 }  // namespace
@@ -483,11 +434,15 @@ absl::StatusOr<std::string> ReadUri(std::string_view uri, const UriOptions& opti
                                     std::string_view field) {
   const std::string scheme = SchemeOf(uri);
   if (scheme == "http" || scheme == "https") return ReadHttp(uri, options, field);
+  if (scheme == "s3") return ReadS3(uri, options, field);
   return ReadLocal(uri, options, field);
 }
 
 absl::StatusOr<std::string> ResolveOutputDir(std::string_view uri, const UriOptions& options,
                                              std::string_view field) {
+  if (IsS3Uri(uri)) {
+    return BadUri(field, "s3:// is not supported here (only a job's output_uri may be s3://)");
+  }
   FT_ASSIGN_OR_RETURN(const std::string path, LocalPathOf(uri, field));
   FT_ASSIGN_OR_RETURN(const std::vector<std::string> roots, CanonicalRoots(options));
   // Find the deepest existing ancestor, confine it, then create the missing

@@ -1,11 +1,14 @@
 // Dataset and model URIs: file:// and plain absolute paths, confined to the
 // configured data roots (realpath, so no ".." or symlink escapes); http(s)://
 // fetched with libcurl, size-capped, with private/loopback/link-local targets
-// refused unless allowed.
+// refused unless allowed; s3://bucket/key read from object storage with the
+// same size cap (s3_client.h; directories and outputs in s3_dirs.h).
 //
 // Errors: INVALID_ARGUMENT "<field>: <reason>" for anything wrong with the
 // URI or what it names (not found, permission denied, outside the data
 // roots, too large, unsupported scheme, refused address, HTTP 404);
+// s3: "<field>: s3 <S3 error code> for bucket '...'" (a missing object is
+// INVALID_ARGUMENT too);
 // UNAVAILABLE / DEADLINE_EXCEEDED for network failures; FAILED_PRECONDITION
 // when a configured data root itself cannot be resolved.
 // http(s): each hop (at most 3 redirects, each re-checked) resolves the host
@@ -21,6 +24,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/data/s3_client.h"
 
 namespace freezetune::data {
 
@@ -34,6 +38,13 @@ struct UriOptions {
   // Allow http(s) to loopback/private/link-local addresses (tests only).
   bool allow_private_http = false;
   int http_timeout_seconds = 60;
+  // Object storage for s3:// URIs (endpoint, credentials, addressing).
+  S3Options s3;
+  // Where s3:// model directories are downloaded to (see s3_dirs.h); empty:
+  // <system temp dir>/freezetune-s3-cache.
+  std::string s3_cache_dir;
+  // Cap on each file of an s3:// model directory.
+  int64_t max_model_file_bytes = int64_t{16} << 30;
 };
 
 // Canonical local path of a file:// URI or absolute path, checked to exist
@@ -41,7 +52,7 @@ struct UriOptions {
 absl::StatusOr<std::string> ResolveLocalPath(std::string_view uri, const UriOptions& options,
                                              std::string_view field);
 
-// Whole content of a local or http(s) URI, at most options.max_bytes.
+// Whole content of a local, http(s) or s3 URI, at most options.max_bytes.
 absl::StatusOr<std::string> ReadUri(std::string_view uri, const UriOptions& options,
                                     std::string_view field);
 
