@@ -38,6 +38,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "grpc/support/log.h"
+#include "server/data/s3_client.h"
 #include "server/jobs/job_manager.h"
 #include "server/jobs/log.h"
 #include "server/service/auth.h"
@@ -75,6 +76,14 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle; if set, clients must present a certificate it signed (mutual TLS).");
 ABSL_FLAG(bool, allow_http, true, "Allow http(s):// dataset and model URIs.");
+ABSL_FLAG(bool, s3_path_style, false,
+          "s3:// URIs use path-style addressing (<endpoint>/<bucket>/<key>), as MinIO and Ceph "
+          "usually need; default virtual-hosted (<bucket>.<endpoint host>). Endpoint and "
+          "credentials come from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, "
+          "AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN.");
+ABSL_FLAG(std::string, checkpoint_uri, "",
+          "s3://bucket/prefix where jobs' resumable checkpoints go (<prefix>/<job id>/step-N/), "
+          "so that any replica can resume a job. Default: local, under --data_dir.");
 ABSL_FLAG(int, max_queued_per_tenant, 0,
           "Queued jobs per tenant at most; SubmitJob beyond is RESOURCE_EXHAUSTED naming the "
           "tenant. 0: no per-tenant limit (--max_queue still applies).");
@@ -340,6 +349,13 @@ int main(int argc, char** argv) {
   options.jobs.uris.data_roots = roots;
   options.jobs.uris.allow_http = absl::GetFlag(FLAGS_allow_http);
   options.jobs.uris.max_bytes = absl::GetFlag(FLAGS_max_dataset_bytes);
+  options.jobs.uris.s3 = freezetune::data::S3OptionsFromEnv(absl::GetFlag(FLAGS_s3_path_style));
+  options.jobs.uris.s3_cache_dir = (std::filesystem::path(data_dir) / "cache" / "s3").string();
+  options.jobs.checkpoint_uri = absl::GetFlag(FLAGS_checkpoint_uri);
+  if (!options.jobs.checkpoint_uri.empty()) {
+    auto parsed = freezetune::data::ParseS3Uri(options.jobs.checkpoint_uri, "--checkpoint_uri");
+    if (!parsed.ok()) return fail(std::string(parsed.status().message()));
+  }
   options.jobs.limits.max_examples = absl::GetFlag(FLAGS_max_examples);
   options.jobs.limits.max_seq_length = absl::GetFlag(FLAGS_max_seq_length);
   options.jobs.limits.max_epochs = absl::GetFlag(FLAGS_max_epochs);

@@ -20,6 +20,7 @@
 #include "absl/time/time.h"
 #include "server/common/status_macros.h"
 #include "server/jobs/log.h"
+#include "server/jobs/remote_files.h"
 
 namespace freezetune::jobs {
 namespace {
@@ -344,7 +345,8 @@ absl::Status JobManager::Transition(v1::Job& job, v1::JobState state, const std:
 }
 
 absl::StatusOr<std::string> JobManager::OutputDir(const v1::Job& job) {
-  if (job.spec().output_uri().empty()) {
+  if (job.spec().output_uri().empty() || OutputIsRemote(job.spec())) {
+    // An s3:// output is staged here and published when the job succeeds.
     std::string dir = (std::filesystem::path(options_.data_dir) / "outputs" / job.id()).string();
     FT_RETURN_IF_ERROR(MakeDir(dir));
     return dir;
@@ -400,6 +402,8 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
       int64_t{job.spec().hyperparameters().batch_size() > 0 ? job.spec().hyperparameters().batch_size()
                                                             : 32} *
       std::max(1, job.spec().hyperparameters().gradient_accumulation_steps());
+  const std::string remote_checkpoints =
+      RemoteCheckpointPrefix(options_.checkpoint_uri, job.id());
   context.emit = [&](v1::JobEvent event) {
     bool update = false;
     if (event.has_train()) {
@@ -429,6 +433,9 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
       notice.mutable_notice()->set_message(event.state_change().message());
       event = std::move(notice);
     }
+    if (absl::Status s = MirrorCheckpoint(remote_checkpoints, event, options_.uris); !s.ok()) {
+      LogError("upload checkpoint", s, job.id());
+    }
     event.clear_sequence();
     absl::StatusOr<v1::JobEvent> stored = Append(job, std::move(event), update);
     if (!stored.ok()) LogError("append event", stored.status(), job.id());
@@ -442,10 +449,20 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
     result = output_dir.status();
   } else if (absl::Status s = MakeDir(checkpoint_dir); !s.ok()) {
     result = s;
+  } else if (absl::Status r =
+                 RestoreRemoteCheckpoint(remote_checkpoints, checkpoint_dir, options_.uris);
+             !r.ok()) {
+    result = r;
   } else {
     context.output_dir = *output_dir;
     context.checkpoint_dir = checkpoint_dir;
     result = hooks_.run(job.spec(), context);
+    if (result.ok() && OutputIsRemote(job.spec())) {
+      if (absl::Status p = PublishOutput(job.spec(), *output_dir, options_.uris, *result);
+          !p.ok()) {
+        result = p;
+      }
+    }
   }
 
   if (metrics_ != nullptr) metrics_->JobEnded(job.id());
@@ -487,6 +504,11 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
 
 void JobManager::RemoveCheckpoints(const std::string& job_id) {
   // Nothing can resume a finished job, so its checkpoints are only disk use.
+  if (absl::Status s = RemoveRemoteCheckpoints(
+          RemoteCheckpointPrefix(options_.checkpoint_uri, job_id), options_.uris);
+      !s.ok()) {
+    LogError("remove remote checkpoints", s, job_id);
+  }
   std::error_code ec;
   std::filesystem::remove_all(
       std::filesystem::path(options_.data_dir) / "checkpoints" / job_id, ec);

@@ -81,6 +81,9 @@ struct JobManagerOptions {
   std::string store_path;
   SchedulerOptions scheduler;
   data::UriOptions uris;
+  // s3://bucket/prefix for resumable checkpoints (remote_files.h); empty:
+  // local, under <data_dir>/checkpoints.
+  std::string checkpoint_uri;
   train::JobLimits limits;
   // Intra-op threads shared by the jobs running on the CPU: each gets
   // cpu_threads / (CPU jobs running now), at least 1, rebalanced before

@@ -20,6 +20,8 @@
 #include "re2/re2.h"
 #include "server/common/status_macros.h"
 #include "server/data/dataset.h"
+#include "server/data/s3_client.h"
+#include "server/data/s3_dirs.h"
 #include "server/model/bert_config.h"
 #include "server/model/hf_checkpoint.h"
 #include "server/train/encode_cache.h"
@@ -49,6 +51,8 @@ absl::Status ValidateDevice(const std::string& device) {
 absl::StatusOr<std::string> ResolveModelDir(const std::string& uri, const data::UriOptions& uris,
                                             const std::string& field) {
   if (uri.empty()) return FieldError(field, "required");
+  // An s3:// directory is downloaded into the cache (by ETag) and read there.
+  if (data::IsS3Uri(uri)) return data::StageS3ModelDir(uri, uris, field);
   return data::ResolveLocalPath(uri, uris, field);
 }
 
@@ -94,6 +98,9 @@ absl::Status ValidateJobImpl(const v1::FineTuneJob& job, const data::UriOptions&
     return FieldError("job.display_name", "at most 256 characters");
   }
   FT_RETURN_IF_ERROR(ValidateDevice(job.device()));
+  if (data::IsS3Uri(job.output_uri())) {
+    FT_RETURN_IF_ERROR(data::CheckS3OutputFree(job.output_uri(), uris, "job.output_uri"));
+  }
   FT_ASSIGN_OR_RETURN(const std::string model_dir,
                       ResolveModelDir(job.model_uri(), uris, "job.model_uri"));
   FT_ASSIGN_OR_RETURN(const model::ModelDirInfo info, InspectModel(model_dir, "job.model_uri"));

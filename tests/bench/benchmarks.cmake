@@ -24,7 +24,8 @@ endif()
 add_custom_target(benchmarks)
 function(freezetune_benchmarks_deps)
   foreach(_t freezetune_batching_bench freezetune_tokenizer_bench freezetune_train_bench
-             freezetune_train_vs_pytorch freezetune_acceptance freezetune-model)
+             freezetune_train_vs_pytorch freezetune_acceptance freezetune_s3_read_bench
+             freezetune-model)
     if(TARGET ${_t})
       add_dependencies(benchmarks ${_t})
     endif()
