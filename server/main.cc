@@ -38,6 +38,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "grpc/support/log.h"
+#include "server/base/process_tuning.h"
 #include "server/data/s3_client.h"
 #include "server/jobs/job_manager.h"
 #include "server/jobs/log.h"
@@ -119,6 +120,11 @@ ABSL_FLAG(int64_t, prefix_cache_bytes, int64_t{512} << 20,
           "Memory budget (bytes, for the whole process) for the outputs of deterministic frozen "
           "prefixes, kept so that later epochs and other jobs on the same model and data (a "
           "sweep's trials) skip them; beyond it they are recomputed. 0 disables.");
+ABSL_FLAG(bool, blas_core_selection, true,
+          "At start, when OpenBLAS fell back to a kernel for an older instruction set than the "
+          "CPU supports (e.g. Prescott on an AVX-512 Xeon it does not know), re-execute with "
+          "OPENBLAS_CORETYPE set to the best core for the CPU's features, after a numerical "
+          "self-check. An OPENBLAS_CORETYPE in the environment is always kept.");
 ABSL_FLAG(std::string, log_format, "text",
           "Log line format on stderr: \"text\" or \"json\" (one JSON object per line with "
           "time, level, msg and job_id when the line concerns a job).");
@@ -135,51 +141,6 @@ void OnSignal(int signo) {
   int saved = errno;
   (void)!write(g_signal_pipe[1], &byte, 1);
   errno = saved;
-}
-
-struct BlasInfo {
-  std::string name;  // "openblas", "reference", "mkl", "blis", "unknown"
-  std::string path;
-};
-
-// Which BLAS the process really loaded: the mapped libblas.so.3 (Debian's
-// alternatives pick its implementation) or another BLAS library.
-BlasInfo DetectBlas() {
-  std::ifstream maps("/proc/self/maps");
-  std::string line;
-  std::string blas_path;
-  std::string other_path;
-  while (std::getline(maps, line)) {
-    size_t slash = line.find('/');
-    if (slash == std::string::npos) continue;
-    std::string path = line.substr(slash);
-    std::string file = std::filesystem::path(path).filename().string();
-    if (file.rfind("libblas.so", 0) == 0) {
-      blas_path = path;
-    } else if (other_path.empty() &&
-               (file.rfind("libopenblas", 0) == 0 || file.rfind("libmkl_rt", 0) == 0 ||
-                file.rfind("libblis", 0) == 0)) {
-      other_path = path;
-    }
-  }
-  if (blas_path.empty()) {
-    // Not mapped by name (e.g. through a symlinked alternative): resolve it.
-    std::error_code ec;
-    auto resolved = std::filesystem::canonical("/etc/alternatives/libblas.so.3-x86_64-linux-gnu", ec);
-    if (!ec) blas_path = resolved.string();
-  }
-  std::string path = blas_path.empty() ? other_path : blas_path;
-  BlasInfo info{"unknown", path};
-  if (path.find("openblas") != std::string::npos) {
-    info.name = "openblas";
-  } else if (path.find("mkl") != std::string::npos) {
-    info.name = "mkl";
-  } else if (path.find("blis") != std::string::npos) {
-    info.name = "blis";
-  } else if (path.find("/blas/") != std::string::npos) {
-    info.name = "reference";
-  }
-  return info;
 }
 
 bool WritePortFile(const std::string& path, int port) {
@@ -236,20 +197,9 @@ freezetune::jobs::LogFields EffectiveFlags() {
   return fields;
 }
 
-// libgomp reads OMP_WAIT_POLICY once, when it loads (before main). Its default
-// spins idle threads, which made training steps 7-10x slower on shared cores
-// (tests/bench/README.md). Unless the operator chose a policy, re-exec once
-// with PASSIVE; if the re-exec fails the server still runs, only slower.
-void ReexecWithPassiveOpenMpWait(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
-  setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-  execv("/proc/self/exe", argv);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  ReexecWithPassiveOpenMpWait(argv);
   absl::FlagsUsageConfig usage_config;
   usage_config.contains_helpshort_flags = [](absl::string_view file) {
     return absl::EndsWith(file, "server/main.cc");
@@ -261,6 +211,14 @@ int main(int argc, char** argv) {
       "fine-tunes BERT-family models for gRPC clients.\n"
       "Runs with no flags (loopback, SQLite store under ./var/freezetune). Flags:");
   absl::ParseCommandLine(argc, argv);
+  // Before any thread starts: OMP_WAIT_POLICY=PASSIVE unless set (libgomp's
+  // spinning made steps 7-10x slower on shared cores), the OpenBLAS core the
+  // CPU deserves, malloc thresholds. The first two are read when the
+  // libraries load, so this re-executes the server once when they change
+  // (base/process_tuning.h).
+  freezetune::base::ProcessTuningOptions tuning_options;
+  tuning_options.blas_core_selection = absl::GetFlag(FLAGS_blas_core_selection);
+  const freezetune::base::ProcessTuning tuning = freezetune::base::TuneProcess(argv, tuning_options);
   const std::string log_format = absl::GetFlag(FLAGS_log_format);
   if (log_format == "json") {
     freezetune::jobs::SetLogFormat(freezetune::jobs::LogFormat::kJson);
@@ -311,7 +269,6 @@ int main(int argc, char** argv) {
   int threads = absl::GetFlag(FLAGS_threads);
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(threads);
-  BlasInfo blas = DetectBlas();
 
   // Positive-valued limits: a zero or negative one would refuse everything.
   for (const auto& [name, value] :
@@ -337,7 +294,9 @@ int main(int argc, char** argv) {
   freezetune::service::ServerOptions options;
   options.listen_address = absl::GetFlag(FLAGS_listen);
   options.metrics.listen_address = absl::GetFlag(FLAGS_metrics_listen);
-  options.metrics.build_info = {kVersion, TORCH_VERSION, blas.name, gpus.empty() ? "cpu" : "cuda"};
+  options.metrics.build_info = {kVersion, TORCH_VERSION, tuning.blas.Name(),
+                                gpus.empty() ? "cpu" : "cuda"};
+  options.metrics.blas_info = tuning.MetricLabels();
   options.jobs.data_dir = data_dir;
   options.jobs.scheduler.cpu_slots = std::max(1, absl::GetFlag(FLAGS_cpu_slots));
   options.jobs.cpu_threads = threads;
@@ -387,9 +346,7 @@ int main(int argc, char** argv) {
   config.insert(config.begin(),
                 {{"version", kVersion},
                  {"libtorch", TORCH_VERSION},
-                 {"blas", blas.name + (blas.path.empty() ? "" : " (" + blas.path + ")")},
                  {"intra_op_threads", absl::StrCat(at::get_num_threads())},
-                 {"omp_wait_policy", std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : ""},
                  {"device_slots", absl::StrCat(options.jobs.scheduler.cpu_slots, " cpu",
                                                gpus.empty() ? "" : ", " + absl::StrJoin(gpus, ", "))},
                  {"resolved_data_dir", data_dir},
@@ -398,6 +355,20 @@ int main(int argc, char** argv) {
                               ? absl::StrCat(options.service.auth->size(), " bearer tokens")
                               : std::string("off")},
                  {"tls", tls_mode}});
+  // CPU, BLAS core (and whether the selection changed it), OpenMP policy,
+  // allocator: right after the version, in the order LogFields gives.
+  const auto tuning_fields = tuning.LogFields();
+  config.insert(config.begin() + 2, tuning_fields.begin(), tuning_fields.end());
+  if (tuning.blas_core.warning || !tuning.reexec_error.empty()) {
+    const std::string warning = absl::StrCat(
+        "BLAS core: ", tuning.blas_core.reason,
+        tuning.reexec_error.empty() ? "" : absl::StrCat(" (", tuning.reexec_error, ")"));
+    if (json) {
+      Log(LogLevel::kWarning, warning);
+    } else {
+      std::cerr << "freezetune-server: warning: " << warning << "\n";
+    }
+  }
   if (json) {
     Log(LogLevel::kInfo, "effective configuration", {}, config);
   } else {

@@ -148,6 +148,16 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const MetricsOptions& o
             {"blas", options.build_info.blas},
             {"device", options.build_info.device}})
       .Set(1);
+  if (!options.blas_info.empty()) {
+    std::map<std::string, std::string> labels(options.blas_info.begin(), options.blas_info.end());
+    prometheus::BuildGauge()
+        .Name("freezetune_blas_info")
+        .Help("The CPU and the BLAS kernel (OpenBLAS core) training runs on, and whether the "
+              "start-up selection changed it; the value is always 1.")
+        .Register(r)
+        .Add(labels)
+        .Set(1);
+  }
 
   if (!options.listen_address.empty()) {
     FT_RETURN_IF_ERROR(m->StartExposer(options.listen_address));

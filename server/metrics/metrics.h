@@ -16,6 +16,8 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -46,6 +48,10 @@ struct MetricsOptions {
   // disables the endpoint (the registry still works, e.g. in tests).
   std::string listen_address = "127.0.0.1:9464";
   BuildInfo build_info;
+  // Labels of the freezetune_blas_info series (CPU model, OpenBLAS core,
+  // whether the selection changed it: base::ProcessTuning::MetricLabels());
+  // empty: no such series.
+  std::vector<std::pair<std::string, std::string>> blas_info;
 };
 
 class Metrics {

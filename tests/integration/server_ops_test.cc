@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -356,6 +357,14 @@ TEST_F(ServerOpsTest, JsonLogsCarryJobIdsAndRedactSecrets) {
       EXPECT_EQ(j["auth"], "1 bearer tokens");
       EXPECT_EQ(j["log_format"], "json");
       EXPECT_EQ(j["max_epochs"], "100");
+      // Start-up tuning (base/process_tuning.h): CPU, BLAS core, policy.
+      for (const char* key : {"cpu", "cpu_features", "blas", "blas_core", "blas_core_changed",
+                              "blas_core_decision", "omp_wait_policy", "malloc"}) {
+        EXPECT_TRUE(j.contains(key) && j[key].is_string()) << key << " missing: " << line;
+      }
+      const char* omp = std::getenv("OMP_WAIT_POLICY");
+      EXPECT_EQ(j["omp_wait_policy"], omp != nullptr ? omp : "PASSIVE");
+      EXPECT_EQ(j["blas_core_selection"], "true");  // the flag
     }
   }
   EXPECT_GE(parsed, 5);

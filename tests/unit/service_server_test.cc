@@ -99,6 +99,9 @@ class ServerTest : public ::testing::Test {
     options.listen_address = "127.0.0.1:0";
     options.metrics.listen_address = "127.0.0.1:0";
     options.metrics.build_info = {"test", "none", "none", "cpu"};
+    options.metrics.blas_info = {{"cpu", "Test CPU"}, {"blas_core", "SkylakeX"},
+                                 {"blas_default_core", "Prescott"},
+                                 {"blas_core_selection", "selected"}};
     options.jobs.data_dir = data_dir_;
     options.hooks = ScriptedHooks();
     auto server = Server::Start(std::move(options));
@@ -345,6 +348,10 @@ TEST_F(ServerTest, BadRequestsGetTheRightCodes) {
             std::string::npos)
       << metrics;
   EXPECT_NE(metrics.find("freezetune_build_info{"), std::string::npos);
+  EXPECT_NE(metrics.find("freezetune_blas_info{blas_core=\"SkylakeX\",blas_core_selection=\"selected\","
+                         "blas_default_core=\"Prescott\",cpu=\"Test CPU\"} 1"),
+            std::string::npos)
+      << metrics;
 }
 
 TEST_F(ServerTest, ListPagesThroughJobsNewestFirst) {
