@@ -19,6 +19,15 @@
 //     Eval mode; stdout per input line: {"logits": [...], "label": "..."}
 //     with the config's id2label of the argmax, in input order. Default max
 //     length is the model's max_position_embeddings, batch size 32.
+//   freezetune-model system [--json]
+//     The CPU, the BLAS and OpenBLAS core this machine trains with, and why
+//     (the server's start-up tuning, base/process_tuning.h), as "key: value"
+//     lines or one JSON object.
+//
+// predict and system tune the process as freezetune-server does (OpenMP
+// wait policy, OpenBLAS core, malloc thresholds; re-executing once when the
+// environment has to change); --no-blas-core-selection keeps OpenBLAS's own
+// core.
 //
 // Exit status: 0 on success, 2 for usage errors, 1 for any other error; every
 // error is one line on stderr.
@@ -41,6 +50,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "server/base/process_tuning.h"
 #include "server/common/status_macros.h"
 #include "server/model/atomic_file.h"
 #include "server/model/bert.h"
@@ -59,7 +69,14 @@ namespace freezetune::model {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: freezetune-model init|inspect|tokenize|predict [flags] (see the source header)";
+    "usage: freezetune-model init|inspect|tokenize|predict|system [flags] (see the source "
+    "header)";
+
+// The start-up tuning of predict and system.
+base::ProcessTuning& Tuning() {
+  static base::ProcessTuning* tuning = new base::ProcessTuning();
+  return *tuning;
+}
 
 // --name value / --name=value flags after the subcommand; bare --name for
 // booleans listed in `switches`.
@@ -427,6 +444,18 @@ std::string OneLine(std::string s) {
   return s;
 }
 
+absl::Status System(const Flags& flags) {
+  const auto fields = Tuning().LogFields();
+  if (flags.Has("json")) {
+    nlohmann::json j = nlohmann::json::object();
+    for (const auto& [key, value] : fields) j[key] = value;
+    std::cout << j.dump() << "\n";
+  } else {
+    for (const auto& [key, value] : fields) std::cout << key << ": " << value << "\n";
+  }
+  return absl::OkStatus();
+}
+
 int Run(int argc, char** argv) {
   if (argc < 2) {
     std::cerr << kUsage << "\n";
@@ -448,8 +477,12 @@ int Run(int argc, char** argv) {
     flags = Flags::Parse(argc, argv, {"model", "max-length"}, {});
     handler = Tokenize;
   } else if (command == "predict") {
-    flags = Flags::Parse(argc, argv, {"model", "input", "batch-size", "max-length"}, {});
+    flags = Flags::Parse(argc, argv, {"model", "input", "batch-size", "max-length"},
+                         {"no-blas-core-selection"});
     handler = Predict;
+  } else if (command == "system") {
+    flags = Flags::Parse(argc, argv, {}, {"json", "no-blas-core-selection"});
+    handler = System;
   } else if (command == "--help" || command == "-h" || command == "help") {
     std::cout << kUsage << "\n";
     return 0;
@@ -461,6 +494,14 @@ int Run(int argc, char** argv) {
     std::cerr << "freezetune-model " << command << ": " << OneLine(std::string(flags.status().message()))
               << "\n";
     return 2;
+  }
+  if (command == "predict" || command == "system") {
+    base::ProcessTuningOptions tuning_options;
+    tuning_options.blas_core_selection = !flags->Has("no-blas-core-selection");
+    Tuning() = base::TuneProcess(argv, tuning_options);
+    if (Tuning().blas_core.warning) {
+      std::cerr << "freezetune-model: warning: BLAS core: " << Tuning().blas_core.reason << "\n";
+    }
   }
   absl::Status status;
   try {

@@ -35,6 +35,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "nlohmann/json.hpp"
 #include "server/train/fine_tune.h"
+#include "tests/bench/bench_tuning.h"
 
 namespace ft = freezetune;
 
@@ -50,10 +51,12 @@ std::string ReplaceAll(std::string s, const std::string& from, const std::string
 }  // namespace
 
 int main(int argc, char** argv) {
+  const ft::base::ProcessTuning tuning = ft::bench::TuneBenchmark(&argc, argv);
   if (argc < 2) {
     std::fprintf(stderr,
                  "usage: freezetune_acceptance JOB.json [--data DIR] [--model DIR] "
-                 "[--threads N] [--name NAME] [--seed N]\n");
+                 "[--threads N] [--name NAME] [--seed N] [--no-blas-core-selection] "
+                 "[--no-malloc-tuning]\n");
     return 1;
   }
   std::string data = std::string(FREEZETUNE_SOURCE_DIR) + "/../shared/data";
@@ -152,6 +155,7 @@ int main(int argc, char** argv) {
       {"length_bucketing", !h.has_length_bucketing() || h.length_bucketing()},
       {"eval_accuracies", eval_accuracies},
   };
+  summary.update(ft::bench::TuningJson(tuning));
   std::printf("%s\n", summary.dump().c_str());
   return 0;
 }

@@ -6,12 +6,12 @@ if(TARGET freezetune_train AND TARGET freezetune_data AND TARGET freezetune_mode
   # C++ side of tests/bench/run.sh's train-vs-PyTorch comparison (step time,
   # frozen-prefix cache, memory).
   add_executable(freezetune_train_vs_pytorch ${PROJECT_SOURCE_DIR}/tests/bench/train_vs_pytorch.cc)
-  target_link_libraries(freezetune_train_vs_pytorch PRIVATE freezetune_train protobuf::libprotobuf)
+  target_link_libraries(freezetune_train_vs_pytorch PRIVATE freezetune_train freezetune_base protobuf::libprotobuf)
   freezetune_warnings(freezetune_train_vs_pytorch)
 
   # Runs a FineTuneJob (JSON) through RunFineTune; see tests/bench/jobs/.
   add_executable(freezetune_acceptance ${PROJECT_SOURCE_DIR}/tests/bench/acceptance.cc)
-  target_link_libraries(freezetune_acceptance PRIVATE freezetune_train protobuf::libprotobuf)
+  target_link_libraries(freezetune_acceptance PRIVATE freezetune_train freezetune_base protobuf::libprotobuf)
   target_compile_definitions(freezetune_acceptance PRIVATE
     FREEZETUNE_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
   freezetune_warnings(freezetune_acceptance)

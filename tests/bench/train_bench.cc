@@ -19,6 +19,7 @@
 #include "server/model/hf_checkpoint.h"
 #include "server/model/tokenizer.h"
 #include "server/train/trainer.h"
+#include "tests/bench/bench_tuning.h"
 
 namespace ft = freezetune;
 
@@ -38,6 +39,7 @@ struct Row {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ft::bench::TuneBenchmark(&argc, argv);
   const int epochs = argc > 1 ? std::atoi(argv[1]) : 2;
   const std::string shared = std::string(FREEZETUNE_SOURCE_DIR) + "/../shared/data";
   const std::string dir =

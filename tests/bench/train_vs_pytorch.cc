@@ -6,7 +6,7 @@
 //   freezetune_train_vs_pytorch --model DIR --train FILE --recipe R
 //       [--steps N] [--batch B] [--max-len L] [--epochs E] [--threads T]
 //       [--cache-bytes C] [--lr X] [--seed S] [--warmup W] [--dump DIR]
-//       [--count-memory]
+//       [--count-memory] [--no-blas-core-selection] [--no-malloc-tuning]
 //
 //   R: full | bottom_half (embeddings + first L/2 layers frozen) | head_only
 //   --cache-bytes: frozen-prefix cache budget (default 0: off)
@@ -53,6 +53,7 @@
 #include "nlohmann/json.hpp"
 #include "server/data/batching.h"
 #include "server/train/trainer.h"
+#include "tests/bench/bench_tuning.h"
 
 namespace ft = freezetune;
 
@@ -190,6 +191,7 @@ bool Dump(const std::string& dir, const ft::data::EncodedDataset& train, const A
 }  // namespace
 
 int main(int argc, char** argv) {
+  const ft::base::ProcessTuning tuning = ft::bench::TuneBenchmark(&argc, argv);
   Args a;
   if (!ParseArgs(argc, argv, &a)) {
     std::fprintf(stderr,
@@ -319,6 +321,7 @@ int main(int argc, char** argv) {
       {"frozen_weights_verified", summary.frozen_weights_verified},
       {"vm_hwm_kb", VmHwmKb()},
   };
+  out.update(ft::bench::TuningJson(tuning));
   if (a.count_memory) {
     out["live_bytes_step_end"] = step_start_live.size() > 1 ? step_start_live[1] : 0;
     out["activation_peak_bytes"] = activation_peak;
