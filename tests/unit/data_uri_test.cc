@@ -209,9 +209,9 @@ TEST_F(LocalUriTest, PermissionDenied) {
 }
 
 TEST_F(LocalUriTest, UnsupportedScheme) {
-  auto r = ReadUri("s3://bucket/x.tsv", options_, "job.train.uri");
+  auto r = ReadUri("gs://bucket/x.tsv", options_, "job.train.uri");
   ASSERT_FALSE(r.ok());
-  EXPECT_THAT(Msg(r.status()), StartsWith("job.train.uri: unsupported URI scheme \"s3\""));
+  EXPECT_THAT(Msg(r.status()), StartsWith("job.train.uri: unsupported URI scheme \"gs\""));
   EXPECT_FALSE(ReadUri("", options_, "f").ok());
 }
 
