@@ -10,12 +10,14 @@ if(TARGET freezetune-server AND TARGET freezetune-model AND TARGET freezetune_cl
   add_dependencies(client_e2e_test freezetune-server freezetune-model)
 endif()
 
-if(TARGET freezetune-server AND TARGET freezetune-model AND TARGET freezetune_python_stubs
-   AND FREEZETUNE_PYTHON)
+# The Python SDK as users install it: pip builds the wheel (stubs generated
+# from proto/ at build time) into a fresh venv, and the end-to-end test runs
+# from that install against the real server (python_package_test.sh).
+if(TARGET freezetune-server AND TARGET freezetune-model AND FREEZETUNE_PYTHON)
   add_test(NAME python_client_e2e_test
-    COMMAND ${FREEZETUNE_PYTHON} ${PROJECT_SOURCE_DIR}/tests/integration/python_client_e2e.py
-      $<TARGET_FILE:freezetune-server> $<TARGET_FILE:freezetune-model> ${PROJECT_SOURCE_DIR})
+    COMMAND sh ${PROJECT_SOURCE_DIR}/tests/integration/python_package_test.sh
+      ${FREEZETUNE_PYTHON} $<TARGET_FILE:freezetune-server> $<TARGET_FILE:freezetune-model>
+      ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR}/python_package_test ${PROJECT_VERSION})
   set_tests_properties(python_client_e2e_test PROPERTIES
-    TIMEOUT 300 LABELS "integration;client"
-    ENVIRONMENT "PYTHONPATH=${PROJECT_SOURCE_DIR}/client/python:${PROJECT_BINARY_DIR}/python")
+    TIMEOUT 300 LABELS "integration;client")
 endif()
