@@ -57,3 +57,11 @@ function(freezetune_folder_library name)
     freezetune_library(${name} SOURCES ${_srcs} DEPS ${ARG_DEPS})
   endif()
 endfunction()
+
+# freezetune/version.h (FREEZETUNE_VERSION, the project version) for every
+# binary's --version: link freezetune_version.
+configure_file(${CMAKE_CURRENT_LIST_DIR}/version.h.in
+  ${PROJECT_BINARY_DIR}/version/freezetune/version.h @ONLY)
+add_library(freezetune_version INTERFACE)
+target_include_directories(freezetune_version INTERFACE
+  $<BUILD_INTERFACE:${PROJECT_BINARY_DIR}/version>)

@@ -37,6 +37,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "freezetune/version.h"
 #include "grpc/support/log.h"
 #include "server/base/process_tuning.h"
 #include "server/data/s3_client.h"
@@ -131,7 +132,7 @@ ABSL_FLAG(std::string, log_format, "text",
 
 namespace {
 
-constexpr char kVersion[] = "0.1.0";
+constexpr char kVersion[] = FREEZETUNE_VERSION;  // the CMake project version
 
 int g_signal_pipe[2] = {-1, -1};
 

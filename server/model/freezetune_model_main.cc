@@ -49,6 +49,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "freezetune/version.h"
 #include "nlohmann/json.hpp"
 #include "server/base/process_tuning.h"
 #include "server/common/status_macros.h"
@@ -69,8 +70,53 @@ namespace freezetune::model {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: freezetune-model init|inspect|tokenize|predict|system [flags] (see the source "
-    "header)";
+    "usage: freezetune-model COMMAND [flags]   (freezetune-model --help for commands and flags)";
+
+// --help: every command with its flags and defaults.
+constexpr const char* kHelp = R"(usage: freezetune-model COMMAND [flags]
+
+Offline tool over Hugging Face BERT directories (config.json,
+model.safetensors, vocab.txt).
+
+commands:
+  init      write a randomly initialised BertForSequenceClassification directory
+    --out DIR                output directory (required)
+    --vocab FILE             WordPiece vocab.txt (required)
+    --layers N               encoder layers (default 2)
+    --hidden H               hidden size (default 128)
+    --heads A                attention heads (default 2)
+    --intermediate I         feed-forward size (default 512)
+    --max-position P         max_position_embeddings (default 512)
+    --num-labels K           classifier outputs (default 2)
+    --seed S                 initialisation seed (default 42)
+    --cased                  keep case (default: lowercase, like bert-base-uncased)
+  inspect   list parameters (name, shape, dtype, trainable) and totals
+    --model DIR              model directory (required)
+    --freeze-spec FILE.json  a freezetune.v1.FreezeSpec (protobuf JSON) to apply
+    --json                   one JSON object instead of a table
+  tokenize  tokenize JSONL {"text", "text_pair"} lines from stdin
+    --model DIR              model directory (required)
+    --max-length N           truncate to N tokens (default 0: no truncation)
+  predict   classify JSONL lines in eval mode; prints logits and label
+    --model DIR              model directory (required)
+    --input FILE.jsonl       input lines {"text", "text_pair"} (required)
+    --batch-size B           examples per batch (default 32)
+    --max-length N           token limit (default: the model's max_position_embeddings)
+    --no-blas-core-selection keep OpenBLAS's own core
+  system    the CPU, BLAS and OpenBLAS core this machine trains with, and why
+    --json                   one JSON object instead of "key: value" lines
+    --no-blas-core-selection keep OpenBLAS's own core
+
+flags for any command:
+  --help                     this help
+  --version                  print the version
+
+examples:
+  freezetune-model init --out var/model --vocab tests/fixtures/data/bert-base-uncased-vocab.txt --layers 2
+  freezetune-model inspect --model var/model --freeze-spec client/examples/head_only.json
+
+Exit status: 0 on success, 2 for usage errors, 1 for any other error.
+)";
 
 // The start-up tuning of predict and system.
 base::ProcessTuning& Tuning() {
@@ -462,6 +508,17 @@ int Run(int argc, char** argv) {
     return 2;
   }
   const std::string command = argv[1];
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h" || arg == "help") {
+      std::cout << kHelp;
+      return 0;
+    }
+    if (arg == "--version") {
+      std::cout << "freezetune-model " << FREEZETUNE_VERSION << "\n";
+      return 0;
+    }
+  }
   absl::StatusOr<Flags> flags = absl::InvalidArgumentError("");
   absl::Status (*handler)(const Flags&) = nullptr;
   if (command == "init") {
@@ -483,9 +540,6 @@ int Run(int argc, char** argv) {
   } else if (command == "system") {
     flags = Flags::Parse(argc, argv, {}, {"json", "no-blas-core-selection"});
     handler = System;
-  } else if (command == "--help" || command == "-h" || command == "help") {
-    std::cout << kUsage << "\n";
-    return 0;
   } else {
     std::cerr << "freezetune-model: unknown command \"" << command << "\"; " << kUsage << "\n";
     return 2;
