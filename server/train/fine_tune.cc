@@ -26,6 +26,7 @@
 #include "server/model/hf_checkpoint.h"
 #include "server/train/encode_cache.h"
 #include "server/train/freeze_plan.h"
+#include "server/train/train_history.h"
 #include "server/train/hyperparameters.h"
 #include "server/train/trainer.h"
 
@@ -233,6 +234,10 @@ absl::StatusOr<PreparedJob> PrepareJob(const v1::FineTuneJob& job, const RunCont
   FT_RETURN_IF_ERROR(ValidateHyperparameters(job.hyperparameters(), out.labels.regression,
                                              out.loaded.config.max_position_embeddings,
                                              context.limits, "job.hyperparameters"));
+  if (job.hyperparameters().max_seq_length() == 0) {
+    out.hp.max_seq_length =
+        DefaultMaxSeqLength(out.loaded.config.max_position_embeddings, context.limits);
+  }
 
   // Compile against the loaded model's own parameters, so the plan names
   // exactly what the trainer will see.
@@ -290,7 +295,12 @@ absl::StatusOr<v1::JobResult> RunFineTuneImpl(const v1::FineTuneJob& job,
         absl::StrCat("device ", device, ": CUDA is not available on this server"));
   }
   options.device = torch::Device(device);
-  options.emit = context.emit;
+  // The history also goes to trainer_state.json and history.csv.
+  TrainHistory history;
+  options.emit = [&history, &context](v1::JobEvent event) {
+    history.Record(event);
+    if (context.emit) context.emit(std::move(event));
+  };
   options.should_stop = context.should_stop;
   options.intra_op_threads = context.intra_op_threads;
   options.checkpoint_dir = context.checkpoint_dir;
@@ -311,6 +321,20 @@ absl::StatusOr<v1::JobResult> RunFineTuneImpl(const v1::FineTuneJob& job,
       model::SaveModelDir(context.output_dir, trainer->model(), *prepared.loaded.tokenizer, save));
 
   const TrainerSummary& summary = trainer->summary();
+  TrainerStateInfo state;
+  state.output_dir = context.output_dir;
+  state.selection_metric = prepared.hp.selection_metric;
+  state.regression = prepared.labels.regression;
+  state.global_step = summary.steps;
+  state.max_steps = summary.total_steps;
+  state.epochs = prepared.hp.epochs;
+  state.batch_size = prepared.hp.batch_size;
+  state.logging_steps = prepared.hp.log_every_steps;
+  state.eval_steps = prepared.hp.eval_every_steps;
+  state.train_seconds = summary.train_seconds;
+  state.has_best = summary.has_best;
+  state.best_eval = summary.best_eval;
+  FT_RETURN_IF_ERROR(history.WriteFiles(state));
   v1::JobResult result;
   result.set_output_uri(absl::StrCat("file://", context.output_dir));
   result.set_steps(summary.steps);

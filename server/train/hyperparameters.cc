@@ -1,6 +1,7 @@
 // Hyperparameter defaults and validation (see hyperparameters.h).
 #include "server/train/hyperparameters.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -83,12 +84,6 @@ absl::Status ValidateHyperparameters(const v1::Hyperparameters& h, bool regressi
     return Error(field, "max_seq_length",
                  absl::StrCat("must be >= 3 (got ", h.max_seq_length(), ")"));
   }
-  if (h.max_seq_length() == 0 && max_len < 128) {
-    // The default (128) does not fit this model or server; say so rather
-    // than silently shrinking it.
-    return Error(field, "max_seq_length",
-                 absl::StrCat("default 128 exceeds the limit ", max_len, "; set it explicitly"));
-  }
   FT_RETURN_IF_ERROR(
       CheckIntOrDefault(field, "log_every_steps", h.log_every_steps(), 1, int64_t{1} << 31));
   FT_RETURN_IF_ERROR(
@@ -122,6 +117,12 @@ absl::Status ValidateHyperparameters(const v1::Hyperparameters& h, bool regressi
                  absl::StrCat("must be in [0, 0.5] (got ", h.validation_split(), ")"));
   }
   return absl::OkStatus();
+}
+
+int DefaultMaxSeqLength(int64_t model_max_positions, const JobLimits& limits) {
+  return static_cast<int>(std::min<int64_t>(
+      {int64_t{ResolvedHyperparameters{}.max_seq_length}, model_max_positions,
+       int64_t{limits.max_seq_length}}));
 }
 
 int64_t StepsPerEpoch(int64_t n, const ResolvedHyperparameters& h) {

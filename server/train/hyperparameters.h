@@ -52,6 +52,10 @@ absl::Status ValidateHyperparameters(const v1::Hyperparameters& h, bool regressi
                                      int64_t model_max_positions, const JobLimits& limits,
                                      std::string_view field);
 
+// max_seq_length when a job sets none: 128, or the model's positions or the
+// server's limit when either is smaller (a model with 64 positions gets 64).
+int DefaultMaxSeqLength(int64_t model_max_positions, const JobLimits& limits);
+
 // Optimizer steps in one epoch of `num_train_examples`: micro-batches
 // (ceil(n / batch_size)) grouped by gradient_accumulation_steps, a trailing
 // partial group counting as a step. At least 1 for n >= 1.

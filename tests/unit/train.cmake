@@ -12,6 +12,10 @@ if(TARGET freezetune_train_core)
     SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/train_hyperparameters_test.cc
     DEPS freezetune_train_core protobuf::libprotobuf
     TIMEOUT 60)
+  freezetune_test(train_history_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/train_history_test.cc
+    DEPS freezetune_train_core
+    TIMEOUT 60)
 endif()
 
 if(TARGET freezetune_train AND TARGET freezetune_data AND TARGET freezetune_model)

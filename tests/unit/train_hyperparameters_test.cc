@@ -98,10 +98,19 @@ TEST(TrainHyperparametersTest, RangeErrorsNameTheField) {
   }
   EXPECT_TRUE(Validate("selection_metric: 'pearson'", /*regression=*/true).ok());
   EXPECT_FALSE(Validate("selection_metric: 'accuracy'", /*regression=*/true).ok());
-  // A model whose positions cannot hold the default 128 needs an explicit value.
-  absl::Status small = ValidateHyperparameters(v1::Hyperparameters(), false, 64, JobLimits{},
-                                               "job.hyperparameters");
-  EXPECT_THAT(std::string(small.message()), StartsWith("job.hyperparameters.max_seq_length:"));
+  // A model whose positions cannot hold the default 128 is fine without a
+  // value: the default shrinks to fit (DefaultMaxSeqLength).
+  EXPECT_TRUE(ValidateHyperparameters(v1::Hyperparameters(), false, 64, JobLimits{},
+                                      "job.hyperparameters")
+                  .ok());
+}
+
+TEST(TrainHyperparametersTest, DefaultMaxSeqLengthTakesTheSmallest) {
+  JobLimits limits;
+  EXPECT_EQ(DefaultMaxSeqLength(512, limits), 128);
+  EXPECT_EQ(DefaultMaxSeqLength(64, limits), 64);
+  limits.max_seq_length = 32;
+  EXPECT_EQ(DefaultMaxSeqLength(512, limits), 32);
 }
 
 TEST(TrainHyperparametersTest, StepCounting) {
