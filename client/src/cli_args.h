@@ -1,7 +1,8 @@
 // The CLI's argv parser: `freezetune [global flags] COMMAND [flags] [args]`.
 //
 // Flags are `--name value`, `--name=value`, or bare `--name` for booleans;
-// `-f` and `-h` are short for `--file` and `--help`; `--` ends the flags.
+// `-f` and `-h` are short for `--file` and `--help`; `-o FORMAT` (also
+// `-o=FORMAT`, `-oFORMAT`) picks the output; `--` ends the flags.
 // Flags may come before or after the command word. Every flag must be
 // declared in kFlags, and each command accepts only the flags it lists, so a
 // typo is an error instead of a silently ignored option.
@@ -32,6 +33,7 @@ struct CommandDef {
   const char* args;  // positional arguments, for usage text
   const char* summary;
   std::vector<std::string> flags;  // accepted besides the global flags
+  std::vector<std::string> examples;  // shown by `freezetune help COMMAND`
 };
 
 // Every flag the CLI knows, and which are global (valid for any command).
@@ -60,8 +62,19 @@ class ParsedArgs {
 // the command does not take.
 absl::StatusOr<ParsedArgs> ParseArgs(const std::vector<std::string>& argv);
 
-// `freezetune help` text, or one command's usage when `command` is set.
+// `freezetune help` text, or one command's usage (flags with their
+// defaults, and examples) when `command` is set.
 std::string UsageText(absl::string_view command = "");
+
+// "; did you mean '--epochs'?" for the candidate closest to `input` (small
+// edit distance, or the only candidate it is a prefix of), with `prefix`
+// before it; "" when none is close.
+std::string DidYouMean(absl::string_view input, const std::vector<std::string>& candidates,
+                       absl::string_view prefix);
+
+// `freezetune completion bash`: a bash completion script for the commands
+// and flags above (and the values of -o, --state, --freeze, ...).
+std::string BashCompletion();
 
 }  // namespace freezetune::cli
 

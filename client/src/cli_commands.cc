@@ -1,18 +1,24 @@
 #include "client/src/cli_commands.h"
 
+#include <algorithm>
+#include <atomic>
 #include <memory>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "client/src/cli_args.h"
 #include "client/src/cli_format.h"
 #include "client/src/cli_job_flags.h"
+#include "client/src/cli_report.h"
 #include "freezetune/client.h"
+#include "freezetune/version.h"
 
 namespace freezetune::cli {
 namespace {
@@ -21,14 +27,33 @@ constexpr int kOk = 0;
 constexpr int kFailed = 1;
 constexpr int kUsage = 2;
 
+// -o: what a command prints. kDefault: the command's own default.
+enum class Output { kDefault, kTable, kJson, kName, kWide };
+
 struct Ctx {
   const ParsedArgs& args;
   const Client& client;
   std::ostream& out;
   std::ostream& err;
-  bool json;  // --json given
+  const CliEnv& env;
+  Output output;
   bool tty;
+
+  bool json() const { return output == Output::kJson; }
+  bool name() const { return output == Output::kName; }
+  bool wide() const { return output == Output::kWide; }
 };
+
+// "--max-seq-length (job.hyperparameters.max_seq_length): must be ..." when
+// an INVALID_ARGUMENT message starts with a field path a CLI flag sets.
+std::string WithFlagHint(absl::string_view message) {
+  const size_t colon = message.find(": ");
+  if (colon == absl::string_view::npos) return std::string(message);
+  absl::string_view path = message.substr(0, colon);
+  std::string flag = FlagForField(path);
+  if (flag.empty()) return std::string(message);
+  return absl::StrCat("--", flag, " (", path, ")", message.substr(colon));
+}
 
 // One line that says what went wrong, phrased for the common cases.
 std::string Describe(const absl::Status& s, const std::string& target) {
@@ -40,6 +65,8 @@ std::string Describe(const absl::Status& s, const std::string& target) {
     case absl::StatusCode::kUnauthenticated:
       return absl::StrCat("not authenticated (--token or $FREEZETUNE_TOKEN): ",
                           s.message());
+    case absl::StatusCode::kInvalidArgument:
+      return absl::StrCat("INVALID_ARGUMENT: ", WithFlagHint(s.message()));
     default:
       return absl::StrCat(absl::StatusCodeToString(s.code()), ": ",
                           s.message());
@@ -56,14 +83,66 @@ int Usage(std::ostream& err, const absl::Status& s) {
   return kUsage;
 }
 
+// -o (or --json) checked against what the command prints.
+absl::StatusOr<Output> ParseOutput(const ParsedArgs& args, const std::vector<Output>& allowed) {
+  Output o = Output::kDefault;
+  std::optional<std::string> v = args.Get("o");
+  if (args.Bool("json")) {
+    if (v && *v != "json") return absl::InvalidArgumentError("--json conflicts with -o " + *v);
+    o = Output::kJson;
+  } else if (v) {
+    const std::string l = absl::AsciiStrToLower(*v);
+    if (l == "table") o = Output::kTable;
+    else if (l == "json") o = Output::kJson;
+    else if (l == "name") o = Output::kName;
+    else if (l == "wide") o = Output::kWide;
+    else o = Output::kDefault;
+    if (o == Output::kDefault ||
+        std::find(allowed.begin(), allowed.end(), o) == allowed.end()) {
+      std::vector<std::string> names;
+      for (Output a : allowed) {
+        names.push_back(a == Output::kTable ? "table"
+                        : a == Output::kJson ? "json"
+                        : a == Output::kName ? "name" : "wide");
+      }
+      return absl::InvalidArgumentError(absl::StrCat(
+          "-o: '", args.command, "' prints ", absl::StrJoin(names, ", "), "; got '", *v, "'"));
+    }
+  }
+  return o;
+}
+
+const std::vector<Output> kResourceOutputs = {Output::kTable, Output::kJson, Output::kName,
+                                              Output::kWide};
+const std::vector<Output> kStreamOutputs = {Output::kTable, Output::kJson};
+
+// Ctrl-C while following: say how to pick it up again, and exit 130.
+void ArmInterrupt(const Ctx& c, const std::string& what, const std::string& id,
+                  const std::shared_ptr<std::atomic<int64_t>>& last_sequence) {
+  if (!c.env.on_interrupt) return;
+  const bool sweep = what == "sweep";
+  c.env.on_interrupt([=] {
+    return absl::StrCat("detached; ", id, " keeps running. Follow: freezetune ",
+                        sweep ? "sweep-watch " : "watch ", id, " --after ",
+                        last_sequence->load(), ". Stop: freezetune ",
+                        sweep ? "sweep-cancel " : "cancel ", id);
+  });
+}
+
 // Follows a job to its end; see the exit-status contract in the header.
 int FollowJob(const Ctx& c, const std::string& job_id, int64_t after) {
-  const EventPrinter::Mode mode = (c.json || !c.tty)
-                                      ? EventPrinter::Mode::kJson
-                                      : EventPrinter::Mode::kTty;
-  EventPrinter printer(c.out, mode);
+  EventPrinter::Mode mode = EventPrinter::Mode::kTty;
+  if (c.json() || (c.output == Output::kDefault && !c.tty)) {
+    mode = EventPrinter::Mode::kJson;
+  } else if (!c.tty) {
+    mode = EventPrinter::Mode::kText;
+  }
+  EventPrinter printer(c.out, mode, c.env.columns);
+  auto last = std::make_shared<std::atomic<int64_t>>(after);
+  ArmInterrupt(c, "job", job_id, last);
   absl::Status st = c.client.Watch(job_id, after, [&](const v1::JobEvent& e) {
     printer.OnEvent(e);
+    last->store(e.sequence());
     return true;
   });
   printer.Finish();
@@ -75,7 +154,9 @@ int FollowJob(const Ctx& c, const std::string& job_id, int64_t after) {
   if (job.ok()) {
     state = job->state();
     if (!job->error_message().empty()) message = job->error_message();
-    if (mode == EventPrinter::Mode::kTty) c.out << "\n" << FormatSummary(*job);
+    if (mode != EventPrinter::Mode::kJson) {
+      c.out << "\n" << FormatSummary(*job, printer.curves());
+    }
   }
   if (state == v1::JOB_STATE_SUCCEEDED) return kOk;
   if (!IsTerminal(state)) {
@@ -88,61 +169,75 @@ int FollowJob(const Ctx& c, const std::string& job_id, int64_t after) {
   return kFailed;
 }
 
-absl::StatusOr<std::string> OneJobArg(const ParsedArgs& args) {
+absl::StatusOr<std::string> OneIdArg(const ParsedArgs& args, absl::string_view what) {
   if (args.positional.size() != 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(args.command, ": expected one JOB id"));
+    return absl::InvalidArgumentError(absl::StrCat(args.command, ": expected one ", what, " id"));
   }
   return args.positional[0];
 }
 
-int CmdSubmit(const Ctx& c) {
-  if (!c.args.positional.empty()) {
-    return Usage(c.err, absl::InvalidArgumentError(
-                            "submit takes no positional arguments"));
+absl::Status NoPositional(const ParsedArgs& args) {
+  if (args.positional.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(args.command, " takes no positional arguments (got '", args.positional[0],
+                   "')"));
+}
+
+absl::StatusOr<int64_t> AfterFlag(const ParsedArgs& args) {
+  int64_t after = 0;
+  if (std::optional<std::string> a = args.Get("after")) {
+    if (!absl::SimpleAtoi(*a, &after) || after < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--after: expected a sequence >= 0, got '", *a, "'"));
+    }
   }
+  return after;
+}
+
+int CmdSubmit(const Ctx& c) {
+  if (absl::Status s = NoPositional(c.args); !s.ok()) return Usage(c.err, s);
   absl::StatusOr<v1::FineTuneJob> spec = BuildJob(c.args);
   if (!spec.ok()) return Usage(c.err, spec.status());
   absl::StatusOr<v1::Job> job = c.client.Submit(*spec);
   if (!job.ok()) return Fail(c, job.status());
   if (!c.args.Bool("watch")) {
-    if (c.json) {
+    if (c.json()) {
       c.out << ToJsonLine(*job) << "\n";
-    } else if (c.tty) {
+    } else if (c.name() || (c.output == Output::kDefault && !c.tty)) {
+      c.out << job->id() << "\n";  // for JOB=$(freezetune submit ...)
+    } else {
       c.out << "submitted " << job->id() << " (" << StateName(job->state())
             << "); follow it with: freezetune watch " << job->id() << "\n";
-    } else {
-      c.out << job->id() << "\n";  // for JOB=$(freezetune submit ...)
     }
     return kOk;
   }
-  if (!c.json && c.tty) {
-    c.out << "submitted " << job->id() << " (" << StateName(job->state())
-          << ")\n";
+  if (!c.json() && (c.tty || c.output != Output::kDefault)) {
+    c.out << "submitted " << job->id() << " (" << StateName(job->state()) << ")\n";
   }
   return FollowJob(c, job->id(), 0);
 }
 
 int CmdWatch(const Ctx& c) {
-  absl::StatusOr<std::string> id = OneJobArg(c.args);
+  absl::StatusOr<std::string> id = OneIdArg(c.args, "JOB");
   if (!id.ok()) return Usage(c.err, id.status());
-  int64_t after = 0;
-  if (std::optional<std::string> a = c.args.Get("after")) {
-    if (!absl::SimpleAtoi(*a, &after) || after < 0) {
-      return Usage(c.err, absl::InvalidArgumentError(absl::StrCat(
-                              "--after: expected a sequence >= 0, got '", *a,
-                              "'")));
-    }
-  }
-  return FollowJob(c, *id, after);
+  absl::StatusOr<int64_t> after = AfterFlag(c.args);
+  if (!after.ok()) return Usage(c.err, after.status());
+  return FollowJob(c, *id, *after);
 }
 
 int CmdGet(const Ctx& c) {
-  absl::StatusOr<std::string> id = OneJobArg(c.args);
+  absl::StatusOr<std::string> id = OneIdArg(c.args, "JOB");
   if (!id.ok()) return Usage(c.err, id.status());
   absl::StatusOr<v1::Job> job = c.client.Get(*id);
   if (!job.ok()) return Fail(c, job.status());
-  c.out << (c.json ? ToJsonLine(*job) + "\n" : FormatJobDetails(*job));
+  if (c.json()) {
+    c.out << ToJsonLine(*job) << "\n";
+  } else if (c.name()) {
+    c.out << job->id() << "\n";
+  } else {
+    c.out << FormatJobDetails(*job);
+    if (c.wide()) c.out << "spec  " << ToJsonLine(job->spec()) << "\n";
+  }
   return kOk;
 }
 
@@ -159,11 +254,9 @@ absl::Status ParsePaging(const ParsedArgs& args, int* limit, int* page_size) {
   return absl::OkStatus();
 }
 
+// Jobs newest first, the same whether or not stdout is a terminal.
 int CmdList(const Ctx& c) {
-  if (!c.args.positional.empty()) {
-    return Usage(c.err,
-                 absl::InvalidArgumentError("list takes no positional arguments"));
-  }
+  if (absl::Status s = NoPositional(c.args); !s.ok()) return Usage(c.err, s);
   std::vector<v1::JobState> states;
   if (std::optional<std::string> s = c.args.Get("state")) {
     absl::StatusOr<std::vector<v1::JobState>> parsed = ParseStates(*s);
@@ -176,80 +269,92 @@ int CmdList(const Ctx& c) {
   std::vector<v1::Job> jobs;
   v1::Job job;
   while (it.Next(&job)) {
-    if (c.json) {
+    if (c.json()) {
       c.out << ToJsonLine(job) << "\n";
+    } else if (c.name()) {
+      c.out << job.id() << "\n";
     } else {
       jobs.push_back(job);
     }
   }
   if (!it.status().ok()) return Fail(c, it.status());
-  if (!c.json) c.out << (jobs.empty() ? "no jobs\n" : FormatJobList(jobs));
+  if (!c.json() && !c.name()) {
+    c.out << (jobs.empty() ? "no jobs\n" : FormatJobList(jobs, absl::Now(), c.wide()));
+  }
   return kOk;
 }
 
+// "cancelling job-X (was RUNNING)"; with --wait, then blocks until the job
+// has ended and says how.
 int CmdCancel(const Ctx& c) {
-  absl::StatusOr<std::string> id = OneJobArg(c.args);
+  absl::StatusOr<std::string> id = OneIdArg(c.args, "JOB");
   if (!id.ok()) return Usage(c.err, id.status());
+  absl::StatusOr<v1::Job> before = c.client.Get(*id);
+  if (!before.ok()) return Fail(c, before.status());
   absl::StatusOr<v1::Job> job = c.client.Cancel(*id);
   if (!job.ok()) return Fail(c, job.status());
-  if (c.json) {
+  if (c.json()) {
     c.out << ToJsonLine(*job) << "\n";
+  } else if (c.name()) {
+    c.out << job->id() << "\n";
   } else {
-    c.out << job->id() << ": " << StateName(job->state()) << "\n";
+    c.out << (IsTerminal(job->state()) ? "cancelled " : "cancelling ") << job->id() << " (was "
+          << StateName(before->state()) << ")\n";
   }
-  return kOk;
+  c.out << std::flush;
+  if (!c.args.Bool("wait") || IsTerminal(job->state())) return kOk;
+  absl::Status st = c.client.Watch(*id, job->last_sequence(),
+                                   [](const v1::JobEvent&) { return true; });
+  if (!st.ok()) return Fail(c, st);
+  absl::StatusOr<v1::Job> after = c.client.Get(*id);
+  if (!after.ok()) return Fail(c, after.status());
+  if (!c.json() && !c.name()) c.out << after->id() << " " << StateName(after->state()) << "\n";
+  return IsTerminal(after->state()) ? kOk : kFailed;
 }
 
 int CmdPlan(const Ctx& c) {
-  if (!c.args.positional.empty()) {
-    return Usage(c.err,
-                 absl::InvalidArgumentError("plan takes no positional arguments"));
-  }
+  if (absl::Status s = NoPositional(c.args); !s.ok()) return Usage(c.err, s);
   absl::StatusOr<v1::PlanFreezeRequest> req = BuildPlanRequest(c.args);
   if (!req.ok()) return Usage(c.err, req.status());
   absl::StatusOr<v1::PlanFreezeResponse> plan = c.client.PlanFreeze(*req);
   if (!plan.ok()) return Fail(c, plan.status());
-  c.out << (c.json ? ToJsonLine(*plan) + "\n" : FormatPlan(*plan));
+  if (c.json()) {
+    c.out << ToJsonLine(*plan) << "\n";
+  } else if (c.name()) {
+    // The parameters that will train, one per line.
+    for (const v1::ParameterPlan& p : plan->parameters()) {
+      if (p.trainable()) c.out << p.name() << "\n";
+    }
+  } else {
+    c.out << FormatPlan(*plan);
+  }
   return kOk;
 }
 
-// The sweep's table as aligned text, the winner marked with '*'.
-std::string FormatSweepTable(const v1::Sweep& sweep) {
-  std::string out = absl::StrCat("sweep ", sweep.id(), "  ", v1::SweepState_Name(sweep.state()),
-                                 "  metric ", sweep.selection_metric(),
-                                 sweep.lower_is_better() ? " (lower is better)" : "", "\n");
-  absl::StrAppend(&out, absl::StrFormat("  %-12s %6s %12s %10s %8s %9s  %-14s %s\n", "candidate",
-                                        "depth", "trainable", "best", "step", "wall s",
-                                        "state", "job"));
-  for (int i = 0; i < sweep.trials_size(); ++i) {
-    const v1::SweepTrial& t = sweep.trials(i);
-    std::string state = v1::TrialState_Name(t.state());
-    if (absl::StartsWith(state, "TRIAL_STATE_")) state = state.substr(12);
-    if (t.state() == v1::TRIAL_STATE_PRUNED) absl::StrAppend(&state, "@", t.pruned_at_step());
-    absl::StrAppend(
-        &out, absl::StrFormat("%s %-12s %6d %12d %10s %8s %9.1f  %-14s %s\n",
-                              i == sweep.winner_index() ? "*" : " ", t.label(), t.frozen_depth(),
-                              t.trainable_parameters(),
-                              t.has_best() ? absl::StrFormat("%.4f", t.best_metric()) : "-",
-                              t.has_best() ? absl::StrCat(t.best_step()) : "-", t.wall_seconds(),
-                              absl::AsciiStrToLower(state), t.job_id()));
+// Prints a sweep as -o asks.
+void PrintSweep(const Ctx& c, const v1::Sweep& sweep) {
+  if (c.json()) {
+    c.out << ToJsonLine(sweep) << "\n";
+  } else if (c.name()) {
+    c.out << sweep.id() << "\n";
+  } else {
+    c.out << FormatSweepTable(sweep);
   }
-  if (sweep.winner_index() >= 0) {
-    absl::StrAppend(&out, "winner: ", sweep.trials(sweep.winner_index()).label(), " -> ",
-                    sweep.output_uri(), "\n");
-  }
-  if (!sweep.error_message().empty()) absl::StrAppend(&out, "error: ", sweep.error_message(), "\n");
-  return out;
 }
 
-// Follows a sweep to its end: JSON lines when piped or --json, else the table
-// reprinted whenever it changes. 0 only when the sweep SUCCEEDED.
+// Follows a sweep to its end: JSON lines with -o json (the default when
+// piped), else the table, redrawn in place on a terminal (reprinted when
+// not). 0 only when the sweep SUCCEEDED.
 int FollowSweep(const Ctx& c, const std::string& sweep_id, int64_t after) {
-  const bool json = c.json || !c.tty;
+  const bool json = c.json() || (c.output == Output::kDefault && !c.tty);
   absl::StatusOr<v1::Sweep> current = c.client.GetSweep(sweep_id);
   if (!current.ok()) return Fail(c, current.status());
   v1::Sweep sweep = *current;
+  auto last = std::make_shared<std::atomic<int64_t>>(after);
+  ArmInterrupt(c, "sweep", sweep_id, last);
+  int shown_lines = 0;  // lines of the table on screen, to redraw over
   absl::Status st = c.client.WatchSweep(sweep_id, after, [&](const v1::SweepEvent& e) {
+    last->store(e.sequence());
     if (json) {
       c.out << ToJsonLine(e) << "\n" << std::flush;
       if (e.has_result()) sweep = e.result();
@@ -260,20 +365,26 @@ int FollowSweep(const Ctx& c, const std::string& sweep_id, int64_t after) {
     if (e.has_trial() && e.trial().index() < sweep.trials_size()) {
       *sweep.mutable_trials(e.trial().index()) = e.trial().trial();
     }
-    c.out << "\n" << FormatSweepTable(sweep) << std::flush;
+    const std::string table = FormatSweepTable(sweep);
+    if (c.tty) {
+      // Back to the table's first line and clear to the end of the screen.
+      if (shown_lines > 0) c.out << "\033[" << shown_lines << "F\033[J";
+      shown_lines = static_cast<int>(std::count(table.begin(), table.end(), '\n'));
+      c.out << table << std::flush;
+    } else {
+      c.out << "\n" << table << std::flush;
+    }
     return true;
   });
   if (!st.ok()) return Fail(c, st);
   if (sweep.state() == v1::SWEEP_STATE_SUCCEEDED) return kOk;
-  c.err << "freezetune: sweep " << sweep_id << " " << v1::SweepState_Name(sweep.state())
+  c.err << "freezetune: sweep " << sweep_id << " " << StateName(sweep.state())
         << (sweep.error_message().empty() ? "" : ": ") << sweep.error_message() << "\n";
   return kFailed;
 }
 
 int CmdSweep(const Ctx& c) {
-  if (!c.args.positional.empty()) {
-    return Usage(c.err, absl::InvalidArgumentError("sweep takes no positional arguments"));
-  }
+  if (absl::Status s = NoPositional(c.args); !s.ok()) return Usage(c.err, s);
   std::optional<std::string> depths = c.args.Get("depths");
   if (!depths.has_value()) {
     return Usage(c.err, absl::InvalidArgumentError(
@@ -324,13 +435,13 @@ int CmdSweep(const Ctx& c) {
   absl::StatusOr<v1::Sweep> sweep = c.client.SubmitSweep(spec);
   if (!sweep.ok()) return Fail(c, sweep.status());
   if (!c.args.Bool("watch")) {
-    if (c.json) {
-      c.out << ToJsonLine(*sweep) << "\n";
-    } else if (c.tty) {
-      c.out << FormatSweepTable(*sweep)
-            << "follow it with: freezetune sweep-watch " << sweep->id() << "\n";
-    } else {
+    if (c.output == Output::kDefault && !c.tty) {
       c.out << sweep->id() << "\n";
+      return kOk;
+    }
+    PrintSweep(c, *sweep);
+    if (!c.json() && !c.name()) {
+      c.out << "follow it with: freezetune sweep-watch " << sweep->id() << "\n";
     }
     return kOk;
   }
@@ -338,38 +449,52 @@ int CmdSweep(const Ctx& c) {
 }
 
 int CmdSweepGet(const Ctx& c) {
-  if (c.args.positional.size() != 1) {
-    return Usage(c.err, absl::InvalidArgumentError(absl::StrCat(c.args.command,
-                                                                ": expected one SWEEP id")));
-  }
-  absl::StatusOr<v1::Sweep> sweep = c.args.command == "sweep-cancel"
-                                        ? c.client.CancelSweep(c.args.positional[0])
-                                        : c.client.GetSweep(c.args.positional[0]);
+  absl::StatusOr<std::string> id = OneIdArg(c.args, "SWEEP");
+  if (!id.ok()) return Usage(c.err, id.status());
+  absl::StatusOr<v1::Sweep> sweep = c.client.GetSweep(*id);
   if (!sweep.ok()) return Fail(c, sweep.status());
-  c.out << (c.json ? ToJsonLine(*sweep) + "\n" : FormatSweepTable(*sweep));
+  PrintSweep(c, *sweep);
   return kOk;
 }
 
-int CmdSweepWatch(const Ctx& c) {
-  if (c.args.positional.size() != 1) {
-    return Usage(c.err, absl::InvalidArgumentError("sweep-watch: expected one SWEEP id"));
+// "cancelling sweep-X (was RUNNING)"; --wait blocks until it has ended.
+int CmdSweepCancel(const Ctx& c) {
+  absl::StatusOr<std::string> id = OneIdArg(c.args, "SWEEP");
+  if (!id.ok()) return Usage(c.err, id.status());
+  absl::StatusOr<v1::Sweep> before = c.client.GetSweep(*id);
+  if (!before.ok()) return Fail(c, before.status());
+  absl::StatusOr<v1::Sweep> sweep = c.client.CancelSweep(*id);
+  if (!sweep.ok()) return Fail(c, sweep.status());
+  const bool ended = sweep->state() != v1::SWEEP_STATE_RUNNING;
+  if (c.json() || c.name()) {
+    PrintSweep(c, *sweep);
+  } else {
+    c.out << (ended ? "cancelled " : "cancelling ") << sweep->id() << " (was "
+          << StateName(before->state()) << ")\n";
   }
-  int64_t after = 0;
-  if (std::optional<std::string> a = c.args.Get("after")) {
-    if (!absl::SimpleAtoi(*a, &after) || after < 0) {
-      return Usage(c.err, absl::InvalidArgumentError(
-                              absl::StrCat("--after: expected a sequence >= 0, got '", *a, "'")));
-    }
-  }
-  return FollowSweep(c, c.args.positional[0], after);
+  c.out << std::flush;
+  if (!c.args.Bool("wait") || ended) return kOk;
+  v1::SweepState state = sweep->state();
+  absl::Status st = c.client.WatchSweep(*id, sweep->last_sequence(), [&](const v1::SweepEvent& e) {
+    if (e.has_result()) state = e.result().state();
+    return true;
+  });
+  if (!st.ok()) return Fail(c, st);
+  if (!c.json() && !c.name()) c.out << *id << " " << StateName(state) << "\n";
+  return state != v1::SWEEP_STATE_RUNNING ? kOk : kFailed;
 }
 
-// Sweeps newest first: a table on a terminal; JSON lines (one Sweep each)
-// when stdout is not a terminal or with --json.
+int CmdSweepWatch(const Ctx& c) {
+  absl::StatusOr<std::string> id = OneIdArg(c.args, "SWEEP");
+  if (!id.ok()) return Usage(c.err, id.status());
+  absl::StatusOr<int64_t> after = AfterFlag(c.args);
+  if (!after.ok()) return Usage(c.err, after.status());
+  return FollowSweep(c, *id, *after);
+}
+
+// Sweeps newest first, the same whether or not stdout is a terminal.
 int CmdSweepList(const Ctx& c) {
-  if (!c.args.positional.empty()) {
-    return Usage(c.err, absl::InvalidArgumentError("sweep-list takes no positional arguments"));
-  }
+  if (absl::Status s = NoPositional(c.args); !s.ok()) return Usage(c.err, s);
   std::vector<v1::SweepState> states;
   if (std::optional<std::string> s = c.args.Get("state")) {
     absl::StatusOr<std::vector<v1::SweepState>> parsed = ParseSweepStates(*s);
@@ -380,12 +505,40 @@ int CmdSweepList(const Ctx& c) {
   if (absl::Status s = ParsePaging(c.args, &limit, &page_size); !s.ok()) return Usage(c.err, s);
   absl::StatusOr<std::vector<v1::Sweep>> sweeps = c.client.ListSweeps(states, page_size, limit);
   if (!sweeps.ok()) return Fail(c, sweeps.status());
-  if (c.json || !c.tty) {
-    for (const v1::Sweep& sweep : *sweeps) c.out << ToJsonLine(sweep) << "\n";
+  if (c.json() || c.name()) {
+    for (const v1::Sweep& sweep : *sweeps) PrintSweep(c, sweep);
   } else {
-    c.out << (sweeps->empty() ? "no sweeps\n" : FormatSweepList(*sweeps));
+    c.out << (sweeps->empty() ? "no sweeps\n" : FormatSweepList(*sweeps, absl::Now(), c.wide()));
   }
   return kOk;
+}
+
+int CmdReport(const Ctx& c) {
+  absl::StatusOr<std::string> id = OneIdArg(c.args, "JOB or SWEEP");
+  if (!id.ok()) return Usage(c.err, id.status());
+  std::string path = c.args.Get("o").value_or(absl::StrCat(*id, ".html"));
+  if (!absl::EndsWith(path, ".svg") && !absl::EndsWith(path, ".html")) {
+    return Usage(c.err, absl::InvalidArgumentError(
+                            absl::StrCat("report: -o takes FILE.svg or FILE.html, got '", path,
+                                         "'")));
+  }
+  absl::Status st = WriteReport(c.client, *id, path);
+  if (!st.ok()) return Fail(c, st);
+  c.out << "wrote " << path << "\n";
+  return kOk;
+}
+
+// --server http://host:port and https://host:port (TLS) are accepted too.
+void ApplyServer(const std::string& flag, ClientOptions* opts) {
+  absl::string_view server = flag;
+  for (auto [scheme, tls] : {std::pair<const char*, bool>{"http://", false}, {"https://", true}}) {
+    if (absl::ConsumePrefix(&server, scheme)) {
+      if (tls) opts->tls = true;
+      while (absl::ConsumeSuffix(&server, "/")) {
+      }
+    }
+  }
+  opts->target = std::string(server);
 }
 
 }  // namespace
@@ -395,6 +548,10 @@ int RunCli(const std::vector<std::string>& argv, const CliEnv& env,
   absl::StatusOr<ParsedArgs> parsed = ParseArgs(argv);
   if (!parsed.ok()) return Usage(err, parsed.status());
   const ParsedArgs& args = *parsed;
+  if (args.Bool("version") || args.command == "version") {
+    out << "freezetune " << FREEZETUNE_VERSION << "\n";
+    return kOk;
+  }
   if (args.command.empty() || args.command == "help" || args.Bool("help")) {
     std::string topic = args.command == "help" && !args.positional.empty()
                             ? args.positional[0]
@@ -411,12 +568,29 @@ int RunCli(const std::vector<std::string>& argv, const CliEnv& env,
     out << UsageText(topic);
     return kOk;
   }
+  if (args.command == "completion") {
+    if (args.positional.size() != 1 || args.positional[0] != "bash") {
+      return Usage(err, absl::InvalidArgumentError("completion: expected 'bash'"));
+    }
+    out << BashCompletion();
+    return kOk;
+  }
+
+  const bool resource_command = args.command != "watch" && args.command != "sweep-watch" &&
+                                args.command != "report";
+  Output output = Output::kDefault;
+  if (args.command != "report") {
+    absl::StatusOr<Output> o =
+        ParseOutput(args, resource_command && !args.Bool("watch") ? kResourceOutputs
+                                                                 : kStreamOutputs);
+    if (!o.ok()) return Usage(err, o.status());
+    output = *o;
+  }
 
   ClientOptions opts;
-  opts.target = args.Get("server").value_or(
-      env.server.empty() ? opts.target : env.server);
+  ApplyServer(args.Get("server").value_or(env.server.empty() ? opts.target : env.server), &opts);
   opts.token = args.Get("token").value_or(env.token);
-  opts.tls = args.Bool("tls");
+  if (args.Bool("tls")) opts.tls = true;
   opts.ca_cert_file = args.Get("ca-cert").value_or("");
   opts.client_cert_file = args.Get("cert").value_or("");
   opts.client_key_file = args.Get("key").value_or("");
@@ -433,7 +607,7 @@ int RunCli(const std::vector<std::string>& argv, const CliEnv& env,
     err << "freezetune: " << client.status().message() << "\n";
     return kFailed;
   }
-  Ctx c{args, **client, out, err, args.Bool("json"), env.stdout_is_tty};
+  Ctx c{args, **client, out, err, env, output, env.stdout_is_tty};
   if (args.command == "submit") return CmdSubmit(c);
   if (args.command == "watch") return CmdWatch(c);
   if (args.command == "get") return CmdGet(c);
@@ -441,9 +615,11 @@ int RunCli(const std::vector<std::string>& argv, const CliEnv& env,
   if (args.command == "cancel") return CmdCancel(c);
   if (args.command == "plan") return CmdPlan(c);
   if (args.command == "sweep") return CmdSweep(c);
-  if (args.command == "sweep-get" || args.command == "sweep-cancel") return CmdSweepGet(c);
+  if (args.command == "sweep-get") return CmdSweepGet(c);
+  if (args.command == "sweep-cancel") return CmdSweepCancel(c);
   if (args.command == "sweep-watch") return CmdSweepWatch(c);
   if (args.command == "sweep-list") return CmdSweepList(c);
+  if (args.command == "report") return CmdReport(c);
   return Usage(err, absl::InvalidArgumentError(
                         absl::StrCat("unknown command '", args.command, "'")));
 }

@@ -30,11 +30,26 @@ std::string Progress(const v1::JobProgress& p) {
 
 }  // namespace
 
-std::string StateName(v1::JobState state) {
-  std::string name = v1::JobState_Name(state);
-  absl::string_view v = name;
-  absl::ConsumePrefix(&v, "JOB_STATE_");
+namespace {
+
+std::string ShortName(const std::string& full, absl::string_view prefix) {
+  absl::string_view v = full;
+  absl::ConsumePrefix(&v, prefix);
   return v.empty() ? "UNKNOWN" : std::string(v);
+}
+
+}  // namespace
+
+std::string StateName(v1::JobState state) {
+  return ShortName(v1::JobState_Name(state), "JOB_STATE_");
+}
+
+std::string StateName(v1::SweepState state) {
+  return ShortName(v1::SweepState_Name(state), "SWEEP_STATE_");
+}
+
+std::string StateName(v1::TrialState state) {
+  return ShortName(v1::TrialState_Name(state), "TRIAL_STATE_");
 }
 
 std::string FormatClock(absl::Duration d) {
@@ -58,28 +73,103 @@ std::string FormatCount(int64_t n) {
 
 std::string FormatTimestamp(const google::protobuf::Timestamp& ts) {
   if (!IsSet(ts)) return "-";
-  return absl::FormatTime("%Y-%m-%d %H:%M:%S", ToTime(ts), absl::UTCTimeZone());
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", ToTime(ts), absl::UTCTimeZone());
+}
+
+std::string FormatAge(const google::protobuf::Timestamp& ts, absl::Time now) {
+  if (!IsSet(ts)) return "-";
+  const int64_t s = absl::ToInt64Seconds(now - ToTime(ts));
+  if (s < 5) return "just now";
+  if (s < 120) return absl::StrCat(s, "s ago");
+  if (s < 7200) return absl::StrCat(s / 60, "m ago");
+  if (s < 2 * 86400) return absl::StrCat(s / 3600, "h ago");
+  return absl::StrCat(s / 86400, "d ago");
 }
 
 std::string FormatProgressBar(int64_t step, int64_t total,
                               std::optional<absl::Duration> eta, float loss,
                               float learning_rate, float samples_per_second,
-                              int width) {
-  int filled = 0;
+                              int width, int max_columns) {
+  // Fields in the order they are shown; `drop` is the order they go in when
+  // the line is too wide (lower goes first).
+  struct Field {
+    std::string text;
+    int drop;
+  };
+  const std::string count = absl::StrCat(step, "/", total > 0 ? absl::StrCat(total) : "?");
   int percent = 0;
-  if (total > 0) {
-    int64_t clamped = std::clamp<int64_t>(step, 0, total);
-    filled = static_cast<int>(clamped * width / total);
-    percent = static_cast<int>(clamped * 100 / total);
+  if (total > 0) percent = static_cast<int>(std::clamp<int64_t>(step, 0, total) * 100 / total);
+  std::vector<Field> fields = {{count, 99}};
+  if (total > 0) fields.push_back({absl::StrCat(percent, "%"), 3});
+  if (eta) fields.push_back({absl::StrCat("ETA ", FormatClock(*eta)), 2});
+  fields.push_back({absl::StrFormat("loss %.4f", loss), 4});
+  fields.push_back({absl::StrFormat("lr %.2g", learning_rate), 1});
+  fields.push_back({absl::StrFormat("%.0f samples/s", samples_per_second), 0});
+  auto bar = [&](int cells) {
+    if (cells <= 0) return std::string();
+    int filled = total > 0 ? static_cast<int>(std::clamp<int64_t>(step, 0, total) * cells / total)
+                           : 0;
+    return absl::StrCat("[", std::string(filled, '#'), std::string(cells - filled, '-'), "] ");
+  };
+  auto render = [&](int cells) {
+    std::string out = bar(cells);
+    for (size_t i = 0; i < fields.size(); ++i) {
+      absl::StrAppend(&out, i ? " " : "", fields[i].text);
+    }
+    return out;
+  };
+  std::string line = render(width);
+  if (max_columns <= 0) return line;
+  // Drop fields, lowest priority first, until the line fits.
+  for (int level = 0; level <= 4 && static_cast<int>(line.size()) > max_columns; ++level) {
+    fields.erase(std::remove_if(fields.begin(), fields.end(),
+                                [&](const Field& f) { return f.drop == level; }),
+                 fields.end());
+    line = render(width);
   }
-  std::string out = absl::StrCat(
-      "[", std::string(filled, '#'), std::string(width - filled, '-'), "] ",
-      step, "/", total > 0 ? absl::StrCat(total) : "?");
-  if (total > 0) absl::StrAppend(&out, " ", percent, "%");
-  if (eta) absl::StrAppend(&out, " ETA ", FormatClock(*eta));
-  absl::StrAppendFormat(&out, " loss %.4f lr %.2g %.0f samples/s", loss,
-                        learning_rate, samples_per_second);
+  // Then shrink the bar (at least 3 cells), then leave it out.
+  for (int cells = width; static_cast<int>(line.size()) > max_columns && cells >= 3; --cells) {
+    line = render(cells);
+  }
+  if (static_cast<int>(line.size()) > max_columns) line = render(0);
+  if (static_cast<int>(line.size()) > max_columns) line.resize(max_columns);
+  return line;
+}
+
+std::string Sparkline(const std::vector<double>& values, int width) {
+  static const char* kBlocks[] = {"\u2581", "\u2582", "\u2583", "\u2584",
+                                  "\u2585", "\u2586", "\u2587", "\u2588"};
+  std::vector<double> finite;
+  for (double v : values) {
+    if (std::isfinite(v)) finite.push_back(v);
+  }
+  if (finite.empty() || width <= 0) return "";
+  const int cells = std::min<int>(width, static_cast<int>(finite.size()));
+  std::vector<double> avg(cells, 0.0);
+  for (int c = 0; c < cells; ++c) {
+    const size_t begin = finite.size() * c / cells;
+    const size_t end = std::max(begin + 1, finite.size() * (c + 1) / cells);
+    for (size_t i = begin; i < end; ++i) avg[c] += finite[i];
+    avg[c] /= static_cast<double>(end - begin);
+  }
+  const auto [lo, hi] = std::minmax_element(avg.begin(), avg.end());
+  std::string out;
+  for (double v : avg) {
+    const int level = *hi > *lo ? static_cast<int>(std::lround((v - *lo) / (*hi - *lo) * 7)) : 3;
+    out += kBlocks[std::clamp(level, 0, 7)];
+  }
   return out;
+}
+
+double MetricValue(const v1::EvalMetrics& m, const std::string& metric) {
+  if (metric == "accuracy") return m.accuracy();
+  if (metric == "macro_f1") return m.macro_f1();
+  if (metric == "mcc") return m.mcc();
+  if (metric == "loss") return m.loss();
+  if (metric == "mse") return m.mse();
+  if (metric == "pearson") return m.pearson();
+  if (metric == "spearman") return m.spearman();
+  return 0.0;
 }
 
 void EtaEstimator::Observe(int64_t step, absl::Time at) {
@@ -136,21 +226,43 @@ std::string FormatTable(const std::vector<std::vector<std::string>>& rows) {
   return out;
 }
 
-std::string FormatJobList(const std::vector<v1::Job>& jobs) {
-  std::vector<std::vector<std::string>> rows = {
-      {"ID", "STATE", "NAME", "PROGRESS", "CREATED"}};
+std::string FormatJobList(const std::vector<v1::Job>& jobs, absl::Time now, bool wide) {
+  std::vector<std::vector<std::string>> rows = {{"ID", "STATE", "NAME", "PROGRESS", "CREATED"}};
+  if (wide) {
+    for (const char* h : {"BEST", "SWEEP", "TENANT", "STARTED", "DURATION", "OUTPUT"}) {
+      rows[0].push_back(h);
+    }
+  }
   for (const v1::Job& j : jobs) {
     rows.push_back({j.id(), StateName(j.state()),
-                    j.spec().display_name().empty() ? "-"
-                                                    : j.spec().display_name(),
-                    Progress(j.progress()), FormatTimestamp(j.create_time())});
+                    j.spec().display_name().empty() ? "-" : j.spec().display_name(),
+                    Progress(j.progress()), FormatAge(j.create_time(), now)});
+    if (!wide) continue;
+    const v1::JobResult& r = j.result();
+    std::string best = "-";
+    if (r.has_best_eval()) {
+      const std::string metric = r.selection_metric().empty() ? "accuracy" : r.selection_metric();
+      best = absl::StrFormat("%s %.4f", metric, MetricValue(r.best_eval(), metric));
+    }
+    std::string duration = "-";
+    if (IsSet(j.start_time())) {
+      const absl::Time end = IsSet(j.end_time()) ? ToTime(j.end_time()) : now;
+      duration = FormatClock(end - ToTime(j.start_time()));
+    }
+    for (std::string v : {best, j.sweep_id(), j.tenant(), FormatTimestamp(j.start_time()),
+                          duration, r.output_uri()}) {
+      rows.back().push_back(v.empty() ? "-" : v);
+    }
   }
   return FormatTable(rows);
 }
 
-std::string FormatSweepList(const std::vector<v1::Sweep>& sweeps) {
+std::string FormatSweepList(const std::vector<v1::Sweep>& sweeps, absl::Time now, bool wide) {
   std::vector<std::vector<std::string>> rows = {
       {"ID", "STATE", "TRIALS", "WINNER", "BEST", "CREATED"}};
+  if (wide) {
+    for (const char* h : {"NAME", "ENDED", "OUTPUT"}) rows[0].push_back(h);
+  }
   for (const v1::Sweep& s : sweeps) {
     int ended = 0;
     bool has_best = false;
@@ -178,14 +290,45 @@ std::string FormatSweepList(const std::vector<v1::Sweep>& sweeps) {
       has_best = s.trials(s.winner_index()).has_best();
       best = s.trials(s.winner_index()).best_metric();
     }
-    std::string state = v1::SweepState_Name(s.state());
-    if (absl::StartsWith(state, "SWEEP_STATE_")) state = state.substr(12);
-    rows.push_back({s.id(), state, absl::StrCat(ended, "/", s.trials_size()),
+    rows.push_back({s.id(), StateName(s.state()), absl::StrCat(ended, "/", s.trials_size()),
                     won ? s.trials(s.winner_index()).label() : "-",
                     has_best ? absl::StrFormat("%s %.4f", s.selection_metric(), best) : "-",
-                    FormatTimestamp(s.create_time())});
+                    FormatAge(s.create_time(), now)});
+    if (wide) {
+      for (std::string v : {s.spec().display_name(), FormatTimestamp(s.end_time()),
+                            s.output_uri()}) {
+        rows.back().push_back(v.empty() ? "-" : v);
+      }
+    }
   }
   return FormatTable(rows);
+}
+
+std::string FormatSweepTable(const v1::Sweep& sweep) {
+  std::string out = absl::StrCat("sweep ", sweep.id(), "  ", StateName(sweep.state()),
+                                 "  metric ", sweep.selection_metric(),
+                                 sweep.lower_is_better() ? " (lower is better)" : "", "\n");
+  absl::StrAppend(&out, absl::StrFormat("  %-12s %6s %12s %10s %8s %9s  %-14s %s\n", "candidate",
+                                        "depth", "trainable", "best", "step", "wall s",
+                                        "state", "job"));
+  for (int i = 0; i < sweep.trials_size(); ++i) {
+    const v1::SweepTrial& t = sweep.trials(i);
+    std::string state = StateName(t.state());
+    if (t.state() == v1::TRIAL_STATE_PRUNED) absl::StrAppend(&state, "@", t.pruned_at_step());
+    absl::StrAppend(
+        &out, absl::StrFormat("%s %-12s %6d %12d %10s %8s %9.1f  %-14s %s\n",
+                              i == sweep.winner_index() ? "*" : " ", t.label(), t.frozen_depth(),
+                              t.trainable_parameters(),
+                              t.has_best() ? absl::StrFormat("%.4f", t.best_metric()) : "-",
+                              t.has_best() ? absl::StrCat(t.best_step()) : "-", t.wall_seconds(),
+                              absl::AsciiStrToLower(state), t.job_id()));
+  }
+  if (sweep.winner_index() >= 0 && sweep.winner_index() < sweep.trials_size()) {
+    absl::StrAppend(&out, "winner: ", sweep.trials(sweep.winner_index()).label(), " -> ",
+                    sweep.output_uri(), "\n");
+  }
+  if (!sweep.error_message().empty()) absl::StrAppend(&out, "error: ", sweep.error_message(), "\n");
+  return out;
 }
 
 std::string FormatJobDetails(const v1::Job& job) {
@@ -242,7 +385,7 @@ std::string FormatPlan(const v1::PlanFreezeResponse& plan) {
   return out;
 }
 
-std::string FormatSummary(const v1::Job& job) {
+std::string FormatSummary(const v1::Job& job, const Curves& curves) {
   std::vector<std::vector<std::string>> rows = {
       {"state", StateName(job.state())}};
   if (!job.error_message().empty()) rows.push_back({"error", job.error_message()});
@@ -273,6 +416,18 @@ std::string FormatSummary(const v1::Job& job) {
                                     FormatCount(r.total_parameters()), pct)});
     rows.push_back({"frozen weights verified",
                     r.frozen_weights_verified() ? "yes (bit-identical)" : "no"});
+    if (curves.loss.size() >= 2) {
+      rows.push_back({"train loss", absl::StrFormat("%s %.4g -> %.4g", Sparkline(curves.loss),
+                                                    curves.loss.front(), curves.loss.back())});
+    }
+    if (curves.evals.size() >= 2) {
+      const std::string metric = r.selection_metric().empty() ? "accuracy" : r.selection_metric();
+      std::vector<double> values;
+      for (const v1::EvalMetrics& e : curves.evals) values.push_back(MetricValue(e, metric));
+      rows.push_back({absl::StrCat("eval ", metric),
+                      absl::StrFormat("%s %.4g -> %.4g", Sparkline(values), values.front(),
+                                      values.back())});
+    }
     rows.push_back({"train time", FormatClock(absl::Seconds(r.train_seconds()))});
     rows.push_back({"output", r.output_uri().empty() ? "-" : r.output_uri()});
   } else if (job.progress().total_steps() > 0) {
@@ -300,6 +455,9 @@ void EventPrinter::Line(const std::string& text) {
 }
 
 void EventPrinter::OnEvent(const v1::JobEvent& e) {
+  last_sequence_ = e.sequence();
+  if (e.has_train()) curves_.loss.push_back(e.train().loss());
+  if (e.has_eval()) curves_.evals.push_back(e.eval());
   if (mode_ == Mode::kJson) {
     out_ << ToJsonLine(e) << "\n" << std::flush;
     if (e.has_state_change()) {
@@ -320,9 +478,15 @@ void EventPrinter::OnEvent(const v1::JobEvent& e) {
     case v1::JobEvent::kTrain: {
       const v1::TrainMetrics& t = e.train();
       eta_.Observe(t.step(), ToTime(e.time()));
+      // One column spare: a line that fills the terminal exactly wraps on
+      // some terminals when the cursor moves past the last column.
       std::string bar = FormatProgressBar(
           t.step(), t.total_steps(), eta_.Eta(t.total_steps()), t.loss(),
-          t.learning_rate(), t.samples_per_second());
+          t.learning_rate(), t.samples_per_second(), 10, columns_ > 0 ? columns_ - 1 : 0);
+      if (mode_ == Mode::kText) {
+        Line(bar);
+        break;
+      }
       bar_ = bar;
       out_ << "\r\033[K" << bar_ << std::flush;
       break;

@@ -2,6 +2,7 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -290,6 +291,79 @@ absl::StatusOr<v1::FineTuneJob> BuildJob(const ParsedArgs& args) {
   absl::Status s = ApplyJobFlags(args, &job);
   if (!s.ok()) return s;
   return job;
+}
+
+std::string FlagForField(absl::string_view path) {
+  // Kept next to ApplyJobFlags, which sets these fields from these flags.
+  static const auto* kFields = new std::vector<std::pair<std::string, std::string>>{
+      {"model_uri", "model"},
+      {"train", "train"},
+      {"train.uri", "train"},
+      {"validation", "validation"},
+      {"validation.uri", "validation"},
+      {"train.format", "format"},
+      {"train.text_field", "text-field"},
+      {"train.text_pair_field", "text-pair-field"},
+      {"train.label_field", "label-field"},
+      {"task.label_names", "labels"},
+      {"task.num_labels", "num-labels"},
+      {"freeze", "freeze"},
+      {"freeze.bottom.num_layers", "freeze"},
+      {"freeze.rules", "rule"},
+      {"freeze.rules.pattern", "rule"},
+      {"freeze.rules.lr_scale", "rule"},
+      {"freeze.frozen_eval_mode", "frozen-eval-mode"},
+      {"freeze.layerwise_lr_decay", "layerwise-lr-decay"},
+      {"hyperparameters.epochs", "epochs"},
+      {"hyperparameters.batch_size", "batch-size"},
+      {"hyperparameters.learning_rate", "lr"},
+      {"hyperparameters.weight_decay", "weight-decay"},
+      {"hyperparameters.warmup_ratio", "warmup-ratio"},
+      {"hyperparameters.max_seq_length", "max-seq-length"},
+      {"hyperparameters.seed", "seed"},
+      {"hyperparameters.log_every_steps", "log-every"},
+      {"hyperparameters.eval_every_steps", "eval-every"},
+      {"hyperparameters.lr_schedule", "lr-schedule"},
+      {"hyperparameters.max_grad_norm", "max-grad-norm"},
+      {"hyperparameters.gradient_accumulation_steps", "grad-accum"},
+      {"hyperparameters.checkpoint_every_steps", "checkpoint-every"},
+      {"hyperparameters.early_stopping_patience", "early-stopping"},
+      {"hyperparameters.selection_metric", "selection-metric"},
+      {"hyperparameters.validation_split", "validation-split"},
+      {"output_uri", "output"},
+      {"device", "device"},
+      {"client_request_id", "request-id"},
+      {"display_name", "name"},
+      {"priority", "priority"},
+      {"freeze_depths", "depths"},
+      {"include_head_only", "depths"},
+      {"selection_metric", "sweep-metric"},
+      {"successive_halving", "rungs"},
+      {"successive_halving.rung_steps", "rungs"},
+      {"successive_halving.reduction_factor", "reduction-factor"},
+  };
+  std::string p;
+  // Drop indexes: rules[2] -> rules.
+  for (size_t i = 0; i < path.size(); ++i) {
+    if (path[i] == '[') {
+      while (i < path.size() && path[i] != ']') ++i;
+      continue;
+    }
+    p.push_back(path[i]);
+  }
+  absl::string_view v = p;
+  if (!absl::ConsumePrefix(&v, "sweep.job.") && !absl::ConsumePrefix(&v, "job.")) {
+    absl::ConsumePrefix(&v, "sweep.");
+  }
+  // The validation set's fields are set by the same flags as train's.
+  std::string key(v);
+  if (absl::StartsWith(key, "validation.") && key != "validation.uri") {
+    key = "train." + key.substr(strlen("validation."));
+  }
+  for (const auto& [field, flag] : *kFields) {
+    if (key == field) return flag;
+  }
+  return "";
 }
 
 absl::StatusOr<v1::PlanFreezeRequest> BuildPlanRequest(const ParsedArgs& args) {

@@ -47,6 +47,12 @@ absl::StatusOr<v1::FineTuneJob> BuildJob(const ParsedArgs& args);
 // Applies the job flags in `args` onto `job`.
 absl::Status ApplyJobFlags(const ParsedArgs& args, v1::FineTuneJob* job);
 
+// The CLI flag that sets a field, for hints: "max-seq-length" for
+// "job.hyperparameters.max_seq_length" (a leading "job."/"sweep.job." is
+// ignored, and so is an index: "job.freeze.rules[2].pattern" -> "rule").
+// "" when no flag sets it.
+std::string FlagForField(absl::string_view field_path);
+
 // `plan`: -f may hold a PlanFreezeRequest, a FineTuneJob (its model_uri,
 // freeze and task are used) or a bare FreezeSpec; flags override.
 absl::StatusOr<v1::PlanFreezeRequest> BuildPlanRequest(const ParsedArgs& args);

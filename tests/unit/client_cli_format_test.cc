@@ -30,6 +30,54 @@ TEST(FormatTest, ProgressBar) {
             "[####]");
 }
 
+TEST(FormatTest, ProgressBarFitsTheTerminal) {
+  auto bar = [](int columns) {
+    return FormatProgressBar(120, 300, absl::Seconds(42), 0.5312f, 4.1e-5f, 812.f, 10, columns);
+  };
+  EXPECT_EQ(bar(200), "[####------] 120/300 40% ETA 0:42 loss 0.5312 lr 4.1e-05 812 samples/s");
+  // Fields go first (samples/s, lr, ETA, percent, loss), then the bar shrinks.
+  EXPECT_EQ(bar(60), "[####------] 120/300 40% ETA 0:42 loss 0.5312 lr 4.1e-05");
+  EXPECT_EQ(bar(50), "[####------] 120/300 40% ETA 0:42 loss 0.5312");
+  EXPECT_EQ(bar(40), "[####------] 120/300 40% loss 0.5312");
+  EXPECT_EQ(bar(24), "[####------] 120/300");
+  EXPECT_EQ(bar(16), "[##----] 120/300");
+  EXPECT_EQ(bar(10), "120/300");
+  for (int columns = 5; columns <= 90; ++columns) {
+    EXPECT_LE(static_cast<int>(bar(columns).size()), columns) << columns;
+  }
+}
+
+TEST(FormatTest, Sparkline) {
+  EXPECT_EQ(Sparkline({}), "");
+  EXPECT_EQ(Sparkline({3, 2, 1, 0}), "\u2588\u2586\u2583\u2581");
+  EXPECT_EQ(Sparkline({1, 1}), "\u2584\u2584");
+  // More values than cells: averaged into `width` cells, rising stays rising.
+  std::vector<double> rising;
+  for (int i = 0; i < 100; ++i) rising.push_back(i);
+  const std::string line = Sparkline(rising, 10);
+  EXPECT_EQ(line.size(), 10u * 3);  // ten 3-byte UTF-8 blocks
+  EXPECT_EQ(line.substr(0, 3), "\u2581");
+  EXPECT_EQ(line.substr(27), "\u2588");
+}
+
+TEST(FormatTest, AgeAndShortStateNames) {
+  google::protobuf::Timestamp ts;
+  const absl::Time now = absl::FromUnixSeconds(1700000000);
+  EXPECT_EQ(FormatAge(ts, now), "-");
+  ts.set_seconds(1700000000 - 2);
+  EXPECT_EQ(FormatAge(ts, now), "just now");
+  ts.set_seconds(1700000000 - 42);
+  EXPECT_EQ(FormatAge(ts, now), "42s ago");
+  ts.set_seconds(1700000000 - 300);
+  EXPECT_EQ(FormatAge(ts, now), "5m ago");
+  ts.set_seconds(1700000000 - 3 * 3600);
+  EXPECT_EQ(FormatAge(ts, now), "3h ago");
+  ts.set_seconds(1700000000 - 3 * 86400);
+  EXPECT_EQ(FormatAge(ts, now), "3d ago");
+  EXPECT_EQ(StateName(v1::SWEEP_STATE_SUCCEEDED), "SUCCEEDED");
+  EXPECT_EQ(StateName(v1::TRIAL_STATE_STOPPED_EARLY), "STOPPED_EARLY");
+}
+
 TEST(FormatTest, ClockCountTimestamp) {
   EXPECT_EQ(FormatClock(absl::Seconds(42)), "0:42");
   EXPECT_EQ(FormatClock(absl::Seconds(725)), "12:05");
@@ -43,7 +91,7 @@ TEST(FormatTest, ClockCountTimestamp) {
   google::protobuf::Timestamp ts;
   EXPECT_EQ(FormatTimestamp(ts), "-");
   ts.set_seconds(1700000000);
-  EXPECT_EQ(FormatTimestamp(ts), "2023-11-14 22:13:20");
+  EXPECT_EQ(FormatTimestamp(ts), "2023-11-14 22:13:20 UTC");
   EXPECT_EQ(StateName(v1::JOB_STATE_RUNNING), "RUNNING");
 }
 
@@ -122,6 +170,24 @@ TEST(FormatTest, SummaryOfASucceededJob) {
             "state  FAILED\nerror  step 12: non-finite loss\n");
 }
 
+TEST(FormatTest, SummaryHasLossAndMetricSparklines) {
+  v1::Job job;
+  job.set_state(v1::JOB_STATE_SUCCEEDED);
+  job.mutable_result()->set_selection_metric("accuracy");
+  Curves curves;
+  curves.loss = {0.7, 0.6, 0.5, 0.4};
+  for (float acc : {0.5f, 0.6f, 0.8f}) {
+    v1::EvalMetrics e;
+    e.set_accuracy(acc);
+    curves.evals.push_back(e);
+  }
+  const std::string summary = FormatSummary(job, curves);
+  EXPECT_NE(summary.find("train loss               \u2588\u2586\u2583\u2581 0.7 -> 0.4"),
+            std::string::npos) << summary;
+  EXPECT_NE(summary.find("eval accuracy            \u2581\u2583\u2588 0.5 -> 0.8"),
+            std::string::npos) << summary;
+}
+
 TEST(FormatTest, JobListTable) {
   v1::Job j;
   j.set_id("job-1");
@@ -130,9 +196,17 @@ TEST(FormatTest, JobListTable) {
   j.mutable_progress()->set_step(120);
   j.mutable_progress()->set_total_steps(300);
   j.mutable_create_time()->set_seconds(1700000000);
-  EXPECT_EQ(FormatJobList({j}),
+  const absl::Time now = absl::FromUnixSeconds(1700000000 + 300);
+  EXPECT_EQ(FormatJobList({j}, now),
             "ID     STATE    NAME  PROGRESS     CREATED\n"
-            "job-1  RUNNING  demo  120/300 40%  2023-11-14 22:13:20\n");
+            "job-1  RUNNING  demo  120/300 40%  5m ago\n");
+  j.mutable_start_time()->set_seconds(1700000000 + 60);
+  j.set_sweep_id("sweep-1");
+  EXPECT_EQ(FormatJobList({j}, now, /*wide=*/true),
+            "ID     STATE    NAME  PROGRESS     CREATED  BEST  SWEEP    TENANT  STARTED"
+            "                  DURATION  OUTPUT\n"
+            "job-1  RUNNING  demo  120/300 40%  5m ago   -     sweep-1  -       "
+            "2023-11-14 22:14:20 UTC  4:00      -\n");
 }
 
 TEST(FormatTest, SweepListTable) {
@@ -172,10 +246,10 @@ TEST(FormatTest, SweepListTable) {
   fresh.set_winner_index(-1);
   *fresh.add_trials() = trial("depth=0", v1::TRIAL_STATE_CANCELLED, false, 0);
   *fresh.add_trials() = trial("depth=1", v1::TRIAL_STATE_PRUNED, false, 0);
-  EXPECT_EQ(FormatSweepList({running, done, fresh}),
+  EXPECT_EQ(FormatSweepList({running, done, fresh}, absl::FromUnixSeconds(1700007200)),
             "ID       STATE      TRIALS  WINNER   BEST             CREATED\n"
-            "sweep-1  RUNNING    1/3     -        accuracy 0.8000  2023-11-14 22:13:20\n"
-            "sweep-2  SUCCEEDED  2/2     depth=2  loss 0.2500      2023-11-14 22:15:00\n"
+            "sweep-1  RUNNING    1/3     -        accuracy 0.8000  2h ago\n"
+            "sweep-2  SUCCEEDED  2/2     depth=2  loss 0.2500      118m ago\n"
             "sweep-3  CANCELLED  2/2     -        -                -\n");
 }
 
@@ -278,6 +352,57 @@ TEST(ArgsTest, RejectsMistakes) {
   EXPECT_TRUE(ParseArgs({"help"}).ok());
   EXPECT_NE(UsageText().find("submit"), std::string::npos);
   EXPECT_NE(UsageText("plan").find("--rule"), std::string::npos);
+}
+
+TEST(ArgsTest, HelpShowsDefaultsAndTwoExamplesPerCommand) {
+  for (const CommandDef& c : Commands()) {
+    EXPECT_EQ(c.examples.size(), 2u) << c.name;
+    if (std::string(c.name) == "help") continue;  // `help help` is the overview
+    const std::string help = UsageText(c.name);
+    EXPECT_NE(help.find("\nexamples:\n  " + c.examples[0] + "\n  " + c.examples[1] + "\n"),
+              std::string::npos)
+        << help;
+  }
+  // Every flag that takes a value and has a default says what it is.
+  for (const char* flag : {"epochs", "batch-size", "lr", "weight-decay", "warmup-ratio",
+                           "lr-schedule", "max-seq-length", "seed", "log-every", "eval-every",
+                           "grad-accum", "max-grad-norm", "checkpoint-every", "early-stopping",
+                           "selection-metric", "validation-split", "device", "priority",
+                           "limit", "page-size", "timeout", "server", "after"}) {
+    bool found = false;
+    for (const FlagDef& f : AllFlags()) {
+      if (std::string(f.name) != flag) continue;
+      found = true;
+      EXPECT_NE(std::string(f.help).find("default"), std::string::npos) << flag;
+    }
+    EXPECT_TRUE(found) << flag;
+  }
+  EXPECT_EQ(DidYouMean("sweep-lst", {"sweep-list", "sweep-get"}, ""),
+            "; did you mean 'sweep-list'?");
+  EXPECT_EQ(DidYouMean("xyz", {"list", "get"}, ""), "");
+  EXPECT_EQ(FlagForField("job.hyperparameters.max_seq_length"), "max-seq-length");
+  EXPECT_EQ(FlagForField("job.freeze.rules[3].pattern"), "rule");
+  EXPECT_EQ(FlagForField("job.validation.text_field"), "text-field");
+  EXPECT_EQ(FlagForField("sweep.job.hyperparameters.epochs"), "epochs");
+  EXPECT_EQ(FlagForField("job.nothing"), "");
+}
+
+TEST(ArgsTest, ShortOutputFlagForms) {
+  for (const char* form : {"-o", "-o=", "-o"}) {
+    std::vector<std::string> argv = {"list"};
+    if (std::string(form) == "-o=") {
+      argv.push_back("-o=wide");
+    } else {
+      argv.push_back(form);
+      argv.push_back("wide");
+    }
+    absl::StatusOr<ParsedArgs> a = ParseArgs(argv);
+    ASSERT_TRUE(a.ok()) << a.status();
+    EXPECT_EQ(a->Get("o"), "wide");
+  }
+  absl::StatusOr<ParsedArgs> joined = ParseArgs({"list", "-ojson"});
+  ASSERT_TRUE(joined.ok());
+  EXPECT_EQ(joined->Get("o"), "json");
 }
 
 TEST(JobFlagsTest, ParseRule) {

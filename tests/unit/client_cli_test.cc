@@ -66,11 +66,13 @@ RunResult RunCli(const std::string& args, const std::string& env = "") {
 // The same under a pseudo-terminal (util-linux `script`), so that the CLI
 // sees a TTY on stdout; the pty merges stderr into the output. Returns
 // exit_code -2 when `script` is missing.
-RunResult RunCliTty(const std::string& args) {
+// `columns` > 0 sets the terminal's width first (stty cols).
+RunResult RunCliTty(const std::string& args, int columns = 0) {
   if (access("/usr/bin/script", X_OK) != 0) return RunResult{-2, "", "", {}};
   return RunShell(absl::StrCat(
       "env -u FREEZETUNE_SERVER -u FREEZETUNE_TOKEN /usr/bin/script -qec '",
-      Binary(), " ", args, "' /dev/null"));
+      columns > 0 ? absl::StrCat("stty cols ", columns, "; ") : "", Binary(), " ", args,
+      "' /dev/null"));
 }
 
 template <typename Msg>
@@ -163,6 +165,28 @@ TEST_F(CliTest, WatchOnATtyDrawsProgressAndASummary) {
   EXPECT_EQ(r.out.find("{\""), std::string::npos) << "no JSON on a TTY";
 }
 
+TEST_F(CliTest, ProgressLineFitsANarrowTerminalAndSummaryHasSparklines) {
+  v1::Job job;
+  job.set_id("job-n");
+  job.set_state(v1::JOB_STATE_SUCCEEDED);
+  job.mutable_result()->set_steps(30);
+  service_.AddJob(job);
+  service_.SetEvents("job-n", SimpleLog("job-n", 3, v1::JOB_STATE_SUCCEEDED));
+  RunResult r = RunCliTty(server_flag_ + " watch job-n", 32);
+  if (r.exit_code == -2) GTEST_SKIP() << "no /usr/bin/script for a pty";
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  // Every redraw of the progress line fits in 31 columns (one spare).
+  int redraws = 0;
+  for (absl::string_view part : absl::StrSplit(r.out, "\r\033[K")) {
+    absl::string_view line = part.substr(0, part.find_first_of("\r\n"));
+    if (line.find("/30") == absl::string_view::npos) continue;
+    ++redraws;
+    EXPECT_LE(line.size(), 31u) << line;
+  }
+  EXPECT_GE(redraws, 3) << r.out;
+  EXPECT_NE(r.out.find("train loss"), std::string::npos) << r.out;
+}
+
 TEST_F(CliTest, CancelledJobExitsNonZero) {
   service_.SetEvents("job-c", SimpleLog("job-c", 1, v1::JOB_STATE_CANCELLED));
   RunResult r = RunCli(server_flag_ + " watch job-c");
@@ -244,13 +268,18 @@ TEST_F(CliTest, SubmitRejectedShowsServerError) {
   RunResult r = RunCli(server_flag_ + " submit --model file:///m --train file:///x");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.err,
-            "freezetune: INVALID_ARGUMENT: job.train.uri: file not found\n");
+            "freezetune: INVALID_ARGUMENT: --train (job.train.uri): file not found\n");
 }
 
 TEST_F(CliTest, UsageErrorsExitTwo) {
   RunResult bad_flag = RunCli(server_flag_ + " list --bogus");
   EXPECT_EQ(bad_flag.exit_code, 2);
   EXPECT_EQ(bad_flag.err, "freezetune: unknown flag '--bogus'\n");
+  RunResult typo = RunCli(server_flag_ + " lst");
+  EXPECT_EQ(typo.exit_code, 2);
+  EXPECT_EQ(typo.err, "freezetune: unknown command 'lst'; did you mean 'list'?\n");
+  RunResult flag_typo = RunCli(server_flag_ + " submit --epoch 3");
+  EXPECT_EQ(flag_typo.err, "freezetune: unknown flag '--epoch'; did you mean '--epochs'?\n");
   RunResult bad_rule = RunCli(server_flag_ + " submit --rule nope");
   EXPECT_EQ(bad_rule.exit_code, 2);
   RunResult help = RunCli("help submit");
@@ -291,6 +320,15 @@ TEST_F(CliTest, GetListCancel) {
   EXPECT_EQ(ParseJson<v1::Job>(list.lines[0]).spec().display_name(), "c");
   EXPECT_EQ(service_.Calls("ListJobs"), 2);
 
+  // -o name: ids only, newest first; the same table piped as on a terminal.
+  RunResult names = RunCli(server_flag_ + " list -o name");
+  EXPECT_EQ(names.out, "job-3\njob-2\njob-1\n");
+  RunResult wide = RunCli(server_flag_ + " list -owide --limit 1");
+  ASSERT_EQ(wide.lines.size(), 2u) << wide.out;
+  EXPECT_NE(wide.lines[0].find("DURATION"), std::string::npos);
+  RunResult bad = RunCli(server_flag_ + " list -o yaml");
+  EXPECT_EQ(bad.exit_code, 2);
+
   RunResult table = RunCli(server_flag_ + " list --limit 2");
   ASSERT_EQ(table.exit_code, 0) << table.err;
   ASSERT_EQ(table.lines.size(), 3u) << table.out;  // header + 2 rows
@@ -299,7 +337,7 @@ TEST_F(CliTest, GetListCancel) {
 
   RunResult cancel = RunCli(server_flag_ + " cancel job-2");
   EXPECT_EQ(cancel.exit_code, 0) << cancel.err;
-  EXPECT_EQ(cancel.out, "job-2: CANCELLED\n");
+  EXPECT_EQ(cancel.out, "cancelled job-2 (was QUEUED)\n");
   RunResult again = RunCli(server_flag_ + " cancel job-2");
   EXPECT_EQ(again.exit_code, 1);
   EXPECT_EQ(again.err,
