@@ -9,7 +9,9 @@ export BUILD_DIR
 build:
 	scripts/setup.sh
 
-demo: build
+# The demo needs only the server, the model tool and the CLI, not the tests.
+demo:
+	scripts/setup.sh freezetune-server freezetune-model freezetune
 	scripts/demo.sh
 
 test: build fuzz

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages freezetune needs (scripts/debian-packages.txt),
 # makes sure libblas.so.3 is OpenBLAS, then configures and builds.
-#   scripts/setup.sh            install (as root) + configure + build everything
-#   scripts/setup.sh --no-build install only
+#   scripts/setup.sh              install (as root) + configure + build everything
+#   scripts/setup.sh --no-build   install only
+#   scripts/setup.sh TARGET...    install + configure + build only these targets
+#                                 (make demo: the server, the model tool, the CLI)
 # Not root and something missing: prints the exact apt-get line and exits 1.
 # Environment (used by docker/*.Dockerfile):
 #   FREEZETUNE_SKIP_PACKAGES="a b"  leave these names of the list out (the CUDA
@@ -56,4 +58,5 @@ BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc)}
 # shellcheck disable=SC2086  # FREEZETUNE_CMAKE_ARGS is a list of words
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo ${FREEZETUNE_CMAKE_ARGS:-} >/dev/null
-cmake --build "$BUILD_DIR" -j"$JOBS"
+# shellcheck disable=SC2046  # one --target per argument
+cmake --build "$BUILD_DIR" -j"$JOBS" $(for t in "$@"; do printf -- '--target %s ' "$t"; done)
