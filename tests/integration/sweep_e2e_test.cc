@@ -382,12 +382,12 @@ TEST_F(SweepE2ETest, ListSweepsPagesNewestFirstAndFiltersByState) {
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
   EXPECT_NE(refused.status().message().find("page_token"), std::string::npos) << refused.status();
 
-  // The CLI: JSON lines when piped, a table on a terminal.
+  // The CLI: JSON lines with -o json; the same table piped as on a terminal.
   const std::string server = "127.0.0.1:" + std::to_string(server_->port());
   cli::CliEnv env;
   std::ostringstream out, err;
   int rc = cli::RunCli({"--server", server, "sweep-list", "--state", "cancelled", "--page-size",
-                        "1"},
+                        "1", "-o", "json"},
                        env, out, err);
   EXPECT_EQ(rc, 0) << err.str();
   std::istringstream lines(out.str());
@@ -410,6 +410,13 @@ TEST_F(SweepE2ETest, ListSweepsPagesNewestFirstAndFiltersByState) {
   }
   EXPECT_NE(tty_out.str().find(ids[2] + "  RUNNING"), std::string::npos) << tty_out.str();
   EXPECT_NE(tty_out.str().find("/2"), std::string::npos) << tty_out.str();
+  env.stdout_is_tty = false;
+  std::ostringstream piped_out, piped_err;
+  rc = cli::RunCli({"--server", server, "sweep-list", "--limit", "1"}, env, piped_out, piped_err);
+  EXPECT_EQ(rc, 0) << piped_err.str();
+  EXPECT_EQ(piped_out.str().substr(0, piped_out.str().find('\n')),
+            tty_out.str().substr(0, tty_out.str().find('\n')));
+  EXPECT_NE(piped_out.str().find(ids[2] + "  RUNNING"), std::string::npos) << piped_out.str();
 
   std::ostringstream bad_out, bad_err;
   rc = cli::RunCli({"--server", server, "sweep-list", "--state", "queued"}, env, bad_out, bad_err);
