@@ -42,13 +42,24 @@ const std::vector<FlagDef>& AllFlags() {
       {"labels", "A,B,...", false, "class names in id order"},
       {"num-labels", "N", false,
        "number of classes; 1: regression (default: from --labels or the training data)"},
-      {"freeze", "head-only|bottom:N|none", false, "freeze recipe"},
+      {"freeze", "head-only|bottom:N|bias-only|none", false,
+       "freeze recipe (bias-only: BitFit, biases and the head train)"},
       {"rule", "freeze:RE|train:RE[@LR_SCALE]", true,
        "ordered freeze rule, full RE2 match on parameter names (repeatable; "
        "replaces the file's rules)"},
       {"frozen-eval-mode", "true|false", false,
        "run fully frozen modules without dropout (default: true for head-only, else false)"},
       {"layerwise-lr-decay", "X", false, "layer-wise LR decay in (0, 1] (default 1: none)"},
+      {"lora-targets", "RE", false,
+       "LoRA on the Linear layers whose module names fully match RE, e.g. "
+       "'bert\\.encoder\\.layer\\.\\d+\\.attention\\.self\\.(query|value)'"},
+      {"lora-rank", "N", false, "LoRA rank (default 8 with --lora-targets)"},
+      {"lora-alpha", "X", false, "LoRA alpha; scaling alpha/rank (default: the rank)"},
+      {"lora-dropout", "X", false, "dropout on the LoRA input in [0, 1)"},
+      {"lora-save", "RE", true,
+       "module trained in full and saved with the adapter (repeatable; default: classifier)"},
+      {"output-format", "full|peft-adapter", false,
+       "full: Hugging Face model, LoRA merged (default); peft-adapter: a PEFT adapter directory"},
       {"epochs", "N", false, "passes over the training data (default 3)"},
       {"batch-size", "N", false, "examples per micro-batch (default 32)"},
       {"lr", "X", false, "peak learning rate (default 5e-5)"},
@@ -108,6 +119,7 @@ namespace {
 
 std::vector<std::string> FreezeFlags() {
   return {"freeze", "rule", "frozen-eval-mode", "layerwise-lr-decay",
+          "lora-targets", "lora-rank", "lora-alpha", "lora-dropout", "lora-save",
           "labels", "num-labels", "model", "file"};
 }
 
@@ -119,7 +131,7 @@ std::vector<std::string> SubmitFlags() {
         "warmup-ratio", "lr-schedule", "max-seq-length", "seed", "log-every",
         "eval-every", "grad-accum", "max-grad-norm", "checkpoint-every",
         "early-stopping", "selection-metric", "validation-split", "output",
-        "device", "request-id", "name", "priority", "watch"}) {
+        "output-format", "device", "request-id", "name", "priority", "watch"}) {
     f.push_back(n);
   }
   return f;

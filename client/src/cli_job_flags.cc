@@ -59,6 +59,47 @@ absl::StatusOr<v1::LrSchedule> ParseSchedule(absl::string_view text) {
   return FlagError("lr-schedule", "linear, cosine or constant", text);
 }
 
+// --lora-*: the LoRA block of the freeze spec. --lora-targets creates it
+// (rank 8 unless --lora-rank); the other flags adjust a block that exists
+// (from -f or --lora-targets).
+absl::Status ApplyLoraFlags(const ParsedArgs& args, v1::FreezeSpec* freeze) {
+  if (std::optional<std::string> t = args.Get("lora-targets")) {
+    if (!freeze->has_lora()) freeze->mutable_lora()->set_rank(8);
+    freeze->mutable_lora()->set_target_modules(*t);
+  }
+  const bool any = args.Get("lora-rank") || args.Get("lora-alpha") ||
+                   args.Get("lora-dropout") || !args.GetAll("lora-save").empty();
+  if (!any) return absl::OkStatus();
+  if (!freeze->has_lora()) {
+    return absl::InvalidArgumentError(
+        "--lora-rank/--lora-alpha/--lora-dropout/--lora-save need --lora-targets "
+        "(or a file with freeze.lora)");
+  }
+  v1::LoraSpec* lora = freeze->mutable_lora();
+  for (absl::Status st : {
+           IntFlag(args, "lora-rank", [&](int64_t n) { lora->set_rank(static_cast<int32_t>(n)); }),
+           FloatFlag(args, "lora-alpha", [&](float x) { lora->set_alpha(x); }),
+           FloatFlag(args, "lora-dropout", [&](float x) { lora->set_dropout(x); }),
+       }) {
+    if (!st.ok()) return st;
+  }
+  std::vector<std::string> save = args.GetAll("lora-save");
+  if (!save.empty()) {
+    lora->clear_modules_to_save();
+    for (const std::string& m : save) lora->add_modules_to_save(m);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::OutputFormat> ParseOutputFormat(absl::string_view text) {
+  std::string l = absl::AsciiStrToLower(text);
+  if (l == "full" || l == "merged") return v1::OUTPUT_FORMAT_FULL;
+  if (l == "peft-adapter" || l == "peft_adapter" || l == "adapter") {
+    return v1::OUTPUT_FORMAT_PEFT_ADAPTER;
+  }
+  return FlagError("output-format", "full or peft-adapter", text);
+}
+
 // Flags shared by submit and plan: model, task and the freeze spec.
 absl::Status ApplyFreezeAndTask(const ParsedArgs& args, std::string* model_uri,
                                 v1::TaskSpec* task, v1::FreezeSpec* freeze) {
@@ -96,8 +137,10 @@ absl::Status ApplyFreezeAndTask(const ParsedArgs& args, std::string* model_uri,
       return FlagError("frozen-eval-mode", "true or false", *v);
     }
   }
-  return FloatFlag(args, "layerwise-lr-decay",
-                   [&](float x) { freeze->set_layerwise_lr_decay(x); });
+  s = FloatFlag(args, "layerwise-lr-decay",
+                [&](float x) { freeze->set_layerwise_lr_decay(x); });
+  if (!s.ok()) return s;
+  return ApplyLoraFlags(args, freeze);
 }
 
 }  // namespace
@@ -135,6 +178,10 @@ absl::Status ApplyFreezeRecipe(absl::string_view text, v1::FreezeSpec* spec) {
     spec->mutable_head_only();
     return absl::OkStatus();
   }
+  if (l == "bias-only" || l == "bias_only" || l == "bitfit") {
+    spec->mutable_bias_only();
+    return absl::OkStatus();
+  }
   if (l == "none") {
     spec->clear_recipe();
     return absl::OkStatus();
@@ -147,7 +194,7 @@ absl::Status ApplyFreezeRecipe(absl::string_view text, v1::FreezeSpec* spec) {
       return absl::OkStatus();
     }
   }
-  return FlagError("freeze", "head-only, bottom:N or none", text);
+  return FlagError("freeze", "head-only, bottom:N, bias-only or none", text);
 }
 
 absl::StatusOr<std::vector<v1::JobState>> ParseStates(absl::string_view text) {
@@ -274,6 +321,11 @@ absl::Status ApplyJobFlags(const ParsedArgs& args, v1::FineTuneJob* job) {
              [&](const std::string& v) { hp->set_selection_metric(v); });
   StringFlag(args, "output",
              [&](const std::string& v) { job->set_output_uri(v); });
+  if (std::optional<std::string> v = args.Get("output-format")) {
+    absl::StatusOr<v1::OutputFormat> format = ParseOutputFormat(*v);
+    if (!format.ok()) return format.status();
+    job->set_output_format(*format);
+  }
   StringFlag(args, "device", [&](const std::string& v) { job->set_device(v); });
   StringFlag(args, "request-id",
              [&](const std::string& v) { job->set_client_request_id(v); });

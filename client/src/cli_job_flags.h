@@ -25,7 +25,8 @@ namespace freezetune::cli {
 // suffix counts only when it parses as a number, so patterns may contain '@'.
 absl::StatusOr<v1::FreezeRule> ParseRule(absl::string_view text);
 
-// "head-only", "bottom:N" or "none" (clears the recipe) applied to `spec`.
+// "head-only", "bottom:N", "bias-only" (BitFit) or "none" (clears the
+// recipe) applied to `spec`.
 absl::Status ApplyFreezeRecipe(absl::string_view text, v1::FreezeSpec* spec);
 
 // "running,queued" (case-insensitive, JOB_STATE_ prefix optional).

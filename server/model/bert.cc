@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <limits>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,29 +20,22 @@
 #include <torch/nn/modules/normalization.h>
 #include <torch/utils.h>
 
+#include "server/model/activation.h"
+#include "server/model/dropout.h"
+#include "server/model/lora.h"
+
 namespace freezetune::model {
 namespace {
-
-// ACT2FN in transformers/activations.py for the names ParseBertConfig admits.
-torch::Tensor Activate(const std::string& act, const torch::Tensor& x) {
-  if (act == "gelu" || act == "gelu_python") return at::gelu(x);  // exact erf GELU
-  if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast") {
-    return at::gelu(x, "tanh");
-  }
-  if (act == "relu") return at::relu(x);
-  if (act == "silu" || act == "swish") return at::silu(x);
-  if (act == "tanh") return at::tanh(x);
-  TORCH_CHECK(false, "unsupported hidden_act \"", act, "\"");
-  return x;
-}
 
 torch::nn::LayerNorm MakeLayerNorm(const BertConfig& c) {
   return torch::nn::LayerNorm(
       torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps).elementwise_affine(true));
 }
 
-torch::nn::Linear MakeLinear(int64_t in, int64_t out) {
-  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(true));
+// Every Linear layer can carry a LoRA adapter (lora.h); without one it is a
+// plain torch::nn::Linear.
+std::shared_ptr<LoraLinearImpl> MakeLinear(int64_t in, int64_t out) {
+  return std::make_shared<LoraLinearImpl>(torch::nn::LinearOptions(in, out).bias(true));
 }
 
 // (1 - mask) * finfo(dtype).min, broadcast to [B, 1, 1, T] as HF's
@@ -63,29 +57,6 @@ torch::Tensor ExtendedMask(const torch::Tensor& mask, at::ScalarType dtype) {
   }
   torch::Tensor m = mask.unsqueeze(1).unsqueeze(2).to(dtype);
   return (1.0 - m) * lowest;
-}
-
-// Where every dropout of one model draws its masks: a generator of the
-// model's own, or torch's global one when unset.
-struct DropoutRng {
-  c10::optional<at::Generator> generator;
-};
-
-// Inverted dropout as at::dropout computes it on the CPU (a Bernoulli mask
-// scaled by 1 / (1 - p)), drawing from the model's DropoutRng.
-struct SeededDropoutImpl : torch::nn::Module {
-  SeededDropoutImpl(double p, std::shared_ptr<DropoutRng> rng) : p(p), rng(std::move(rng)) {}
-  torch::Tensor forward(const torch::Tensor& x) {
-    if (!is_training() || p == 0.0) return x;
-    torch::Tensor mask = at::empty_like(x).bernoulli_(1.0 - p, rng->generator);
-    return x * mask.div_(1.0 - p);
-  }
-  double p;
-  std::shared_ptr<DropoutRng> rng;
-};
-
-std::shared_ptr<SeededDropoutImpl> MakeDropout(double p, const std::shared_ptr<DropoutRng>& rng) {
-  return std::make_shared<SeededDropoutImpl>(p, rng);
 }
 
 struct BertEmbeddingsImpl : torch::nn::Module {
@@ -140,9 +111,9 @@ struct BertSelfAttentionImpl : torch::nn::Module {
   }
 
   torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& ext_mask) {
-    torch::Tensor q = Split(query(hidden));
-    torch::Tensor k = Split(key(hidden));
-    torch::Tensor v = Split(value(hidden));
+    torch::Tensor q = Split(query->forward(hidden));
+    torch::Tensor k = Split(key->forward(hidden));
+    torch::Tensor v = Split(value->forward(hidden));
     torch::Tensor scores = at::matmul(q, k.transpose(-1, -2));
     scores = scores / std::sqrt(static_cast<double>(head_dim));
     if (ext_mask.defined()) scores = scores + ext_mask;
@@ -152,7 +123,7 @@ struct BertSelfAttentionImpl : torch::nn::Module {
   }
 
   int64_t heads, head_dim;
-  torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};
+  std::shared_ptr<LoraLinearImpl> query, key, value;
   std::shared_ptr<SeededDropoutImpl> dropout;
 };
 
@@ -164,9 +135,9 @@ struct BertResidualOutputImpl : torch::nn::Module {
     dropout = register_module("dropout", MakeDropout(c.hidden_dropout_prob, rng));
   }
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& residual) {
-    return layer_norm(dropout->forward(dense(x)) + residual);
+    return layer_norm(dropout->forward(dense->forward(x)) + residual);
   }
-  torch::nn::Linear dense{nullptr};
+  std::shared_ptr<LoraLinearImpl> dense;
   torch::nn::LayerNorm layer_norm{nullptr};
   std::shared_ptr<SeededDropoutImpl> dropout;
 };
@@ -187,9 +158,9 @@ struct BertIntermediateImpl : torch::nn::Module {
   explicit BertIntermediateImpl(const BertConfig& c) : act(c.hidden_act) {
     dense = register_module("dense", MakeLinear(c.hidden_size, c.intermediate_size));
   }
-  torch::Tensor forward(const torch::Tensor& x) { return Activate(act, dense(x)); }
+  torch::Tensor forward(const torch::Tensor& x) { return Activate(act, dense->forward(x)); }
   std::string act;
-  torch::nn::Linear dense{nullptr};
+  std::shared_ptr<LoraLinearImpl> dense;
 };
 
 struct BertLayerImpl : torch::nn::Module {
@@ -225,9 +196,9 @@ struct BertPoolerImpl : torch::nn::Module {
     dense = register_module("dense", MakeLinear(c.hidden_size, c.hidden_size));
   }
   torch::Tensor forward(const torch::Tensor& hidden) {
-    return at::tanh(dense(hidden.select(1, 0)));
+    return at::tanh(dense->forward(hidden.select(1, 0)));
   }
-  torch::nn::Linear dense{nullptr};
+  std::shared_ptr<LoraLinearImpl> dense;
 };
 
 struct BertModelImpl : torch::nn::Module {
@@ -247,7 +218,7 @@ struct BertForSequenceClassificationImpl::Parts {
   std::shared_ptr<DropoutRng> rng = std::make_shared<DropoutRng>();
   std::shared_ptr<BertModelImpl> bert;
   std::shared_ptr<SeededDropoutImpl> dropout;
-  torch::nn::Linear classifier{nullptr};
+  std::shared_ptr<LoraLinearImpl> classifier;
 };
 
 BertForSequenceClassificationImpl::BertForSequenceClassificationImpl(const BertConfig& config,
@@ -293,7 +264,7 @@ void BertForSequenceClassificationImpl::set_dropout_generator(
 }
 
 torch::Tensor BertForSequenceClassificationImpl::Head(const torch::Tensor& hidden) {
-  return parts_->classifier(parts_->dropout->forward(parts_->bert->pooler->forward(hidden)));
+  return parts_->classifier->forward(parts_->dropout->forward(parts_->bert->pooler->forward(hidden)));
 }
 
 void BertForSequenceClassificationImpl::InitWeights() {
@@ -317,6 +288,37 @@ void BertForSequenceClassificationImpl::InitClassifier() {
   torch::NoGradGuard no_grad;
   parts_->classifier->weight.normal_(0.0, config_.initializer_range);
   parts_->classifier->bias.zero_();
+}
+
+void BertForSequenceClassificationImpl::AttachLora(const std::vector<std::string>& modules,
+                                                   int64_t rank, double alpha, double dropout) {
+  std::map<std::string, std::shared_ptr<LoraLinearImpl>> linears;
+  for (const auto& item : named_modules("", /*include_self=*/false)) {
+    if (auto linear = std::dynamic_pointer_cast<LoraLinearImpl>(item.value())) {
+      linears.emplace(item.key(), std::move(linear));
+    }
+  }
+  // Check every name before changing anything.
+  for (const std::string& name : modules) {
+    TORCH_CHECK(linears.count(name) > 0, "LoRA target ", name, " is not a Linear layer of the model");
+  }
+  for (const std::string& name : modules) {
+    linears.at(name)->AttachLora(rank, alpha, dropout, parts_->rng);
+  }
+}
+
+std::vector<std::pair<std::string, std::shared_ptr<LoraLinearImpl>>>
+BertForSequenceClassificationImpl::LoraLayers() {
+  std::vector<std::pair<std::string, std::shared_ptr<LoraLinearImpl>>> out;
+  for (const auto& item : named_modules("", /*include_self=*/false)) {
+    auto linear = std::dynamic_pointer_cast<LoraLinearImpl>(item.value());
+    if (linear && linear->has_lora()) out.emplace_back(item.key(), std::move(linear));
+  }
+  return out;
+}
+
+void BertForSequenceClassificationImpl::MergeLora() {
+  for (auto& [name, layer] : LoraLayers()) layer->MergeAndUnload();
 }
 
 torch::nn::Module& BertForSequenceClassificationImpl::embeddings_module() {

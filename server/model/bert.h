@@ -15,6 +15,10 @@
 #define FREEZETUNE_SERVER_MODEL_BERT_H_
 
 #include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
@@ -22,6 +26,7 @@
 #include <torch/types.h>
 
 #include "server/model/bert_config.h"
+#include "server/model/lora.h"
 
 namespace freezetune::model {
 
@@ -55,6 +60,19 @@ class BertForSequenceClassificationImpl : public torch::nn::Module {
   // device); nullopt, the default: torch's global generator. A run's own
   // generator keeps runs that share a device reproducible.
   void set_dropout_generator(c10::optional<at::Generator> generator);
+
+  // LoRA (lora.h) on the named Linear layers, names as named_modules()
+  // lists them (e.g. "bert.encoder.layer.0.attention.self.query"); adapter
+  // dropout draws from the model's dropout generator, lora_A's init from
+  // torch's global one. Throws c10::Error, changing nothing, when a name is
+  // not a Linear layer of this model; also on a layer already adapted.
+  void AttachLora(const std::vector<std::string>& modules, int64_t rank, double alpha,
+                  double dropout);
+  // The layers carrying an adapter, in named_modules() order.
+  std::vector<std::pair<std::string, std::shared_ptr<LoraLinearImpl>>> LoraLayers();
+  // Folds every adapter into its layer's weight and removes it (PEFT's
+  // merge_and_unload): the model becomes a plain BERT again.
+  void MergeLora();
 
   const BertConfig& config() const { return config_; }
   int64_t num_labels() const { return num_labels_; }

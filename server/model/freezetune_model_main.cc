@@ -19,6 +19,12 @@
 //     Eval mode; stdout per input line: {"logits": [...], "label": "..."}
 //     with the config's id2label of the argmax, in input order. Default max
 //     length is the model's max_position_embeddings, batch size 32.
+//     --adapter ADAPTER_DIR runs DIR with that PEFT LoRA adapter attached
+//     (unmerged), labels from the adapter's task.json when it has one.
+//   freezetune-model merge-adapter --model DIR --adapter ADAPTER_DIR --out OUT
+//     Base + PEFT LoRA adapter -> a full model directory with every adapter
+//     folded into its layer (W + lora_alpha / r * B A), as PEFT's
+//     merge_and_unload.
 //   freezetune-model system [--json]
 //     The CPU, the BLAS and OpenBLAS core this machine trains with, and why
 //     (the server's start-up tuning, base/process_tuning.h), as "key: value"
@@ -57,6 +63,7 @@
 #include "server/model/bert.h"
 #include "server/model/bert_config.h"
 #include "server/model/hf_checkpoint.h"
+#include "server/model/peft_adapter.h"
 #include "server/model/safetensors_format.h"
 #include "server/model/tokenizer.h"
 
@@ -102,7 +109,12 @@ commands:
     --input FILE.jsonl       input lines {"text", "text_pair"} (required)
     --batch-size B           examples per batch (default 32)
     --max-length N           token limit (default: the model's max_position_embeddings)
+    --adapter DIR            run with this PEFT LoRA adapter attached (unmerged)
     --no-blas-core-selection keep OpenBLAS's own core
+  merge-adapter  fold a PEFT LoRA adapter into its base: a full model directory
+    --model DIR              the base model directory (required)
+    --adapter DIR            the PEFT adapter directory (required)
+    --out DIR                output directory (required)
   system    the CPU, BLAS and OpenBLAS core this machine trains with, and why
     --json                   one JSON object instead of "key: value" lines
     --no-blas-core-selection keep OpenBLAS's own core
@@ -394,6 +406,66 @@ absl::Status Tokenize(const Flags& flags) {
   return absl::OkStatus();
 }
 
+// The label names a PEFT adapter directory records in task.json (written
+// by freezetune's SavePeftAdapter); empty when it has none.
+absl::StatusOr<std::vector<std::string>> AdapterLabels(const std::string& adapter) {
+  const std::string path = adapter + "/task.json";
+  std::ifstream probe(path);
+  if (!probe) return std::vector<std::string>{};
+  FT_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("id2label") || !j["id2label"].is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": no id2label object"));
+  }
+  std::vector<std::string> labels(j["id2label"].size());
+  for (const auto& [key, value] : j["id2label"].items()) {
+    size_t i = 0;
+    if (!absl::SimpleAtoi(key, &i) || i >= labels.size() || !value.is_string()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": bad id2label entry \"", key, "\""));
+    }
+    labels[i] = value.get<std::string>();
+  }
+  return labels;
+}
+
+// The model at --model, with the PEFT adapter at --adapter (if given)
+// attached; `labels` receives the label names (the adapter's, else the
+// model's).
+absl::StatusOr<LoadedModel> LoadWithAdapter(const Flags& flags, const ModelDirInfo& info,
+                                            const std::string& dir,
+                                            std::vector<std::string>* labels) {
+  std::vector<std::string> adapter_labels;
+  const std::string adapter = flags.Has("adapter") ? *flags.Required("adapter") : "";
+  if (!adapter.empty()) {
+    FT_ASSIGN_OR_RETURN(adapter_labels, AdapterLabels(adapter));
+  }
+  const int64_t num_labels =
+      adapter_labels.empty() ? NumLabelsOf(info.config) : static_cast<int64_t>(adapter_labels.size());
+  FT_ASSIGN_OR_RETURN(LoadedModel loaded, LoadModelDir(dir, num_labels));
+  if (!adapter.empty()) FT_RETURN_IF_ERROR(LoadPeftAdapter(adapter, loaded.model));
+  if (!loaded.newly_initialized.empty() && adapter.empty()) {
+    std::cerr << "warning: " << dir << ": not in the checkpoint, randomly initialised: "
+              << absl::StrJoin(loaded.newly_initialized, ", ") << "\n";
+  }
+  *labels = adapter_labels.empty() ? LabelNamesOf(loaded.config, num_labels) : adapter_labels;
+  return loaded;
+}
+
+// merge-adapter: base + PEFT adapter -> a full model directory with the
+// adapters folded into their layers (PEFT's merge_and_unload).
+absl::Status MergeAdapter(const Flags& flags) {
+  FT_ASSIGN_OR_RETURN(std::string dir, flags.Required("model"));
+  FT_RETURN_IF_ERROR(flags.Required("adapter").status());
+  FT_ASSIGN_OR_RETURN(std::string out, flags.Required("out"));
+  FT_ASSIGN_OR_RETURN(ModelDirInfo info, InspectModelDir(dir));
+  std::vector<std::string> labels;
+  FT_ASSIGN_OR_RETURN(LoadedModel loaded, LoadWithAdapter(flags, info, dir, &labels));
+  loaded.model->MergeLora();
+  SaveOptions save;
+  save.label_names = labels;
+  return SaveModelDir(out, loaded.model, *loaded.tokenizer, save);
+}
+
 absl::Status Predict(const Flags& flags) {
   FT_ASSIGN_OR_RETURN(std::string dir, flags.Required("model"));
   FT_ASSIGN_OR_RETURN(std::string input, flags.Required("input"));
@@ -404,13 +476,9 @@ absl::Status Predict(const Flags& flags) {
   std::ifstream in(input);
   if (!in) return absl::NotFoundError(absl::StrCat(input, ": cannot open"));
 
-  const int64_t num_labels = NumLabelsOf(info.config);
-  FT_ASSIGN_OR_RETURN(LoadedModel loaded, LoadModelDir(dir, num_labels));
-  if (!loaded.newly_initialized.empty()) {
-    std::cerr << "warning: " << dir << ": not in the checkpoint, randomly initialised: "
-              << absl::StrJoin(loaded.newly_initialized, ", ") << "\n";
-  }
-  const std::vector<std::string> labels = LabelNamesOf(loaded.config, num_labels);
+  std::vector<std::string> labels;
+  FT_ASSIGN_OR_RETURN(LoadedModel loaded, LoadWithAdapter(flags, info, dir, &labels));
+  const int64_t num_labels = static_cast<int64_t>(labels.size());
   loaded.model->eval();
   torch::NoGradGuard no_grad;
 
@@ -534,9 +602,12 @@ int Run(int argc, char** argv) {
     flags = Flags::Parse(argc, argv, {"model", "max-length"}, {});
     handler = Tokenize;
   } else if (command == "predict") {
-    flags = Flags::Parse(argc, argv, {"model", "input", "batch-size", "max-length"},
+    flags = Flags::Parse(argc, argv, {"model", "adapter", "input", "batch-size", "max-length"},
                          {"no-blas-core-selection"});
     handler = Predict;
+  } else if (command == "merge-adapter") {
+    flags = Flags::Parse(argc, argv, {"model", "adapter", "out"}, {});
+    handler = MergeAdapter;
   } else if (command == "system") {
     flags = Flags::Parse(argc, argv, {}, {"json", "no-blas-core-selection"});
     handler = System;

@@ -228,11 +228,9 @@ absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, int64_t num_lab
   return out;
 }
 
-absl::Status SaveModelDir(const std::string& dir, BertForSequenceClassification& model,
-                          const WordPieceTokenizer& tokenizer, const SaveOptions& options) {
-  FT_ASSIGN_OR_RETURN(std::string torch_dtype, TorchDtypeName(options.dtype));
-  const int64_t num_labels = model->num_labels();
-  std::vector<std::string> labels = options.label_names;
+absl::StatusOr<LabelMaps> MakeLabelMaps(const std::vector<std::string>& label_names,
+                                        int64_t num_labels) {
+  std::vector<std::string> labels = label_names;
   if (labels.empty()) {
     for (int64_t i = 0; i < num_labels; ++i) labels.push_back(absl::StrCat("LABEL_", i));
   }
@@ -240,20 +238,57 @@ absl::Status SaveModelDir(const std::string& dir, BertForSequenceClassification&
     return absl::InvalidArgumentError(absl::StrCat("label_names: ", labels.size(),
                                                    " names for ", num_labels, " labels"));
   }
-  nlohmann::json id2label = nlohmann::json::object();
-  nlohmann::json label2id = nlohmann::json::object();
+  LabelMaps maps{nlohmann::json::object(), nlohmann::json::object()};
   for (size_t i = 0; i < labels.size(); ++i) {
-    if (label2id.contains(labels[i])) {
+    if (maps.label2id.contains(labels[i])) {
       return absl::InvalidArgumentError(
           absl::StrCat("label_names[", i, "]: duplicate label \"", labels[i], "\""));
     }
-    id2label[std::to_string(i)] = labels[i];
-    label2id[labels[i]] = i;
+    maps.id2label[std::to_string(i)] = labels[i];
+    maps.label2id[labels[i]] = i;
   }
+  return maps;
+}
 
+absl::Status CreateOutputDir(const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat(dir, ": cannot create: ", ec.message()));
+  return absl::OkStatus();
+}
+
+absl::Status SaveTokenizerFiles(const std::string& dir, const WordPieceTokenizer& tokenizer,
+                                int64_t model_max_length) {
+  std::string vocab;
+  for (const std::string& token : tokenizer.tokens()) absl::StrAppend(&vocab, token, "\n");
+  FT_RETURN_IF_ERROR(WriteFileAtomically(Join(dir, "vocab.txt"), vocab));
+  nlohmann::json tok_config = {{"do_lower_case", tokenizer.do_lower_case()},
+                               {"tokenizer_class", "BertTokenizer"},
+                               {"model_max_length", model_max_length}};
+  return WriteFileAtomically(Join(dir, "tokenizer_config.json"), tok_config.dump(2) + "\n");
+}
+
+absl::Status SaveJsonFiles(const std::string& dir, const nlohmann::json& freeze_plan,
+                           const nlohmann::json& metrics) {
+  if (!freeze_plan.is_null()) {
+    FT_RETURN_IF_ERROR(
+        WriteFileAtomically(Join(dir, "freeze_plan.json"), freeze_plan.dump(2) + "\n"));
+  }
+  if (!metrics.is_null()) {
+    FT_RETURN_IF_ERROR(WriteFileAtomically(Join(dir, "metrics.json"), metrics.dump(2) + "\n"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SaveModelDir(const std::string& dir, BertForSequenceClassification& model,
+                          const WordPieceTokenizer& tokenizer, const SaveOptions& options) {
+  FT_ASSIGN_OR_RETURN(std::string torch_dtype, TorchDtypeName(options.dtype));
+  if (!model->LoraLayers().empty()) {
+    return absl::FailedPreconditionError(
+        "model carries LoRA adapters: merge them (MergeLora) or save them as a PEFT adapter");
+  }
+  FT_ASSIGN_OR_RETURN(LabelMaps labels, MakeLabelMaps(options.label_names, model->num_labels()));
+  FT_RETURN_IF_ERROR(CreateOutputDir(dir));
 
   const BertConfig& c = model->config();
   nlohmann::json config = c.raw.is_object() ? c.raw : nlohmann::json::object();
@@ -276,8 +311,8 @@ absl::Status SaveModelDir(const std::string& dir, BertForSequenceClassification&
   // transformers derives num_labels from id2label; a stale num_labels would
   // only conflict with it.
   config.erase("num_labels");
-  config["id2label"] = id2label;
-  config["label2id"] = label2id;
+  config["id2label"] = labels.id2label;
+  config["label2id"] = labels.label2id;
   config["torch_dtype"] = torch_dtype;
 
   try {
@@ -290,23 +325,8 @@ absl::Status SaveModelDir(const std::string& dir, BertForSequenceClassification&
     return absl::InternalError(absl::StrCat(dir, ": ", e.what_without_backtrace()));
   }
   FT_RETURN_IF_ERROR(WriteFileAtomically(Join(dir, "config.json"), config.dump(2) + "\n"));
-
-  std::string vocab;
-  for (const std::string& token : tokenizer.tokens()) absl::StrAppend(&vocab, token, "\n");
-  FT_RETURN_IF_ERROR(WriteFileAtomically(Join(dir, "vocab.txt"), vocab));
-  nlohmann::json tok_config = {{"do_lower_case", tokenizer.do_lower_case()},
-                               {"tokenizer_class", "BertTokenizer"},
-                               {"model_max_length", c.max_position_embeddings}};
-  FT_RETURN_IF_ERROR(
-      WriteFileAtomically(Join(dir, "tokenizer_config.json"), tok_config.dump(2) + "\n"));
-  if (!options.freeze_plan.is_null()) {
-    FT_RETURN_IF_ERROR(WriteFileAtomically(Join(dir, "freeze_plan.json"),
-                                           options.freeze_plan.dump(2) + "\n"));
-  }
-  if (!options.metrics.is_null()) {
-    FT_RETURN_IF_ERROR(
-        WriteFileAtomically(Join(dir, "metrics.json"), options.metrics.dump(2) + "\n"));
-  }
+  FT_RETURN_IF_ERROR(SaveTokenizerFiles(dir, tokenizer, c.max_position_embeddings));
+  FT_RETURN_IF_ERROR(SaveJsonFiles(dir, options.freeze_plan, options.metrics));
   return absl::OkStatus();
 }
 

@@ -57,9 +57,29 @@ struct SaveOptions {
 
 // Writes a BertForSequenceClassification directory that
 // transformers.AutoModelForSequenceClassification.from_pretrained loads
-// unchanged. Creates `dir` if needed.
+// unchanged. Creates `dir` if needed. FAILED_PRECONDITION while the model
+// carries LoRA adapters (merge them first).
 absl::Status SaveModelDir(const std::string& dir, BertForSequenceClassification& model,
                           const WordPieceTokenizer& tokenizer, const SaveOptions& options);
+
+// Pieces of SaveModelDir that other output formats (PEFT adapters, deltas)
+// share.
+struct LabelMaps {
+  nlohmann::json id2label;  // {"0": "neg", ...}
+  nlohmann::json label2id;  // {"neg": 0, ...}
+};
+// From label names (empty: LABEL_0..K-1); INVALID_ARGUMENT on a count that
+// is not num_labels or a duplicate name.
+absl::StatusOr<LabelMaps> MakeLabelMaps(const std::vector<std::string>& label_names,
+                                        int64_t num_labels);
+// Creates `dir` and its parents.
+absl::Status CreateOutputDir(const std::string& dir);
+// vocab.txt and tokenizer_config.json (do_lower_case, BertTokenizer).
+absl::Status SaveTokenizerFiles(const std::string& dir, const WordPieceTokenizer& tokenizer,
+                                int64_t model_max_length);
+// freeze_plan.json and metrics.json, each when not null.
+absl::Status SaveJsonFiles(const std::string& dir, const nlohmann::json& freeze_plan,
+                           const nlohmann::json& metrics);
 
 }  // namespace freezetune::model
 

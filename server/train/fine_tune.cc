@@ -28,6 +28,7 @@
 #include "server/train/freeze_plan.h"
 #include "server/train/train_history.h"
 #include "server/train/hyperparameters.h"
+#include "server/train/job_output.h"
 #include "server/train/trainer.h"
 
 namespace freezetune::train {
@@ -99,6 +100,7 @@ absl::Status ValidateJobImpl(const v1::FineTuneJob& job, const data::UriOptions&
     return FieldError("job.display_name", "at most 256 characters");
   }
   FT_RETURN_IF_ERROR(ValidateDevice(job.device()));
+  FT_RETURN_IF_ERROR(ValidateOutputFormat(job));
   if (data::IsS3Uri(job.output_uri())) {
     FT_RETURN_IF_ERROR(data::CheckS3OutputFree(job.output_uri(), uris, "job.output_uri"));
   }
@@ -202,6 +204,7 @@ absl::StatusOr<v1::PlanFreezeResponse> PlanFreeze(const v1::PlanFreezeRequest& r
 
 absl::StatusOr<PreparedJob> PrepareJob(const v1::FineTuneJob& job, const RunContext& context) {
   FT_RETURN_IF_ERROR(ValidateDevice(job.device()));
+  FT_RETURN_IF_ERROR(ValidateOutputFormat(job));
   FT_ASSIGN_OR_RETURN(const std::string model_dir,
                       ResolveModelDir(job.model_uri(), context.uris, "job.model_uri"));
   if (!HasDataset(job.train())) return FieldError("job.train.uri", "required");
@@ -222,14 +225,29 @@ absl::StatusOr<PreparedJob> PrepareJob(const v1::FineTuneJob& job, const RunCont
   }
 
   {
-    // A fresh classifier's initialisation draws from torch's global
-    // generator: seed it and load under one lock, so that jobs starting side
-    // by side (a sweep's trials) each get what they would get alone.
-    // Dropout in training draws from the run's own generator (trainer.h).
+    // A fresh classifier's and LoRA adapters' initialisation draws from
+    // torch's global generator: seed it, load and attach under one lock, so
+    // that jobs starting side by side (a sweep's trials) each get what they
+    // would get alone. Dropout in training draws from the run's own
+    // generator (trainer.h).
     static absl::Mutex global_rng_mu(absl::kConstInit);
     absl::MutexLock lock(&global_rng_mu);
     torch::manual_seed(static_cast<uint64_t>(out.hp.seed));
     FT_ASSIGN_OR_RETURN(out.loaded, model::LoadModelDir(model_dir, out.labels.num_labels()));
+    // Compile against the loaded model's own parameters, so the plan names
+    // exactly what the trainer will see, then add the adapters it asks for.
+    std::vector<model::ParameterShape> shapes;
+    for (const auto& item : out.loaded.model->named_parameters(/*recurse=*/true)) {
+      shapes.push_back({item.key(), item.value().sizes().vec()});
+    }
+    FT_ASSIGN_OR_RETURN(out.plan,
+                        CompileFreezePlan(job.freeze(), shapes,
+                                          static_cast<int>(out.loaded.config.num_hidden_layers),
+                                          "job.freeze"));
+    if (out.plan.lora) {
+      const LoraPlan& lora = *out.plan.lora;
+      out.loaded.model->AttachLora(lora.targets, lora.rank, lora.alpha, lora.dropout);
+    }
   }
   FT_RETURN_IF_ERROR(ValidateHyperparameters(job.hyperparameters(), out.labels.regression,
                                              out.loaded.config.max_position_embeddings,
@@ -238,17 +256,6 @@ absl::StatusOr<PreparedJob> PrepareJob(const v1::FineTuneJob& job, const RunCont
     out.hp.max_seq_length =
         DefaultMaxSeqLength(out.loaded.config.max_position_embeddings, context.limits);
   }
-
-  // Compile against the loaded model's own parameters, so the plan names
-  // exactly what the trainer will see.
-  std::vector<model::ParameterShape> shapes;
-  for (const auto& item : out.loaded.model->named_parameters(/*recurse=*/true)) {
-    shapes.push_back({item.key(), item.value().sizes().vec()});
-  }
-  FT_ASSIGN_OR_RETURN(out.plan,
-                      CompileFreezePlan(job.freeze(), shapes,
-                                        static_cast<int>(out.loaded.config.num_hidden_layers),
-                                        "job.freeze"));
 
   // Tokenization is the slow part of preparing a large dataset; jobs over
   // the same content (sweep trials, retries) share it through the cache.
@@ -312,13 +319,9 @@ absl::StatusOr<v1::JobResult> RunFineTuneImpl(const v1::FineTuneJob& job,
                                       pad_id, std::move(options)));
   FT_RETURN_IF_ERROR(trainer->Train());
 
-  trainer->model()->to(torch::kCPU);
-  model::SaveOptions save;
-  save.label_names = prepared.labels.names;
-  save.freeze_plan = trainer->plan().ToJson();
-  save.metrics = trainer->MetricsJson();
-  FT_RETURN_IF_ERROR(
-      model::SaveModelDir(context.output_dir, trainer->model(), *prepared.loaded.tokenizer, save));
+  FT_ASSIGN_OR_RETURN(const std::string model_dir,
+                      ResolveModelDir(job.model_uri(), context.uris, "job.model_uri"));
+  FT_RETURN_IF_ERROR(WriteJobOutput(job, *trainer, prepared, model_dir, context.output_dir));
 
   const TrainerSummary& summary = trainer->summary();
   TrainerStateInfo state;

@@ -13,6 +13,8 @@
 #include "absl/strings/str_join.h"
 #include "re2/re2.h"
 #include "server/common/status_macros.h"
+#include "server/train/freeze_plan_lora.h"
+#include "server/train/freeze_plan_names.h"
 
 namespace freezetune::train {
 namespace {
@@ -25,53 +27,9 @@ absl::Status FieldError(std::string_view field, std::string_view reason) {
   return absl::InvalidArgumentError(absl::StrCat(AV(field), ": ", AV(reason)));
 }
 
-// Edit distance from `pattern` to the closest prefix of `name` (Levenshtein
-// with free deletion of the name's tail): patterns usually name a prefix
-// ("bert\\.encoder\\.layer\\.7\\..*"), so the tail must not dominate.
-// Short inputs (< ~100 chars), error path only.
-size_t PrefixEditDistance(std::string_view pattern, std::string_view name) {
-  std::vector<size_t> prev(name.size() + 1), cur(name.size() + 1);
-  for (size_t j = 0; j <= name.size(); ++j) prev[j] = j;
-  for (size_t i = 1; i <= pattern.size(); ++i) {
-    cur[0] = i;
-    for (size_t j = 1; j <= name.size(); ++j) {
-      size_t sub = prev[j - 1] + (pattern[i - 1] == name[j - 1] ? 0 : 1);
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
-    }
-    std::swap(prev, cur);
-  }
-  return *std::min_element(prev.begin(), prev.end());
-}
-
-// The pattern as literal text for comparison with names: escapes dropped
-// and a trailing ".*" / ".+" removed.
-std::string Literalize(std::string_view pattern) {
-  std::string out;
-  for (size_t i = 0; i < pattern.size(); ++i) {
-    if (pattern[i] == '\\' && i + 1 < pattern.size()) ++i;
-    out.push_back(pattern[i]);
-  }
-  while (out.size() >= 2 && out[out.size() - 2] == '.' &&
-         (out.back() == '*' || out.back() == '+')) {
-    out.resize(out.size() - 2);
-  }
-  return out;
-}
-
-// The (up to) three parameter names closest to `pattern`, ties in model order.
-std::vector<std::string> ClosestNames(std::string_view pattern,
-                                      const std::vector<ParameterDecision>& params) {
-  const std::string literal = Literalize(pattern);
-  std::vector<std::pair<size_t, size_t>> scored;  // (distance, index)
-  scored.reserve(params.size());
-  for (size_t i = 0; i < params.size(); ++i) {
-    scored.emplace_back(PrefixEditDistance(literal, params[i].name), i);
-  }
-  std::stable_sort(scored.begin(), scored.end(),
-                   [](const auto& x, const auto& y) { return x.first < y.first; });
-  std::vector<std::string> out;
-  for (size_t k = 0; k < scored.size() && k < 3; ++k) out.push_back(params[scored[k].second].name);
-  return out;
+// The task head: what head_only and bias_only always train.
+bool IsHeadParameter(std::string_view name) {
+  return absl::StartsWith(AV(name), "classifier.");
 }
 
 // Layer-wise decay multiplier for a parameter of `layer` (ParameterLayer).
@@ -119,18 +77,28 @@ absl::Status ApplyRules(const google::protobuf::RepeatedPtrField<v1::FreezeRule>
     }
     const bool trainable = rule.action() == v1::FREEZE_ACTION_TRAIN;
     const std::string label = absl::StrCat(AV(label_prefix), "[", i, "]: ", rule.pattern());
-    int matched = 0;
+    int matched = 0, changed = 0;
     for (ParameterDecision& p : params) {
       if (!RE2::FullMatch(p.name, re)) continue;
       ++matched;
+      // The W of a LoRA-adapted layer stays frozen whatever the rules say.
+      if (p.locked) continue;
+      ++changed;
       p.trainable = trainable;
       p.decided_by = label;
       p.lr_scale = scale * DecayFor(p.layer, num_layers, decay);
     }
     if (matched == 0) {
+      std::vector<std::string> names;
+      for (const ParameterDecision& p : params) names.push_back(p.name);
       return FieldError(absl::StrCat(AV(field), ".pattern"),
                         absl::StrCat("matches no parameter (full match); closest names: ",
-                                     absl::StrJoin(ClosestNames(rule.pattern(), params), ", ")));
+                                     absl::StrJoin(ClosestNames(rule.pattern(), names), ", ")));
+    }
+    if (changed == 0 && trainable) {
+      return FieldError(absl::StrCat(AV(field), ".pattern"),
+                        "matches only weights of LoRA-adapted layers (lora.target_modules), "
+                        "which stay frozen");
     }
   }
   return absl::OkStatus();
@@ -168,6 +136,12 @@ int64_t FreezePlan::trainable_parameters() const {
   return n;
 }
 
+int64_t FreezePlan::adapter_parameters() const {
+  int64_t n = 0;
+  for (const auto& p : parameters) n += p.adapter ? p.numel : 0;
+  return n;
+}
+
 v1::PlanFreezeResponse FreezePlan::ToProto() const {
   v1::PlanFreezeResponse out;
   for (const auto& p : parameters) {
@@ -178,6 +152,7 @@ v1::PlanFreezeResponse FreezePlan::ToProto() const {
     pp->set_trainable(p.trainable);
     pp->set_decided_by(p.decided_by);
     pp->set_lr_scale(p.lr_scale);
+    pp->set_adapter(p.adapter);
   }
   const int64_t total = total_parameters();
   const int64_t trainable = trainable_parameters();
@@ -187,6 +162,7 @@ v1::PlanFreezeResponse FreezePlan::ToProto() const {
   out.set_num_layers(num_layers);
   out.set_frozen_prefix_layers(frozen_prefix_layers);
   out.set_frozen_eval_mode(frozen_eval_mode);
+  out.set_adapter_parameters(adapter_parameters());
   return out;
 }
 
@@ -199,17 +175,28 @@ nlohmann::json FreezePlan::ToJson() const {
                       {"trainable", p.trainable},
                       {"decided_by", p.decided_by},
                       {"lr_scale", p.lr_scale},
-                      {"layer", p.layer}});
+                      {"layer", p.layer},
+                      {"adapter", p.adapter}});
   }
   const int64_t total = total_parameters();
   const int64_t trainable = trainable_parameters();
-  return nlohmann::json{{"parameters", std::move(params)},
-                        {"total_parameters", total},
-                        {"trainable_parameters", trainable},
-                        {"frozen_parameters", total - trainable},
-                        {"num_layers", num_layers},
-                        {"frozen_prefix_layers", frozen_prefix_layers},
-                        {"frozen_eval_mode", frozen_eval_mode}};
+  nlohmann::json out{{"parameters", std::move(params)},
+                     {"total_parameters", total},
+                     {"trainable_parameters", trainable},
+                     {"frozen_parameters", total - trainable},
+                     {"adapter_parameters", adapter_parameters()},
+                     {"num_layers", num_layers},
+                     {"frozen_prefix_layers", frozen_prefix_layers},
+                     {"frozen_eval_mode", frozen_eval_mode}};
+  if (lora) {
+    out["lora"] = {{"rank", lora->rank},
+                   {"alpha", lora->alpha},
+                   {"dropout", lora->dropout},
+                   {"target_modules", lora->target_pattern},
+                   {"targets", lora->targets},
+                   {"modules_to_save", lora->modules_to_save}};
+  }
+  return out;
 }
 
 absl::StatusOr<FreezePlan> CompileFreezePlan(const v1::FreezeSpec& spec,
@@ -235,9 +222,18 @@ absl::StatusOr<FreezePlan> CompileFreezePlan(const v1::FreezeSpec& spec,
   switch (spec.recipe_case()) {
     case v1::FreezeSpec::kHeadOnly:
       for (ParameterDecision& p : plan.parameters) {
-        if (absl::StartsWith(p.name, "classifier.")) continue;
+        if (IsHeadParameter(p.name)) continue;
         p.trainable = false;
         p.decided_by = "head_only";
+      }
+      break;
+    case v1::FreezeSpec::kBiasOnly:
+      // BitFit: every bias (attention, feed-forward, LayerNorm, pooler) and
+      // the head train.
+      for (ParameterDecision& p : plan.parameters) {
+        if (IsHeadParameter(p.name) || absl::EndsWith(p.name, ".bias")) continue;
+        p.trainable = false;
+        p.decided_by = "bias_only";
       }
       break;
     case v1::FreezeSpec::kBottom: {
@@ -257,6 +253,10 @@ absl::StatusOr<FreezePlan> CompileFreezePlan(const v1::FreezeSpec& spec,
     }
     case v1::FreezeSpec::RECIPE_NOT_SET:
       break;
+  }
+  if (spec.has_lora()) {
+    FT_RETURN_IF_ERROR(ApplyLora(
+        spec, field, [&](int layer) { return DecayFor(layer, num_layers, decay); }, plan));
   }
 
   FT_RETURN_IF_ERROR(ApplyRules(spec.rules(), absl::StrCat(AV(field), ".rules"), "rule", num_layers,

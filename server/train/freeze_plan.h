@@ -6,6 +6,7 @@
 #define FREEZETUNE_SERVER_TRAIN_FREEZE_PLAN_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -22,9 +23,23 @@ struct ParameterDecision {
   std::vector<int64_t> shape;
   int64_t numel = 0;
   bool trainable = true;
-  std::string decided_by;  // "default", "head_only", "bottom(N)", "rule[i]: <pattern>"
+  std::string decided_by;  // "default", "head_only", "bottom(N)", "bias_only", "rule[i]: <pattern>"
   float lr_scale = 1.0f;   // rule lr_scale times layer-wise decay
   int layer = -1;          // model::ParameterLayer(name)
+  bool adapter = false;    // a LoRA parameter (lora_A / lora_B), not in the base model
+  // The W of a LoRA-adapted layer: frozen whatever the rules say.
+  bool locked = false;
+};
+
+// The LoRA part of a plan (FreezeSpec.lora, validated).
+struct LoraPlan {
+  int rank = 0;
+  double alpha = 0.0;
+  double dropout = 0.0;
+  std::string target_pattern;              // FreezeSpec.lora.target_modules
+  std::vector<std::string> targets;        // adapted Linear modules, model order
+  std::vector<std::string> modules_to_save;  // matched module names, model order
+  double scaling() const { return alpha / static_cast<double>(rank); }
 };
 
 struct FreezePlan {
@@ -34,18 +49,25 @@ struct FreezePlan {
   // embedding parameter trains.
   int frozen_prefix_layers = -1;
   bool frozen_eval_mode = false;
+  // Set when the spec has a lora block; `parameters` then lists the adapter
+  // parameters after their module's own.
+  std::optional<LoraPlan> lora;
   int64_t total_parameters() const;
   int64_t trainable_parameters() const;
+  int64_t adapter_parameters() const;
 
   v1::PlanFreezeResponse ToProto() const;
   nlohmann::json ToJson() const;  // freeze_plan.json
 };
 
-// Compiles the base spec (recipe + rules, not the schedule). Errors are
-// INVALID_ARGUMENT prefixed by `field` ("job.freeze.rules[2].pattern: ..."):
-// a pattern that does not compile, a rule that matches nothing (listing the
-// closest parameter names), num_layers out of range, an unspecified action,
-// a bad lr_scale or decay, and a plan that leaves nothing trainable.
+// Compiles the base spec (recipe or lora + rules, not the schedule) against
+// the base model's parameters (without adapters: a lora block adds them to
+// the plan). Errors are INVALID_ARGUMENT prefixed by `field`
+// ("job.freeze.rules[2].pattern: ..."): a pattern that does not compile, a
+// rule that matches nothing (listing the closest parameter names), a train
+// rule that matches only LoRA-adapted weights, num_layers out of range, an
+// unspecified action, a bad lr_scale or decay, a bad lora block (see
+// freeze_plan_lora.h), and a plan that leaves nothing trainable.
 absl::StatusOr<FreezePlan> CompileFreezePlan(const v1::FreezeSpec& spec,
                                              const std::vector<model::ParameterShape>& params,
                                              int num_layers, std::string_view field);

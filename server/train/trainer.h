@@ -126,6 +126,9 @@ class Trainer {
   torch::optim::AdamW& optimizer() { return *optimizer_; }
   // Parameters currently trainable, in model order.
   std::vector<torch::Tensor> TrainableParameters() const;
+  // Names of the parameters trainable at any point so far (stages included):
+  // everything that may differ from the loaded model.
+  const std::set<std::string>& ever_trainable() const { return ever_trainable_; }
   // metrics.json content: summary, selection metric and history.
   nlohmann::json MetricsJson() const;
 

@@ -105,13 +105,14 @@ def activation(name, x):
     raise ValueError(name)
 
 
-def reference_logits(w, cfg, ids, types):
-    """One unpadded example; w maps HF names with the "bert." prefix."""
+def reference_logits(w, cfg, ids, types, linear=None):
+    """One unpadded example; w maps HF names with the "bert." prefix.
+    `linear(x, module)` replaces every Linear layer when given (LoRA)."""
     h = cfg["hidden_size"]
     heads = cfg["num_attention_heads"]
     hd = h // heads
     eps = cfg["layer_norm_eps"]
-    lin = lambda x, p: x @ w[p + ".weight"].T + w[p + ".bias"]  # noqa: E731
+    lin = linear or (lambda x, p: x @ w[p + ".weight"].T + w[p + ".bias"])  # noqa: E731
     t = len(ids)
     ids = torch.tensor(ids)
     types = torch.tensor(types)

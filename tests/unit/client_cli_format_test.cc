@@ -420,12 +420,46 @@ TEST(JobFlagsTest, ParseRule) {
   EXPECT_FALSE(ParseRule("thaw:x").ok());
 }
 
+TEST(JobFlagsTest, LoraFlagsAndOutputFormat) {
+  absl::StatusOr<ParsedArgs> a = ParseArgs(
+      {"submit", "--lora-targets", ".*\\.(query|value)", "--lora-rank", "4", "--lora-alpha", "16",
+       "--lora-dropout", "0.1", "--lora-save", "classifier", "--lora-save", "bert\\.pooler",
+       "--output-format", "peft-adapter"});
+  ASSERT_TRUE(a.ok()) << a.status();
+  absl::StatusOr<v1::FineTuneJob> job = BuildJob(*a);
+  ASSERT_TRUE(job.ok()) << job.status();
+  const v1::LoraSpec& lora = job->freeze().lora();
+  EXPECT_EQ(lora.target_modules(), ".*\\.(query|value)");
+  EXPECT_EQ(lora.rank(), 4);
+  EXPECT_FLOAT_EQ(lora.alpha(), 16.0f);
+  EXPECT_FLOAT_EQ(lora.dropout(), 0.1f);
+  ASSERT_EQ(lora.modules_to_save_size(), 2);
+  EXPECT_EQ(lora.modules_to_save(1), "bert\\.pooler");
+  EXPECT_EQ(job->output_format(), v1::OUTPUT_FORMAT_PEFT_ADAPTER);
+
+  absl::StatusOr<ParsedArgs> defaults = ParseArgs({"plan", "--model", "m", "--lora-targets", "x"});
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  absl::StatusOr<v1::PlanFreezeRequest> plan = BuildPlanRequest(*defaults);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->freeze().lora().rank(), 8);
+  EXPECT_FALSE(plan->freeze().lora().has_alpha());
+
+  absl::StatusOr<ParsedArgs> orphan = ParseArgs({"submit", "--lora-rank", "4"});
+  ASSERT_TRUE(orphan.ok());
+  EXPECT_FALSE(BuildJob(*orphan).ok());
+  absl::StatusOr<ParsedArgs> bad = ParseArgs({"submit", "--output-format", "onnx"});
+  ASSERT_TRUE(bad.ok());
+  EXPECT_FALSE(BuildJob(*bad).ok());
+}
+
 TEST(JobFlagsTest, RecipesAndStates) {
   v1::FreezeSpec spec;
   ASSERT_TRUE(ApplyFreezeRecipe("bottom:3", &spec).ok());
   EXPECT_EQ(spec.bottom().num_layers(), 3);
   ASSERT_TRUE(ApplyFreezeRecipe("head-only", &spec).ok());
   EXPECT_TRUE(spec.has_head_only());
+  ASSERT_TRUE(ApplyFreezeRecipe("bias-only", &spec).ok());
+  EXPECT_TRUE(spec.has_bias_only());
   ASSERT_TRUE(ApplyFreezeRecipe("none", &spec).ok());
   EXPECT_EQ(spec.recipe_case(), v1::FreezeSpec::RECIPE_NOT_SET);
   EXPECT_FALSE(ApplyFreezeRecipe("bottom:-1", &spec).ok());
@@ -490,7 +524,7 @@ TEST(ExamplesTest, EveryExampleJobParses) {
     EXPECT_TRUE(job.has_freeze()) << entry.path();
     ++parsed;
   }
-  EXPECT_EQ(parsed, 3);
+  EXPECT_EQ(parsed, 5);
 }
 
 }  // namespace

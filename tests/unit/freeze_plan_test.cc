@@ -2,6 +2,7 @@
 // prefix, the schedule, and every rejection with its field path.
 #include "server/train/freeze_plan.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -86,6 +87,43 @@ TEST(FreezePlanTest, HeadOnlyEvalModeCanBeTurnedOff) {
   auto plan = Compile("head_only {} frozen_eval_mode: false");
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_FALSE(plan->frozen_eval_mode);
+}
+
+TEST(FreezePlanTest, BiasOnlyTrainsEveryBiasAndTheHead) {
+  auto plan = Compile("bias_only {}");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  int64_t trainable = 0, biases = 0;
+  for (const auto& p : plan->parameters) {
+    const bool head = p.name.rfind("classifier.", 0) == 0;
+    const bool bias = p.name.size() > 5 && p.name.compare(p.name.size() - 5, 5, ".bias") == 0;
+    EXPECT_EQ(p.trainable, head || bias) << p.name;
+    EXPECT_EQ(p.decided_by, head || bias ? "default" : "bias_only") << p.name;
+    if (p.trainable) trainable += p.numel;
+    if (bias && !head) ++biases;
+  }
+  // Per layer: q, k, v, attention.output.dense, its LayerNorm, intermediate,
+  // output.dense and its LayerNorm; plus the embeddings' LayerNorm and the pooler.
+  EXPECT_EQ(biases, 8 * kLayers + 2);
+  EXPECT_TRUE(Find(*plan, "bert.embeddings.LayerNorm.bias").trainable);
+  EXPECT_FALSE(Find(*plan, "bert.embeddings.LayerNorm.weight").trainable);
+  EXPECT_TRUE(Find(*plan, "bert.pooler.dense.bias").trainable);
+  EXPECT_FALSE(Find(*plan, "bert.pooler.dense.weight").trainable);
+  EXPECT_TRUE(Find(*plan, "classifier.weight").trainable);
+  EXPECT_EQ(plan->trainable_parameters(), trainable);
+  EXPECT_LT(trainable, plan->total_parameters() / 5);
+  // Embedding biases train, so nothing is a frozen prefix; dropout stays on.
+  EXPECT_EQ(plan->frozen_prefix_layers, -1);
+  EXPECT_FALSE(plan->frozen_eval_mode);
+}
+
+TEST(FreezePlanTest, BiasOnlyThenRulesOverride) {
+  auto plan = Compile(R"pb(bias_only {}
+                          rules { pattern: "bert\\.encoder\\.layer\\.1\\..*" action: FREEZE_ACTION_TRAIN })pb");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_TRUE(Find(*plan, "bert.encoder.layer.1.attention.self.query.weight").trainable);
+  EXPECT_FALSE(Find(*plan, "bert.encoder.layer.0.attention.self.query.weight").trainable);
+  EXPECT_EQ(Find(*plan, "bert.encoder.layer.0.attention.self.query.weight").decided_by,
+            "bias_only");
 }
 
 TEST(FreezePlanTest, BottomFreezesEmbeddingsAndFirstLayers) {
@@ -319,6 +357,198 @@ TEST(FreezePlanTest, ToProtoAndJsonAgree) {
   EXPECT_EQ(json["trainable_parameters"].get<int64_t>(), plan->trainable_parameters());
   EXPECT_EQ(json["frozen_prefix_layers"], 1);
 }
+
+// ---------------------------------------------------------------------------
+// LoRA in the freeze spec.
+namespace lora {
+
+constexpr char kQueryValue[] =
+    R"pb(lora { rank: 2 alpha: 4 target_modules: "bert\\.encoder\\.layer\\.\\d+\\.attention\\.self\\.(query|value)" })pb";
+
+TEST(FreezePlanLoraTest, AddsAdaptersAfterTheirModulesAndFreezesTheBase) {
+  auto plan = Compile(kQueryValue);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_TRUE(plan->lora.has_value());
+  EXPECT_EQ(plan->lora->rank, 2);
+  EXPECT_DOUBLE_EQ(plan->lora->alpha, 4.0);
+  EXPECT_DOUBLE_EQ(plan->lora->scaling(), 2.0);
+  EXPECT_EQ(plan->lora->targets,
+            (std::vector<std::string>{"bert.encoder.layer.0.attention.self.query",
+                                      "bert.encoder.layer.0.attention.self.value",
+                                      "bert.encoder.layer.1.attention.self.query",
+                                      "bert.encoder.layer.1.attention.self.value"}));
+  EXPECT_EQ(plan->lora->modules_to_save, std::vector<std::string>{"classifier"});
+  // Base + 2 adapters per target; the adapters follow the module's bias.
+  ASSERT_EQ(plan->parameters.size(), Shapes().size() + 8);
+  std::vector<std::string> names;
+  for (const auto& p : plan->parameters) names.push_back(p.name);
+  auto at = [&](const std::string& n) {
+    return std::find(names.begin(), names.end(), n) - names.begin();
+  };
+  const std::string q = "bert.encoder.layer.0.attention.self.query";
+  EXPECT_EQ(at(q + ".bias") + 1, at(q + ".lora_A.weight"));
+  EXPECT_EQ(at(q + ".lora_A.weight") + 1, at(q + ".lora_B.weight"));
+  EXPECT_EQ(at(q + ".lora_B.weight") + 1, at("bert.encoder.layer.0.attention.self.key.weight"));
+
+  const auto& a = Find(*plan, q + ".lora_A.weight");
+  const auto& b = Find(*plan, q + ".lora_B.weight");
+  EXPECT_EQ(a.shape, (std::vector<int64_t>{2, 8}));
+  EXPECT_EQ(b.shape, (std::vector<int64_t>{8, 2}));
+  EXPECT_TRUE(a.trainable && a.adapter && b.trainable && b.adapter);
+  EXPECT_THAT(a.decided_by, StartsWith("lora.target_modules: bert\\.encoder"));
+  EXPECT_EQ(a.layer, 1);
+
+  int64_t trainable = 0, adapters = 0;
+  for (const auto& p : plan->parameters) {
+    if (p.adapter) {
+      adapters += p.numel;
+    } else if (p.name.rfind("classifier.", 0) == 0) {
+      EXPECT_TRUE(p.trainable) << p.name;
+      EXPECT_EQ(p.decided_by, "lora.modules_to_save (default): classifier");
+    } else {
+      EXPECT_FALSE(p.trainable) << p.name;
+      EXPECT_EQ(p.decided_by, "lora") << p.name;
+    }
+    if (p.trainable) trainable += p.numel;
+  }
+  EXPECT_EQ(adapters, 4 * (2 * 8 + 8 * 2));
+  EXPECT_EQ(plan->adapter_parameters(), adapters);
+  EXPECT_EQ(plan->trainable_parameters(), trainable);
+  EXPECT_EQ(trainable, adapters + 8 * 3 + 3);
+  EXPECT_TRUE(Find(*plan, q + ".weight").locked);
+  EXPECT_FALSE(Find(*plan, q + ".bias").locked);
+  // Layer 0 has trainable adapters, so no encoder layer is a frozen prefix.
+  EXPECT_EQ(plan->frozen_prefix_layers, 0);
+  EXPECT_FALSE(plan->frozen_eval_mode);
+
+  const v1::PlanFreezeResponse proto = plan->ToProto();
+  EXPECT_EQ(proto.adapter_parameters(), adapters);
+  EXPECT_EQ(proto.total_parameters(), plan->total_parameters());
+  int adapter_rows = 0;
+  for (const auto& p : proto.parameters()) adapter_rows += p.adapter();
+  EXPECT_EQ(adapter_rows, 8);
+  const nlohmann::json json = plan->ToJson();
+  EXPECT_EQ(json["lora"]["rank"], 2);
+  EXPECT_EQ(json["lora"]["targets"].size(), 4u);
+}
+
+TEST(FreezePlanLoraTest, TopLayerOnlyKeepsAFrozenPrefix) {
+  auto plan = Compile(R"pb(lora { rank: 1 target_modules: "bert\\.encoder\\.layer\\.1\\..*dense" })pb");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->lora->targets.size(), 3u);  // attention.output, intermediate, output
+  EXPECT_DOUBLE_EQ(plan->lora->alpha, 1.0);   // default: rank
+  EXPECT_EQ(plan->frozen_prefix_layers, 1);
+}
+
+TEST(FreezePlanLoraTest, RulesComposeButNeverTrainAnAdaptedWeight) {
+  // BitFit on top of LoRA (PEFT's bias="all"), LoRA+ style faster B, and
+  // "unfreeze layer 1", which trains layer 1 except the adapted weights.
+  auto plan = Compile(std::string(kQueryValue) + R"pb(
+      rules { pattern: ".*\\.bias" action: FREEZE_ACTION_TRAIN }
+      rules { pattern: ".*\\.lora_B\\.weight" action: FREEZE_ACTION_TRAIN lr_scale: 16 }
+      rules { pattern: "bert\\.encoder\\.layer\\.1\\..*" action: FREEZE_ACTION_TRAIN })pb");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_TRUE(Find(*plan, "bert.encoder.layer.0.attention.self.query.bias").trainable);
+  EXPECT_FLOAT_EQ(Find(*plan, "bert.encoder.layer.0.attention.self.query.lora_B.weight").lr_scale, 16);
+  EXPECT_TRUE(Find(*plan, "bert.encoder.layer.1.attention.self.key.weight").trainable);
+  const auto& w = Find(*plan, "bert.encoder.layer.1.attention.self.query.weight");
+  EXPECT_FALSE(w.trainable);
+  EXPECT_EQ(w.decided_by, "lora");
+
+  auto only_locked = Compile(std::string(kQueryValue) + R"pb(
+      rules { pattern: ".*\\.query\\.weight" action: FREEZE_ACTION_TRAIN })pb");
+  ASSERT_FALSE(only_locked.ok());
+  EXPECT_THAT(std::string(only_locked.status().message()),
+              StartsWith("job.freeze.rules[0].pattern: matches only weights of LoRA-adapted layers"));
+}
+
+TEST(FreezePlanLoraTest, DecayAndScheduleReachAdapters) {
+  auto plan = Compile(std::string(kQueryValue) + R"pb(
+      layerwise_lr_decay: 0.5
+      rules { pattern: "bert\\.encoder\\.layer\\.0\\..*lora_.*" action: FREEZE_ACTION_FREEZE }
+      schedule { at_epoch: 2 rules { pattern: ".*lora_.*" action: FREEZE_ACTION_TRAIN } })pb");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_FLOAT_EQ(Find(*plan, "bert.encoder.layer.1.attention.self.value.lora_A.weight").lr_scale, 1.0f);
+  EXPECT_FALSE(Find(*plan, "bert.encoder.layer.0.attention.self.value.lora_A.weight").trainable);
+  EXPECT_EQ(plan->frozen_prefix_layers, 1);
+  auto staged = ApplyUnfreezeStage(*plan, Spec(std::string(kQueryValue) + R"pb(
+      layerwise_lr_decay: 0.5
+      schedule { at_epoch: 2 rules { pattern: ".*lora_.*" action: FREEZE_ACTION_TRAIN } })pb"),
+                                   0, "job.freeze");
+  ASSERT_TRUE(staged.ok()) << staged.status();
+  const auto& a0 = Find(*staged, "bert.encoder.layer.0.attention.self.value.lora_A.weight");
+  EXPECT_TRUE(a0.trainable);
+  EXPECT_FLOAT_EQ(a0.lr_scale, 0.5f);  // layer 1 of 2: 0.5^(2-1)
+  EXPECT_FALSE(Find(*staged, "bert.encoder.layer.0.attention.self.value.weight").trainable);
+}
+
+TEST(FreezePlanLoraTest, ModulesToSavePatterns) {
+  auto plan = Compile(R"pb(lora { rank: 2 target_modules: ".*\\.query"
+                                  modules_to_save: "classifier" modules_to_save: "bert\\.pooler" })pb");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->lora->modules_to_save, (std::vector<std::string>{"classifier", "bert.pooler"}));
+  EXPECT_TRUE(Find(*plan, "bert.pooler.dense.weight").trainable);
+  EXPECT_EQ(Find(*plan, "bert.pooler.dense.weight").decided_by,
+            "lora.modules_to_save[1]: bert\\.pooler");
+}
+
+struct BadLora {
+  const char* spec;
+  const char* message;
+};
+
+class FreezePlanLoraErrorTest : public ::testing::TestWithParam<BadLora> {};
+
+TEST_P(FreezePlanLoraErrorTest, RejectedNamingTheField) {
+  auto plan = Compile(GetParam().spec);
+  ASSERT_FALSE(plan.ok()) << GetParam().spec;
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(plan.status().message()), StartsWith(GetParam().message));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Bad, FreezePlanLoraErrorTest,
+    ::testing::Values(
+        BadLora{R"pb(lora { rank: 0 target_modules: ".*query" })pb",
+                "job.freeze.lora.rank: must be >= 1 (got 0)"},
+        BadLora{R"pb(lora { rank: 9 target_modules: ".*query" })pb",
+                "job.freeze.lora.rank: 9 exceeds min(in_features, out_features) = 8 of "
+                "bert.encoder.layer.0.attention.self.query"},
+        BadLora{R"pb(lora { rank: 2 alpha: 0 target_modules: ".*query" })pb",
+                "job.freeze.lora.alpha: must be > 0 (got 0)"},
+        BadLora{R"pb(lora { rank: 2 alpha: -1 target_modules: ".*query" })pb",
+                "job.freeze.lora.alpha: must be > 0 (got -1)"},
+        BadLora{R"pb(lora { rank: 2 dropout: 1 target_modules: ".*query" })pb",
+                "job.freeze.lora.dropout: must be in [0, 1)"},
+        BadLora{R"pb(lora { rank: 2 })pb", "job.freeze.lora.target_modules: required"},
+        BadLora{R"pb(lora { rank: 2 target_modules: "(" })pb",
+                "job.freeze.lora.target_modules: invalid regex"},
+        BadLora{R"pb(lora { rank: 2 target_modules: "bert\\.encoder\\.layer\\.7\\.attention\\.self\\.query" })pb",
+                "job.freeze.lora.target_modules: matches no module (full match against module names "
+                "such as bert.encoder.layer.0.attention.self.query); closest names: "
+                "bert.encoder.layer.0.attention.self.query"},
+        BadLora{R"pb(lora { rank: 2 target_modules: ".*query\\.weight" })pb",
+                "job.freeze.lora.target_modules: matches no module"},
+        BadLora{R"pb(lora { rank: 2 target_modules: ".*LayerNorm" })pb",
+                "job.freeze.lora.target_modules: matches bert.embeddings.LayerNorm (LayerNorm), not "
+                "a Linear layer"},
+        BadLora{R"pb(lora { rank: 2 target_modules: "bert\\.encoder\\.layer\\.0\\.attention\\.self" })pb",
+                "job.freeze.lora.target_modules: matches bert.encoder.layer.0.attention.self "
+                "(container), not a Linear layer"},
+        BadLora{R"pb(lora { rank: 2 target_modules: "bert\\.embeddings\\.word_embeddings" })pb",
+                "job.freeze.lora.target_modules: matches bert.embeddings.word_embeddings (Embedding)"},
+        BadLora{R"pb(lora { rank: 2 target_modules: "classifier" })pb",
+                "job.freeze.lora.modules_to_save: the default (classifier) overlaps the LoRA "
+                "target classifier"},
+        BadLora{R"pb(lora { rank: 2 target_modules: ".*query" modules_to_save: "bert\\.encoder\\.layer\\.0" })pb",
+                "job.freeze.lora.modules_to_save[0]: matches bert.encoder.layer.0, which overlaps the LoRA "
+                "target bert.encoder.layer.0.attention.self.query"},
+        BadLora{R"pb(lora { rank: 2 target_modules: ".*query" modules_to_save: "nope" })pb",
+                "job.freeze.lora.modules_to_save[0]: matches no module"},
+        BadLora{R"pb(head_only {} lora { rank: 2 target_modules: ".*query" })pb",
+                "job.freeze.lora: cannot be combined with a recipe"}));
+
+}  // namespace lora
 
 }  // namespace
 }  // namespace freezetune::train

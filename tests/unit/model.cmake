@@ -15,6 +15,9 @@ if(TARGET freezetune_model)
     DEPS freezetune_model TIMEOUT 60 LABELS model)
 endif()
 if(TARGET freezetune_model AND TARGET freezetune_tokenizer)
+  freezetune_test(lora_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/lora_test.cc
+    DEPS freezetune_model TIMEOUT 60 LABELS model)
   freezetune_test(hf_checkpoint_test
     SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/hf_checkpoint_test.cc
     DEPS freezetune_model TIMEOUT 60 LABELS model)
@@ -41,5 +44,15 @@ if(TARGET freezetune-model)
               --shared ${PROJECT_SOURCE_DIR}/../shared
               --workdir ${CMAKE_CURRENT_BINARY_DIR}/freezetune_model_cli)
     set_tests_properties(freezetune_model_cli_test PROPERTIES TIMEOUT 180 LABELS "model")
+    # LoRA: a PEFT adapter (random, PEFT key names) on a base model, unmerged
+    # (predict --adapter) and merged (merge-adapter), against a float64
+    # reference computing base + (alpha / r) B A x. Skips (77) without torch.
+    add_test(NAME lora_numerics_test
+      COMMAND ${FREEZETUNE_SYSTEM_PYTHON3} ${PROJECT_SOURCE_DIR}/tests/numerics/lora_numerics_test.py
+              --tool $<TARGET_FILE:freezetune-model>
+              --shared ${PROJECT_SOURCE_DIR}/../shared
+              --workdir ${CMAKE_CURRENT_BINARY_DIR}/lora_numerics)
+    set_tests_properties(lora_numerics_test PROPERTIES TIMEOUT 180 SKIP_RETURN_CODE 77
+      LABELS "model;numerics;peft")
   endif()
 endif()

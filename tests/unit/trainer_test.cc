@@ -28,6 +28,7 @@
 #include "gtest/gtest.h"
 #include "server/model/bert.h"
 #include "server/model/hf_checkpoint.h"
+#include "server/model/safetensors.h"
 #include "server/model/tokenizer.h"
 #include "server/train/encode_cache.h"
 #include "server/train/fine_tune.h"
@@ -169,6 +170,8 @@ INSTANTIATE_TEST_SUITE_P(
     Recipes, TrainerRecipeTest,
     ::testing::Values(Recipe{"full", "", 0}, Recipe{"bottom1", "bottom { num_layers: 1 }", 5 + 16},
                       Recipe{"head_only", "head_only {}", 39},
+                      // BitFit: 1 embedding LN bias + 8 per layer + pooler + classifier train.
+                      Recipe{"bias_only", "bias_only {}", 41 - (1 + 16 + 1 + 2)},
                       Recipe{"regex",
                              R"pb(rules { pattern: "bert\\.encoder\\.layer\\.[01]\\.attention\\..*"
                                           action: FREEZE_ACTION_FREEZE })pb",
@@ -1015,6 +1018,115 @@ TEST_F(ValidateJobTest, PlanFreezeDryRun) {
   request.mutable_freeze()->mutable_bottom()->set_num_layers(5);
   EXPECT_THAT(std::string(PlanFreeze(request, data::UriOptions{}).status().message()),
               StartsWith("freeze.bottom.num_layers: "));
+}
+
+// ---- LoRA -------------------------------------------------------------------
+
+constexpr const char* kLoraSpec =
+    R"pb(lora { rank: 4 alpha: 8 target_modules: "bert\\.encoder\\.layer\\.\\d+\\.attention\\.self\\.(query|value)" })pb";
+
+TEST_F(TrainerTest, LoraTrainsOnlyAdaptersAndHeadAndMergesExactly) {
+  std::map<std::string, torch::Tensor> initial;
+  auto trainer = MakeTrainer(Job(kLoraSpec), &initial);
+  ASSERT_NE(trainer, nullptr);
+  // Step 0 equals the base model: every lora_B starts at zero.
+  for (const auto& [name, t] : initial) {
+    if (name.find("lora_B") != std::string::npos) {
+      EXPECT_TRUE(at::all(t == 0).item<bool>()) << name;
+    }
+  }
+  ASSERT_TRUE(trainer->Train().ok());
+  EXPECT_TRUE(trainer->summary().frozen_weights_verified);
+  std::set<std::string> trained;
+  for (const auto& item : trainer->model()->named_parameters()) {
+    const bool moved = !torch::equal(item.value(), initial.at(item.key()));
+    const bool adapter = item.key().find(".lora_") != std::string::npos;
+    const bool head = item.key().rfind("classifier.", 0) == 0;
+    EXPECT_EQ(item.value().requires_grad(), adapter || head) << item.key();
+    EXPECT_EQ(moved, adapter || head) << item.key();
+    if (moved) trained.insert(item.key());
+  }
+  EXPECT_EQ(trained.size(), 4u * 2 + 2);
+  EXPECT_EQ(Impls(trainer->TrainableParameters()).size(), trained.size());
+  size_t in_optimizer = 0;
+  for (const auto& group : trainer->optimizer().param_groups()) in_optimizer += group.params().size();
+  EXPECT_EQ(in_optimizer, trained.size());
+
+  // The merged model computes what base + adapter computes.
+  auto& m = trainer->model();
+  m->eval();
+  torch::NoGradGuard no_grad;
+  torch::Tensor ids = at::randint(1000, 2000, {4, 12}, at::kLong);
+  torch::Tensor types = at::zeros_like(ids);
+  torch::Tensor mask = at::ones_like(ids);
+  torch::Tensor adapted = m->forward(ids, types, mask);
+  m->MergeLora();
+  torch::Tensor merged = m->forward(ids, types, mask);
+  EXPECT_LT((merged - adapted).abs().max().item<double>(), 1e-5);
+}
+
+TEST_F(TrainerTest, LoraFullOutputIsAMergedHuggingFaceModel) {
+  v1::FineTuneJob job = Job(kLoraSpec);
+  auto result = RunFineTune(job, Context("out_lora_full"));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->frozen_weights_verified());
+  const std::string out = root_ + "/out_lora_full";
+  auto input = model::LoadModelDir(model_dir_, 2);
+  auto output = model::LoadModelDir(out, 2);
+  ASSERT_TRUE(input.ok() && output.ok());
+  EXPECT_TRUE(output->unused.empty());  // no lora tensors in model.safetensors
+  std::map<std::string, torch::Tensor> in;
+  for (const auto& item : input->model->named_parameters()) in[item.key()] = item.value();
+  for (const auto& item : output->model->named_parameters()) {
+    const std::string& n = item.key();
+    const bool adapted = n.find("attention.self.query.weight") != std::string::npos ||
+                         n.find("attention.self.value.weight") != std::string::npos;
+    const bool head = n.rfind("classifier.", 0) == 0;
+    EXPECT_EQ(!torch::equal(item.value(), in.at(n)), adapted || head) << n;
+  }
+  nlohmann::json plan;
+  std::ifstream(out + "/freeze_plan.json") >> plan;
+  EXPECT_EQ(plan["lora"]["targets"].size(), 4u);
+  EXPECT_EQ(plan["adapter_parameters"], 4 * (4 * 32 + 32 * 4));
+  EXPECT_EQ(result->trainable_parameters(), 4 * (4 * 32 + 32 * 4) + 32 * 2 + 2);
+}
+
+TEST_F(TrainerTest, LoraPeftAdapterOutput) {
+  v1::FineTuneJob job = Job(kLoraSpec);
+  job.set_output_format(v1::OUTPUT_FORMAT_PEFT_ADAPTER);
+  auto result = RunFineTune(job, Context("out_lora_peft"));
+  ASSERT_TRUE(result.ok()) << result.status();
+  const std::string out = root_ + "/out_lora_peft";
+  EXPECT_TRUE(fs::exists(out + "/adapter_config.json"));
+  EXPECT_FALSE(fs::exists(out + "/model.safetensors"));
+  auto tensors = model::ReadSafetensors(out + "/adapter_model.safetensors");
+  ASSERT_TRUE(tensors.ok()) << tensors.status();
+  std::set<std::string> keys;
+  for (const auto& [name, t] : tensors->tensors) keys.insert(name);
+  EXPECT_EQ(keys.size(), 4u * 2 + 2);
+  EXPECT_TRUE(keys.count("base_model.model.classifier.weight"));
+  EXPECT_TRUE(keys.count("base_model.model.bert.encoder.layer.1.attention.self.value.lora_B.weight"));
+  nlohmann::json config;
+  std::ifstream(out + "/adapter_config.json") >> config;
+  EXPECT_EQ(config["bias"], "none");
+  EXPECT_EQ(config["base_model_name_or_path"], model_dir_);
+}
+
+TEST_F(ValidateJobTest, LoraAndOutputFormatErrors) {
+  EXPECT_TRUE(Validate(Job(kLoraSpec)).ok()) << Validate(Job(kLoraSpec));
+  EXPECT_THAT(std::string(Validate(Job(R"pb(lora { rank: 0 target_modules: ".*query" })pb")).message()),
+              StartsWith("job.freeze.lora.rank: must be >= 1"));
+  EXPECT_THAT(std::string(Validate(Job(R"pb(lora { rank: 2 target_modules: ".*LayerNorm" })pb")).message()),
+              StartsWith("job.freeze.lora.target_modules: matches bert.embeddings.LayerNorm"));
+  v1::FineTuneJob job = Job("head_only {}");
+  job.set_output_format(v1::OUTPUT_FORMAT_PEFT_ADAPTER);
+  EXPECT_THAT(std::string(Validate(job).message()), StartsWith("job.output_format: "));
+  v1::PlanFreezeRequest request;
+  request.set_model_uri(model_dir_);
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(kLoraSpec, request.mutable_freeze()));
+  auto plan = PlanFreeze(request, data::UriOptions{});
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->adapter_parameters(), 4 * (4 * 32 + 32 * 4));
 }
 
 }  // namespace

@@ -1,0 +1,69 @@
+// Job outputs by format (see job_output.h).
+#include "server/train/job_output.h"
+
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
+#include "server/model/hf_checkpoint.h"
+#include "server/model/peft_adapter.h"
+
+namespace freezetune::train {
+
+absl::Status ValidateOutputFormat(const v1::FineTuneJob& job) {
+  switch (job.output_format()) {
+    case v1::OUTPUT_FORMAT_UNSPECIFIED:
+    case v1::OUTPUT_FORMAT_FULL:
+      return absl::OkStatus();
+    case v1::OUTPUT_FORMAT_PEFT_ADAPTER:
+      if (!job.freeze().has_lora()) {
+        return absl::InvalidArgumentError(
+            "job.output_format: OUTPUT_FORMAT_PEFT_ADAPTER writes LoRA adapters; set freeze.lora");
+      }
+      return absl::OkStatus();
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("job.output_format: unknown value ", static_cast<int>(job.output_format())));
+  }
+}
+
+absl::Status WriteJobOutput(const v1::FineTuneJob& job, Trainer& trainer, const PreparedJob& prepared,
+                            const std::string& base_model_dir, const std::string& output_dir) {
+  FT_RETURN_IF_ERROR(ValidateOutputFormat(job));
+  model::BertForSequenceClassification& m = trainer.model();
+  m->to(torch::kCPU);
+  const nlohmann::json plan = trainer.plan().ToJson();
+  const nlohmann::json metrics = trainer.MetricsJson();
+  if (job.output_format() == v1::OUTPUT_FORMAT_PEFT_ADAPTER) {
+    const LoraPlan& lora = *trainer.plan().lora;
+    model::PeftAdapterOptions options;
+    options.base_model_name_or_path = base_model_dir;
+    options.alpha = lora.alpha;
+    options.dropout = lora.dropout;
+    options.target_modules = lora.target_pattern;
+    options.modules_to_save = lora.modules_to_save;
+    // Every base parameter that trained at some point (modules_to_save,
+    // and whatever rules or unfreezing stages trained); adapters are
+    // always written.
+    std::set<std::string> adapters;
+    for (const ParameterDecision& d : trainer.plan().parameters) {
+      if (d.adapter) adapters.insert(d.name);
+    }
+    for (const std::string& name : trainer.ever_trainable()) {
+      if (adapters.count(name) == 0) options.saved_parameters.insert(name);
+    }
+    options.label_names = prepared.labels.names;
+    options.freeze_plan = plan;
+    options.metrics = metrics;
+    return model::SavePeftAdapter(output_dir, m, *prepared.loaded.tokenizer, options);
+  }
+  // Full model: fold the adapters in (W + alpha/rank * B A).
+  m->MergeLora();
+  model::SaveOptions save;
+  save.label_names = prepared.labels.names;
+  save.freeze_plan = plan;
+  save.metrics = metrics;
+  return model::SaveModelDir(output_dir, m, *prepared.loaded.tokenizer, save);
+}
+
+}  // namespace freezetune::train
