@@ -234,6 +234,7 @@ absl::StatusOr<PreparedJob> PrepareJob(const v1::FineTuneJob& job, const RunCont
     absl::MutexLock lock(&global_rng_mu);
     torch::manual_seed(static_cast<uint64_t>(out.hp.seed));
     FT_ASSIGN_OR_RETURN(out.loaded, model::LoadModelDir(model_dir, out.labels.num_labels()));
+    out.model_dir = model_dir;
     // Compile against the loaded model's own parameters, so the plan names
     // exactly what the trainer will see, then add the adapters it asks for.
     std::vector<model::ParameterShape> shapes;
@@ -319,9 +320,10 @@ absl::StatusOr<v1::JobResult> RunFineTuneImpl(const v1::FineTuneJob& job,
                                       pad_id, std::move(options)));
   FT_RETURN_IF_ERROR(trainer->Train());
 
-  FT_ASSIGN_OR_RETURN(const std::string model_dir,
-                      ResolveModelDir(job.model_uri(), context.uris, "job.model_uri"));
-  FT_RETURN_IF_ERROR(WriteJobOutput(job, *trainer, prepared, model_dir, context.output_dir));
+  // Where a PEFT adapter records its base: the job's URI for object
+  // storage, else the local directory it was loaded from.
+  const std::string base_name = data::IsS3Uri(job.model_uri()) ? job.model_uri() : prepared.model_dir;
+  FT_RETURN_IF_ERROR(WriteJobOutput(job, *trainer, prepared, base_name, context.output_dir));
 
   const TrainerSummary& summary = trainer->summary();
   TrainerStateInfo state;

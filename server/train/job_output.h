@@ -19,8 +19,8 @@ namespace freezetune::train {
 // output needs freeze.lora). INVALID_ARGUMENT naming "job.output_format".
 absl::Status ValidateOutputFormat(const v1::FineTuneJob& job);
 
-// Writes the trained model (on the CPU) to `output_dir`. `base_model_dir` is
-// the resolved job.model_uri (recorded in adapter_config.json). For
+// Writes the trained model (on the CPU) to `output_dir`. `base_model_dir`
+// names the base model in adapter_config.json (base_model_name_or_path). For
 // OUTPUT_FORMAT_FULL this merges the model's LoRA adapters into its weights
 // (so it runs after every check on the trained adapters).
 absl::Status WriteJobOutput(const v1::FineTuneJob& job, Trainer& trainer, const PreparedJob& prepared,

@@ -213,6 +213,7 @@ std::vector<std::vector<int64_t>> TrainingBatches(const data::EncodedDataset& tr
 // before the loop). Seeds torch with the job's seed before anything random
 // (classifier init, dropout).
 struct PreparedJob {
+  std::string model_dir;  // job.model_uri resolved to a local directory
   model::LoadedModel loaded;
   data::LabelSpace labels;
   data::EncodedDataset train;
