@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "server/common/status_macros.h"
 #include "server/data/s3_client.h"
@@ -66,10 +67,14 @@ std::string ManifestJson(const std::vector<ManifestFile>& files, std::string_vie
   return j.dump(2) + "\n";
 }
 
-// A plain file name: what a manifest may list (no paths).
+// What a manifest may list: a relative path of plain segments (no empty,
+// "." or ".." segment, no NUL), so no file can land outside the directory.
 bool PlainName(const std::string& name) {
-  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
-         name.find('\0') == std::string::npos;
+  if (name.empty() || name.find('\0') != std::string::npos) return false;
+  for (absl::string_view part : absl::StrSplit(name, '/')) {
+    if (part.empty() || part == "." || part == "..") return false;
+  }
+  return true;
 }
 
 absl::StatusOr<std::vector<ManifestFile>> ParseManifest(const std::string& text,
@@ -96,12 +101,13 @@ absl::StatusOr<std::vector<ManifestFile>> ParseManifest(const std::string& text,
   return files;
 }
 
-// The regular files directly in `dir`, sorted by name.
+// The regular files under `dir` (recursively), as relative paths, sorted.
 absl::StatusOr<std::vector<std::string>> LocalFiles(const std::string& dir) {
   std::vector<std::string> names;
   std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    if (entry.is_regular_file()) names.push_back(entry.path().filename().string());
+  for (auto it = fs::recursive_directory_iterator(dir, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_regular_file()) names.push_back(fs::relative(it->path(), dir).string());
   }
   if (ec) {
     return absl::InternalError(absl::StrCat("cannot list ", dir, ": ", ec.message()));
@@ -229,6 +235,7 @@ absl::StatusOr<std::string> StageS3ModelDir(std::string_view uri, const UriOptio
     fs::remove_all(partial, ignored);
   };
   for (const ManifestFile& f : files) {
+    fs::create_directories((partial / f.name).parent_path(), ec);
     absl::StatusOr<S3Object> got = client.GetToFile(
         Child(dir, f.name), (partial / f.name).string(), options.max_model_file_bytes, field);
     if (!got.ok()) {
@@ -373,6 +380,7 @@ absl::Status RestoreS3Checkpoint(std::string_view job_prefix_uri,
   fs::remove_all(partial, ec);
   fs::create_directories(partial, ec);
   for (const ManifestFile& f : files) {
+    fs::create_directories((partial / f.name).parent_path(), ec);
     FT_RETURN_IF_ERROR(client
                            .GetToFile(Child(step, f.name), (partial / f.name).string(),
                                       options.max_model_file_bytes, kField)

@@ -3,7 +3,7 @@
 //
 // Manifests. A directory freezetune writes to S3 is complete only when its
 // manifest, kS3ManifestName, exists; it is always written last and lists
-// every file (name, size, ETag).
+// every file (relative path, size, ETag).
 //  - Outputs: the files are uploaded under a temporary sibling prefix
 //    "<key>.freezetune-partial/<nonce>/", copied server-side to "<key>/", and
 //    then the manifest is written, so a reader that goes by the manifest
@@ -47,8 +47,8 @@ absl::StatusOr<std::string> StageS3ModelDir(std::string_view uri, const UriOptio
 absl::Status CheckS3OutputFree(std::string_view uri, const UriOptions& options,
                                std::string_view field);
 
-// Publishes the regular files of `local_dir` (not recursive) to `uri` as
-// described above. Returns the published URI. INVALID_ARGUMENT when the
+// Publishes the regular files under `local_dir` (recursively, relative
+// paths kept) to `uri` as described above. Returns the published URI. INVALID_ARGUMENT when the
 // prefix already holds a published output (nothing is overwritten).
 absl::StatusOr<std::string> PublishS3Dir(const std::string& local_dir, std::string_view uri,
                                          const UriOptions& options, std::string_view field);

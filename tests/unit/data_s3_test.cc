@@ -202,10 +202,21 @@ TEST_F(S3Test, ModelDirectoryWithAMissingFileNamesIt) {
   }
 }
 
+TEST_F(S3Test, AManifestCannotNameFilesOutsideItsDirectory) {
+  Put("models/evil/freezetune.manifest.json",
+      "{\"files\": [{\"name\": \"../../etc/passwd\", \"size\": 1}]}");
+  auto dir = StageS3ModelDir("s3://bkt/models/evil", options_, "job.model_uri");
+  ASSERT_FALSE(dir.ok());
+  EXPECT_EQ(dir.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Msg(dir.status()), StartsWith("job.model_uri: manifest "));
+  EXPECT_THAT(Msg(dir.status()), HasSubstr("is not plain"));
+}
+
 TEST_F(S3Test, OutputIsPublishedWithItsManifestLastAndNeverOverwritten) {
   WriteFile(tmp_ / "out" / "config.json", "{\"a\": 1}");
   WriteFile(tmp_ / "out" / "model.safetensors", RandomBytes(10000, 2));
   WriteFile(tmp_ / "out" / "vocab.txt", "v\n");
+  WriteFile(tmp_ / "out" / "runs" / "history.csv", "step,loss\n");
   ASSERT_TRUE(CheckS3OutputFree("s3://bkt/outputs/job1", options_, "job.output_uri").ok());
   auto uri = PublishS3Dir((tmp_ / "out").string(), "s3://bkt/outputs/job1", options_,
                           "job.output_uri");
@@ -219,6 +230,7 @@ TEST_F(S3Test, OutputIsPublishedWithItsManifestLastAndNeverOverwritten) {
   EXPECT_THAT(keys, ::testing::ElementsAre("outputs/job1/config.json",
                                            "outputs/job1/freezetune.manifest.json",
                                            "outputs/job1/model.safetensors",
+                                           "outputs/job1/runs/history.csv",
                                            "outputs/job1/vocab.txt"));
   auto manifest = client().Get(S3Location{"bkt", "outputs/job1/freezetune.manifest.json"},
                                1 << 20, "f");
@@ -241,7 +253,7 @@ TEST_F(S3Test, OutputIsPublishedWithItsManifestLastAndNeverOverwritten) {
   EXPECT_EQ(*vocab, "v\n");
   auto after = client().List("bkt", "outputs/", "f");
   ASSERT_TRUE(after.ok());
-  EXPECT_EQ(after->size(), 4u);
+  EXPECT_EQ(after->size(), 5u);
 
   // A sibling prefix sharing the name's start is a different output.
   EXPECT_TRUE(CheckS3OutputFree("s3://bkt/outputs/job", options_, "job.output_uri").ok());
@@ -250,6 +262,7 @@ TEST_F(S3Test, OutputIsPublishedWithItsManifestLastAndNeverOverwritten) {
   auto staged = StageS3ModelDir("s3://bkt/outputs/job1", options_, "job.model_uri");
   ASSERT_TRUE(staged.ok()) << staged.status();
   EXPECT_EQ(ReadFile(fs::path(*staged) / "model.safetensors"), RandomBytes(10000, 2));
+  EXPECT_EQ(ReadFile(fs::path(*staged) / "runs" / "history.csv"), "step,loss\n");
 }
 
 TEST_F(S3Test, CheckpointsUploadPruneAndRestoreTheNewest) {
