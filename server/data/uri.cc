@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -148,7 +149,7 @@ absl::Status CheckConfined(const std::string& canonical, const std::vector<std::
                            std::string_view shown_path, std::string_view field) {
   if (roots.empty()) return absl::OkStatus();
   for (const std::string& root : roots) {
-    if (internal::PathIsUnder(canonical, root)) return absl::OkStatus();
+    if (PathIsUnder(canonical, root)) return absl::OkStatus();
   }
   return BadUri(field, absl::StrCat(AV(shown_path), " is outside the data roots"));
 }
@@ -303,6 +304,11 @@ absl::StatusOr<std::string> ReadHttp(std::string_view uri, const UriOptions& opt
   std::string url(uri);
   for (int hop = 0;; ++hop) {
     FT_ASSIGN_OR_RETURN(const UrlParts parts, ParseHttpUrl(url, field));
+    if (parts.scheme == "http" && !options.allow_plain_http) {
+      return BadUri(field, hop == 0 ? "plain http:// URIs are disabled on this server; use https://"
+                                    : "redirected to plain http://, which is disabled on this "
+                                      "server");
+    }
     FT_ASSIGN_OR_RETURN(const std::vector<std::string> addrs,
                         ResolveAndCheck(parts, options, field));
     internal::HttpRequest request;
@@ -358,14 +364,19 @@ absl::StatusOr<std::string> ReadS3(std::string_view uri, const UriOptions& optio
 
 }  // namespace
 
-namespace internal {
-
 bool PathIsUnder(std::string_view path, std::string_view root) {
   if (root == "/") return !path.empty() && path[0] == '/';
   while (root.size() > 1 && root.back() == '/') root.remove_suffix(1);
   if (!absl::StartsWith(AV(path), AV(root))) return false;
   return path.size() == root.size() || path[root.size()] == '/';
 }
+
+bool IsLocalUri(std::string_view uri) {
+  const std::string scheme = SchemeOf(uri);
+  return scheme.empty() || scheme == "file";
+}
+
+namespace internal {
 
 bool IsPublicAddress(const sockaddr* addr) {
   auto v4_public = [](uint32_t a) {  // host byte order
@@ -438,19 +449,22 @@ absl::StatusOr<std::string> ReadUri(std::string_view uri, const UriOptions& opti
   return ReadLocal(uri, options, field);
 }
 
-absl::StatusOr<std::string> ResolveOutputDir(std::string_view uri, const UriOptions& options,
-                                             std::string_view field) {
-  if (IsS3Uri(uri)) {
-    return BadUri(field, "s3:// is not supported here (only a job's output_uri may be s3://)");
-  }
+namespace {
+
+// An output URI split at its deepest existing ancestor: `existing` is that
+// ancestor's canonical path (confined to the roots), `missing` the plain
+// names still to create below it (never "." or "..", which could climb back
+// out of the checked ancestor).
+struct OutputPath {
+  std::string existing;
+  std::vector<std::string> missing;
+};
+
+absl::StatusOr<OutputPath> SplitOutputPath(std::string_view uri,
+                                           const std::vector<std::string>& roots,
+                                           std::string_view field) {
   FT_ASSIGN_OR_RETURN(const std::string path, LocalPathOf(uri, field));
-  FT_ASSIGN_OR_RETURN(const std::vector<std::string> roots, CanonicalRoots(options));
-  // Find the deepest existing ancestor, confine it, then create the missing
-  // components one plain name at a time. Nothing is created before the check,
-  // and the missing tail may not contain "." or "..", which could climb back
-  // out of the checked ancestor.
-  std::vector<std::string> parts =
-      absl::StrSplit(path, '/', absl::SkipEmpty());
+  std::vector<std::string> parts = absl::StrSplit(path, '/', absl::SkipEmpty());
   size_t existing = parts.size();
   std::string base;
   for (;;) {
@@ -464,20 +478,79 @@ absl::StatusOr<std::string> ResolveOutputDir(std::string_view uri, const UriOpti
     if (existing == 0) return BadUri(field, "no existing ancestor directory");
     --existing;
   }
-  FT_ASSIGN_OR_RETURN(std::string current, RealPath(base, field, "directory"));
-  FT_RETURN_IF_ERROR(CheckConfined(current, roots, path, field));
+  OutputPath out;
+  FT_ASSIGN_OR_RETURN(out.existing, RealPath(base, field, "directory"));
+  FT_RETURN_IF_ERROR(CheckConfined(out.existing, roots, path, field));
   for (size_t i = existing; i < parts.size(); ++i) {
     if (parts[i] == "." || parts[i] == "..") {
       return BadUri(field, "\".\" and \"..\" are not allowed in the part of the path to create");
     }
-    const std::string next = current == "/" ? "/" + parts[i] : current + "/" + parts[i];
+    out.missing.push_back(parts[i]);
+  }
+  return out;
+}
+
+std::string JoinPath(const std::string& dir, const std::string& name) {
+  return dir == "/" ? "/" + name : dir + "/" + name;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> PlanOutputDir(std::string_view uri, const UriOptions& options,
+                                          std::string_view field) {
+  if (IsS3Uri(uri)) {
+    return BadUri(field, "s3:// is not supported here (only a job's output_uri may be s3://)");
+  }
+  FT_ASSIGN_OR_RETURN(const std::vector<std::string> roots, CanonicalRoots(options));
+  FT_ASSIGN_OR_RETURN(const OutputPath split, SplitOutputPath(uri, roots, field));
+  if (!split.missing.empty()) {
+    std::string planned = split.existing;
+    for (const std::string& name : split.missing) planned = JoinPath(planned, name);
+    return planned;
+  }
+  // The whole path exists (and is a directory): only an empty one may be
+  // written into, so nothing already there can be replaced.
+  DIR* dir = ::opendir(split.existing.c_str());
+  if (dir == nullptr) {
+    return BadUri(field, absl::StrCat("cannot open ", split.existing, ": ", std::strerror(errno)));
+  }
+  bool empty = true;
+  while (const dirent* entry = ::readdir(dir)) {
+    const std::string_view name = entry->d_name;
+    if (name != "." && name != "..") {
+      empty = false;
+      break;
+    }
+  }
+  ::closedir(dir);
+  if (!empty) {
+    return BadUri(field, absl::StrCat(split.existing,
+                                      " exists and is not empty; outputs go to a new or empty "
+                                      "directory"));
+  }
+  return split.existing;
+}
+
+absl::StatusOr<std::string> ResolveOutputDir(std::string_view uri, const UriOptions& options,
+                                             std::string_view field) {
+  if (IsS3Uri(uri)) {
+    return BadUri(field, "s3:// is not supported here (only a job's output_uri may be s3://)");
+  }
+  FT_ASSIGN_OR_RETURN(const std::vector<std::string> roots, CanonicalRoots(options));
+  // Confine the deepest existing ancestor, then create the missing
+  // components one plain name at a time, re-checking each: nothing is
+  // created before the check.
+  FT_ASSIGN_OR_RETURN(const OutputPath split, SplitOutputPath(uri, roots, field));
+  std::string current = split.existing;
+  for (const std::string& name : split.missing) {
+    const std::string next = JoinPath(current, name);
     if (::mkdir(next.c_str(), 0755) != 0 && errno != EEXIST) {
       const int err = errno;
       if (err == EACCES) return BadUri(field, absl::StrCat("permission denied: ", next));
       return BadUri(field, absl::StrCat("cannot create ", next, ": ", std::strerror(err)));
     }
     FT_ASSIGN_OR_RETURN(current, RealPath(next, field, "directory"));
-    FT_RETURN_IF_ERROR(CheckConfined(current, roots, path, field));
+    FT_RETURN_IF_ERROR(CheckConfined(current, roots, next, field));
   }
   struct stat st;
   if (::stat(current.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {

@@ -34,7 +34,10 @@ struct UriOptions {
   std::vector<std::string> data_roots;
   // Cap on bytes read from one URI.
   int64_t max_bytes = int64_t{1} << 30;
+  // http(s):// URIs at all; with allow_plain_http also unencrypted http://
+  // (checked on every redirect hop too).
   bool allow_http = true;
+  bool allow_plain_http = true;
   // Allow http(s) to loopback/private/link-local addresses (tests only).
   bool allow_private_http = false;
   int http_timeout_seconds = 60;
@@ -47,6 +50,14 @@ struct UriOptions {
   int64_t max_model_file_bytes = int64_t{16} << 30;
 };
 
+// True when canonical `path` equals canonical `root` or lies below it,
+// compared by whole components ("/data2" is not under "/data").
+bool PathIsUnder(std::string_view path, std::string_view root);
+
+// True for file:// URIs and plain paths: what ResolveLocalPath handles (as
+// opposed to http(s):// and unknown schemes).
+bool IsLocalUri(std::string_view uri);
+
 // Canonical local path of a file:// URI or absolute path, checked to exist
 // and lie under a data root. `field` prefixes errors ("job.train.uri").
 absl::StatusOr<std::string> ResolveLocalPath(std::string_view uri, const UriOptions& options,
@@ -56,8 +67,19 @@ absl::StatusOr<std::string> ResolveLocalPath(std::string_view uri, const UriOpti
 absl::StatusOr<std::string> ReadUri(std::string_view uri, const UriOptions& options,
                                     std::string_view field);
 
+// Where an output URI (file:// or absolute path) would be written, checked
+// without creating anything: the deepest existing ancestor is confined to
+// the data roots like an input (realpath: no symlink or ".." escapes), the
+// part still to create holds no "." or "..", and a directory that already
+// exists must be empty (INVALID_ARGUMENT "<field>: ... exists and is not
+// empty"), so an output never replaces anything. Returns the canonical path.
+absl::StatusOr<std::string> PlanOutputDir(std::string_view uri, const UriOptions& options,
+                                          std::string_view field);
+
 // Local directory for an output URI (file:// or absolute path), created if
-// missing, confined to the data roots like inputs.
+// missing, confined to the data roots like inputs (each created component
+// is re-checked). Unlike PlanOutputDir it accepts a non-empty directory: a
+// job re-run after a restart writes into the directory it was given.
 absl::StatusOr<std::string> ResolveOutputDir(std::string_view uri, const UriOptions& options,
                                              std::string_view field);
 

@@ -7,11 +7,11 @@
 
 #include <string_view>
 
+#include "server/data/uri.h"
+
 namespace freezetune::data::internal {
 
-// True when canonical `path` equals canonical `root` or lies below it,
-// compared by whole components ("/data2" is not under "/data").
-bool PathIsUnder(std::string_view path, std::string_view root);
+using ::freezetune::data::PathIsUnder;
 
 // False for loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7),
 // link-local (169.254/16, fe80::/10), unspecified, CGNAT, multicast and

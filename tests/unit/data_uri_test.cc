@@ -25,6 +25,7 @@ namespace freezetune::data {
 namespace {
 
 namespace fs = std::filesystem;
+using ::testing::Not;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
@@ -246,6 +247,35 @@ TEST_F(LocalUriTest, OutputDirOutsideRootNotCreated) {
   EXPECT_THAT(Msg(file.status()), HasSubstr("not a directory"));
 }
 
+TEST_F(LocalUriTest, PlannedOutputIsCheckedButNotCreated) {
+  // New: the canonical path it will have, nothing made yet.
+  const fs::path want = root_ / "outputs" / "job-2";
+  auto r = PlanOutputDir("file://" + want.string(), options_, "job.output_uri");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*r, want.string());
+  EXPECT_FALSE(fs::exists(root_ / "outputs"));
+  // Existing and empty: fine. Existing with anything in it: refused, since
+  // writing there would replace what is there.
+  fs::create_directories(root_ / "empty");
+  EXPECT_TRUE(PlanOutputDir((root_ / "empty").string(), options_, "f").ok());
+  WriteFile(root_ / "empty" / ".hidden", "x");
+  auto full = PlanOutputDir((root_ / "empty").string(), options_, "job.output_uri");
+  ASSERT_FALSE(full.ok());
+  EXPECT_EQ(Msg(full.status()), "job.output_uri: " + (root_ / "empty").string() +
+                                    " exists and is not empty; outputs go to a new or empty "
+                                    "directory");
+  // The input rules hold as for ResolveOutputDir, and nothing is created.
+  EXPECT_THAT(Msg(PlanOutputDir((tmp_.path() / "elsewhere").string(), options_, "f").status()),
+              HasSubstr("outside the data roots"));
+  EXPECT_FALSE(PlanOutputDir((root_ / "new" / ".." / ".." / "escaped").string(), options_, "f").ok());
+  fs::create_symlink(tmp_.path(), root_ / "up");
+  EXPECT_FALSE(PlanOutputDir((root_ / "up" / "made").string(), options_, "f").ok());
+  EXPECT_THAT(Msg(PlanOutputDir((root_ / "train.tsv").string(), options_, "f").status()),
+              HasSubstr("not a directory"));
+  EXPECT_FALSE(fs::exists(tmp_.path() / "made"));
+  EXPECT_FALSE(fs::exists(tmp_.path() / "elsewhere"));
+}
+
 // ---------------------------------------------------------------------------
 // http
 
@@ -463,6 +493,26 @@ TEST(HttpUriTest, HttpErrorsAndDisabledHttp) {
   auto off = ReadUri("https://example.com/x", options, "job.train.uri");
   ASSERT_FALSE(off.ok());
   EXPECT_THAT(Msg(off.status()), HasSubstr("disabled"));
+}
+
+// --allow_plain_http=false (the Kubernetes default, matching its 443-only
+// egress): http:// is refused before any connection; https:// is not.
+TEST(HttpUriTest, PlainHttpCanBeTurnedOffAlone) {
+  UriOptions options;
+  options.allow_private_http = true;
+  options.allow_plain_http = false;
+  auto r = ReadUri("http://127.0.0.1:9/train.tsv", options, "job.train.uri");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(Msg(r.status()),
+            "job.train.uri: plain http:// URIs are disabled on this server; use https://");
+  // https:// gets as far as connecting (nothing listens on port 9).
+  auto tls = ReadUri("https://127.0.0.1:9/train.tsv", options, "job.train.uri");
+  ASSERT_FALSE(tls.ok());
+  EXPECT_THAT(Msg(tls.status()), Not(HasSubstr("disabled")));
+  // The positive twin: the same options with plain http allowed fetch.
+  OneShotHttpServer server({Ok("sentence\tlabel\nhi\t1\n")});
+  options.allow_plain_http = true;
+  EXPECT_TRUE(ReadUri(server.url("/train.tsv"), options, "job.train.uri").ok());
 }
 
 }  // namespace
