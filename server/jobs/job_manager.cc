@@ -19,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/common/status_macros.h"
+#include "server/data/s3_client.h"
 #include "server/jobs/log.h"
 #include "server/jobs/remote_files.h"
 
@@ -113,6 +114,11 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const JobManagerO
                            ? (std::filesystem::path(options.data_dir) / "freezetune.db").string()
                            : options.store_path;
   FT_ASSIGN_OR_RETURN(manager->store_, JobStore::Open(store_options));
+  PathPolicyOptions path_options;
+  path_options.data_dir = std::filesystem::canonical(options.data_dir).string();
+  path_options.uris = options.uris;
+  path_options.allow_tenant_output_paths = options.allow_tenant_output_paths;
+  manager->paths_ = std::make_unique<PathPolicy>(path_options, manager->store_.get());
   SchedulerOptions scheduler_options = options.scheduler;
   scheduler_options.metrics = metrics;
   JobManager* self = manager.get();
@@ -183,22 +189,28 @@ absl::Status JobManager::Recover() {
   return absl::OkStatus();
 }
 
-absl::Status JobManager::Validate(const v1::FineTuneJob& job) {
+absl::Status JobManager::Validate(const v1::FineTuneJob& job, const std::string& tenant) {
+  FT_RETURN_IF_ERROR(paths_->CheckJobInputs(job, tenant));
   return hooks_.validate(job, options_.uris, options_.limits);
 }
 
-absl::StatusOr<std::string> JobManager::ResolveOutputDir(std::string_view uri,
-                                                         std::string_view field) {
-  if (hooks_.resolve_output_dir) return hooks_.resolve_output_dir(uri, options_.uris, field);
-  std::string dir(uri);
-  if (absl::StartsWith(dir, "file://")) dir = dir.substr(7);
-  if (dir.empty() || dir.front() != '/') {
-    return absl::InvalidArgumentError(absl::StrCat(std::string(field), ": must be an absolute path"));
+absl::StatusOr<std::string> JobManager::PlanOutput(std::string_view uri, const std::string& tenant,
+                                                   const std::string& owner_id,
+                                                   std::string_view field) {
+  if (data::IsS3Uri(uri)) {
+    // A sweep writes its winner's copy and sweep.json to a local directory.
+    return absl::InvalidArgumentError(absl::StrCat(
+        std::string(field), ": s3:// is not supported here (only a job's output_uri may be s3://)"));
   }
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat(std::string(field), ": cannot create ", dir, ": ", ec.message()));
-  return dir;
+  return paths_->PlanOutput(uri, tenant, owner_id, field);
+}
+
+absl::Status JobManager::ClaimOutput(const std::string& path, const std::string& owner_id,
+                                     const std::string& tenant, std::string_view field) {
+  FT_ASSIGN_OR_RETURN(std::optional<OutputClaim> conflict,
+                      store_->ClaimOutput({path, owner_id, tenant}));
+  if (conflict.has_value()) return PathPolicy::ClaimConflict(field, path, *conflict);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const std::string& tenant,
@@ -217,23 +229,34 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const st
                       store_->FindByClientRequestId(tenant, spec.client_request_id()));
   if (existing.has_value()) return *std::move(existing);
 
-  // Cheap early answer before the (possibly slow) validation.
+  // Cheap early answers before the (possibly slow) validation.
   FT_RETURN_IF_ERROR(scheduler_->CanAccept(tenant, spec.device()));
   FT_RETURN_IF_ERROR(CheckDeadline(deadline, "waiting to validate the job"));
-  FT_RETURN_IF_ERROR(hooks_.validate(spec, options_.uris, options_.limits));
+  const std::string job_id = NewJobId();
+  FT_ASSIGN_OR_RETURN(const std::string output_dir,
+                      paths_->PlanOutput(spec.output_uri(), tenant, job_id, "job.output_uri"));
+  FT_RETURN_IF_ERROR(Validate(spec, tenant));
   FT_RETURN_IF_ERROR(CheckDeadline(deadline, "validating the job"));
 
   absl::MutexLock lock(&submit_mu_);
   FT_RETURN_IF_ERROR(scheduler_->CanAccept(tenant, spec.device()));
   v1::Job job;
-  job.set_id(NewJobId());
+  job.set_id(job_id);
   job.set_tenant(tenant);
+  job.set_output_uri(data::IsS3Uri(output_dir) ? output_dir : absl::StrCat("file://", output_dir));
   job.set_sweep_id(sweep_id);
   *job.mutable_spec() = spec;
   job.set_state(v1::JOB_STATE_QUEUED);
   *job.mutable_create_time() = NowTimestamp();
+  // The claim is taken with the insert: of two submits naming one
+  // directory (or nested ones) only the first is stored.
+  const OutputClaim claim{output_dir, job.id(), tenant};
   FT_ASSIGN_OR_RETURN(JobStore::CreateResult created,
-                      store_->CreateJob(job, StateChangeEvent(v1::JOB_STATE_QUEUED, "queued")));
+                      store_->CreateJob(job, StateChangeEvent(v1::JOB_STATE_QUEUED, "queued"),
+                                        &claim));
+  if (created.output_conflict.has_value()) {
+    return PathPolicy::ClaimConflict("job.output_uri", output_dir, *created.output_conflict);
+  }
   if (!created.created) return std::move(created.job);
   if (metrics_ != nullptr) metrics_->JobCreated();
   FT_ASSIGN_OR_RETURN(std::vector<v1::JobEvent> first, store_->ReadEvents(job.id(), 0, 1));
@@ -304,8 +327,9 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id) {
 }
 
 absl::StatusOr<v1::PlanFreezeResponse> JobManager::PlanFreeze(
-    const v1::PlanFreezeRequest& request, absl::Time deadline) {
+    const v1::PlanFreezeRequest& request, const std::string& tenant, absl::Time deadline) {
   FT_RETURN_IF_ERROR(CheckDeadline(deadline, "waiting to plan the freeze"));
+  FT_RETURN_IF_ERROR(paths_->CheckInput(request.model_uri(), tenant, "model_uri"));
   absl::StatusOr<v1::PlanFreezeResponse> plan = hooks_.plan_freeze(request, options_.uris);
   if (plan.ok()) FT_RETURN_IF_ERROR(CheckDeadline(deadline, "planning the freeze"));
   return plan;
@@ -345,17 +369,22 @@ absl::Status JobManager::Transition(v1::Job& job, v1::JobState state, const std:
 }
 
 absl::StatusOr<std::string> JobManager::OutputDir(const v1::Job& job) {
-  if (job.spec().output_uri().empty() || OutputIsRemote(job.spec())) {
-    // An s3:// output is staged here and published when the job succeeds.
-    std::string dir = (std::filesystem::path(options_.data_dir) / "outputs" / job.id()).string();
-    FT_RETURN_IF_ERROR(MakeDir(dir));
-    return dir;
+  if (!job.spec().output_uri().empty() && !OutputIsRemote(job.spec())) {
+    // Planned at submit (Job.output_uri, "file://" + the canonical path);
+    // created now, re-confined component by component. Jobs stored before
+    // outputs were planned have only the spec's URI.
+    const std::string planned = absl::StartsWith(job.output_uri(), "file://")
+                                    ? job.output_uri().substr(7)
+                                    : job.spec().output_uri();
+    return data::ResolveOutputDir(planned, options_.uris, "job.output_uri");
   }
-  if (hooks_.resolve_output_dir) {
-    return hooks_.resolve_output_dir(job.spec().output_uri(), options_.uris, "job.output_uri");
-  }
-  FT_RETURN_IF_ERROR(MakeDir(job.spec().output_uri()));
-  return job.spec().output_uri();
+  // The default, or where an s3:// output is staged until it is published
+  // when the job succeeds: under data_dir (which need not lie under a data
+  // root).
+  FT_ASSIGN_OR_RETURN(std::string dir,
+                      paths_->PlanOutput({}, job.tenant(), job.id(), "job.output_uri"));
+  FT_RETURN_IF_ERROR(MakeDir(dir));
+  return dir;
 }
 
 void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& stop) {
@@ -395,13 +424,13 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
     };
   }
 
-  // Per-job counters for the metrics' increments between TrainMetrics events.
-  int64_t last_step = 0;
-  absl::Time last_time = absl::Now();
-  const int64_t samples_per_step =
-      int64_t{job.spec().hyperparameters().batch_size() > 0 ? job.spec().hyperparameters().batch_size()
-                                                            : 32} *
-      std::max(1, job.spec().hyperparameters().gradient_accumulation_steps());
+  // Steps are counted as the trainer takes them: a resumed run does not
+  // count again the steps its checkpoint already holds.
+  if (metrics_ != nullptr) {
+    context.on_step = [this](double seconds, int64_t samples) {
+      metrics_->TrainStep(seconds, samples);
+    };
+  }
   const std::string remote_checkpoints =
       RemoteCheckpointPrefix(options_.checkpoint_uri, job.id());
   context.emit = [&](v1::JobEvent event) {
@@ -413,14 +442,8 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
       job.mutable_progress()->set_epoch(t.epoch());
       update = true;
       if (metrics_ != nullptr) {
-        absl::Time now = absl::Now();
-        int64_t steps = t.step() - last_step;
-        double per_step = steps > 0 ? absl::ToDoubleSeconds(now - last_time) / steps : -1;
         double progress = t.total_steps() > 0 ? static_cast<double>(t.step()) / t.total_steps() : 0;
-        metrics_->TrainProgress(job.id(), steps, steps * samples_per_step, per_step, t.loss(),
-                                t.learning_rate(), progress);
-        last_step = t.step();
-        last_time = now;
+        metrics_->TrainProgress(job.id(), t.loss(), t.learning_rate(), progress);
       }
     }
     if (event.has_eval() && metrics_ != nullptr) {

@@ -44,6 +44,7 @@
 #include "server/data/uri.h"
 #include "server/jobs/event_log.h"
 #include "server/jobs/job_store.h"
+#include "server/jobs/path_policy.h"
 #include "server/jobs/scheduler.h"
 #include "server/metrics/metrics.h"
 #include "server/train/fine_tune.h"
@@ -61,16 +62,10 @@ struct TrainHooks {
       plan_freeze;
   std::function<absl::StatusOr<v1::JobResult>(const v1::FineTuneJob&, const train::RunContext&)>
       run;
-  // Resolves FineTuneJob.output_uri to a local directory (created, confined
-  // to the data roots). Null: the URI must be a plain absolute path, used
-  // as is (tests only).
-  std::function<absl::StatusOr<std::string>(std::string_view uri, const data::UriOptions&,
-                                            std::string_view field)>
-      resolve_output_dir;
 };
 
-// train::ValidateJob, train::PlanFreeze, train::RunFineTune and
-// data::ResolveOutputDir. Defined in train_hooks.cc, which is only built when
+// train::ValidateJob, train::PlanFreeze and train::RunFineTune. Defined in
+// train_hooks.cc, which is only built when
 // the freezetune_train library exists.
 TrainHooks DefaultTrainHooks(int64_t prefix_cache_bytes);
 
@@ -85,6 +80,9 @@ struct JobManagerOptions {
   // local, under <data_dir>/checkpoints.
   std::string checkpoint_uri;
   train::JobLimits limits;
+  // Tenants (auth) may name outputs outside <data_dir>/outputs/<tenant>/
+  // (see path_policy.h).
+  bool allow_tenant_output_paths = false;
   // Intra-op threads shared by the jobs running on the CPU: each gets
   // cpu_threads / (CPU jobs running now), at least 1, rebalanced before
   // every batch. 0: jobs keep the process default.
@@ -112,19 +110,29 @@ class JobManager {
   // FAILED_PRECONDITION "job.device: no CUDA device ..." when no slot can run
   // it, RESOURCE_EXHAUSTED when the queue or the tenant's queued-job limit
   // is full, DEADLINE_EXCEEDED when validation ends after `deadline`,
-  // UNAVAILABLE while shutting down; nothing is stored on error.
+  // UNAVAILABLE while shutting down; nothing is stored on error. The
+  // output directory is planned and claimed here (path_policy.h; recorded as
+  // Job.output_uri) and created when the job runs.
   // `sweep_id` links the job to a sweep (Job.sweep_id); empty for none.
   absl::StatusOr<v1::Job> Submit(const v1::FineTuneJob& job, const std::string& tenant,
                                  absl::Time deadline = absl::InfiniteFuture(),
                                  const std::string& sweep_id = {});
 
-  // Submit's validation only (TrainHooks.validate with this manager's URI
-  // options and limits); stores nothing. May read the model and datasets.
-  absl::Status Validate(const v1::FineTuneJob& job);
+  // Submit's validation only (the tenant's input paths, then
+  // TrainHooks.validate with this manager's URI options and limits); stores
+  // nothing. May read the model and datasets.
+  absl::Status Validate(const v1::FineTuneJob& job, const std::string& tenant);
 
-  // Resolves an output URI to a local directory (created), as for a job's
-  // output_uri; `field` names the field in errors.
-  absl::StatusOr<std::string> ResolveOutputDir(std::string_view uri, std::string_view field);
+  // Where an output of `owner_id` (a sweep) goes, checked as a job's
+  // output_uri is (path_policy.h): the canonical directory, not created.
+  // Local only: s3:// is INVALID_ARGUMENT.
+  absl::StatusOr<std::string> PlanOutput(std::string_view uri, const std::string& tenant,
+                                         const std::string& owner_id, std::string_view field);
+  // Claims a planned output for `owner_id` in the store; INVALID_ARGUMENT
+  // naming `field` when a live output of another job or sweep is nested
+  // with it.
+  absl::Status ClaimOutput(const std::string& path, const std::string& owner_id,
+                           const std::string& tenant, std::string_view field);
 
   absl::StatusOr<v1::Job> Get(const std::string& job_id);
 
@@ -138,8 +146,10 @@ class JobManager {
   // Unknown: NOT_FOUND.
   absl::StatusOr<v1::Job> Cancel(const std::string& job_id);
 
-  // DEADLINE_EXCEEDED when planning ends after `deadline`.
+  // Reads the model as `tenant` may (path_policy.h). DEADLINE_EXCEEDED
+  // when planning ends after `deadline`.
   absl::StatusOr<v1::PlanFreezeResponse> PlanFreeze(const v1::PlanFreezeRequest& request,
+                                                    const std::string& tenant,
                                                     absl::Time deadline = absl::InfiniteFuture());
 
   // Events after `after_sequence`, ascending, at most `limit` (<= 0: all),
@@ -178,6 +188,7 @@ class JobManager {
   int lock_fd_ = -1;  // flock'ed <data_dir>/LOCK, held for the manager's life
   metrics::Metrics* const metrics_;
   std::unique_ptr<JobStore> store_;
+  std::unique_ptr<PathPolicy> paths_;
   EventLog event_log_;
   std::unique_ptr<Scheduler> scheduler_;
   std::atomic<int> running_cpu_jobs_{0};

@@ -34,6 +34,10 @@ CREATE TABLE IF NOT EXISTS events(
   sequence INTEGER NOT NULL,
   event BLOB NOT NULL,                  -- serialized freezetune.v1.JobEvent
   PRIMARY KEY(job_id, sequence)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS output_claims(
+  path TEXT PRIMARY KEY,                -- canonical output directory
+  owner TEXT NOT NULL,                  -- job or sweep id
+  tenant TEXT NOT NULL);
 PRAGMA user_version = 1;
 )sql";
 
@@ -115,7 +119,7 @@ JobStore::~JobStore() {
   absl::MutexLock lock(&mu_);
   for (sqlite3_stmt* stmt :
        {insert_job_, find_by_request_id_, get_job_, update_job_, bump_sequence_, insert_event_,
-        read_events_, list_jobs_, jobs_in_states_, count_by_state_}) {
+        read_events_, list_jobs_, jobs_in_states_, count_by_state_, live_claims_, insert_claim_}) {
     if (stmt != nullptr) sqlite3_finalize(stmt);
   }
   sqlite3_close(db_);
@@ -192,6 +196,15 @@ absl::Status JobStore::Prepare() {
        "SELECT job, last_sequence FROM jobs WHERE ((1 << state) & ?1) != 0 "
        "ORDER BY create_time ASC, id ASC"},
       {&count_by_state_, "SELECT state, COUNT(*) FROM jobs GROUP BY state"},
+      // Nested: equal, ?1 inside the claim, or the claim inside ?1 (whole
+      // components: "/a/bc" is not inside "/a/b"). Live: not owned by a
+      // FAILED (4) or CANCELLED (5) job.
+      {&live_claims_,
+       "SELECT c.path, c.owner, c.tenant FROM output_claims c LEFT JOIN jobs j ON j.id = c.owner "
+       "WHERE (c.path = ?1 OR substr(?1, 1, length(c.path) + 1) = c.path || '/' "
+       "OR substr(c.path, 1, length(?1) + 1) = ?1 || '/') "
+       "AND (j.id IS NULL OR j.state NOT IN (4, 5)) ORDER BY c.path"},
+      {&insert_claim_, "INSERT OR REPLACE INTO output_claims(path, owner, tenant) VALUES(?1, ?2, ?3)"},
   };
   for (const Entry& e : entries) {
     if (sqlite3_prepare_v3(db_, e.sql, -1, SQLITE_PREPARE_PERSISTENT, e.stmt, nullptr) !=
@@ -202,8 +215,58 @@ absl::Status JobStore::Prepare() {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<OutputClaim>> JobStore::LiveClaimsLocked(const std::string& path) {
+  StmtScope scope(live_claims_);
+  BindText(live_claims_, 1, path);
+  std::vector<OutputClaim> claims;
+  while (true) {
+    int rc = sqlite3_step(live_claims_);
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return SqlError("read output claims");
+    claims.push_back({ColumnText(live_claims_, 0), ColumnText(live_claims_, 1),
+                      ColumnText(live_claims_, 2)});
+  }
+  return claims;
+}
+
+absl::Status JobStore::InsertClaimLocked(const OutputClaim& claim) {
+  StmtScope scope(insert_claim_);
+  BindText(insert_claim_, 1, claim.path);
+  BindText(insert_claim_, 2, claim.owner);
+  BindText(insert_claim_, 3, claim.tenant);
+  if (sqlite3_step(insert_claim_) != SQLITE_DONE) return SqlError("insert output claim");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<OutputClaim>> JobStore::LiveClaimsNestedWith(const std::string& path) {
+  absl::MutexLock lock(&mu_);
+  return LiveClaimsLocked(path);
+}
+
+absl::StatusOr<std::optional<OutputClaim>> JobStore::ClaimOutput(const OutputClaim& claim) {
+  if (claim.path.empty() || claim.owner.empty()) {
+    return absl::InvalidArgumentError("job store: output claim needs a path and an owner");
+  }
+  absl::MutexLock lock(&mu_);
+  FT_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  auto fail = [this](absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    (void)Exec("ROLLBACK");
+    return status;
+  };
+  absl::StatusOr<std::vector<OutputClaim>> live = LiveClaimsLocked(claim.path);
+  if (!live.ok()) return fail(live.status());
+  if (!live->empty()) {
+    (void)Exec("ROLLBACK");
+    return std::optional<OutputClaim>(live->front());
+  }
+  if (absl::Status s = InsertClaimLocked(claim); !s.ok()) return fail(s);
+  if (absl::Status s = Exec("COMMIT"); !s.ok()) return fail(s);
+  return std::optional<OutputClaim>();
+}
+
 absl::StatusOr<JobStore::CreateResult> JobStore::CreateJob(const v1::Job& job,
-                                                           const v1::JobEvent& first_event) {
+                                                           const v1::JobEvent& first_event,
+                                                           const OutputClaim* output) {
   if (job.id().empty()) return absl::InvalidArgumentError("job store: job id is empty");
   absl::MutexLock lock(&mu_);
   FT_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
@@ -220,7 +283,22 @@ absl::StatusOr<JobStore::CreateResult> JobStore::CreateJob(const v1::Job& job,
       absl::StatusOr<v1::Job> existing = GetJobLocked(*existing_id);
       rollback();
       if (!existing.ok()) return existing.status();
-      return CreateResult{*std::move(existing), false};
+      return CreateResult{*std::move(existing), false, std::nullopt};
+    }
+  }
+  if (output != nullptr) {
+    absl::StatusOr<std::vector<OutputClaim>> live = LiveClaimsLocked(output->path);
+    if (!live.ok()) {
+      rollback();
+      return live.status();
+    }
+    if (!live->empty()) {
+      rollback();
+      return CreateResult{job, false, live->front()};
+    }
+    if (absl::Status s = InsertClaimLocked(*output); !s.ok()) {
+      rollback();
+      return s;
     }
   }
 
@@ -278,7 +356,7 @@ absl::StatusOr<JobStore::CreateResult> JobStore::CreateJob(const v1::Job& job,
     rollback();
     return commit;
   }
-  return CreateResult{std::move(stored), true};
+  return CreateResult{std::move(stored), true, std::nullopt};
 }
 
 absl::StatusOr<std::string> JobStore::FindIdLocked(const std::string& tenant,

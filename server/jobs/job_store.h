@@ -9,6 +9,14 @@
 // Job.last_sequence from it, so a job written from a stale copy can never move
 // the event counter backwards.
 //
+// Output claims: every job (and sweep) claims the canonical directory its
+// output will be written to, in the output_claims table of the same file. A
+// claim is live while its owner is not a FAILED or CANCELLED job (a sweep's
+// claim, whose owner is not in the jobs table, stays live). No two live
+// claims are nested (equal, or one inside the other): the check and the
+// insert are one transaction, so two submits racing for one directory, in
+// this process or across a restart, cannot both win.
+//
 // Thread safety: every method may be called from any thread. One connection
 // guarded by a mutex serializes all access; each method is one transaction.
 #ifndef FREEZETUNE_SERVER_JOBS_JOB_STORE_H_
@@ -51,6 +59,13 @@ struct ListJobsQuery {
   std::string page_token;
 };
 
+// A directory an output will be written to, and who will write it.
+struct OutputClaim {
+  std::string path;    // canonical absolute directory
+  std::string owner;   // job or sweep id
+  std::string tenant;  // the owner's tenant
+};
+
 class JobStore {
  public:
   static constexpr int kDefaultPageSize = 50;
@@ -64,15 +79,31 @@ class JobStore {
   struct CreateResult {
     v1::Job job;
     // False when an existing job with the same (tenant, client_request_id)
-    // was returned instead.
+    // was returned instead, or when `output_conflict` is set.
     bool created = false;
+    // The live claim that kept the job's output claim from being taken;
+    // nothing was written.
+    std::optional<OutputClaim> output_conflict;
   };
   // Inserts `job` (id, tenant, spec and create_time must be set) together
   // with `first_event`, which becomes sequence 1, in one transaction. When
   // job.spec.client_request_id is non-empty and the tenant already has a job
   // with that id, nothing is written and the existing job is returned.
-  // ALREADY_EXISTS if job.id is taken.
-  absl::StatusOr<CreateResult> CreateJob(const v1::Job& job, const v1::JobEvent& first_event);
+  // With `output`, the job also claims that directory in the same
+  // transaction; a live claim nested with it is returned as
+  // output_conflict and nothing is written. ALREADY_EXISTS if job.id is
+  // taken.
+  absl::StatusOr<CreateResult> CreateJob(const v1::Job& job, const v1::JobEvent& first_event,
+                                         const OutputClaim* output = nullptr);
+
+  // Takes `claim` unless a live claim is nested with it (equal, inside it,
+  // or containing it); that claim is returned instead and nothing is
+  // written. A dead claim of the same path is replaced.
+  absl::StatusOr<std::optional<OutputClaim>> ClaimOutput(const OutputClaim& claim);
+
+  // The live claims nested with canonical `path` (equal, inside it, or
+  // containing it).
+  absl::StatusOr<std::vector<OutputClaim>> LiveClaimsNestedWith(const std::string& path);
 
   // The tenant's job with this client_request_id, if any.
   absl::StatusOr<std::optional<v1::Job>> FindByClientRequestId(const std::string& tenant,
@@ -118,6 +149,9 @@ class JobStore {
   absl::StatusOr<std::string> FindIdLocked(const std::string& tenant, const std::string& request_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SqlError(const char* what) const;
+  absl::StatusOr<std::vector<OutputClaim>> LiveClaimsLocked(const std::string& path)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status InsertClaimLocked(const OutputClaim& claim) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_) = nullptr;
@@ -132,6 +166,8 @@ class JobStore {
   sqlite3_stmt* list_jobs_ ABSL_GUARDED_BY(mu_) = nullptr;
   sqlite3_stmt* jobs_in_states_ ABSL_GUARDED_BY(mu_) = nullptr;
   sqlite3_stmt* count_by_state_ ABSL_GUARDED_BY(mu_) = nullptr;
+  sqlite3_stmt* live_claims_ ABSL_GUARDED_BY(mu_) = nullptr;
+  sqlite3_stmt* insert_claim_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 
 // Microseconds since the Unix epoch of a proto timestamp, and back.

@@ -404,7 +404,7 @@ absl::StatusOr<v1::Sweep> SweepManager::Submit(const v1::SweepSpec& spec,
     job.set_display_name(absl::StrCat(spec.display_name().empty() ? sweep.id()
                                                                   : spec.display_name(),
                                       " ", c.label));
-    absl::Status valid = jobs_->Validate(job);
+    absl::Status valid = jobs_->Validate(job, tenant);
     if (!valid.ok()) {
       return absl::Status(valid.code(), absl::StrCat(c.field, ": ", valid.message()));
     }
@@ -415,7 +415,8 @@ absl::StatusOr<v1::Sweep> SweepManager::Submit(const v1::SweepSpec& spec,
     plan_request.set_model_uri(job.model_uri());
     *plan_request.mutable_freeze() = job.freeze();
     *plan_request.mutable_task() = job.task();
-    absl::StatusOr<v1::PlanFreezeResponse> plan = jobs_->PlanFreeze(plan_request, deadline);
+    absl::StatusOr<v1::PlanFreezeResponse> plan =
+        jobs_->PlanFreeze(plan_request, tenant, deadline);
     if (!plan.ok()) {
       return absl::Status(plan.status().code(),
                           absl::StrCat(c.field, ": ", plan.status().message()));
@@ -430,14 +431,11 @@ absl::StatusOr<v1::Sweep> SweepManager::Submit(const v1::SweepSpec& spec,
     trial_jobs.push_back(std::move(job));
   }
 
-  std::string output_dir;
-  if (spec.output_uri().empty()) {
-    output_dir = (std::filesystem::path(jobs_->options().data_dir) / "outputs" / sweep.id())
-                     .string();
-  } else {
-    FT_ASSIGN_OR_RETURN(output_dir, jobs_->ResolveOutputDir(spec.output_uri(),
-                                                            "sweep.output_uri"));
-  }
+  // Checked and claimed as a job's output is (path_policy.h); created when
+  // the winner is copied there.
+  FT_ASSIGN_OR_RETURN(const std::string output_dir,
+                      jobs_->PlanOutput(spec.output_uri(), tenant, sweep.id(), "sweep.output_uri"));
+  FT_RETURN_IF_ERROR(jobs_->ClaimOutput(output_dir, sweep.id(), tenant, "sweep.output_uri"));
   sweep.set_output_uri(absl::StrCat("file://", output_dir));
 
   // Queued shallowest first: each depth then finds the next shallower

@@ -1,7 +1,6 @@
 // Binds TrainHooks to the real train layer. Built only when freezetune_train
 // exists (see CMakeLists.txt), so the rest of jobs/ builds and tests without
 // LibTorch.
-#include "server/data/uri.h"
 #include "server/jobs/job_manager.h"
 #include "server/train/fine_tune.h"
 #include "server/train/prefix_store.h"
@@ -20,7 +19,6 @@ TrainHooks DefaultTrainHooks(int64_t prefix_cache_bytes) {
     shared.prefix_store = store;
     return train::RunFineTune(job, shared);
   };
-  hooks.resolve_output_dir = &data::ResolveOutputDir;
   return hooks;
 }
 

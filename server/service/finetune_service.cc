@@ -217,7 +217,8 @@ grpc::ServerUnaryReactor* FineTuneServiceImpl::PlanFreeze(grpc::CallbackServerCo
                                                           v1::PlanFreezeResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   absl::Time start = absl::Now();
-  absl::Status early = Tenant(*context).status();
+  absl::StatusOr<std::string> tenant = Tenant(*context);
+  absl::Status early = tenant.status();
   if (early.ok() && request->model_uri().empty()) {
     early = absl::InvalidArgumentError("model_uri: required");
   }
@@ -226,8 +227,8 @@ grpc::ServerUnaryReactor* FineTuneServiceImpl::PlanFreeze(grpc::CallbackServerCo
     return reactor;
   }
   const absl::Time deadline = Deadline(start);
-  pool_->Run([this, reactor, request, response, start, deadline] {
-    absl::StatusOr<v1::PlanFreezeResponse> plan = manager_->PlanFreeze(*request, deadline);
+  pool_->Run([this, reactor, request, response, start, deadline, tenant = *tenant] {
+    absl::StatusOr<v1::PlanFreezeResponse> plan = manager_->PlanFreeze(*request, tenant, deadline);
     if (plan.ok()) *response = *std::move(plan);
     FinishUnary(reactor, "PlanFreeze", plan.status(), start);
   });

@@ -287,7 +287,22 @@ TEST_F(ServerE2ETest, BadJobsAreRejectedWithTheFieldAndNothingIsQueued) {
        "job.train"},
       {"model outside the data roots",
        [](v1::FineTuneJob* j) { j->set_model_uri("file:///etc"); }, "job.model_uri"},
+      // Issue 14 item 1: `freezetune submit --model file://$D/model --output
+      // file://$D/model` used to succeed and replace the model's weights.
+      {"output onto the input model",
+       [&](v1::FineTuneJob* j) { j->set_output_uri("file://" + dir + "/model"); },
+       "job.output_uri"},
+      {"output inside the input model",
+       [&](v1::FineTuneJob* j) { j->set_output_uri(dir + "/model/run"); }, "job.output_uri"},
+      {"output outside the data roots",
+       [](v1::FineTuneJob* j) { j->set_output_uri("/tmp/freezetune-e2e-out"); }, "job.output_uri"},
+      {"output into the server's checkpoints",
+       [&](v1::FineTuneJob* j) { j->set_output_uri(dir + "/server/checkpoints/x"); },
+       "job.output_uri"},
   };
+  const std::string weights = *dir_ + "/model/model.safetensors";
+  const auto weights_before = fs::last_write_time(weights);
+  const auto size_before = fs::file_size(weights);
   for (const Case& c : cases) {
     v1::FineTuneJob spec = SmallJob();
     c.mutate(&spec);
@@ -299,6 +314,11 @@ TEST_F(ServerE2ETest, BadJobsAreRejectedWithTheFieldAndNothingIsQueued) {
         << c.name << ": \"" << status.error_message() << "\" should start with " << c.field;
   }
   EXPECT_EQ(ListAll().size(), before);
+  // The victim is untouched, and nothing was created for the refused outputs.
+  EXPECT_EQ(fs::last_write_time(weights), weights_before);
+  EXPECT_EQ(fs::file_size(weights), size_before);
+  EXPECT_FALSE(fs::exists(*dir_ + "/model/run"));
+  EXPECT_FALSE(fs::exists("/tmp/freezetune-e2e-out"));
 }
 
 TEST_F(ServerE2ETest, PlanFreezePreviewsTheSpec) {

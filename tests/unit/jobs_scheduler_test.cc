@@ -358,7 +358,7 @@ TEST_F(SchedulerTest, SubmitIsIdempotentOnClientRequestId) {
   EXPECT_EQ(trainer_.validations.load(), 1);
   WaitFor(first.id(), v1::JOB_STATE_SUCCEEDED);
   EXPECT_EQ(manager_->List(v1::ListJobsRequest())->jobs_size(), 1);
-  EXPECT_EQ(manager_->PlanFreeze(v1::PlanFreezeRequest())->total_parameters(), 42);
+  EXPECT_EQ(manager_->PlanFreeze(v1::PlanFreezeRequest(), "")->total_parameters(), 42);
 }
 
 TEST_F(SchedulerTest, ShutdownRequeuesRunningJobsAndRestartRunsThem) {
@@ -514,8 +514,9 @@ TEST(SchedulerUnitTest, PerTenantRunningLimitLetsOtherTenantsPass) {
   ASSERT_TRUE(scheduler.Enqueue("a2", 0, false, absl::Now(), "alice").ok());
   ASSERT_TRUE(scheduler.Enqueue("b1", 0, false, absl::Now(), "bob").ok());
   scheduler.Start();
-  for (int i = 0; i < 500 && scheduler.running_count() < 2; ++i) absl::SleepFor(absl::Milliseconds(10));
-  absl::SleepFor(absl::Milliseconds(100));
+  // Both slots taken means the scheduler decided: with a2 ahead of b1, b1
+  // can only have a slot if a2 was passed over (no sleep needed).
+  for (int i = 0; i < 1000 && scheduler.running_count() < 2; ++i) absl::SleepFor(absl::Milliseconds(10));
   {
     absl::MutexLock lock(&mu);
     std::vector<std::string> sorted = started;
@@ -523,7 +524,21 @@ TEST(SchedulerUnitTest, PerTenantRunningLimitLetsOtherTenantsPass) {
     EXPECT_EQ(sorted, (std::vector<std::string>{"a1", "b1"}));
   }
   EXPECT_EQ(scheduler.queue_depth(), 1u);
+  // Positive control: a2 was held back only by the limit; it runs once
+  // alice's first job ends.
   release.Notify();
+  for (int i = 0; i < 1000; ++i) {
+    {
+      absl::MutexLock lock(&mu);
+      if (started.size() == 3) break;
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(started.size(), 3u);
+    if (started.size() == 3) EXPECT_EQ(started[2], "a2");
+  }
   scheduler.Shutdown();
 }
 

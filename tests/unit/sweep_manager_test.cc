@@ -204,6 +204,35 @@ TEST_F(SweepManagerTest, SweepFillsTableAndWritesWinner) {
   EXPECT_EQ(sweeps_->Cancel(sweep->id()).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
+// Issue 14 item 1: a sweep's output is checked and claimed like a job's.
+TEST_F(SweepManagerTest, SweepOutputIsCheckedAndClaimedLikeAJobs) {
+  Start();
+  fs::create_directories(dir_ + "/full");
+  std::ofstream(dir_ + "/full/model.safetensors") << "someone's model";
+  v1::SweepSpec spec = Spec();
+  spec.set_output_uri(dir_ + "/full");
+  auto refused = sweeps_->Submit(spec, "");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(std::string(refused.status().message()).rfind("sweep.output_uri: ", 0), 0u)
+      << refused.status();
+  // A job already writes to the directory: the sweep may not.
+  v1::FineTuneJob job = Spec().job();
+  job.set_output_uri(dir_ + "/taken");
+  ASSERT_TRUE(jobs_->Submit(job, "").ok());
+  spec.set_output_uri(dir_ + "/taken");
+  refused = sweeps_->Submit(spec, "");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+  EXPECT_NE(refused.status().message().find("another job or sweep"), std::string::npos);
+  auto list = jobs_->List(v1::ListJobsRequest());
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->jobs_size(), 1);  // no trial was submitted
+  // And a sweep's claim stops a later job.
+  spec.set_output_uri(dir_ + "/mine");
+  ASSERT_TRUE(sweeps_->Submit(spec, "").ok());
+  job.set_output_uri(dir_ + "/mine");
+  EXPECT_EQ(jobs_->Submit(job, "").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(SweepManagerTest, ValidationNamesTheCandidate) {
   Start();
   v1::SweepSpec spec = Spec();
@@ -240,7 +269,14 @@ TEST_F(SweepManagerTest, SuccessiveHalvingPrunesTrialsBelowTheRungCut) {
   EXPECT_EQ(head.state(), v1::TRIAL_STATE_PRUNED);
   EXPECT_EQ(head.pruned_at_step(), 2);
   EXPECT_NE(head.error_message().find("rung step 2"), std::string::npos) << head.error_message();
-  EXPECT_EQ(jobs_->Get(head.job_id())->state(), v1::JOB_STATE_CANCELLED);
+  // Pruning asks the job to stop; it is CANCELLED within a step, which may
+  // be after the sweep has recorded its result.
+  v1::JobState pruned = v1::JOB_STATE_UNSPECIFIED;
+  for (int i = 0; i < 1000 && pruned != v1::JOB_STATE_CANCELLED; ++i) {
+    pruned = jobs_->Get(head.job_id())->state();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(pruned, v1::JOB_STATE_CANCELLED);
   EXPECT_EQ(done.winner_index(), 2);
 }
 
@@ -286,7 +322,14 @@ TEST_F(SweepManagerTest, SweepSurvivesRestart) {
   Start();
   auto sweep = sweeps_->Submit(Spec(), "");
   ASSERT_TRUE(sweep.ok()) << sweep.status();
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // Stop with the first trial running (held by the armed trainer), so the
+  // restart has a RUNNING job to recover, not only queued ones.
+  v1::JobState first = v1::JOB_STATE_UNSPECIFIED;
+  for (int i = 0; i < 1000 && first != v1::JOB_STATE_RUNNING; ++i) {
+    first = jobs_->Get(sweep->trials(0).job_id())->state();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(first, v1::JOB_STATE_RUNNING);
   Stop();
   trainer_.gate.Notify();
   Start();
