@@ -16,8 +16,9 @@
 //
 // Invariants, all under mu_: at most one write in flight (`writing_`);
 // Finish is called exactly once (`finished_`), never while a write is in
-// flight. gRPC calls (StartWrite, Finish) are made after mu_ is released:
-// Finish may run OnDone inline, which deletes the reactor.
+// flight; one Pump decides at a time (`pumping_`). gRPC calls (StartWrite,
+// Finish) and the source's Read are made with mu_ released: Finish may run
+// OnDone inline, which deletes the reactor, and Read may wait for the store.
 //
 // Lifetime: the reactor subscribes to its source in Begin() and unsubscribes
 // in OnDone() before deleting itself. The source's contract (after
@@ -158,27 +159,54 @@ class EventStreamReactor final : public grpc::ServerWriteReactor<Event> {
 
   // Decides the next action under mu_, then performs it unlocked. Runs on
   // gRPC threads (OnWriteDone, OnCancel, Begin) and on the source's
-  // notifying thread.
-  void Pump() {
+  // notifying thread. One thread pumps at a time (`pumping_`); a Pump that
+  // finds another one running only sets `repump_`, so that one decides
+  // again instead: no wakeup is lost and none blocks. source_->Read (which
+  // may hit the store) runs with mu_ released, as the gRPC calls do.
+  void Pump() ABSL_LOCKS_EXCLUDED(mu_) {
     const Event* to_write = nullptr;
     std::optional<grpc::Status> to_finish;
-    {
-      absl::MutexLock lock(&mu_);
-      if (finished_ || writing_) return;
+    mu_.Lock();
+    if (pumping_) {
+      repump_ = true;
+      mu_.Unlock();
+      return;
+    }
+    pumping_ = true;
+    while (true) {
+      repump_ = false;
+      if (finished_ || writing_) break;
       if (pending_finish_.has_value()) {
         to_finish = pending_finish_;
-      } else if (last_written_final_ || (ended_ && buffer_.empty())) {
+        break;
+      }
+      if (last_written_final_ || (ended_ && buffer_.empty())) {
         to_finish = grpc::Status::OK;
-      } else {
-        if (buffer_.empty()) {
-          absl::StatusOr<std::vector<Event>> events = source_->Read(after_, kBatch);
-          if (!events.ok()) {
-            to_finish = ToGrpcStatus(events.status());
-          } else {
-            for (Event& e : *events) buffer_.push_back(std::move(e));
-          }
-        }
-        if (!to_finish.has_value() && buffer_.empty() && source_->Drained()) {
+        break;
+      }
+      if (!buffer_.empty()) {
+        current_ = std::move(buffer_.front());
+        buffer_.pop_front();
+        after_ = current_.sequence();
+        last_written_final_ = source_->IsFinal(current_);
+        writing_ = true;
+        to_write = &current_;
+        break;
+      }
+      // Drained is read before the read: if it was already true, an empty
+      // read means no event can follow from this process.
+      const int64_t after = after_;
+      const bool drained = source_->Drained();
+      mu_.Unlock();
+      absl::StatusOr<std::vector<Event>> events = source_->Read(after, kBatch);
+      mu_.Lock();
+      if (!events.ok()) {
+        to_finish = ToGrpcStatus(events.status());
+        break;
+      }
+      for (Event& e : *events) buffer_.push_back(std::move(e));
+      if (buffer_.empty() && !repump_) {
+        if (drained) {
           // Caught up and no more events will come from this process: end
           // now rather than at the drain deadline; the client resumes
           // elsewhere (or after the restart) from after_sequence.
@@ -186,22 +214,19 @@ class EventStreamReactor final : public grpc::ServerWriteReactor<Event> {
               grpc::StatusCode::UNAVAILABLE,
               absl::StrCat("server shutting down; resume with after_sequence=", after_));
         }
-        if (!to_finish.has_value() && !buffer_.empty()) {
-          current_ = std::move(buffer_.front());
-          buffer_.pop_front();
-          after_ = current_.sequence();
-          last_written_final_ = source_->IsFinal(current_);
-          writing_ = true;
-          to_write = &current_;
-        }
-        // Otherwise: caught up with a live subject; the next notification
-        // calls Pump.
+        // Otherwise caught up with a live subject: the next notification
+        // pumps.
+        break;
       }
-      if (to_finish.has_value()) {
-        finished_ = true;
-        final_code_ = to_finish->error_code();
-      }
+      // Events to send, or something happened during the read (a
+      // notification, a cancel): decide again.
     }
+    if (to_finish.has_value()) {
+      finished_ = true;
+      final_code_ = to_finish->error_code();
+    }
+    pumping_ = false;
+    mu_.Unlock();
     if (to_write != nullptr) {
       this->StartWrite(to_write);
     } else if (to_finish.has_value()) {
@@ -222,6 +247,8 @@ class EventStreamReactor final : public grpc::ServerWriteReactor<Event> {
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool last_written_final_ ABSL_GUARDED_BY(mu_) = false;
+  bool pumping_ ABSL_GUARDED_BY(mu_) = false;  // a Pump is deciding (maybe reading)
+  bool repump_ ABSL_GUARDED_BY(mu_) = false;   // another Pump came meanwhile
   std::optional<grpc::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
   std::deque<Event> buffer_ ABSL_GUARDED_BY(mu_);
   Event current_ ABSL_GUARDED_BY(mu_);  // the write in flight
