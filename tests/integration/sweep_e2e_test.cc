@@ -279,7 +279,13 @@ TEST_F(SweepE2ETest, CliSweepWithRungsRunsSuccessiveHalving) {
   for (const v1::SweepTrial& t : done->trials()) {
     if (t.state() == v1::TRIAL_STATE_PRUNED) {
       EXPECT_GT(t.pruned_at_step(), 0);
-      EXPECT_EQ(client_->Get(t.job_id())->state(), v1::JOB_STATE_CANCELLED);
+      // The pruned job stops within a step, maybe after the sweep ended.
+      v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
+      for (int i = 0; i < 300 && !IsTerminal(state); ++i) {
+        state = client_->Get(t.job_id())->state();
+        if (!IsTerminal(state)) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      EXPECT_EQ(state, v1::JOB_STATE_CANCELLED);
     } else {
       EXPECT_EQ(t.state(), v1::TRIAL_STATE_FINISHED) << t.label();
       ++finished;

@@ -2,6 +2,7 @@
 #include "server/jobs/event_log.h"
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -87,24 +88,42 @@ TEST(EventLogTest, CallbackMayUnsubscribeItself) {
   EXPECT_EQ(calls, 1);
 }
 
+// Unsubscribe races a publisher that keeps publishing. Positive controls:
+// the callback did run before Unsubscribe (so a Publish that notifies no one
+// cannot pass), and a second subscriber of the same job keeps being called
+// for a good number of publishes after Unsubscribe returned (so the window
+// in which a late call could happen was really exercised, however slow the
+// machine).
 TEST(EventLogTest, NoCallbackRunsAfterUnsubscribeReturns) {
   EventLog log;
   std::atomic<bool> unsubscribed{false};
+  std::atomic<int> calls{0};
   std::atomic<int> late_calls{0};
+  std::atomic<int> witness_calls_after{0};
   std::atomic<bool> stop{false};
   auto id = log.Subscribe("job-a", [&] {
+    calls.fetch_add(1);
     if (unsubscribed.load()) late_calls.fetch_add(1);
     std::this_thread::yield();
+  });
+  log.Subscribe("job-a", [&] {
+    if (unsubscribed.load()) witness_calls_after.fetch_add(1);
   });
   std::thread publisher([&] {
     for (int s = 1; !stop.load(); ++s) log.Publish(Event("job-a", s), false);
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  for (int i = 0; i < 10000 && calls.load() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_GT(calls.load(), 0) << "the callback never ran: nothing to unsubscribe from";
   log.Unsubscribe(id);
   unsubscribed.store(true);
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  for (int i = 0; i < 10000 && witness_calls_after.load() < 1000; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   stop.store(true);
   publisher.join();
+  EXPECT_GE(witness_calls_after.load(), 1000) << "too few publishes after Unsubscribe to tell";
   EXPECT_EQ(late_calls.load(), 0);
 }
 

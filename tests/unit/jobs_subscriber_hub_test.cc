@@ -95,15 +95,23 @@ TEST(SubscriberHubTest, NotifyAllWakesEverySubscriber) {
   EXPECT_EQ(b, 1);
 }
 
+// Positive controls as in EventLogTest: the callback ran before Unsubscribe,
+// and a witness on the same key keeps being delivered posts made after
+// Unsubscribe returned (the delivery thread serves subscribers in order, so
+// a late call of the first would have happened by then).
 TEST(SubscriberHubTest, NoPostedCallbackRunsAfterUnsubscribeReturns) {
   SubscriberHub hub;
   std::atomic<bool> unsubscribed{false};
   std::atomic<int> calls{0};
   std::atomic<int> late_calls{0};
+  std::atomic<int> witness_calls_after{0};
   auto id = hub.Subscribe("k", [&] {
     ++calls;
     if (unsubscribed.load()) late_calls.fetch_add(1);
     std::this_thread::yield();
+  });
+  hub.Subscribe("k", [&] {
+    if (unsubscribed.load()) witness_calls_after.fetch_add(1);
   });
   std::atomic<bool> stop{false};
   std::thread poster([&] {
@@ -114,10 +122,13 @@ TEST(SubscriberHubTest, NoPostedCallbackRunsAfterUnsubscribeReturns) {
   }
   hub.Unsubscribe(id);
   unsubscribed.store(true);
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  for (int i = 0; i < 2000 && witness_calls_after.load() < 100; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   stop.store(true);
   poster.join();
   EXPECT_GT(calls.load(), 0);
+  EXPECT_GE(witness_calls_after.load(), 100) << "too few deliveries after Unsubscribe to tell";
   EXPECT_EQ(late_calls.load(), 0);
 }
 
@@ -133,11 +144,18 @@ TEST(SubscriberHubTest, CallbackMayUnsubscribeItselfOnTheDeliveryThread) {
   });
   hub.Post("k");
   ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  // A witness subscribed now sees the next Post (and the inline Notify);
+  // once it has, a call of the unsubscribed callback would have been made.
+  std::atomic<int> witness_calls{0};
+  hub.Subscribe("k", [&] { ++witness_calls; });
   hub.Post("k");
   hub.Notify("k");
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  for (int i = 0; i < 2000 && witness_calls.load() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(witness_calls.load(), 2);
   EXPECT_EQ(calls.load(), 1);
-  EXPECT_EQ(hub.subscriber_count(), 0u);
+  EXPECT_EQ(hub.subscriber_count(), 1u);
 }
 
 }  // namespace

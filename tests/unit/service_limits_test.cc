@@ -288,10 +288,10 @@ TEST_F(LimitsTest, PerTenantQueuedLimitIsResourceExhaustedNamingTheTenant) {
 TEST_F(LimitsTest, PerTenantRunningLimitHoldsBackOnlyThatTenant) {
   options_.jobs.scheduler.cpu_slots = 3;
   options_.jobs.scheduler.max_running_per_tenant = 1;
-  options_.service.auth = *Authenticator::FromText("alice tok-a\nbob tok-b\n", "test");
+  options_.service.auth =
+      *Authenticator::FromText("alice tok-a\nbob tok-b\ncarol tok-c\n", "test");
   Start();
   v1::Job a1 = MustSubmit("loop", "tok-a");
-  v1::Job a2 = MustSubmit("loop", "tok-a");
   v1::Job b1 = MustSubmit("loop", "tok-b");
   auto state = [&](const v1::Job& j, const std::string& token) { return Get(j.id(), token).state(); };
   for (int i = 0; i < 500 && (state(a1, "tok-a") != v1::JOB_STATE_RUNNING ||
@@ -301,8 +301,17 @@ TEST_F(LimitsTest, PerTenantRunningLimitHoldsBackOnlyThatTenant) {
   }
   EXPECT_EQ(state(a1, "tok-a"), v1::JOB_STATE_RUNNING);
   EXPECT_EQ(state(b1, "tok-b"), v1::JOB_STATE_RUNNING);
-  std::this_thread::sleep_for(milliseconds(300));
-  // A slot is free, but alice already runs her one job.
+  // One slot is free. alice's second job is queued first, carol's behind
+  // it: carol's running proves the scheduler filled the slot and passed
+  // alice's over (no sleep-and-hope).
+  v1::Job a2 = MustSubmit("loop", "tok-a");
+  v1::Job c1 = MustSubmit("loop", "tok-c");
+  for (int i = 0; i < 500 && state(c1, "tok-c") != v1::JOB_STATE_RUNNING; ++i) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  EXPECT_EQ(state(c1, "tok-c"), v1::JOB_STATE_RUNNING);
+  // The slot went to carol although alice's job was ahead: she already
+  // runs her one job.
   EXPECT_EQ(state(a2, "tok-a"), v1::JOB_STATE_QUEUED);
   Cancel(a1.id(), "tok-a");
   for (int i = 0; i < 500 && state(a2, "tok-a") != v1::JOB_STATE_RUNNING; ++i) {
@@ -311,6 +320,7 @@ TEST_F(LimitsTest, PerTenantRunningLimitHoldsBackOnlyThatTenant) {
   EXPECT_EQ(state(a2, "tok-a"), v1::JOB_STATE_RUNNING);
   Cancel(a2.id(), "tok-a");
   Cancel(b1.id(), "tok-b");
+  Cancel(c1.id(), "tok-c");
 }
 
 TEST_F(LimitsTest, CudaJobOnACpuOnlyServerIsFailedPrecondition) {
