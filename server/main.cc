@@ -51,6 +51,10 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
 ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
           "Prometheus /metrics address host:port (IPv4); port 0 picks a free port; empty "
           "disables the endpoint.");
+ABSL_FLAG(std::string, metrics_token_file, "",
+          "File holding a bearer token; if set, /metrics answers only requests with "
+          "\"Authorization: Bearer <token>\" (its series carry every tenant's job ids). "
+          "Empty: /metrics is open to whoever can reach --metrics_listen.");
 ABSL_FLAG(std::string, data_dir, "./var/freezetune",
           "Server state: SQLite job store, outputs/<job id>, checkpoints/<job id>. Created.");
 ABSL_FLAG(std::string, data_roots, "",
@@ -86,6 +90,15 @@ ABSL_FLAG(bool, s3_path_style, false,
 ABSL_FLAG(std::string, checkpoint_uri, "",
           "s3://bucket/prefix where jobs' resumable checkpoints go (<prefix>/<job id>/step-N/), "
           "so that any replica can resume a job. Default: local, under --data_dir.");
+ABSL_FLAG(bool, allow_plain_http, true,
+          "With --allow_http, also allow unencrypted http:// URIs (and redirects to them); "
+          "false: https:// only. Keep it in step with the egress the network allows (the "
+          "Kubernetes NetworkPolicy opens 443 only and sets this to false).");
+ABSL_FLAG(bool, allow_tenant_output_paths, false,
+          "With --auth_token_file: let tenants name output directories anywhere under the data "
+          "roots. Default: a tenant's outputs must lie under <data_dir>/outputs/<tenant>/ "
+          "(its default outputs go there too). A tenant never reads another tenant's outputs "
+          "as a model or dataset either way.");
 ABSL_FLAG(int, max_queued_per_tenant, 0,
           "Queued jobs per tenant at most; SubmitJob beyond is RESOURCE_EXHAUSTED naming the "
           "tenant. 0: no per-tenant limit (--max_queue still applies).");
@@ -298,6 +311,14 @@ int main(int argc, char** argv) {
   options.metrics.build_info = {kVersion, TORCH_VERSION, tuning.blas.Name(),
                                 gpus.empty() ? "cpu" : "cuda"};
   options.metrics.blas_info = tuning.MetricLabels();
+  if (const std::string path = absl::GetFlag(FLAGS_metrics_token_file); !path.empty()) {
+    std::ifstream in(path);
+    std::string token;
+    if (!(in >> token) || token.empty()) {
+      return fail(absl::StrCat("metrics_token_file: cannot read a token from ", path));
+    }
+    options.metrics.bearer_token = token;
+  }
   options.jobs.data_dir = data_dir;
   options.jobs.scheduler.cpu_slots = std::max(1, absl::GetFlag(FLAGS_cpu_slots));
   options.jobs.cpu_threads = threads;
@@ -308,6 +329,8 @@ int main(int argc, char** argv) {
       std::max(0, absl::GetFlag(FLAGS_max_running_per_tenant));
   options.jobs.uris.data_roots = roots;
   options.jobs.uris.allow_http = absl::GetFlag(FLAGS_allow_http);
+  options.jobs.uris.allow_plain_http = absl::GetFlag(FLAGS_allow_plain_http);
+  options.jobs.allow_tenant_output_paths = absl::GetFlag(FLAGS_allow_tenant_output_paths);
   options.jobs.uris.max_bytes = absl::GetFlag(FLAGS_max_dataset_bytes);
   options.jobs.uris.s3 = freezetune::data::S3OptionsFromEnv(absl::GetFlag(FLAGS_s3_path_style));
   options.jobs.uris.s3_cache_dir = (std::filesystem::path(data_dir) / "cache" / "s3").string();

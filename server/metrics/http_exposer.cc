@@ -14,7 +14,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "prometheus/text_serializer.h"
 
@@ -31,11 +33,33 @@ bool WriteAll(int fd, absl::string_view data) {
   return true;
 }
 
+// True when the request head has "Authorization: Bearer <token>" (header
+// name case-insensitive), compared without an early exit.
+bool HasBearerToken(absl::string_view request, absl::string_view token) {
+  for (absl::string_view line : absl::StrSplit(request, '\n')) {
+    line = absl::StripAsciiWhitespace(line);
+    const size_t colon = line.find(':');
+    if (colon == absl::string_view::npos ||
+        !absl::EqualsIgnoreCase(line.substr(0, colon), "authorization")) {
+      continue;
+    }
+    absl::string_view value = absl::StripAsciiWhitespace(line.substr(colon + 1));
+    if (!absl::StartsWithIgnoreCase(value, "bearer ")) return false;
+    value = absl::StripAsciiWhitespace(value.substr(7));
+    unsigned char diff = value.size() == token.size() ? 0 : 1;
+    for (size_t i = 0; i < token.size(); ++i) {
+      diff |= static_cast<unsigned char>(token[i] ^ (i < value.size() ? value[i] : 0));
+    }
+    return diff == 0;
+  }
+  return false;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<HttpExposer>> HttpExposer::Start(
-    const std::string& address, std::shared_ptr<prometheus::Registry> registry,
-    std::function<void()> before_collect) {
+    const std::string& address, std::vector<std::shared_ptr<prometheus::Collectable>> collectables,
+    std::function<void()> before_collect, std::string bearer_token) {
   size_t colon = address.rfind(':');
   int port = -1;
   if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
@@ -54,8 +78,9 @@ absl::StatusOr<std::unique_ptr<HttpExposer>> HttpExposer::Start(
   }
 
   std::unique_ptr<HttpExposer> exposer(new HttpExposer());
-  exposer->registry_ = std::move(registry);
+  exposer->collectables_ = std::move(collectables);
   exposer->before_collect_ = std::move(before_collect);
+  exposer->bearer_token_ = std::move(bearer_token);
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return absl::UnavailableError("metrics_listen: socket() failed");
   exposer->listen_fd_ = fd;
@@ -122,6 +147,7 @@ void HttpExposer::HandleConnection(int fd) {
   }
   absl::string_view line(request);
   line = line.substr(0, line.find_first_of("\r\n"));
+  const bool authorized = bearer_token_.empty() || HasBearerToken(request, bearer_token_);
   bool head = absl::StartsWith(line, "HEAD ");
   bool get = absl::StartsWith(line, "GET ");
   absl::string_view target;
@@ -132,8 +158,13 @@ void HttpExposer::HandleConnection(int fd) {
   }
   std::string body;
   std::string status_line;
+  std::string extra_headers;
   std::string content_type = "text/plain; charset=utf-8";
-  if (!get && !head) {
+  if (!authorized) {
+    status_line = "HTTP/1.0 401 Unauthorized";
+    extra_headers = "\r\nWWW-Authenticate: Bearer realm=\"freezetune metrics\"";
+    body = "bearer token required\n";
+  } else if (!get && !head) {
     status_line = "HTTP/1.0 405 Method Not Allowed";
     body = "only GET /metrics\n";
   } else if (target != "/metrics") {
@@ -143,10 +174,16 @@ void HttpExposer::HandleConnection(int fd) {
     status_line = "HTTP/1.0 200 OK";
     content_type = "text/plain; version=0.0.4; charset=utf-8";
     if (before_collect_) before_collect_();
-    body = prometheus::TextSerializer().Serialize(registry_->Collect());
+    std::vector<prometheus::MetricFamily> families;
+    for (const auto& collectable : collectables_) {
+      std::vector<prometheus::MetricFamily> more = collectable->Collect();
+      families.insert(families.end(), std::make_move_iterator(more.begin()),
+                      std::make_move_iterator(more.end()));
+    }
+    body = prometheus::TextSerializer().Serialize(families);
   }
   std::string response = absl::StrCat(status_line, "\r\nContent-Type: ", content_type,
-                                       "\r\nContent-Length: ", body.size(),
+                                       extra_headers, "\r\nContent-Length: ", body.size(),
                                        "\r\nConnection: close\r\n\r\n");
   if (!head) response += body;
   WriteAll(fd, response);

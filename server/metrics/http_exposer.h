@@ -9,6 +9,10 @@
 // seconds); each connection has a 2 s read/write timeout so a stuck client
 // cannot wedge it.
 //
+// With a bearer token, GET /metrics needs "Authorization: Bearer <token>"
+// (compared in constant time); anything else is 401 with a
+// WWW-Authenticate header, and nothing is collected.
+//
 // Thread safety: construct with Start(); port() anywhere; the destructor
 // stops and joins the serving thread.
 #ifndef FREEZETUNE_SERVER_METRICS_HTTP_EXPOSER_H_
@@ -18,9 +22,10 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
-#include "prometheus/registry.h"
+#include "prometheus/collectable.h"
 
 namespace freezetune::metrics {
 
@@ -29,10 +34,13 @@ class HttpExposer {
   // Listens on `address` ("host:port", IPv4 host or "localhost"; port 0
   // picks a free one). INVALID_ARGUMENT for a malformed address,
   // UNAVAILABLE when it cannot be bound.
-  // `before_collect`, if set, runs on the serving thread before each scrape.
+  // Each scrape runs `before_collect` (if set) on the serving thread, then
+  // serializes what every collectable returns, in order. `bearer_token`
+  // empty: no authentication.
   static absl::StatusOr<std::unique_ptr<HttpExposer>> Start(
-      const std::string& address, std::shared_ptr<prometheus::Registry> registry,
-      std::function<void()> before_collect = nullptr);
+      const std::string& address,
+      std::vector<std::shared_ptr<prometheus::Collectable>> collectables,
+      std::function<void()> before_collect = nullptr, std::string bearer_token = "");
   ~HttpExposer();
   HttpExposer(const HttpExposer&) = delete;
   HttpExposer& operator=(const HttpExposer&) = delete;
@@ -44,8 +52,9 @@ class HttpExposer {
   void Serve();
   void HandleConnection(int fd);
 
-  std::shared_ptr<prometheus::Registry> registry_;
+  std::vector<std::shared_ptr<prometheus::Collectable>> collectables_;
   std::function<void()> before_collect_;
+  std::string bearer_token_;
   int listen_fd_ = -1;
   int wake_pipe_[2] = {-1, -1};  // written by the destructor to stop Serve()
   int port_ = 0;

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/common/status_macros.h"
+#include "server/metrics/process_collector.h"
 
 namespace freezetune::metrics {
 namespace {
@@ -159,15 +160,16 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const MetricsOptions& o
         .Set(1);
   }
 
+  m->process_ = std::make_shared<ProcessCollector>();
   if (!options.listen_address.empty()) {
-    FT_RETURN_IF_ERROR(m->StartExposer(options.listen_address));
+    FT_RETURN_IF_ERROR(m->StartExposer(options.listen_address, options.bearer_token));
   }
   return m;
 }
 
-absl::Status Metrics::StartExposer(const std::string& address) {
-  FT_ASSIGN_OR_RETURN(exposer_,
-                      HttpExposer::Start(address, registry_, [this] { RunCollectHook(); }));
+absl::Status Metrics::StartExposer(const std::string& address, const std::string& bearer_token) {
+  FT_ASSIGN_OR_RETURN(exposer_, HttpExposer::Start(address, {registry_, process_},
+                                                   [this] { RunCollectHook(); }, bearer_token));
   port_ = exposer_->port();
   return absl::OkStatus();
 }
@@ -199,14 +201,14 @@ void Metrics::JobFinished(JobStateLabel state) {
 
 void Metrics::SetQueueDepth(int64_t depth) { queue_depth_->Set(static_cast<double>(depth)); }
 
-void Metrics::TrainProgress(const std::string& job_id, int64_t steps, int64_t samples,
-                            double step_seconds, double loss, double learning_rate,
-                            double progress) {
-  if (steps > 0) {
-    train_steps_->Increment(static_cast<double>(steps));
-    if (step_seconds >= 0) step_seconds_->Observe(step_seconds);
-  }
+void Metrics::TrainStep(double seconds, int64_t samples) {
+  train_steps_->Increment();
   if (samples > 0) train_samples_->Increment(static_cast<double>(samples));
+  if (seconds >= 0) step_seconds_->Observe(seconds);
+}
+
+void Metrics::TrainProgress(const std::string& job_id, double loss, double learning_rate,
+                            double progress) {
   absl::MutexLock lock(&mu_);
   JobSeries& series = job_series_[job_id];
   prometheus::Labels labels{{"job_id", job_id}};

@@ -4,7 +4,8 @@
 // HttpExposer (see there for why not prometheus::Exposer).
 //
 // Names follow Prometheus conventions: freezetune_ prefix, base units
-// (seconds), _total for counters.
+// (seconds), _total for counters. The endpoint also serves the standard
+// process_* series (process_collector.h).
 //
 // Thread safety: every method may be called from any thread. prometheus-cpp
 // metrics are atomic; the per-job map is guarded by a mutex.
@@ -52,6 +53,9 @@ struct MetricsOptions {
   // whether the selection changed it: base::ProcessTuning::MetricLabels());
   // empty: no such series.
   std::vector<std::pair<std::string, std::string>> blas_info;
+  // When set, /metrics answers only requests with "Authorization: Bearer
+  // <token>" (job ids are labels: keep them from whoever can reach the port).
+  std::string bearer_token;
 };
 
 class Metrics {
@@ -74,10 +78,13 @@ class Metrics {
   void JobFinished(JobStateLabel state);                       // finished_total{state}
   void SetQueueDepth(int64_t depth);
 
-  // Training progress of a running job. `steps` and `samples` are increments
-  // since the previous call; `step_seconds` the mean duration of those steps.
-  void TrainProgress(const std::string& job_id, int64_t steps, int64_t samples,
-                     double step_seconds, double loss, double learning_rate, double progress);
+  // One optimizer step a job took in this process: counted in
+  // train_steps_total and train_samples_total, and its duration observed in
+  // the step-duration histogram (one observation per step).
+  void TrainStep(double seconds, int64_t samples);
+  // Latest training loss, learning rate and progress of a running job.
+  void TrainProgress(const std::string& job_id, double loss, double learning_rate,
+                     double progress);
   // Latest validation result of a running job.
   void EvalProgress(const std::string& job_id, double loss, double accuracy);
   // Drops the job's per-job series.
@@ -110,9 +117,10 @@ class Metrics {
 
  private:
   Metrics() = default;
-  absl::Status StartExposer(const std::string& address);
+  absl::Status StartExposer(const std::string& address, const std::string& bearer_token);
 
   std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<prometheus::Collectable> process_;
   std::unique_ptr<HttpExposer> exposer_;
   int port_ = 0;
 

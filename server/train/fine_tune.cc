@@ -55,13 +55,28 @@ absl::StatusOr<std::string> ResolveModelDir(const std::string& uri, const data::
   if (uri.empty()) return FieldError(field, "required");
   // An s3:// directory is downloaded into the cache (by ETag) and read there.
   if (data::IsS3Uri(uri)) return data::StageS3ModelDir(uri, uris, field);
+  if (!data::IsLocalUri(uri)) {
+    return FieldError(field,
+                      "a model is a Hugging Face directory: file:///abs/dir, an absolute path "
+                      "under a data root, or s3://bucket/prefix; http(s):// URIs are for "
+                      "datasets only");
+  }
   return data::ResolveLocalPath(uri, uris, field);
 }
 
+// What is wrong with a model directory the caller named (a file missing,
+// config.json disagreeing with the weights) is the request's fault:
+// INVALID_ARGUMENT naming the field, as the API promises, not NOT_FOUND.
 absl::StatusOr<model::ModelDirInfo> InspectModel(const std::string& dir,
                                                  const std::string& field) {
   absl::StatusOr<model::ModelDirInfo> info = model::InspectModelDir(dir);
-  if (!info.ok()) return WithField(info.status(), field);
+  if (!info.ok()) {
+    absl::Status s = WithField(info.status(), field);
+    if (s.code() == absl::StatusCode::kNotFound) {
+      s = absl::InvalidArgumentError(s.message());
+    }
+    return s;
+  }
   return info;
 }
 
@@ -311,6 +326,7 @@ absl::StatusOr<v1::JobResult> RunFineTuneImpl(const v1::FineTuneJob& job,
   };
   options.should_stop = context.should_stop;
   options.intra_op_threads = context.intra_op_threads;
+  options.on_step = context.on_step;
   options.checkpoint_dir = context.checkpoint_dir;
   options.prefix_store = context.prefix_store;
   const int64_t pad_id = prepared.loaded.tokenizer->pad_id();

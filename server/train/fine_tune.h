@@ -55,6 +55,9 @@ struct RunContext {
   // Optional: intra-op threads for a CPU run, polled before every batch
   // (TrainerOptions::intra_op_threads).
   std::function<int()> intra_op_threads;
+  // Optional: after every optimizer step this run takes
+  // (TrainerOptions::on_step).
+  std::function<void(double seconds, int64_t samples)> on_step;
   // Frozen-prefix outputs shared by the jobs of this process (see
   // prefix_store.h); null: the job caches within itself only.
   std::shared_ptr<PrefixStore> prefix_store;

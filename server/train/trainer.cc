@@ -471,6 +471,7 @@ absl::Status Trainer::TrainLoop() {
   double log_loss_sum = 0.0;
   int64_t log_steps = 0, log_samples = 0;
   auto log_start = Clock::now();
+  auto step_start = log_start;  // when the current step's first micro-batch began
   bool stop = false;
   std::string group_rng;  // CPU RNG state when the current step's first micro-batch began
   // Evaluation that, when should_stop interrupts it, checkpoints the
@@ -505,6 +506,7 @@ absl::Status Trainer::TrainLoop() {
       if (i == group_start) {
         FT_RETURN_IF_ERROR(ApplyStagesAt(epoch + 1, step + 1));
         if (checkpoints) group_rng = RngState(rng_);
+        step_start = Clock::now();
       }
 
       data::Batch b = data::CollateBatch(train_, batches[i], pad_id_);
@@ -538,6 +540,7 @@ absl::Status Trainer::TrainLoop() {
       optimizer_->zero_grad();
       ++step;
       summary_.steps = step;
+      if (options_.on_step) options_.on_step(Seconds(step_start), step_samples);
       log_loss_sum += step_loss;
       ++log_steps;
       log_samples += step_samples;

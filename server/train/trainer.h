@@ -59,6 +59,10 @@ struct TrainerOptions {
   // before every batch; a change is applied with at::set_num_threads on the
   // training thread (the server splits its cores among running CPU jobs).
   std::function<int()> intra_op_threads;
+  // Optional: called on the training thread after every optimizer step this
+  // run takes (not for the steps a resume skips), with the step's wall time
+  // (its first micro-batch to the optimizer update) and its examples.
+  std::function<void(double seconds, int64_t samples)> on_step;
   // Where resumable checkpoints go (see checkpoint.h); empty disables them.
   // Train() resumes from the newest one found here. Checkpoints are written
   // every hp.checkpoint_every_steps steps, at each epoch end, and when

@@ -285,8 +285,21 @@ def check_tree(tree, docs, *, overlay):
             fail(where_n, "an egress rule allows every port")
         for p in rule.get("ports") or []:
             egress_ports.add((p["port"], p.get("protocol", "TCP")))
-    if egress_ports != {(53, "UDP"), (53, "TCP"), (443, "TCP")}:
-        fail(where_n, f"egress ports {sorted(egress_ports)}, want DNS (53 UDP/TCP) and HTTPS (443)")
+    # The egress must be exactly what the flags let the server fetch: DNS,
+    # 443 when http(s) URIs are allowed, 80 when plain http:// is too.
+    def flag_true(key, default):
+        return str(flags.get(key, default)).strip().lower() in ("true", "1", "yes")
+    allow_http = flag_true("FREEZETUNE_ALLOW_HTTP", "true")
+    allow_plain = allow_http and flag_true("FREEZETUNE_ALLOW_PLAIN_HTTP", "true")
+    want = {(53, "UDP"), (53, "TCP")}
+    if allow_http:
+        want.add((443, "TCP"))
+    if allow_plain:
+        want.add((80, "TCP"))
+    if egress_ports != want:
+        fail(where_n, f"egress ports {sorted(egress_ports)} disagree with --allow_http="
+                      f"{str(allow_http).lower()} --allow_plain_http={str(allow_plain).lower()}: "
+                      f"want {sorted(want)}")
 
     # GPU or not.
     limits = res.get("limits") or {}

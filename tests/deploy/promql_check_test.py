@@ -108,6 +108,41 @@ def read_pending(path=PENDING):
     return names
 
 
+PROTO = os.path.join(ROOT, "proto", "freezetune", "v1", "freezetune.proto")
+
+
+def streaming_methods(path=PROTO):
+    """Names of the server-streaming RPCs (`returns (stream ...)`)."""
+    with open(path) as f:
+        text = f.read()
+    return set(re.findall(r"rpc\s+(\w+)\s*\([^)]*\)\s*returns\s*\(\s*stream\b", text))
+
+
+def excludes_method(expr, method):
+    """True when every selector of expr keeps `method` out: method!="m",
+    method!~"re" with re matching m, or method=~"re" / method="x" not
+    matching it."""
+    selectors = re.findall(r"\{([^}]*)\}", expr)
+    if not selectors:
+        return False
+    for sel in selectors:
+        if "freezetune_" in sel:
+            continue
+        kept_out = False
+        for op, value in re.findall(r'method\s*(!=|!~|=~|=)\s*"([^"]*)"', sel):
+            if op == "!=" and value == method:
+                kept_out = True
+            elif op == "!~" and re.fullmatch(value, method):
+                kept_out = True
+            elif op == "=~" and not re.fullmatch(value, method):
+                kept_out = True
+            elif op == "=" and value != method:
+                kept_out = True
+        if not kept_out:
+            return False
+    return True
+
+
 def main():
     problems = []
     dash, rules = load_all()
@@ -187,6 +222,23 @@ def main():
                  "freezetune_grpc_requests_total", "freezetune_grpc_request_duration_seconds"):
         if not any(want in metric_names(e) for _, e, panel in exprs if panel):
             problems.append(f"no dashboard panel shows {want}")
+
+    # 4. Latency panels of unary calls leave out every server-streaming RPC
+    #    of the proto: a stream's duration is how long a client watched.
+    streaming = streaming_methods()
+    if not streaming:
+        problems.append(f"no server-streaming rpc found in {PROTO}")
+    for p in walk_panels(dash.get("panels")):
+        if "unary" not in (p.get("title") or "").lower():
+            continue
+        for t in p.get("targets") or []:
+            e = t.get("expr") or ""
+            if "freezetune_grpc_request_duration_seconds" not in e:
+                continue
+            for m in sorted(streaming):
+                if not excludes_method(e, m):
+                    problems.append(f"panel {p.get('title')!r} target {t.get('refId')} counts the "
+                                    f"streaming RPC {m}: {e}")
 
     if problems:
         print("\n".join(problems), file=sys.stderr)

@@ -47,3 +47,29 @@ if(TARGET freezetune_service)
     DEPS freezetune_service
     LABELS service TIMEOUT 120)
 endif()
+# Output confinement and claims, tenant prefixes, inputs (issue 14 item 1);
+# training metrics of a resumed job (item 7).
+if(TARGET freezetune_jobs)
+  freezetune_test(jobs_output_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/jobs_output_test.cc
+    DEPS freezetune_jobs
+    LABELS jobs TIMEOUT 120)
+  freezetune_test(jobs_metrics_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/jobs_metrics_test.cc
+    DEPS freezetune_jobs
+    LABELS jobs TIMEOUT 60)
+endif()
+# The event-stream reactor against a scripted source (issue 14 item 8).
+if(TARGET freezetune_service)
+  freezetune_test(service_event_stream_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/service_event_stream_test.cc
+    DEPS freezetune_service
+    LABELS service TIMEOUT 120)
+endif()
+# metrics/: process_* series and the /metrics bearer token (issue 14 item 7).
+if(TARGET freezetune_metrics)
+  freezetune_test(metrics_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/metrics_test.cc
+    DEPS freezetune_metrics
+    LABELS service TIMEOUT 60)
+endif()

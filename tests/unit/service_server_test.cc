@@ -51,6 +51,7 @@ jobs::TrainHooks ScriptedHooks() {
       e.mutable_train()->set_step(step);
       e.mutable_train()->set_total_steps(loop ? 1000000 : 5);
       e.mutable_train()->set_loss(0.5f);
+      if (ctx.on_step) ctx.on_step(0.002, 8);  // what the trainer reports per step
       ctx.emit(e);
       if (loop && step == 1) {
         v1::JobEvent eval;
@@ -191,10 +192,15 @@ TEST_F(ServerTest, CancelRunningJobEndsItsLiveWatchWithCancelled) {
   std::thread watcher([&] { watch_status = WatchAll(stub_.get(), job.id(), 0, &events); });
   v1::Job running = WaitForState(stub_.get(), job.id(), v1::JOB_STATE_RUNNING, seconds(10));
   ASSERT_EQ(running.state(), v1::JOB_STATE_RUNNING);
-  std::this_thread::sleep_for(milliseconds(100));
-  // While it runs, its per-job series exist.
+  // While it runs, its per-job series exist (once its first step and
+  // evaluation are in).
   const std::string series = "{job_id=\"" + job.id() + "\"}";
-  std::string metrics = HttpGet(server_->metrics_port(), "/metrics");
+  std::string metrics;
+  for (int i = 0; i < 1000; ++i) {
+    metrics = HttpGet(server_->metrics_port(), "/metrics");
+    if (metrics.find("freezetune_job_eval_accuracy" + series) != std::string::npos) break;
+    std::this_thread::sleep_for(milliseconds(10));
+  }
   EXPECT_NE(metrics.find("freezetune_job_eval_accuracy" + series + " 0.75"), std::string::npos)
       << metrics;
   EXPECT_NE(metrics.find("freezetune_job_train_loss" + series + " 0.5"), std::string::npos);
@@ -377,6 +383,9 @@ TEST_F(ServerTest, ListPagesThroughJobsNewestFirst) {
   std::string metrics = HttpGet(server_->metrics_port(), "/metrics");
   EXPECT_NE(metrics.find("freezetune_jobs{state=\"succeeded\"} 5"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("freezetune_train_steps_total 25"), std::string::npos);
+  EXPECT_NE(metrics.find("freezetune_train_samples_total 200"), std::string::npos);
+  // One observation per step, not one per logging interval.
+  EXPECT_NE(metrics.find("freezetune_train_step_duration_seconds_count 25"), std::string::npos);
   EXPECT_NE(metrics.find("freezetune_queue_oldest_age_seconds 0\n"), std::string::npos);
   EXPECT_NE(HttpGet(server_->metrics_port(), "/nope").find("404"), std::string::npos);
 }

@@ -691,10 +691,21 @@ TEST_F(TrainerTest, ResumeFromCheckpointMatchesUninterruptedRun) {
     if (e.has_notice()) notices.push_back(e.notice().message());
     if (e.has_train() && first_train_step < 0) first_train_step = e.train().step();
   };
+  // on_step (what freezetune_train_steps_total counts) sees only the steps
+  // this run takes: 8, 9 and 10, not the 7 its checkpoint holds.
+  std::vector<double> step_seconds;
+  int64_t step_samples = 0;
+  b.on_step = [&](double seconds, int64_t samples) {
+    step_seconds.push_back(seconds);
+    step_samples += samples;
+  };
   auto resumed = RunFineTune(job, b);
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   EXPECT_EQ(resumed->steps(), 10);
   EXPECT_EQ(first_train_step, 8);
+  EXPECT_EQ(step_seconds.size(), 3u);
+  for (double s : step_seconds) EXPECT_GT(s, 0.0);
+  EXPECT_GT(step_samples, 0);
   EXPECT_THAT(notices, ::testing::Contains(StartsWith("resumed from checkpoint at step 7")));
   EXPECT_TRUE(resumed->frozen_weights_verified());
   EXPECT_EQ(resumed->best_eval().SerializeAsString(), straight->best_eval().SerializeAsString());
@@ -988,6 +999,60 @@ TEST_F(ValidateJobTest, MissingFiles) {
   v1::FineTuneJob job3 = Job("");
   job3.mutable_train()->clear_uri();
   EXPECT_EQ(Validate(job3).message(), "job.train.uri: required");
+}
+
+// Issue 14 item 6: a model directory missing a file, or whose config.json
+// disagrees with its weights, is INVALID_ARGUMENT naming the field at
+// submit (it used to be NOT_FOUND, and a shape mismatch passed submit and
+// failed the job at run time).
+TEST_F(ValidateJobTest, BrokenModelDirsAreInvalidArgumentNamingTheField) {
+  auto copy_model = [&](const std::string& name) {
+    const std::string dir = root_ + "/" + name;
+    fs::remove_all(dir);
+    fs::copy(model_dir_, dir, fs::copy_options::recursive);
+    return dir;
+  };
+  for (const char* file : {"config.json", "vocab.txt", "model.safetensors"}) {
+    SCOPED_TRACE(file);
+    const std::string dir = copy_model(std::string("missing_") + file);
+    fs::remove(dir + "/" + file);
+    v1::FineTuneJob job = Job("");
+    job.set_model_uri("file://" + dir);
+    absl::Status s = Validate(job);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_THAT(std::string(s.message()), StartsWith("job.model_uri: "));
+    EXPECT_THAT(std::string(s.message()), HasSubstr(dir + "/" + file + ": file not found"));
+    v1::PlanFreezeRequest plan;
+    plan.set_model_uri(dir);
+    plan.mutable_freeze()->mutable_head_only();
+    absl::Status p = PlanFreeze(plan, data::UriOptions{}).status();
+    EXPECT_EQ(p.code(), absl::StatusCode::kInvalidArgument) << p;
+    EXPECT_THAT(std::string(p.message()), StartsWith("model_uri: "));
+  }
+  const std::string dir = copy_model("config_disagrees");
+  std::ifstream config_in(dir + "/config.json");
+  auto config = nlohmann::json::parse(config_in);
+  config_in.close();
+  config["intermediate_size"] = 48;  // the weights have 64
+  std::ofstream(dir + "/config.json") << config.dump();
+  v1::FineTuneJob job = Job("");
+  job.set_model_uri(dir);
+  absl::Status s = Validate(job);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()), StartsWith("job.model_uri: " + dir + "/model.safetensors: "));
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr(": shape [64, 32] in the checkpoint, but config.json implies [48, 32]"));
+  // A remote model is refused saying what is supported (the message used to
+  // list http:// among the schemes it accepts).
+  job.set_model_uri("https://huggingface.co/bert-base-uncased/resolve/main");
+  s = Validate(job);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(),
+            "job.model_uri: a model is a local Hugging Face directory (file:///abs/dir or an "
+            "absolute path under a data root); http(s):// URIs are for datasets only");
+  // The intact copy passes: the checks look at what differs, nothing else.
+  job.set_model_uri(copy_model("intact"));
+  EXPECT_TRUE(Validate(job).ok()) << Validate(job);
 }
 
 TEST_F(ValidateJobTest, HyperparametersAndDevice) {
