@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <set>
 #include <string>
@@ -581,6 +582,14 @@ absl::StatusOr<MappedLabels> MapLabels(const std::vector<RawExample>& examples,
       double v = 0;
       if (!absl::SimpleAtod(AV(ex.label), &v) || !std::isfinite(v)) {
         return LineError(field, ex.line, "label is not a finite number (regression task)");
+      }
+      // Targets are float32: a larger magnitude would become infinity and
+      // the loss NaN at the first step.
+      if (std::fabs(v) > static_cast<double>(std::numeric_limits<float>::max())) {
+        return LineError(field, ex.line,
+                         absl::StrCat("label ", ex.label,
+                                      " does not fit in float32 (|label| <= 3.4e38; regression "
+                                      "targets are float32)"));
       }
       out.targets.push_back(static_cast<float>(v));
     }

@@ -85,6 +85,30 @@ std::string HeaderDtype(const SafetensorsHeader& header) {
   return dtype;
 }
 
+// Every stored tensor that names an encoder parameter must have the shape
+// config.json implies (the head's depends on the label count and is
+// re-initialised on a mismatch, so it is not checked), so that a checkpoint
+// that disagrees with its config is refused before any job is queued.
+absl::Status CheckShapesAgainstConfig(const SafetensorsHeader& header, const BertConfig& config,
+                                      const std::string& weights_path) {
+  std::map<std::string, std::vector<int64_t>> expected;
+  std::set<std::string> names;
+  for (const ParameterShape& p : BertParameterShapes(config, /*num_labels=*/1)) {
+    if (absl::StartsWith(p.name, "classifier.")) continue;
+    expected.emplace(p.name, p.shape);
+    names.insert(p.name);
+  }
+  for (const auto& t : header.tensors) {
+    if (IsIgnoredBuffer(t.name)) continue;
+    auto it = expected.find(CanonicalName(t.name, names));
+    if (it == expected.end() || t.shape == it->second) continue;
+    return absl::InvalidArgumentError(absl::StrCat(
+        weights_path, ": ", t.name, ": shape [", absl::StrJoin(t.shape, ", "),
+        "] in the checkpoint, but config.json implies [", absl::StrJoin(it->second, ", "), "]"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<ModelDirInfo> InspectModelDir(const std::string& dir) {
@@ -134,6 +158,7 @@ absl::StatusOr<ModelDirInfo> InspectModelDir(const std::string& dir) {
   }
   FT_ASSIGN_OR_RETURN(SafetensorsHeader header, ReadSafetensorsHeader(weights_path));
   info.source_dtype = HeaderDtype(header);
+  FT_RETURN_IF_ERROR(CheckShapesAgainstConfig(header, info.config, weights_path));
   return info;
 }
 

@@ -1,6 +1,12 @@
 #include "server/service/server.h"
 
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <utility>
 
@@ -25,6 +31,42 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, const char* field) 
   return buffer.str();
 }
 
+// The key must be the private key of the chain's first certificate: gRPC
+// would only say that it cannot listen.
+absl::Status CheckKeyMatchesCertificate(const ServerOptions& o, const std::string& cert_pem,
+                                        const std::string& key_pem) {
+  using Bio = std::unique_ptr<BIO, decltype(&BIO_free)>;
+  Bio cert_bio(BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size())), &BIO_free);
+  Bio key_bio(BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size())), &BIO_free);
+  if (cert_bio == nullptr || key_bio == nullptr) return absl::InternalError("BIO_new_mem_buf failed");
+  std::unique_ptr<X509, decltype(&X509_free)> cert(
+      PEM_read_bio_X509(cert_bio.get(), nullptr, nullptr, nullptr), &X509_free);
+  if (cert == nullptr) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError(
+        absl::StrCat("tls_cert: ", o.tls_cert_file, " holds no PEM certificate"));
+  }
+  // An empty passphrase callback: an encrypted key fails instead of
+  // prompting on the terminal.
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
+      PEM_read_bio_PrivateKey(key_bio.get(), nullptr,
+                              [](char*, int, int, void*) { return 0; }, nullptr),
+      &EVP_PKEY_free);
+  if (key == nullptr) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError(
+        absl::StrCat("tls_key: ", o.tls_key_file,
+                     " holds no PEM private key (encrypted keys are not supported)"));
+  }
+  if (X509_check_private_key(cert.get(), key.get()) != 1) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError(
+        absl::StrCat("tls_key: ", o.tls_key_file, " does not match the certificate in ",
+                     o.tls_cert_file, " (the private key of its first certificate is needed)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const ServerOptions& o) {
   if (o.tls_cert_file.empty() && o.tls_key_file.empty()) {
     if (!o.tls_client_ca_file.empty()) {
@@ -38,6 +80,7 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const Serve
   grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
   FT_ASSIGN_OR_RETURN(pair.cert_chain, ReadPem(o.tls_cert_file, "tls_cert"));
   FT_ASSIGN_OR_RETURN(pair.private_key, ReadPem(o.tls_key_file, "tls_key"));
+  FT_RETURN_IF_ERROR(CheckKeyMatchesCertificate(o, pair.cert_chain, pair.private_key));
   ssl.pem_key_cert_pairs.push_back(std::move(pair));
   if (!o.tls_client_ca_file.empty()) {
     FT_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPem(o.tls_client_ca_file, "tls_client_ca"));

@@ -211,7 +211,11 @@ TEST(HfCheckpointTest, EncoderShapeMismatchIsAnError) {
   EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(loaded.status().message()),
               HasSubstr("bert.encoder.layer.0.intermediate.dense.weight: shape [64, 32] in "
-                        "checkpoint, model expects [48, 32]"));
+                        "the checkpoint, but config.json implies [48, 32]"));
+  // Found without touching the weights (what submit-time validation calls).
+  auto inspected = InspectModelDir(dir);
+  ASSERT_FALSE(inspected.ok());
+  EXPECT_EQ(inspected.status().message(), loaded.status().message());
 }
 
 TEST(HfCheckpointTest, ErrorsNameFiles) {

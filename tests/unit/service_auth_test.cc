@@ -267,6 +267,33 @@ TEST(TlsServerTest, ServesTlsAndRequiresClientCertsWithAClientCa) {
   auto refused = Server::Start(std::move(half));
   EXPECT_TRUE(absl::IsInvalidArgument(refused.status()));
   EXPECT_EQ(refused.status().message(), "tls_key: required with tls_cert");
+
+  // A key that is not the certificate's (issue 14 item 6: this used to
+  // surface as "cannot listen on 127.0.0.1:0").
+  ServerOptions mismatched;
+  mismatched.tls_cert_file = d + "server.crt";
+  mismatched.tls_key_file = d + "client.key";
+  mismatched.listen_address = "127.0.0.1:0";
+  mismatched.jobs.data_dir = d + "server3";
+  mismatched.hooks = QuickHooks();
+  refused = Server::Start(std::move(mismatched));
+  EXPECT_TRUE(absl::IsInvalidArgument(refused.status())) << refused.status();
+  EXPECT_EQ(refused.status().message(),
+            "tls_key: " + d + "client.key does not match the certificate in " + d +
+                "server.crt (the private key of its first certificate is needed)");
+  // Not PEM at all.
+  std::ofstream(d + "garbage.pem") << "not a key\n";
+  ServerOptions garbage;
+  garbage.tls_cert_file = d + "server.crt";
+  garbage.tls_key_file = d + "garbage.pem";
+  garbage.listen_address = "127.0.0.1:0";
+  garbage.jobs.data_dir = d + "server4";
+  garbage.hooks = QuickHooks();
+  refused = Server::Start(std::move(garbage));
+  EXPECT_TRUE(absl::IsInvalidArgument(refused.status())) << refused.status();
+  EXPECT_EQ(refused.status().message(),
+            "tls_key: " + d + "garbage.pem holds no PEM private key (encrypted keys are not "
+            "supported)");
   fs::remove_all(dir);
 }
 
