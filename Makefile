@@ -4,7 +4,7 @@
 BUILD_DIR ?= build
 export BUILD_DIR
 
-.PHONY: build demo test fuzz bench clean
+.PHONY: build demo test fuzz tsan bench clean
 
 build:
 	scripts/setup.sh
@@ -14,7 +14,7 @@ demo:
 	scripts/setup.sh freezetune-server freezetune-model freezetune
 	scripts/demo.sh
 
-test: build fuzz
+test: build fuzz tsan
 	cd $(BUILD_DIR) && ctest --output-on-failure -j2 --timeout 600
 
 # libFuzzer smoke runs (10 s each) of the untrusted-input parsers, in a clang
@@ -25,9 +25,22 @@ fuzz:
 	cmake --build $(BUILD_DIR)-fuzz --target safetensors_fuzz bert_config_fuzz -j2
 	cd $(BUILD_DIR)-fuzz && ctest --output-on-failure -L fuzz
 
+# Concurrency checkers (docs/ARCHITECTURE.md), in a clang build of the
+# torch-free libraries: -Wthread-safety -Werror on every one of them, and the
+# jobs, sweep, metrics and service tests under ThreadSanitizer.
+TSAN_TESTS := tsan_control jobs_store_test jobs_event_log_test jobs_subscriber_hub_test \
+  jobs_log_test jobs_scheduler_test jobs_output_test jobs_metrics_test sweep_manager_test \
+  metrics_test service_status_mapping_test service_server_test service_auth_test \
+  service_limits_test service_event_stream_test
+tsan:
+	CC=clang CXX=clang++ cmake -S . -B $(BUILD_DIR)-tsan -DFREEZETUNE_WITH_TORCH=OFF \
+	  -DFREEZETUNE_SANITIZE=thread -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(BUILD_DIR)-tsan --target $(TSAN_TESTS) -j2
+	cd $(BUILD_DIR)-tsan && ctest --output-on-failure -j2 -L '^(jobs|service|tsan)$$'
+
 bench: build
 	cmake --build $(BUILD_DIR) --target benchmarks
 	tests/bench/run.sh
 
 clean:
-	rm -rf $(BUILD_DIR) $(BUILD_DIR)-fuzz var
+	rm -rf $(BUILD_DIR) $(BUILD_DIR)-fuzz $(BUILD_DIR)-tsan var

@@ -1,8 +1,13 @@
 # Shared build settings for freezetune's own targets.
 
 # Warnings are errors for our own code; third-party headers come in as SYSTEM.
+# With clang, Abseil's thread-safety annotations (ABSL_GUARDED_BY, ...) are
+# checked too (`make tsan` builds the torch-free libraries that way).
 function(freezetune_warnings target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Werror -Wno-unused-parameter)
+  if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    target_compile_options(${target} PRIVATE -Wthread-safety)
+  endif()
 endfunction()
 
 # Adds a static library for one folder: freezetune_library(NAME SOURCES ... DEPS ...)
@@ -37,10 +42,22 @@ function(freezetune_test name)
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 300)
   endif()
+  set(_env "FREEZETUNE_SOURCE_DIR=${PROJECT_SOURCE_DIR};FREEZETUNE_BINARY_DIR=${PROJECT_BINARY_DIR}")
+  if(FREEZETUNE_SANITIZE STREQUAL "thread")
+    # The shim's absl::Mutex entry points must win over libabsl's for every
+    # caller (gRPC's too): exported from the executable.
+    target_link_libraries(${name} PRIVATE freezetune_tsan_shim ${CMAKE_DL_LIBS})
+    target_link_options(${name} PRIVATE -rdynamic)
+    # ignore_noninstrumented_modules: memcpy/free/... called from inside
+    # gRPC, protobuf, SQLite (not built with TSan, synchronised by means TSan
+    # cannot see) are not checked; our code is.
+    list(APPEND _env "TSAN_OPTIONS=halt_on_error=1 second_deadlock_stack=1 ignore_noninstrumented_modules=1 suppressions=${PROJECT_SOURCE_DIR}/tests/tsan/suppressions.txt")
+    math(EXPR ARG_TIMEOUT "${ARG_TIMEOUT} * 3")
+  endif()
   add_test(NAME ${name} COMMAND ${name})
   set_tests_properties(${name} PROPERTIES TIMEOUT ${ARG_TIMEOUT}
     LABELS "${ARG_LABELS}"
-    ENVIRONMENT "FREEZETUNE_SOURCE_DIR=${PROJECT_SOURCE_DIR};FREEZETUNE_BINARY_DIR=${PROJECT_BINARY_DIR}")
+    ENVIRONMENT "${_env}")
 endfunction()
 
 # A folder's library from every .cc in it except *_main.cc and those listed in

@@ -136,8 +136,8 @@ class SweepManager {
   SweepManager(JobManager* jobs, const SweepManagerOptions& options, metrics::Metrics* metrics);
   // Refreshes the sweep gauges (counts by state, per-sweep progress).
   void UpdateMetrics(const Entry* changed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status Open();
-  absl::Status Load();
+  absl::Status Open() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Load() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MonitorLoop();
   // Brings one running sweep up to date.
   void Poll(Entry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

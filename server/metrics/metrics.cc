@@ -177,6 +177,10 @@ absl::Status Metrics::StartExposer(const std::string& address, const std::string
 Metrics::~Metrics() {
   // The endpoint reads the registry from its own thread: stop it first.
   exposer_.reset();
+  // The last RpcFinished ran on a gRPC thread before the server's Wait
+  // returned; taking the lock orders the maps' destruction after it in a
+  // way ThreadSanitizer can see too.
+  absl::MutexLock lock(&mu_);
 }
 
 void Metrics::SetJobsInState(JobStateLabel state, int64_t count) {

@@ -130,22 +130,27 @@ class EventStreamReactor final : public grpc::ServerWriteReactor<Event> {
   }
 
   void OnDone() override {
+    bool subscribed;
+    grpc::StatusCode code;
+    {
+      // Written by whichever thread finished the stream; read under mu_
+      // rather than trusting gRPC's hand-off to order it.
+      absl::MutexLock lock(&mu_);
+      subscribed = subscribed_;
+      code = final_code_;
+    }
     // Metrics first: once the subscription is gone (what tests wait for),
     // the stream is already counted as closed.
     if (metrics_ != nullptr) {
       metrics_->WatchStreamClosed();
-      metrics_->RpcFinished(method_, GrpcCodeName(final_code_),
+      metrics_->RpcFinished(method_, GrpcCodeName(code),
                             absl::ToDoubleSeconds(absl::Now() - start_));
     }
-    if (subscribed()) source_->Unsubscribe(subscription_);
+    if (subscribed) source_->Unsubscribe(subscription_);
     delete this;
   }
 
  private:
-  bool subscribed() {
-    absl::MutexLock lock(&mu_);
-    return subscribed_;
-  }
 
   void FinishNow(const grpc::Status& status) {
     {
@@ -252,7 +257,7 @@ class EventStreamReactor final : public grpc::ServerWriteReactor<Event> {
   std::optional<grpc::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
   std::deque<Event> buffer_ ABSL_GUARDED_BY(mu_);
   Event current_ ABSL_GUARDED_BY(mu_);  // the write in flight
-  grpc::StatusCode final_code_ = grpc::StatusCode::OK;  // set once, before Finish
+  grpc::StatusCode final_code_ ABSL_GUARDED_BY(mu_) = grpc::StatusCode::OK;  // set once, before Finish
 };
 
 }  // namespace freezetune::service

@@ -23,7 +23,9 @@ TEST(JobMetricsTest, AResumedJobCountsOnlyTheStepsItTakesAndEachStepOnce) {
                            ("ft_jobs_metrics_" + std::to_string(::getpid())))
                               .string();
   std::filesystem::remove_all(dir);
-  auto metrics = metrics::Metrics::Create(metrics::MetricsOptions{"", {}});
+  metrics::MetricsOptions metrics_options;
+  metrics_options.listen_address = "";  // the registry only
+  auto metrics = metrics::Metrics::Create(metrics_options);
   ASSERT_TRUE(metrics.ok()) << metrics.status();
   TrainHooks hooks;
   hooks.validate = [](const v1::FineTuneJob&, const data::UriOptions&,

@@ -16,8 +16,8 @@ namespace freezetune::jobs {
 namespace {
 
 TEST(SubscriberHubTest, NotifyRunsOnlyTheKeysCallbacksInline) {
-  SubscriberHub hub;
   int a = 0, b = 0;
+  SubscriberHub hub;  // after what its callbacks use: destroyed (joined) first
   auto sub_a = hub.Subscribe("a", [&] { ++a; });
   hub.Subscribe("b", [&] { ++b; });
   EXPECT_EQ(hub.subscriber_count(), 2u);
@@ -35,13 +35,17 @@ TEST(SubscriberHubTest, NotifyRunsOnlyTheKeysCallbacksInline) {
 // The reason Post exists: the publisher holds a lock that the callback
 // takes (SweepManager's mutex around Emit). An inline call would deadlock.
 TEST(SubscriberHubTest, PostRunsCallbacksOnAnotherThreadAfterThePostersLock) {
-  SubscriberHub hub;
   absl::Mutex publisher_mu;
   int stored = 0;
   absl::Notification seen;
   std::atomic<int> seen_value{-1};
   const std::thread::id test_thread = std::this_thread::get_id();
   std::atomic<bool> on_other_thread{false};
+  // Declared after what its callback uses, so that its destructor (which
+  // joins the delivery thread) runs first: the callback may still hold
+  // publisher_mu when `seen` is notified (ThreadSanitizer found the test
+  // destroying the locked mutex).
+  SubscriberHub hub;
   hub.Subscribe("sweep-1", [&] {
     on_other_thread = std::this_thread::get_id() != test_thread;
     absl::MutexLock lock(&publisher_mu);  // what a watcher's read does
@@ -63,10 +67,10 @@ TEST(SubscriberHubTest, PostRunsCallbacksOnAnotherThreadAfterThePostersLock) {
 // However posts coalesce, a callback runs after the last Post and sees
 // what was stored before it.
 TEST(SubscriberHubTest, CoalescedPostsNeverLoseTheLastWakeUp) {
-  SubscriberHub hub;
   std::atomic<int> stored{0};
   std::atomic<int> last_seen{0};
   std::atomic<int> calls{0};
+  SubscriberHub hub;  // after what its callbacks use: destroyed (joined) first
   hub.Subscribe("k", [&] {
     ++calls;
     last_seen = stored.load();
@@ -86,8 +90,8 @@ TEST(SubscriberHubTest, CoalescedPostsNeverLoseTheLastWakeUp) {
 }
 
 TEST(SubscriberHubTest, NotifyAllWakesEverySubscriber) {
-  SubscriberHub hub;
   int a = 0, b = 0;
+  SubscriberHub hub;  // after what its callbacks use: destroyed (joined) first
   hub.Subscribe("a", [&] { ++a; });
   hub.Subscribe("b", [&] { ++b; });
   hub.NotifyAll();
@@ -100,11 +104,11 @@ TEST(SubscriberHubTest, NotifyAllWakesEverySubscriber) {
 // Unsubscribe returned (the delivery thread serves subscribers in order, so
 // a late call of the first would have happened by then).
 TEST(SubscriberHubTest, NoPostedCallbackRunsAfterUnsubscribeReturns) {
-  SubscriberHub hub;
   std::atomic<bool> unsubscribed{false};
   std::atomic<int> calls{0};
   std::atomic<int> late_calls{0};
   std::atomic<int> witness_calls_after{0};
+  SubscriberHub hub;  // after what its callbacks use: destroyed (joined) first
   auto id = hub.Subscribe("k", [&] {
     ++calls;
     if (unsubscribed.load()) late_calls.fetch_add(1);
@@ -133,9 +137,10 @@ TEST(SubscriberHubTest, NoPostedCallbackRunsAfterUnsubscribeReturns) {
 }
 
 TEST(SubscriberHubTest, CallbackMayUnsubscribeItselfOnTheDeliveryThread) {
-  SubscriberHub hub;
   std::atomic<int> calls{0};
+  std::atomic<int> witness_calls{0};
   absl::Notification done;
+  SubscriberHub hub;  // after what its callbacks use: destroyed (joined) first
   SubscriberHub::SubscriptionId id = 0;
   id = hub.Subscribe("k", [&] {
     ++calls;
@@ -146,7 +151,6 @@ TEST(SubscriberHubTest, CallbackMayUnsubscribeItselfOnTheDeliveryThread) {
   ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   // A witness subscribed now sees the next Post (and the inline Notify);
   // once it has, a call of the unsubscribed callback would have been made.
-  std::atomic<int> witness_calls{0};
   hub.Subscribe("k", [&] { ++witness_calls; });
   hub.Post("k");
   hub.Notify("k");

@@ -206,6 +206,7 @@ TEST_F(SweepManagerTest, SweepFillsTableAndWritesWinner) {
 
 // Issue 14 item 1: a sweep's output is checked and claimed like a job's.
 TEST_F(SweepManagerTest, SweepOutputIsCheckedAndClaimedLikeAJobs) {
+  trainer_.armed = true;  // the job below stays running with an empty output
   Start();
   fs::create_directories(dir_ + "/full");
   std::ofstream(dir_ + "/full/model.safetensors") << "someone's model";
@@ -397,7 +398,9 @@ TEST_F(SweepManagerTest, ListPagesNewestFirstFiltersByStateAndTenant) {
   Start();
   std::vector<std::string> ids;  // submit order
   for (const char* tenant : {"a", "a", "a", "b"}) {
-    auto sweep = sweeps_->Submit(Spec(), tenant);
+    v1::SweepSpec spec = Spec();
+    spec.clear_output_uri();  // each its own, under its tenant's prefix
+    auto sweep = sweeps_->Submit(spec, tenant);
     ASSERT_TRUE(sweep.ok()) << sweep.status();
     ids.push_back(sweep->id());
   }
