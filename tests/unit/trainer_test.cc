@@ -1048,8 +1048,9 @@ TEST_F(ValidateJobTest, BrokenModelDirsAreInvalidArgumentNamingTheField) {
   s = Validate(job);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(s.message(),
-            "job.model_uri: a model is a local Hugging Face directory (file:///abs/dir or an "
-            "absolute path under a data root); http(s):// URIs are for datasets only");
+            "job.model_uri: a model is a Hugging Face directory: file:///abs/dir, an absolute "
+            "path under a data root, or s3://bucket/prefix; http(s):// URIs are for datasets "
+            "only");
   // The intact copy passes: the checks look at what differs, nothing else.
   job.set_model_uri(copy_model("intact"));
   EXPECT_TRUE(Validate(job).ok()) << Validate(job);
