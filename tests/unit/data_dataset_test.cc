@@ -401,9 +401,9 @@ TEST(LabelSpaceTest, RegressionAndDegenerateCases) {
   ASSERT_FALSE(nan.ok());
   EXPECT_THAT(Msg(nan.status()), HasSubstr("line 3: label is not a finite number"));
   // Finite as a double, infinite as the float32 target (issue 14 item 6).
-  auto huge = ResolveLabelSpace(task, Labels({"0.5", "1e39"}), "job.train");
-  ASSERT_FALSE(huge.ok());
-  EXPECT_THAT(Msg(huge.status()),
+  auto over = ResolveLabelSpace(task, Labels({"0.5", "1e39"}), "job.train");
+  ASSERT_FALSE(over.ok());
+  EXPECT_THAT(Msg(over.status()),
               ::testing::StartsWith("job.train: line 3: label 1e39 does not fit in float32"));
   EXPECT_TRUE(ResolveLabelSpace(task, Labels({"0.5", "-3.4e38"}), "job.train").ok());
 

@@ -155,7 +155,7 @@ TEST_F(OutputTest, OutputUriFollowsTheInputUriRulesAtSubmit) {
     std::string uri;
     std::string reason;
   } cases[] = {
-      {"s3://bucket/out", "unsupported URI scheme"},
+      {"gs://bucket/out", "unsupported URI scheme"},
       {"relative/out", "path must be absolute"},
       {(fs::temp_directory_path() / "ft_elsewhere_out").string(), "outside the data roots"},
       {(root_ / "a" / ".." / ".." / "escaped").string(), "\"..\" are not allowed"},
@@ -223,6 +223,27 @@ TEST_F(OutputTest, TwoJobsNeverShareAnOutputNotEvenNested) {
   EXPECT_EQ(Stored(), 3);
   // The accepted twin: a sibling.
   EXPECT_TRUE(manager_->Submit(Spec((root_ / "runs" / "b").string()), "").ok());
+}
+
+// s3:// outputs are published at success; they are claimed by URI the same
+// way (the hooks here do not touch S3).
+TEST_F(OutputTest, S3OutputsAreClaimedByUri) {
+  Start();
+  v1::FineTuneJob hold = Spec("");
+  hold.set_display_name("hold");  // keeps the only slot: nothing runs
+  ASSERT_TRUE(manager_->Submit(hold, "").ok());
+  auto first = manager_->Submit(Spec("s3://models/runs/a/"), "");
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->output_uri(), "s3://models/runs/a");
+  for (const char* uri : {"s3://models/runs/a", "s3://models/runs/a/b", "s3://models/runs"}) {
+    SCOPED_TRACE(uri);
+    ExpectRefused(manager_->Submit(Spec(uri), "").status(), "job.output_uri",
+                  "output directory of another job or sweep");
+  }
+  EXPECT_TRUE(manager_->Submit(Spec("s3://models/runs/ab"), "").ok());  // a sibling
+  // A tenant has no prefix in a bucket: only the operator can allow it.
+  ExpectRefused(manager_->Submit(Spec("s3://models/t/x"), "alice").status(), "job.output_uri",
+                "--allow_tenant_output_paths");
 }
 
 TEST_F(OutputTest, ClaimsAreAtomicAcrossConcurrentSubmits) {
