@@ -537,7 +537,9 @@ TEST(SchedulerUnitTest, PerTenantRunningLimitLetsOtherTenantsPass) {
   {
     absl::MutexLock lock(&mu);
     EXPECT_EQ(started.size(), 3u);
-    if (started.size() == 3) EXPECT_EQ(started[2], "a2");
+    if (started.size() == 3) {
+      EXPECT_EQ(started[2], "a2");
+    }
   }
   scheduler.Shutdown();
 }
