@@ -26,9 +26,10 @@ fuzz:
 	cd $(BUILD_DIR)-fuzz && ctest --output-on-failure -L fuzz
 
 # Concurrency checkers (docs/ARCHITECTURE.md), in a clang build of the
-# torch-free libraries: -Wthread-safety -Werror on every one of them, and the
-# jobs, sweep, metrics and service tests under ThreadSanitizer.
-TSAN_TESTS := tsan_control jobs_store_test jobs_event_log_test jobs_subscriber_hub_test \
+# torch-free libraries: -Wthread-safety -Werror on every one of them (base,
+# common, data's torch-free part, metrics, jobs, service), and the jobs,
+# sweep, metrics and service tests under ThreadSanitizer.
+TSAN_TESTS := freezetune_base tsan_control jobs_store_test jobs_event_log_test jobs_subscriber_hub_test \
   jobs_log_test jobs_scheduler_test jobs_output_test jobs_metrics_test sweep_manager_test \
   metrics_test service_status_mapping_test service_server_test service_auth_test \
   service_limits_test service_event_stream_test
