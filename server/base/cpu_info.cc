@@ -81,7 +81,8 @@ CpuInfo ReadCpuInfo() {
                                     ? base_model + (((l1.a >> 16) & 0xf) << 4)
                                     : base_model);
 
-  if (__get_cpuid_max(0x80000000, nullptr) >= 0x80000004) {
+  // clang declares __get_cpuid_max as returning int, gcc as unsigned.
+  if (static_cast<unsigned int>(__get_cpuid_max(0x80000000, nullptr)) >= 0x80000004u) {
     char brand[49] = {};
     for (uint32_t i = 0; i < 3; ++i) {
       Regs r = Cpuid(0x80000002 + i);
