@@ -19,7 +19,7 @@ ARG UBUNTU_VERSION=24.04
 FROM nvidia/cuda:${CUDA_VERSION}-cudnn-devel-ubuntu${UBUNTU_VERSION} AS build
 ARG LIBTORCH_VERSION=2.6.0
 ARG LIBTORCH_URL=https://download.pytorch.org/libtorch/cu126/libtorch-cxx11-abi-shared-with-deps-${LIBTORCH_VERSION}%2Bcu126.zip
-ARG BUILD_SKIP_PACKAGES="npm libtorch-dev python3-torch kubernetes-client prometheus clang libclang-rt-14-dev python3-yaml"
+ARG BUILD_SKIP_PACKAGES="npm libtorch-dev python3-torch kubernetes-client prometheus clang libclang-rt-14-dev python3-yaml chromium"
 # No GPU at build time: name the architectures instead of probing for them.
 ARG TORCH_CUDA_ARCH_LIST="7.5;8.0;8.6;8.9;9.0"
 ENV TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST} DEBIAN_FRONTEND=noninteractive
@@ -42,7 +42,7 @@ RUN BUILD_DIR=/build FREEZETUNE_SKIP_PACKAGES="${BUILD_SKIP_PACKAGES}" \
       /build/client/src/freezetune docker/grpc_health_check.py /opt/freezetune/bin/
 
 FROM nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu${UBUNTU_VERSION} AS runtime
-ARG RUNTIME_SKIP_PACKAGES="npm libtorch-dev python3-torch kubernetes-client prometheus clang libclang-rt-14-dev python3-yaml cmake g++ make ccache pkg-config git libgtest-dev libgmock-dev libbenchmark-dev python3-grpc-tools"
+ARG RUNTIME_SKIP_PACKAGES="npm libtorch-dev python3-torch kubernetes-client prometheus clang libclang-rt-14-dev python3-yaml cmake g++ make ccache pkg-config git libgtest-dev libgmock-dev libbenchmark-dev python3-grpc-tools chromium python3-venv python3-setuptools python3-wheel"
 ENV DEBIAN_FRONTEND=noninteractive
 COPY scripts/debian-packages.txt scripts/setup.sh /tmp/freezetune-setup/scripts/
 RUN FREEZETUNE_SKIP_PACKAGES="${RUNTIME_SKIP_PACKAGES}" /tmp/freezetune-setup/scripts/setup.sh --no-build \
