@@ -212,6 +212,16 @@ class CliE2E(real_server.RealServerTestCase):
         self.assertNotIn("SWEEP_STATE", piped)
         self.assertEqual(self.cli("sweep-list", "-o", "name").stdout.split(), [sweep.id])
 
+        # On a terminal the sweep table is redrawn in place: the cursor goes
+        # back up over the previous table (ESC [ n F) and clears below it.
+        t = Pty([self.server_flag, "sweep-watch", sweep.id])
+        rc, tty = t.finish()
+        self.assertEqual(rc, 0, tty)
+        lines_up = re.findall(r"\x1b\[(\d+)F\x1b\[J", tty)
+        self.assertTrue(lines_up, tty)
+        self.assertEqual(int(lines_up[0]), tty.split("\x1b[")[0].count("\n"))
+        self.assertIn("winner: ", tty)
+
         html = self.dir + "/sweep.html"
         r = self.cli("report", sweep.id, "-o", html)
         self.assertEqual(r.returncode, 0, r.stderr)
