@@ -27,17 +27,17 @@ fuzz:
 
 # Concurrency checkers (docs/ARCHITECTURE.md), in a clang build of the
 # torch-free libraries: -Wthread-safety -Werror on every one of them (base,
-# common, data's torch-free part, metrics, jobs, service), and the jobs,
-# sweep, metrics and service tests under ThreadSanitizer.
-TSAN_TESTS := freezetune_base tsan_control jobs_store_test jobs_event_log_test jobs_subscriber_hub_test \
-  jobs_log_test jobs_scheduler_test jobs_output_test jobs_metrics_test sweep_manager_test \
-  metrics_test service_status_mapping_test service_server_test service_auth_test \
-  service_limits_test service_event_stream_test
+# common, data's torch-free part, metrics, store, jobs, sweeps, service), and
+# the store, jobs, sweeps, metrics and service tests under ThreadSanitizer.
+TSAN_TESTS := freezetune_base tsan_control store_test store_event_tail_test store_subscriber_hub_test \
+  base_log_test jobs_scheduler_test jobs_output_test jobs_metrics_test sweeps_manager_test \
+  sweeps_policy_test metrics_test service_status_mapping_test service_server_test \
+  service_auth_test service_limits_test service_event_stream_test
 tsan:
 	CC=clang CXX=clang++ cmake -S . -B $(BUILD_DIR)-tsan -DFREEZETUNE_WITH_TORCH=OFF \
 	  -DFREEZETUNE_SANITIZE=thread -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	cmake --build $(BUILD_DIR)-tsan --target $(TSAN_TESTS) -j2
-	cd $(BUILD_DIR)-tsan && ctest --output-on-failure -j2 -L '^(jobs|service|tsan)$$'
+	cd $(BUILD_DIR)-tsan && ctest --output-on-failure -j2 -L '^(store|jobs|sweeps|service|tsan)$$'
 
 bench: build
 	cmake --build $(BUILD_DIR) --target benchmarks

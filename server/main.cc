@@ -42,7 +42,7 @@
 #include "server/base/process_tuning.h"
 #include "server/data/s3_client.h"
 #include "server/jobs/job_manager.h"
-#include "server/jobs/log.h"
+#include "server/base/log.h"
 #include "server/service/auth.h"
 #include "server/service/server.h"
 
@@ -167,8 +167,8 @@ bool WritePortFile(const std::string& path, int port) {
   return std::rename(tmp.c_str(), path.c_str()) == 0;
 }
 
-using freezetune::jobs::Log;
-using freezetune::jobs::LogLevel;
+using freezetune::base::Log;
+using freezetune::base::LogLevel;
 
 // gRPC's own log lines go through our logger (so --log_format=json holds for
 // the lines the process writes; LibTorch's warnings go the same way below).
@@ -200,8 +200,8 @@ bool IsSecretFlag(absl::string_view name) {
 }
 
 // Every flag defined in this file, as name -> current value.
-freezetune::jobs::LogFields EffectiveFlags() {
-  freezetune::jobs::LogFields fields;
+freezetune::base::LogFields EffectiveFlags() {
+  freezetune::base::LogFields fields;
   for (const auto& [name, flag] : absl::GetAllFlags()) {
     if (!absl::EndsWith(flag->Filename(), "server/main.cc")) continue;
     fields.emplace_back(std::string(name),
@@ -235,7 +235,7 @@ int main(int argc, char** argv) {
   const freezetune::base::ProcessTuning tuning = freezetune::base::TuneProcess(argv, tuning_options);
   const std::string log_format = absl::GetFlag(FLAGS_log_format);
   if (log_format == "json") {
-    freezetune::jobs::SetLogFormat(freezetune::jobs::LogFormat::kJson);
+    freezetune::base::SetLogFormat(freezetune::base::LogFormat::kJson);
     gpr_set_log_function(GrpcLog);
     static TorchWarningsToLog* torch_warnings = new TorchWarningsToLog();
     c10::Warning::set_warning_handler(torch_warnings);
@@ -366,7 +366,7 @@ int main(int argc, char** argv) {
   // The effective configuration: every flag of this file (no flag holds a
   // secret: --auth_token_file is a path, and the tokens are never logged),
   // plus what was detected.
-  freezetune::jobs::LogFields config = EffectiveFlags();
+  freezetune::base::LogFields config = EffectiveFlags();
   config.insert(config.begin(),
                 {{"version", kVersion},
                  {"libtorch", TORCH_VERSION},

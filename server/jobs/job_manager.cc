@@ -12,15 +12,14 @@
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
-#include "absl/random/random.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "server/base/ids.h"
+#include "server/base/log.h"
 #include "server/common/status_macros.h"
 #include "server/data/s3_client.h"
-#include "server/jobs/log.h"
 #include "server/jobs/remote_files.h"
 
 namespace freezetune::jobs {
@@ -29,13 +28,11 @@ namespace {
 constexpr int kMaxClientRequestIdLength = 128;
 constexpr int kMaxDisplayNameLength = 256;
 
-std::string NewJobId() {
-  static absl::Mutex mu(absl::kConstInit);
-  static absl::BitGen* gen = new absl::BitGen();
-  absl::MutexLock lock(&mu);
-  uint64_t bits = absl::Uniform<uint64_t>(*gen);
-  return absl::StrFormat("job-%012x", bits & 0xffffffffffffULL);
-}
+using base::Log;
+using base::LogLevel;
+using store::IsTerminal;
+using store::NowTimestamp;
+using store::ToMicros;
 
 metrics::JobStateLabel ToMetricsState(v1::JobState state) {
   switch (state) {
@@ -109,11 +106,15 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const JobManagerO
     return absl::FailedPreconditionError(absl::StrCat(
         "data_dir: ", options.data_dir, " is in use by another freezetune-server"));
   }
-  JobStoreOptions store_options;
+  store::StoreOptions store_options;
   store_options.path = options.store_path.empty()
                            ? (std::filesystem::path(options.data_dir) / "freezetune.db").string()
                            : options.store_path;
-  FT_ASSIGN_OR_RETURN(manager->store_, JobStore::Open(store_options));
+  store_options.legacy_sweeps_path =
+      options.legacy_sweeps_path.empty()
+          ? (std::filesystem::path(options.data_dir) / "sweeps.db").string()
+          : options.legacy_sweeps_path;
+  FT_ASSIGN_OR_RETURN(manager->store_, store::Store::Open(store_options));
   PathPolicyOptions path_options;
   path_options.data_dir = std::filesystem::canonical(options.data_dir).string();
   path_options.uris = options.uris;
@@ -150,7 +151,7 @@ void JobManager::Shutdown() {
   shutting_down_.store(true);
   if (scheduler_ != nullptr) scheduler_->Shutdown();
   drained_.store(true);
-  event_log_.NotifyAll();
+  if (store_ != nullptr) store_->NotifyAll();
 }
 
 absl::Status JobManager::Recover() {
@@ -180,7 +181,7 @@ absl::Status JobManager::Recover() {
         {{"last_sequence", absl::StrCat(job.last_sequence())}});
   }
   if (metrics_ != nullptr) {
-    FT_ASSIGN_OR_RETURN(auto counts, store_->CountByState());
+    FT_ASSIGN_OR_RETURN(auto counts, store_->CountJobsByState());
     for (v1::JobState s : {v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING, v1::JOB_STATE_SUCCEEDED,
                            v1::JOB_STATE_FAILED, v1::JOB_STATE_CANCELLED}) {
       metrics_->SetJobsInState(ToMetricsState(s), counts.count(s) > 0 ? counts[s] : 0);
@@ -205,14 +206,6 @@ absl::StatusOr<std::string> JobManager::PlanOutput(std::string_view uri, const s
   return paths_->PlanOutput(uri, tenant, owner_id, field);
 }
 
-absl::Status JobManager::ClaimOutput(const std::string& path, const std::string& owner_id,
-                                     const std::string& tenant, std::string_view field) {
-  FT_ASSIGN_OR_RETURN(std::optional<OutputClaim> conflict,
-                      store_->ClaimOutput({path, owner_id, tenant}));
-  if (conflict.has_value()) return PathPolicy::ClaimConflict(field, path, *conflict);
-  return absl::OkStatus();
-}
-
 absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const std::string& tenant,
                                            absl::Time deadline, const std::string& sweep_id) {
   if (shutting_down_.load()) return absl::UnavailableError("server is shutting down");
@@ -226,13 +219,13 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const st
   }
   // A retry returns the first job even if its inputs changed since.
   FT_ASSIGN_OR_RETURN(std::optional<v1::Job> existing,
-                      store_->FindByClientRequestId(tenant, spec.client_request_id()));
+                      store_->FindJobByClientRequestId(tenant, spec.client_request_id()));
   if (existing.has_value()) return *std::move(existing);
 
   // Cheap early answers before the (possibly slow) validation.
   FT_RETURN_IF_ERROR(scheduler_->CanAccept(tenant, spec.device()));
   FT_RETURN_IF_ERROR(CheckDeadline(deadline, "waiting to validate the job"));
-  const std::string job_id = NewJobId();
+  const std::string job_id = base::NewId("job");
   FT_ASSIGN_OR_RETURN(const std::string output_dir,
                       paths_->PlanOutput(spec.output_uri(), tenant, job_id, "job.output_uri"));
   FT_RETURN_IF_ERROR(Validate(spec, tenant));
@@ -250,17 +243,14 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const st
   *job.mutable_create_time() = NowTimestamp();
   // The claim is taken with the insert: of two submits naming one
   // directory (or nested ones) only the first is stored.
-  const OutputClaim claim{output_dir, job.id(), tenant};
-  FT_ASSIGN_OR_RETURN(JobStore::CreateResult created,
-                      store_->CreateJob(job, StateChangeEvent(v1::JOB_STATE_QUEUED, "queued"),
-                                        &claim));
+  const store::OutputClaim claim{output_dir, job.id(), tenant};
+  FT_ASSIGN_OR_RETURN(store::Store::CreateJobResult created,
+                      store_->CreateJob(job, QueuedEvent(), &claim));
   if (created.output_conflict.has_value()) {
     return PathPolicy::ClaimConflict("job.output_uri", output_dir, *created.output_conflict);
   }
   if (!created.created) return std::move(created.job);
   if (metrics_ != nullptr) metrics_->JobCreated();
-  FT_ASSIGN_OR_RETURN(std::vector<v1::JobEvent> first, store_->ReadEvents(job.id(), 0, 1));
-  if (!first.empty()) event_log_.Publish(first.front(), /*final=*/false);
   absl::Status queued = scheduler_->Enqueue(job.id(), spec.priority(), /*force=*/true,
                                             absl::FromUnixMicros(ToMicros(job.create_time())),
                                             tenant, spec.device());
@@ -281,17 +271,10 @@ absl::StatusOr<v1::Job> JobManager::Get(const std::string& job_id) {
 
 absl::StatusOr<v1::ListJobsResponse> JobManager::List(const v1::ListJobsRequest& request,
                                                       std::optional<std::string> tenant) {
-  if (request.page_size() < 0) return absl::InvalidArgumentError("page_size: must not be negative");
-  ListJobsQuery query;
-  for (int s : request.states()) {
-    if (s == v1::JOB_STATE_UNSPECIFIED || !v1::JobState_IsValid(s)) {
-      return absl::InvalidArgumentError(absl::StrCat("states: invalid job state ", s));
-    }
-    query.states.push_back(static_cast<v1::JobState>(s));
-  }
-  query.tenant = std::move(tenant);
-  query.page_size = request.page_size();
-  query.page_token = request.page_token();
+  FT_ASSIGN_OR_RETURN(store::ListQuery query,
+                      store::MakeListQuery(request.page_size(), request.page_token(),
+                                           request.states(), &v1::JobState_IsValid, "job",
+                                           std::move(tenant)));
   return store_->ListJobs(query);
 }
 
@@ -338,18 +321,72 @@ absl::StatusOr<v1::PlanFreezeResponse> JobManager::PlanFreeze(
 absl::StatusOr<std::vector<v1::JobEvent>> JobManager::ReadEvents(const std::string& job_id,
                                                                  int64_t after_sequence,
                                                                  int limit) {
-  std::vector<v1::JobEvent> events;
-  if (event_log_.ReadTail(job_id, after_sequence, limit, &events)) return events;
-  return store_->ReadEvents(job_id, after_sequence, limit);
+  return store_->ReadJobEvents(job_id, after_sequence, limit);
+}
+
+store::Store::SubscriptionId JobManager::Subscribe(const std::string& job_id,
+                                                   std::function<void()> on_new_events) {
+  return store_->Subscribe(store::Kind::kJob, job_id, std::move(on_new_events));
+}
+
+void JobManager::Unsubscribe(store::Store::SubscriptionId id) { store_->Unsubscribe(id); }
+
+size_t JobManager::subscriber_count() const {
+  return store_->subscriber_count(store::Kind::kJob);
+}
+
+v1::JobEvent JobManager::QueuedEvent() { return StateChangeEvent(v1::JOB_STATE_QUEUED, "queued"); }
+
+absl::StatusOr<JobManager::NewJobs> JobManager::NewJobRecords(
+    const std::vector<v1::FineTuneJob>& specs, const std::string& tenant,
+    const std::string& sweep_id) {
+  if (shutting_down_.load()) return absl::UnavailableError("server is shutting down");
+  NewJobs out;
+  out.jobs.reserve(specs.size());
+  absl::MutexLock lock(&submit_mu_);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    FT_RETURN_IF_ERROR(scheduler_->CanAccept(tenant, specs[i].device(), /*extra=*/i));
+    v1::Job job;
+    job.set_id(base::NewId("job"));
+    FT_ASSIGN_OR_RETURN(const std::string output_dir,
+                        paths_->PlanOutput(specs[i].output_uri(), tenant, job.id(),
+                                           "job.output_uri"));
+    job.set_tenant(tenant);
+    job.set_output_uri(data::IsS3Uri(output_dir) ? output_dir
+                                                 : absl::StrCat("file://", output_dir));
+    job.set_sweep_id(sweep_id);
+    *job.mutable_spec() = specs[i];
+    job.set_state(v1::JOB_STATE_QUEUED);
+    *job.mutable_create_time() = NowTimestamp();
+    out.claims.push_back({output_dir, job.id(), tenant});
+    out.jobs.push_back(std::move(job));
+  }
+  return out;
+}
+
+void JobManager::EnqueueStored(const std::vector<v1::Job>& jobs) {
+  absl::MutexLock lock(&submit_mu_);
+  for (const v1::Job& job : jobs) {
+    if (metrics_ != nullptr) metrics_->JobCreated();
+    absl::Status queued = scheduler_->Enqueue(
+        job.id(), job.spec().priority(), /*force=*/true,
+        absl::FromUnixMicros(ToMicros(job.create_time())), job.tenant(), job.spec().device());
+    if (!queued.ok()) {
+      // Only while shutting down: the job stays QUEUED in the store and is
+      // picked up at the next start.
+      LogError("enqueue", queued, job.id());
+    } else {
+      Log(LogLevel::kInfo, "job queued", job.id(),
+          {{"tenant", job.tenant()}, {"sweep_id", job.sweep_id()}});
+    }
+  }
 }
 
 absl::StatusOr<v1::JobEvent> JobManager::Append(v1::Job& job, v1::JobEvent event,
                                                 bool update_job) {
-  FT_ASSIGN_OR_RETURN(v1::JobEvent stored,
-                      store_->AppendEvent(job.id(), std::move(event), update_job ? &job : nullptr));
+  FT_ASSIGN_OR_RETURN(v1::JobEvent stored, store_->AppendJobEvent(job.id(), std::move(event),
+                                                                 update_job ? &job : nullptr));
   job.set_last_sequence(stored.sequence());
-  bool final = stored.has_state_change() && IsTerminal(stored.state_change().state());
-  event_log_.Publish(stored, final);
   return stored;
 }
 

@@ -2,10 +2,11 @@
 // preview freeze plans, and read/follow a job's events. service/ is a thin
 // gRPC skin over this class.
 //
-// A JobManager owns the job store, the event log and the scheduler. Jobs run
-// on scheduler threads through TrainHooks (train::RunFineTune in the server;
-// tests may inject their own runner). Every event a job emits is appended to
-// the store (which assigns the sequence), then published to watchers.
+// A JobManager owns the store (server/store/: jobs, sweeps, their events and
+// watchers) and the scheduler. Jobs run on scheduler threads through
+// TrainHooks (train::RunFineTune in the server; tests may inject their own
+// runner). Every event a job emits is appended to the store, which assigns
+// the sequence and then wakes the job's watchers.
 //
 // Durability: the store is the source of truth. At Create(), jobs left QUEUED
 // are re-queued in their original order, and jobs left RUNNING by a crash are
@@ -20,7 +21,7 @@
 // Devices: a job runs on the device of the scheduler slot that picked it
 // (RunContext.device), within the constraint of FineTuneJob.device.
 //
-// Logs (see log.h): one line with the job id when a job is queued, starts,
+// Logs (see server/base/log.h): one line with the job id when a job is queued, starts,
 // and ends (with its state).
 //
 // Thread safety: every method may be called from any thread.
@@ -42,11 +43,10 @@
 #include "absl/time/time.h"
 #include "freezetune/v1/freezetune.pb.h"
 #include "server/data/uri.h"
-#include "server/jobs/event_log.h"
-#include "server/jobs/job_store.h"
 #include "server/jobs/path_policy.h"
 #include "server/jobs/scheduler.h"
 #include "server/metrics/metrics.h"
+#include "server/store/store.h"
 #include "server/train/fine_tune.h"
 
 namespace freezetune::jobs {
@@ -74,6 +74,9 @@ struct JobManagerOptions {
   std::string data_dir;
   // SQLite file. Default: <data_dir>/freezetune.db.
   std::string store_path;
+  // A sweeps.db of servers before the unified store, imported into the
+  // store once. Default: <data_dir>/sweeps.db (if it exists).
+  std::string legacy_sweeps_path;
   SchedulerOptions scheduler;
   data::UriOptions uris;
   // s3://bucket/prefix for resumable checkpoints (remote_files.h); empty:
@@ -128,11 +131,6 @@ class JobManager {
   // Local only: s3:// is INVALID_ARGUMENT.
   absl::StatusOr<std::string> PlanOutput(std::string_view uri, const std::string& tenant,
                                          const std::string& owner_id, std::string_view field);
-  // Claims a planned output for `owner_id` in the store; INVALID_ARGUMENT
-  // naming `field` when a live output of another job or sweep is nested
-  // with it.
-  absl::Status ClaimOutput(const std::string& path, const std::string& owner_id,
-                           const std::string& tenant, std::string_view field);
 
   absl::StatusOr<v1::Job> Get(const std::string& job_id);
 
@@ -157,8 +155,35 @@ class JobManager {
   absl::StatusOr<std::vector<v1::JobEvent>> ReadEvents(const std::string& job_id,
                                                        int64_t after_sequence, int limit);
 
-  // Live notifications; see EventLog. Subscribe before reading events.
-  EventLog& event_log() { return event_log_; }
+  // Live notifications of a job's new events (Store::Subscribe's contract:
+  // the callback runs on the appending thread and must not block).
+  // Subscribe BEFORE reading events.
+  store::Store::SubscriptionId Subscribe(const std::string& job_id,
+                                         std::function<void()> on_new_events);
+  void Unsubscribe(store::Store::SubscriptionId id);
+  // Job watchers now.
+  size_t subscriber_count() const;
+
+  // Batch submit for callers that store jobs together with a record of
+  // their own (a sweep and its trials, in one transaction): NewJobRecords
+  // checks that `specs` fit (as Submit, for all of them together) and
+  // returns QUEUED records (ids assigned, linked to `sweep_id`, outputs
+  // planned as Submit's) and the output claims the caller must take with
+  // them, without storing anything; once the caller has stored them (with
+  // QueuedEvent() as each one's first event), EnqueueStored queues them in
+  // order. Jobs stored but never enqueued (a crash in between) are queued at
+  // the next start.
+  struct NewJobs {
+    std::vector<v1::Job> jobs;
+    std::vector<store::OutputClaim> claims;
+  };
+  absl::StatusOr<NewJobs> NewJobRecords(const std::vector<v1::FineTuneJob>& specs,
+                                        const std::string& tenant, const std::string& sweep_id);
+  void EnqueueStored(const std::vector<v1::Job>& jobs);
+  static v1::JobEvent QueuedEvent();
+
+  // The store, shared with the sweep manager. Owned by this manager.
+  store::Store* store() const { return store_.get(); }
 
   // Stops accepting jobs, stops running ones (they go back to QUEUED), joins
   // the workers, marks the manager drained() and wakes every event-log
@@ -176,7 +201,7 @@ class JobManager {
   absl::Status Recover();
   void RunJob(const std::string& job_id, int slot, const StopFlag& stop);
   // Appends `event` (setting job's last_sequence) and, when `update_job`,
-  // the job record in the same transaction, then publishes the event.
+  // the job record in the same transaction.
   absl::StatusOr<v1::JobEvent> Append(v1::Job& job, v1::JobEvent event, bool update_job);
   // Moves `job` to `state` with a StateChange event, atomically.
   absl::Status Transition(v1::Job& job, v1::JobState state, const std::string& message);
@@ -187,9 +212,8 @@ class JobManager {
   const TrainHooks hooks_;
   int lock_fd_ = -1;  // flock'ed <data_dir>/LOCK, held for the manager's life
   metrics::Metrics* const metrics_;
-  std::unique_ptr<JobStore> store_;
+  std::unique_ptr<store::Store> store_;
   std::unique_ptr<PathPolicy> paths_;
-  EventLog event_log_;
   std::unique_ptr<Scheduler> scheduler_;
   std::atomic<int> running_cpu_jobs_{0};
   std::atomic<bool> shutting_down_{false};

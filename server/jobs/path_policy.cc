@@ -55,7 +55,7 @@ std::string TenantPathComponent(const std::string& tenant) {
   return out;
 }
 
-PathPolicy::PathPolicy(PathPolicyOptions options, JobStore* store)
+PathPolicy::PathPolicy(PathPolicyOptions options, store::Store* store)
     : options_(std::move(options)), store_(store) {}
 
 std::string PathPolicy::outputs_root() const { return Join(options_.data_dir, "outputs"); }
@@ -66,7 +66,7 @@ std::string PathPolicy::TenantOutputs(const std::string& tenant) const {
 }
 
 absl::Status PathPolicy::ClaimConflict(std::string_view field, const std::string& path,
-                                       const OutputClaim& conflict) {
+                                       const store::OutputClaim& conflict) {
   // The other owner's id is not named: it may be another tenant's.
   const char* relation = conflict.path == path                   ? "is already"
                          : data::PathIsUnder(path, conflict.path) ? "lies inside"
@@ -140,8 +140,9 @@ absl::Status PathPolicy::CheckInput(std::string_view uri, const std::string& ten
 
 absl::Status PathPolicy::CheckNotOthersOutput(const std::string& path, const std::string& tenant,
                                               std::string_view field) const {
-  FT_ASSIGN_OR_RETURN(const std::vector<OutputClaim> claims, store_->LiveClaimsNestedWith(path));
-  for (const OutputClaim& claim : claims) {
+  FT_ASSIGN_OR_RETURN(const std::vector<store::OutputClaim> claims,
+                      store_->LiveClaimsNestedWith(path));
+  for (const store::OutputClaim& claim : claims) {
     if (data::PathIsUnder(path, claim.path) && claim.tenant != tenant) {
       return Refuse(field, absl::StrCat(path, " is not one of this tenant's outputs"));
     }

@@ -14,8 +14,8 @@
 //       allow_tenant_output_paths;
 //     - the default, for an empty URI: <data_dir>/outputs/<id>, or
 //       <data_dir>/outputs/<tenant>/<id> for a tenant.
-//   The caller then claims the path in the JobStore (JobStore::CreateJob or
-//   ClaimOutput), which refuses one nested with another live output.
+//   The caller then claims the path in the store (store::Store::CreateJob or
+//   CreateSweep), which refuses one nested with another live output.
 //
 //   Inputs (model and dataset URIs, PlanFreeze's model), by CheckInput:
 //     - nothing of the server's state: inside data_dir only under outputs/;
@@ -41,7 +41,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/data/uri.h"
-#include "server/jobs/job_store.h"
+#include "server/store/store.h"
 
 namespace freezetune::jobs {
 
@@ -57,7 +57,7 @@ struct PathPolicyOptions {
 class PathPolicy {
  public:
   // `store` is not owned and must outlive the policy.
-  PathPolicy(PathPolicyOptions options, JobStore* store);
+  PathPolicy(PathPolicyOptions options, store::Store* store);
 
   // The canonical directory an output will be written to (or the claim key
   // of an s3:// output); `uri` empty means the default for `owner_id`.
@@ -78,7 +78,7 @@ class PathPolicy {
   // INVALID_ARGUMENT "<field>: <path> is already the output of another job
   // or sweep" for the conflicting claim a store call returned.
   static absl::Status ClaimConflict(std::string_view field, const std::string& path,
-                                    const OutputClaim& conflict);
+                                    const store::OutputClaim& conflict);
 
   // The claim key of an s3:// URI: the URI without trailing '/'.
   static std::string ClaimKey(std::string_view s3_uri);
@@ -94,7 +94,7 @@ class PathPolicy {
                                     std::string_view field) const;
 
   const PathPolicyOptions options_;
-  JobStore* const store_;
+  store::Store* const store_;
 };
 
 // `tenant` as one safe path component (see above).

@@ -69,18 +69,18 @@ absl::Status Scheduler::CheckDevice(const std::string& device) const {
   return absl::OkStatus();
 }
 
-absl::Status Scheduler::CanAcceptLocked(const std::string& tenant,
-                                        const std::string& device) const {
+absl::Status Scheduler::CanAcceptLocked(const std::string& tenant, const std::string& device,
+                                        size_t extra) const {
   if (shutting_down_) return absl::UnavailableError("server is shutting down");
   if (absl::Status s = CheckDevice(device); !s.ok()) return s;
-  if (queue_.size() >= static_cast<size_t>(std::max(0, options_.max_queue))) {
+  if (queue_.size() + extra >= static_cast<size_t>(std::max(0, options_.max_queue))) {
     return absl::ResourceExhaustedError(
         absl::StrCat("queue is full (", queue_.size(), " jobs waiting); retry later"));
   }
   if (options_.max_queued_per_tenant > 0) {
     auto it = queued_by_tenant_.find(tenant);
     int queued = it == queued_by_tenant_.end() ? 0 : it->second;
-    if (queued >= options_.max_queued_per_tenant) {
+    if (queued + static_cast<int>(extra) >= options_.max_queued_per_tenant) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "tenant \"", tenant, "\" has ", queued, " queued jobs, its limit (max_queued_per_tenant ",
           options_.max_queued_per_tenant, "); retry when one starts"));
@@ -89,9 +89,10 @@ absl::Status Scheduler::CanAcceptLocked(const std::string& tenant,
   return absl::OkStatus();
 }
 
-absl::Status Scheduler::CanAccept(const std::string& tenant, const std::string& device) const {
+absl::Status Scheduler::CanAccept(const std::string& tenant, const std::string& device,
+                                  size_t extra) const {
   absl::MutexLock lock(&mu_);
-  return CanAcceptLocked(tenant, device);
+  return CanAcceptLocked(tenant, device, extra);
 }
 
 absl::Status Scheduler::Enqueue(const std::string& job_id, int priority, bool force,

@@ -96,8 +96,10 @@ class Scheduler {
   // succeed now: UNAVAILABLE after Shutdown; INVALID_ARGUMENT "job.device:
   // ..." for a malformed device; FAILED_PRECONDITION "job.device: no CUDA
   // device ..." when no slot can ever run it; RESOURCE_EXHAUSTED when the
-  // queue or the tenant's queued-job limit is full.
-  absl::Status CanAccept(const std::string& tenant, const std::string& device) const;
+  // queue or the tenant's queued-job limit is full. `extra`: jobs of the
+  // same tenant the caller is about to enqueue besides this one.
+  absl::Status CanAccept(const std::string& tenant, const std::string& device,
+                         size_t extra = 0) const;
 
   // Only the device part of CanAccept: OK when some slot can run a job
   // asking for `device`.
@@ -132,8 +134,8 @@ class Scheduler {
   struct Entry;
   std::map<QueueKey, Entry>::iterator RunnableLocked(int slot)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status CanAcceptLocked(const std::string& tenant, const std::string& device) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CanAcceptLocked(const std::string& tenant, const std::string& device,
+                               size_t extra = 0) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const SchedulerOptions options_;
   const std::vector<std::string> slot_devices_;

@@ -5,17 +5,17 @@
 namespace freezetune::service {
 
 JobEventSource::SubscriptionId JobEventSource::Subscribe(std::function<void()> on_new) {
-  return manager_->event_log().Subscribe(job_id_, std::move(on_new));
+  return manager_->Subscribe(job_id_, std::move(on_new));
 }
 
-void JobEventSource::Unsubscribe(SubscriptionId id) { manager_->event_log().Unsubscribe(id); }
+void JobEventSource::Unsubscribe(SubscriptionId id) { manager_->Unsubscribe(id); }
 
 absl::StatusOr<std::vector<v1::JobEvent>> JobEventSource::Read(int64_t after, int limit) {
   return manager_->ReadEvents(job_id_, after, limit);
 }
 
 bool JobEventSource::IsFinal(const v1::JobEvent& event) const {
-  return event.has_state_change() && jobs::IsTerminal(event.state_change().state());
+  return event.has_state_change() && store::IsTerminal(event.state_change().state());
 }
 
 bool JobEventSource::Drained() const { return manager_->drained(); }

@@ -18,7 +18,7 @@
 
 #include "freezetune/v1/freezetune.pb.h"
 #include "server/jobs/job_manager.h"
-#include "server/jobs/sweep_manager.h"
+#include "server/sweeps/sweep_manager.h"
 #include "server/service/event_stream_reactor.h"
 
 namespace freezetune::service {
@@ -40,7 +40,7 @@ class JobEventSource final : public EventSource<v1::JobEvent> {
 
 class SweepEventSource final : public EventSource<v1::SweepEvent> {
  public:
-  SweepEventSource(jobs::SweepManager* sweeps, std::string sweep_id)
+  SweepEventSource(sweeps::SweepManager* sweeps, std::string sweep_id)
       : sweeps_(sweeps), sweep_id_(std::move(sweep_id)) {}
   SubscriptionId Subscribe(std::function<void()> on_new) override;
   void Unsubscribe(SubscriptionId id) override;
@@ -49,7 +49,7 @@ class SweepEventSource final : public EventSource<v1::SweepEvent> {
   bool Drained() const override;
 
  private:
-  jobs::SweepManager* const sweeps_;
+  sweeps::SweepManager* const sweeps_;
   const std::string sweep_id_;
 };
 

@@ -87,7 +87,7 @@ absl::StatusOr<v1::Job> GetOwned(jobs::JobManager* manager, const std::string& j
 
 FineTuneServiceImpl::FineTuneServiceImpl(jobs::JobManager* manager, metrics::Metrics* metrics,
                                          const ServiceOptions& options,
-                                         jobs::SweepManager* sweeps)
+                                         sweeps::SweepManager* sweeps)
     : manager_(manager), metrics_(metrics), options_(options),
       pool_(std::make_unique<BlockingPool>(options.blocking_threads)), sweeps_(sweeps) {}
 
@@ -203,7 +203,7 @@ grpc::ServerWriteReactor<v1::JobEvent>* FineTuneServiceImpl::WatchJob(
                                                   job->last_sequence()));
     }
     // A finished job has nothing after its final event.
-    if (job.ok()) ended = jobs::IsTerminal(job->state()) && after >= job->last_sequence();
+    if (job.ok()) ended = store::IsTerminal(job->state()) && after >= job->last_sequence();
   }
   auto* reactor = new EventStreamReactor<v1::JobEvent>(
       std::make_unique<JobEventSource>(manager_, request->job_id()), metrics_, "WatchJob", start,
@@ -246,7 +246,7 @@ absl::Status RequireSweepId(const std::string& sweep_id) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<v1::Sweep> GetOwnedSweep(jobs::SweepManager* sweeps, const std::string& sweep_id,
+absl::StatusOr<v1::Sweep> GetOwnedSweep(sweeps::SweepManager* sweeps, const std::string& sweep_id,
                                         const std::string& tenant) {
   absl::StatusOr<v1::Sweep> sweep = sweeps->Get(sweep_id);
   if (sweep.ok() && sweep->tenant() != tenant) {

@@ -31,7 +31,7 @@
 #include "absl/time/time.h"
 #include "freezetune/v1/freezetune.grpc.pb.h"
 #include "server/jobs/job_manager.h"
-#include "server/jobs/sweep_manager.h"
+#include "server/sweeps/sweep_manager.h"
 #include "server/metrics/metrics.h"
 #include "server/service/auth.h"
 
@@ -57,7 +57,7 @@ class FineTuneServiceImpl final : public v1::FineTuneService::CallbackService {
   // `metrics` may be null. `sweeps` may be null: the sweep RPCs then answer
   // UNIMPLEMENTED. Both must outlive the service.
   FineTuneServiceImpl(jobs::JobManager* manager, metrics::Metrics* metrics,
-                      const ServiceOptions& options, jobs::SweepManager* sweeps = nullptr);
+                      const ServiceOptions& options, sweeps::SweepManager* sweeps = nullptr);
   // Runs the pool's remaining work, then joins its threads.
   ~FineTuneServiceImpl() override;
 
@@ -111,7 +111,7 @@ class FineTuneServiceImpl final : public v1::FineTuneService::CallbackService {
   metrics::Metrics* const metrics_;
   const ServiceOptions options_;
   std::unique_ptr<BlockingPool> pool_;
-  jobs::SweepManager* const sweeps_;
+  sweeps::SweepManager* const sweeps_;
 };
 
 }  // namespace freezetune::service

@@ -106,7 +106,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
                       jobs::JobManager::Create(options.jobs, std::move(options.hooks),
                                                server->metrics_.get()));
   FT_ASSIGN_OR_RETURN(server->sweeps_,
-                      jobs::SweepManager::Create(server->manager_.get(), options.sweeps,
+                      sweeps::SweepManager::Create(server->manager_.get(), options.sweeps,
                                                  server->metrics_.get()));
   server->service_ = std::make_unique<FineTuneServiceImpl>(
       server->manager_.get(), server->metrics_.get(), options.service, server->sweeps_.get());

@@ -34,9 +34,8 @@ struct ServerOptions {
   jobs::TrainHooks hooks;
   metrics::MetricsOptions metrics;
   ServiceOptions service;
-  // Freeze sweeps (SubmitSweep, ...); the store defaults to
-  // <jobs.data_dir>/sweeps.db.
-  jobs::SweepManagerOptions sweeps;
+  // Freeze sweeps (SubmitSweep, ...); kept in the job manager's store.
+  sweeps::SweepManagerOptions sweeps;
   // TLS: PEM files. Empty cert and key: plaintext. With a client CA, clients
   // must present a certificate it signed (mutual TLS).
   std::string tls_cert_file;
@@ -71,7 +70,7 @@ class Server {
   int port() const { return port_; }
   int metrics_port() const { return metrics_ != nullptr ? metrics_->port() : 0; }
   jobs::JobManager* job_manager() const { return manager_.get(); }
-  jobs::SweepManager* sweep_manager() const { return sweeps_.get(); }
+  sweeps::SweepManager* sweep_manager() const { return sweeps_.get(); }
 
   // Health status of "" and "freezetune.v1.FineTuneService".
   void SetServing(bool serving);
@@ -84,7 +83,7 @@ class Server {
   std::unique_ptr<metrics::Metrics> metrics_;
   std::unique_ptr<jobs::JobManager> manager_;
   // Declared after manager_: destroyed (monitor joined) before it.
-  std::unique_ptr<jobs::SweepManager> sweeps_;
+  std::unique_ptr<sweeps::SweepManager> sweeps_;
   std::unique_ptr<FineTuneServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

@@ -1,6 +1,10 @@
 # Unit tests of server/base (torch-free): CPU features, BLAS core selection,
-# the start-up re-exec that applies it.
+# the start-up re-exec that applies it, structured log lines.
 if(TARGET freezetune_base)
+  freezetune_test(base_log_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/base_log_test.cc
+    DEPS freezetune_base nlohmann_json::nlohmann_json
+    LABELS base TIMEOUT 60)
   freezetune_test(base_blas_core_test
     SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/base_blas_core_test.cc
     DEPS freezetune_base

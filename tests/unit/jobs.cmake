@@ -1,23 +1,6 @@
-# Unit tests of jobs/ (store, event log, subscriber hub, scheduler + job
-# manager with an injected runner), metrics/ and service/ (status mapping,
-# in-process gRPC).
+# Unit tests of jobs/ (scheduler + job manager with an injected runner) and
+# service/ (status mapping, in-process gRPC).
 if(TARGET freezetune_jobs)
-  freezetune_test(jobs_store_test
-    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/jobs_store_test.cc
-    DEPS freezetune_jobs
-    LABELS jobs TIMEOUT 60)
-  freezetune_test(jobs_event_log_test
-    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/jobs_event_log_test.cc
-    DEPS freezetune_jobs
-    LABELS jobs TIMEOUT 60)
-  freezetune_test(jobs_subscriber_hub_test
-    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/jobs_subscriber_hub_test.cc
-    DEPS freezetune_jobs
-    LABELS jobs TIMEOUT 60)
-  freezetune_test(jobs_log_test
-    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/jobs_log_test.cc
-    DEPS freezetune_jobs nlohmann_json::nlohmann_json
-    LABELS jobs TIMEOUT 60)
   freezetune_test(jobs_scheduler_test
     SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/jobs_scheduler_test.cc
     DEPS freezetune_jobs

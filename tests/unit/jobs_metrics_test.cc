@@ -54,7 +54,7 @@ TEST(JobMetricsTest, AResumedJobCountsOnlyTheStepsItTakesAndEachStepOnce) {
   ASSERT_TRUE(job.ok()) << job.status();
   for (int i = 0; i < 2000; ++i) {
     auto got = (*manager)->Get(job->id());
-    if (got.ok() && IsTerminal(got->state())) break;
+    if (got.ok() && store::IsTerminal(got->state())) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   ASSERT_EQ((*manager)->Get(job->id())->state(), v1::JOB_STATE_SUCCEEDED);

@@ -101,7 +101,7 @@ class OutputTest : public ::testing::Test {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     while (std::chrono::steady_clock::now() < deadline) {
       auto job = manager_->Get(id);
-      if (job.ok() && IsTerminal(job->state())) return *job;
+      if (job.ok() && store::IsTerminal(job->state())) return *job;
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     ADD_FAILURE() << id << " did not end";

@@ -307,11 +307,11 @@ TEST_F(SchedulerTest, CancelRunningJobStopsIt) {
   // Let it take a few steps, observed through the live event log.
   absl::Notification some_steps;
   std::atomic<int> notified{0};
-  auto sub = manager_->event_log().Subscribe(job.id(), [&] {
+  auto sub = manager_->Subscribe(job.id(), [&] {
     if (notified.fetch_add(1) == 3) some_steps.Notify();
   });
   ASSERT_TRUE(some_steps.WaitForNotificationWithTimeout(absl::Seconds(10)));
-  manager_->event_log().Unsubscribe(sub);
+  manager_->Unsubscribe(sub);
 
   auto cancelling = manager_->Cancel(job.id());
   ASSERT_TRUE(cancelling.ok()) << cancelling.status();
@@ -399,13 +399,15 @@ TEST_F(SchedulerTest, OneManagerPerDataDir) {
 TEST_F(SchedulerTest, JobsLeftRunningByACrashAreRequeued) {
   std::filesystem::create_directories(options_.data_dir);
   {
-    auto store = JobStore::Open({options_.data_dir + "/freezetune.db"});
+    store::StoreOptions store_options;
+    store_options.path = options_.data_dir + "/freezetune.db";
+    auto store = store::Store::Open(store_options);
     ASSERT_TRUE(store.ok());
     v1::Job job;
     job.set_id("job-crashed00001");
     job.set_state(v1::JOB_STATE_RUNNING);
     *job.mutable_spec() = Spec("ok");
-    *job.mutable_create_time() = NowTimestamp();
+    *job.mutable_create_time() = store::NowTimestamp();
     v1::JobEvent e;
     e.mutable_state_change()->set_state(v1::JOB_STATE_RUNNING);
     ASSERT_TRUE((*store)->CreateJob(job, e).ok());

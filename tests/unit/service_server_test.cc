@@ -249,11 +249,11 @@ TEST_F(ServerTest, ClientCancellingAWatchReleasesItsSubscription) {
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
   }
   auto deadline = std::chrono::steady_clock::now() + seconds(10);
-  while (server_->job_manager()->event_log().subscriber_count() > 0 &&
+  while (server_->job_manager()->subscriber_count() > 0 &&
          std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(milliseconds(10));
   }
-  EXPECT_EQ(server_->job_manager()->event_log().subscriber_count(), 0u);
+  EXPECT_EQ(server_->job_manager()->subscriber_count(), 0u);
   std::string metrics = HttpGet(server_->metrics_port(), "/metrics");
   EXPECT_NE(metrics.find("freezetune_watch_streams 0"), std::string::npos) << metrics;
 }
@@ -405,7 +405,7 @@ v1::Sweep SubmitLoopSweep(v1::FineTuneService::Stub* stub) {
 }
 
 // Waits until the sweep has `n` subscribers; returns the last count seen.
-size_t WaitForSweepSubscribers(jobs::SweepManager* sweeps, const std::string& id, size_t n) {
+size_t WaitForSweepSubscribers(sweeps::SweepManager* sweeps, const std::string& id, size_t n) {
   auto deadline = std::chrono::steady_clock::now() + seconds(10);
   while (sweeps->subscriber_count(id) != n && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(milliseconds(5));
@@ -426,7 +426,7 @@ TEST_F(ServerTest, WatchSweepSubscribesToTheSweepAndEndsAfterTheResult) {
   v1::SweepEvent event;
   ASSERT_TRUE(reader->Read(&event));
   EXPECT_EQ(event.sequence(), 1);
-  jobs::SweepManager* sweeps = server_->sweep_manager();
+  sweeps::SweepManager* sweeps = server_->sweep_manager();
   EXPECT_EQ(WaitForSweepSubscribers(sweeps, sweep.id(), 1), 1u);
 
   {

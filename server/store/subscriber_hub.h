@@ -24,8 +24,8 @@
 // invoked again; Unsubscribe may be called from inside the callback itself.
 // The destructor joins the delivery thread; posts still pending then are
 // dropped (their subscribers must be gone by then anyway).
-#ifndef FREEZETUNE_SERVER_JOBS_SUBSCRIBER_HUB_H_
-#define FREEZETUNE_SERVER_JOBS_SUBSCRIBER_HUB_H_
+#ifndef FREEZETUNE_SERVER_STORE_SUBSCRIBER_HUB_H_
+#define FREEZETUNE_SERVER_STORE_SUBSCRIBER_HUB_H_
 
 #include <cstdint>
 #include <deque>
@@ -41,7 +41,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 
-namespace freezetune::jobs {
+namespace freezetune::store {
 
 class SubscriberHub {
  public:
@@ -67,6 +67,8 @@ class SubscriberHub {
 
   size_t subscriber_count() const;
   size_t subscriber_count(const std::string& key) const;
+  // Subscriptions of every key that starts with `prefix`.
+  size_t subscriber_count_with_prefix(const std::string& prefix) const;
 
  private:
   struct Subscriber {
@@ -95,6 +97,6 @@ class SubscriberHub {
   std::thread delivery_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace freezetune::jobs
+}  // namespace freezetune::store
 
-#endif  // FREEZETUNE_SERVER_JOBS_SUBSCRIBER_HUB_H_
+#endif  // FREEZETUNE_SERVER_STORE_SUBSCRIBER_HUB_H_

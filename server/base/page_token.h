@@ -6,8 +6,8 @@
 // On the wire it is web-safe base64 of "<kind>:<micros>:<id>"; `kind` tells
 // the listings apart ("v1" for jobs, as before this file existed, so old job
 // tokens stay valid), so a token from one list is rejected by the other.
-#ifndef FREEZETUNE_SERVER_JOBS_PAGE_TOKEN_H_
-#define FREEZETUNE_SERVER_JOBS_PAGE_TOKEN_H_
+#ifndef FREEZETUNE_SERVER_BASE_PAGE_TOKEN_H_
+#define FREEZETUNE_SERVER_BASE_PAGE_TOKEN_H_
 
 #include <cstdint>
 #include <string>
@@ -15,7 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
-namespace freezetune::jobs {
+namespace freezetune::base {
 
 std::string EncodePageToken(absl::string_view kind, int64_t create_time_micros,
                             absl::string_view id);
@@ -25,6 +25,6 @@ std::string EncodePageToken(absl::string_view kind, int64_t create_time_micros,
 absl::Status DecodePageToken(absl::string_view kind, const std::string& token,
                              int64_t* create_time_micros, std::string* id);
 
-}  // namespace freezetune::jobs
+}  // namespace freezetune::base
 
-#endif  // FREEZETUNE_SERVER_JOBS_PAGE_TOKEN_H_
+#endif  // FREEZETUNE_SERVER_BASE_PAGE_TOKEN_H_

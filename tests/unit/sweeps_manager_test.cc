@@ -1,9 +1,11 @@
-// SweepManager with an injected runner (no training): the winner rule, a
-// whole sweep (table, winner, output copy, sweep.json, linked jobs), cancel,
-// validation errors naming the candidate, a sweep that survives a restart of
-// both managers with gapless events, subscribers notified by Emit and by
-// Shutdown, and List (paging, states, tenant, errors naming the field).
-#include "server/jobs/sweep_manager.h"
+// SweepManager with an injected runner (no training): a whole sweep (table,
+// winner, output copy, sweep.json, linked jobs), cancel, validation errors
+// naming the candidate, a sweep that survives a restart of both managers
+// with gapless events, an idempotent submit (client_request_id) that
+// stores all trials or none, orphan trials cancelled at start, subscribers
+// notified by Emit and by Shutdown, and List (paging, states, tenant,
+// errors naming the field).
+#include "server/sweeps/sweep_manager.h"
 
 #include <unistd.h>
 
@@ -18,7 +20,10 @@
 #include "gtest/gtest.h"
 #include "prometheus/text_serializer.h"
 
-namespace freezetune::jobs {
+namespace freezetune::sweeps {
+using jobs::JobManager;
+using jobs::JobManagerOptions;
+using jobs::TrainHooks;
 namespace {
 
 namespace fs = std::filesystem;
@@ -141,6 +146,15 @@ class SweepManagerTest : public ::testing::Test {
     ADD_FAILURE() << "sweep " << id << " did not end";
     return v1::Sweep();
   }
+  // A cancelled running job ends at its next stop check, just after Cancel.
+  v1::JobState WaitJobState(const std::string& job_id, v1::JobState want) {
+    v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
+    for (int i = 0; i < 1000 && state != want; ++i) {
+      state = jobs_->Get(job_id)->state();
+      if (state != want) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return state;
+  }
 
   std::string dir_;
   JobManagerOptions options_;
@@ -148,30 +162,6 @@ class SweepManagerTest : public ::testing::Test {
   std::unique_ptr<JobManager> jobs_;
   std::unique_ptr<SweepManager> sweeps_;
 };
-
-TEST(SweepWinnerTest, BestMetricThenFewerTrainableThenEarlier) {
-  std::vector<v1::SweepTrial> rows(4);
-  auto set = [&](int i, double m, int64_t trainable, v1::TrialState st) {
-    rows[i].set_has_best(true);
-    rows[i].set_best_metric(m);
-    rows[i].set_trainable_parameters(trainable);
-    rows[i].set_state(st);
-  };
-  set(0, 0.5, 100, v1::TRIAL_STATE_FINISHED);
-  set(1, 0.8, 90, v1::TRIAL_STATE_FINISHED);
-  set(2, 0.8, 80, v1::TRIAL_STATE_STOPPED_EARLY);
-  set(3, 0.9, 5, v1::TRIAL_STATE_FAILED);  // failed rows never win
-  EXPECT_EQ(PickSweepWinner(rows, /*lower_is_better=*/false), 2);
-  EXPECT_EQ(PickSweepWinner(rows, /*lower_is_better=*/true), 0);
-  rows[2].set_trainable_parameters(90);  // full tie: the earlier candidate
-  EXPECT_EQ(PickSweepWinner(rows, false), 1);
-  rows.resize(1);
-  rows[0].set_has_best(false);
-  EXPECT_EQ(PickSweepWinner(rows, false), -1);
-  EXPECT_TRUE(SweepMetricLowerIsBetter("loss"));
-  EXPECT_TRUE(SweepMetricLowerIsBetter("mse"));
-  EXPECT_FALSE(SweepMetricLowerIsBetter("accuracy"));
-}
 
 TEST_F(SweepManagerTest, SweepFillsTableAndWritesWinner) {
   Start();
@@ -270,14 +260,7 @@ TEST_F(SweepManagerTest, SuccessiveHalvingPrunesTrialsBelowTheRungCut) {
   EXPECT_EQ(head.state(), v1::TRIAL_STATE_PRUNED);
   EXPECT_EQ(head.pruned_at_step(), 2);
   EXPECT_NE(head.error_message().find("rung step 2"), std::string::npos) << head.error_message();
-  // Pruning asks the job to stop; it is CANCELLED within a step, which may
-  // be after the sweep has recorded its result.
-  v1::JobState pruned = v1::JOB_STATE_UNSPECIFIED;
-  for (int i = 0; i < 1000 && pruned != v1::JOB_STATE_CANCELLED; ++i) {
-    pruned = jobs_->Get(head.job_id())->state();
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  EXPECT_EQ(pruned, v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(WaitJobState(head.job_id(), v1::JOB_STATE_CANCELLED), v1::JOB_STATE_CANCELLED);
   EXPECT_EQ(done.winner_index(), 2);
 }
 
@@ -309,12 +292,8 @@ TEST_F(SweepManagerTest, CancelCancelsTrials) {
   ASSERT_TRUE(cancelled.ok()) << cancelled.status();
   EXPECT_EQ(cancelled->state(), v1::SWEEP_STATE_CANCELLED);
   for (const v1::SweepTrial& t : cancelled->trials()) {
-    v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
-    for (int i = 0; i < 500 && state != v1::JOB_STATE_CANCELLED; ++i) {
-      state = jobs_->Get(t.job_id())->state();
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    EXPECT_EQ(state, v1::JOB_STATE_CANCELLED) << t.label();
+    EXPECT_EQ(WaitJobState(t.job_id(), v1::JOB_STATE_CANCELLED), v1::JOB_STATE_CANCELLED)
+        << t.label();
   }
 }
 
@@ -345,9 +324,77 @@ TEST_F(SweepManagerTest, SweepSurvivesRestart) {
   EXPECT_EQ(done.last_sequence(), static_cast<int64_t>(events->size()));
 }
 
-// Push, not poll: Emit() announces each event to the sweep's subscribers,
-// from a thread of the manager's own, once the event is readable (the
-// callback reads it under the manager's lock, which Emit's caller holds).
+TEST_F(SweepManagerTest, SubmitIsIdempotentOnClientRequestId) {
+  trainer_.armed = true;
+  Start();
+  v1::SweepSpec spec = Spec();
+  spec.clear_output_uri();  // each tenant's under its own prefix
+  spec.set_client_request_id("nightly-sweep");
+  auto first = sweeps_->Submit(spec, "t1");
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto again = sweeps_->Submit(spec, "t1");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->id(), first->id());
+  // Another tenant's same key is another sweep.
+  auto other = sweeps_->Submit(spec, "t2");
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_NE(other->id(), first->id());
+  // Exactly 4 trials each: the retry queued nothing.
+  auto jobs = jobs_->List(v1::ListJobsRequest());
+  ASSERT_TRUE(jobs.ok());
+  EXPECT_EQ(jobs->jobs_size(), 8);
+  // After a restart too.
+  Stop();
+  Start();
+  auto after_restart = sweeps_->Submit(spec, "t1");
+  ASSERT_TRUE(after_restart.ok()) << after_restart.status();
+  EXPECT_EQ(after_restart->id(), first->id());
+  EXPECT_EQ(jobs_->List(v1::ListJobsRequest())->jobs_size(), 8);
+  spec.set_client_request_id(std::string(129, 'x'));
+  EXPECT_EQ(sweeps_->Submit(spec, "t1").status().message(),
+            "sweep.client_request_id: at most 128 characters");
+}
+
+TEST_F(SweepManagerTest, SubmitStoresEveryTrialOrNone) {
+  // Room for 3 queued jobs; the sweep has 4 trials: refused whole.
+  options_.scheduler.max_queue = 3;
+  trainer_.armed = true;
+  Start();
+  auto refused = sweeps_->Submit(Spec(), "");
+  EXPECT_TRUE(absl::IsResourceExhausted(refused.status())) << refused.status();
+  EXPECT_EQ(jobs_->List(v1::ListJobsRequest())->jobs_size(), 0);
+  EXPECT_EQ(sweeps_->List(v1::ListSweepsRequest())->sweeps_size(), 0);
+  v1::SweepSpec three = Spec();
+  three.clear_freeze_depths();
+  three.add_freeze_depths(0);
+  three.add_freeze_depths(1);
+  auto fits = sweeps_->Submit(three, "");
+  ASSERT_TRUE(fits.ok()) << fits.status();
+  EXPECT_EQ(jobs_->List(v1::ListJobsRequest())->jobs_size(), 3);
+}
+
+TEST_F(SweepManagerTest, OrphanTrialsAreCancelledAtStart) {
+  // A trial job whose sweep was never stored, as the non-atomic submit of
+  // earlier servers could leave after a crash.
+  trainer_.armed = true;
+  Start();
+  v1::FineTuneJob spec = Spec().job();
+  auto orphans = jobs_->NewJobRecords({spec}, "", "sweep-lost");
+  ASSERT_TRUE(orphans.ok()) << orphans.status();
+  ASSERT_TRUE(jobs_->store()->CreateJob(orphans->jobs[0], JobManager::QueuedEvent()).ok());
+  auto sweep = sweeps_->Submit(Spec(), "");  // a real sweep keeps its trials
+  ASSERT_TRUE(sweep.ok());
+  Stop();
+  Start();
+  EXPECT_EQ(WaitJobState(orphans->jobs[0].id(), v1::JOB_STATE_CANCELLED), v1::JOB_STATE_CANCELLED);
+  for (const v1::SweepTrial& t : sweep->trials()) {
+    EXPECT_NE(jobs_->Get(t.job_id())->state(), v1::JOB_STATE_CANCELLED) << t.label();
+  }
+}
+
+// Push, not poll: each stored event is announced to the sweep's
+// subscribers once it is readable, with no manager lock held (the callback
+// reads the events itself).
 TEST_F(SweepManagerTest, EmitNotifiesTheSweepsSubscribersWithTheEventReadable) {
   trainer_.armed = true;  // trials wait, so only our Cancel ends the sweep
   Start();
@@ -492,4 +539,4 @@ TEST_F(SweepManagerTest, PrometheusSweepsByStateAndProgress) {
 }
 
 }  // namespace
-}  // namespace freezetune::jobs
+}  // namespace freezetune::sweeps

@@ -1,11 +1,11 @@
 // Structured log lines: JSON lines parse, escape what JSON must escape, carry
 // job_id only when given; text lines keep the same facts.
-#include "server/jobs/log.h"
+#include "server/base/log.h"
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
-namespace freezetune::jobs {
+namespace freezetune::base {
 namespace {
 
 TEST(LogTest, JsonLineParsesAndEscapes) {
@@ -38,4 +38,4 @@ TEST(LogTest, TextLine) {
 }
 
 }  // namespace
-}  // namespace freezetune::jobs
+}  // namespace freezetune::base

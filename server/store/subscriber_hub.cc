@@ -1,9 +1,9 @@
-#include "server/jobs/subscriber_hub.h"
+#include "server/store/subscriber_hub.h"
 
 #include <algorithm>
 #include <utility>
 
-namespace freezetune::jobs {
+namespace freezetune::store {
 
 SubscriberHub::~SubscriberHub() {
   std::thread delivery;
@@ -120,4 +120,13 @@ size_t SubscriberHub::subscriber_count(const std::string& key) const {
   return it == by_key_.end() ? 0 : it->second.size();
 }
 
-}  // namespace freezetune::jobs
+size_t SubscriberHub::subscriber_count_with_prefix(const std::string& prefix) const {
+  absl::MutexLock lock(&mu_);
+  size_t count = 0;
+  for (const auto& [key, ids] : by_key_) {
+    if (key.compare(0, prefix.size(), prefix) == 0) count += ids.size();
+  }
+  return count;
+}
+
+}  // namespace freezetune::store

@@ -1,7 +1,7 @@
 // SubscriberHub: inline Notify, Post delivered on the hub's thread (also
 // while the poster holds a lock the callback takes), coalescing without
 // losing a wake-up, per-key counts, and no callback after Unsubscribe.
-#include "server/jobs/subscriber_hub.h"
+#include "server/store/subscriber_hub.h"
 
 #include <atomic>
 #include <chrono>
@@ -12,7 +12,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 
-namespace freezetune::jobs {
+namespace freezetune::store {
 namespace {
 
 TEST(SubscriberHubTest, NotifyRunsOnlyTheKeysCallbacksInline) {
@@ -163,4 +163,4 @@ TEST(SubscriberHubTest, CallbackMayUnsubscribeItselfOnTheDeliveryThread) {
 }
 
 }  // namespace
-}  // namespace freezetune::jobs
+}  // namespace freezetune::store

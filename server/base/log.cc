@@ -1,4 +1,4 @@
-#include "server/jobs/log.h"
+#include "server/base/log.h"
 
 #include <atomic>
 #include <cstdio>
@@ -9,7 +9,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
-namespace freezetune::jobs {
+namespace freezetune::base {
 namespace {
 
 std::atomic<LogFormat> g_format{LogFormat::kText};
@@ -95,4 +95,4 @@ void Log(LogLevel level, absl::string_view msg, absl::string_view job_id, const 
   std::fflush(stderr);
 }
 
-}  // namespace freezetune::jobs
+}  // namespace freezetune::base

@@ -8,15 +8,15 @@
 //
 // Thread safety: every function may be called from any thread; each line is
 // written with one fwrite under a mutex, so lines never interleave.
-#ifndef FREEZETUNE_SERVER_JOBS_LOG_H_
-#define FREEZETUNE_SERVER_JOBS_LOG_H_
+#ifndef FREEZETUNE_SERVER_BASE_LOG_H_
+#define FREEZETUNE_SERVER_BASE_LOG_H_
 
 #include <string>
 #include "absl/strings/string_view.h"
 #include <utility>
 #include <vector>
 
-namespace freezetune::jobs {
+namespace freezetune::base {
 
 enum class LogFormat { kText, kJson };
 enum class LogLevel { kDebug, kInfo, kWarning, kError };
@@ -38,6 +38,6 @@ std::string FormatLogLine(LogFormat format, LogLevel level, absl::string_view ms
 // `s` as a JSON string literal, quotes included.
 std::string JsonQuote(absl::string_view s);
 
-}  // namespace freezetune::jobs
+}  // namespace freezetune::base
 
-#endif  // FREEZETUNE_SERVER_JOBS_LOG_H_
+#endif  // FREEZETUNE_SERVER_BASE_LOG_H_

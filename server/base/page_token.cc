@@ -1,4 +1,4 @@
-#include "server/jobs/page_token.h"
+#include "server/base/page_token.h"
 
 #include <vector>
 
@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
-namespace freezetune::jobs {
+namespace freezetune::base {
 
 std::string EncodePageToken(absl::string_view kind, int64_t create_time_micros,
                             absl::string_view id) {
@@ -29,4 +29,4 @@ absl::Status DecodePageToken(absl::string_view kind, const std::string& token,
   return absl::OkStatus();
 }
 
-}  // namespace freezetune::jobs
+}  // namespace freezetune::base

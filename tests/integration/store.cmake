@@ -1,0 +1,12 @@
+# Crash safety of the store through the real server binary (kill -9 during
+# SubmitSweep; more in store_crash_test.cc's header).
+if(TARGET freezetune-server AND TARGET freezetune-model)
+  freezetune_test(store_crash_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/integration/store_crash_test.cc
+    DEPS freezetune_grpc gRPC::grpc++
+    LABELS integration store TIMEOUT 300)
+  target_compile_definitions(store_crash_test PRIVATE
+    FREEZETUNE_SERVER_BIN="$<TARGET_FILE:freezetune-server>"
+    FREEZETUNE_MODEL_BIN="$<TARGET_FILE:freezetune-model>")
+  add_dependencies(store_crash_test freezetune-server freezetune-model)
+endif()

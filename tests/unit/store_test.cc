@@ -1,0 +1,765 @@
+// The store suite: every test runs against each backend (the same
+// assertions for SQLite and, where available, PostgreSQL). Jobs and sweeps:
+// idempotent create, gapless sequences under concurrent appends, atomic
+// record+event writes, paging, reopen; a sweep and its trials created in one
+// transaction (and a process killed -9 in the middle of it leaves none of
+// them); watchers notified after the commit, never after Unsubscribe.
+// SQLite only: a data dir of the server before the unified store
+// (freezetune.db v1 + sweeps.db) opens, migrated, with nothing lost.
+#include "server/store/store.h"
+
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "server/store/sqlite_backend.h"
+
+namespace freezetune::store {
+namespace {
+
+namespace fs = std::filesystem;
+
+v1::Job MakeJob(const std::string& id, int64_t create_micros, const std::string& request_id = "",
+                v1::JobState state = v1::JOB_STATE_QUEUED, const std::string& tenant = "") {
+  v1::Job job;
+  job.set_id(id);
+  job.set_tenant(tenant);
+  job.set_state(state);
+  job.mutable_spec()->set_model_uri("/models/" + id);
+  job.mutable_spec()->set_client_request_id(request_id);
+  *job.mutable_create_time() = FromMicros(create_micros);
+  return job;
+}
+
+v1::JobEvent Queued() {
+  v1::JobEvent e;
+  e.mutable_state_change()->set_state(v1::JOB_STATE_QUEUED);
+  return e;
+}
+
+v1::JobEvent Notice(const std::string& text) {
+  v1::JobEvent e;
+  e.mutable_notice()->set_message(text);
+  return e;
+}
+
+v1::Sweep MakeSweep(const std::string& id, int64_t create_micros, const std::string& request_id,
+                    const std::vector<v1::Job>& trials, const std::string& tenant = "") {
+  v1::Sweep sweep;
+  sweep.set_id(id);
+  sweep.set_tenant(tenant);
+  sweep.set_state(v1::SWEEP_STATE_RUNNING);
+  sweep.mutable_spec()->set_client_request_id(request_id);
+  *sweep.mutable_create_time() = FromMicros(create_micros);
+  for (const v1::Job& job : trials) sweep.add_trials()->set_job_id(job.id());
+  return sweep;
+}
+
+std::vector<v1::Job> Trials(const std::string& sweep_id, int n, int64_t create_micros) {
+  std::vector<v1::Job> trials;
+  for (int i = 0; i < n; ++i) {
+    v1::Job job = MakeJob(absl::StrCat(sweep_id, "-trial-", i), create_micros);
+    job.set_sweep_id(sweep_id);
+    trials.push_back(std::move(job));
+  }
+  return trials;
+}
+
+v1::SweepEvent TableEvent(const v1::Sweep& sweep) {
+  v1::SweepEvent e;
+  *e.mutable_table() = sweep;
+  return e;
+}
+
+// A backend under test: opens a fresh, empty store and reopens the same one.
+class BackendFixture {
+ public:
+  virtual ~BackendFixture() = default;
+  virtual std::unique_ptr<Store> OpenFresh(const std::string& name) = 0;
+  virtual std::unique_ptr<Store> Reopen() = 0;
+};
+
+class SqliteFixture final : public BackendFixture {
+ public:
+  std::unique_ptr<Store> OpenFresh(const std::string& name) override {
+    dir_ = fs::temp_directory_path() / ("ft_store_" + name + "_" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    return Reopen();
+  }
+  std::unique_ptr<Store> Reopen() override {
+    StoreOptions options;
+    options.path = (dir_ / "freezetune.db").string();
+    auto store = Store::Open(options);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? std::move(store).value() : nullptr;
+  }
+  ~SqliteFixture() override {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+
+ private:
+  fs::path dir_;
+};
+
+std::unique_ptr<BackendFixture> MakeFixture(const std::string& backend) {
+  if (backend == "sqlite") return std::make_unique<SqliteFixture>();
+  return nullptr;
+}
+
+class StoreTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    fixture_ = MakeFixture(GetParam());
+    ASSERT_NE(fixture_, nullptr) << GetParam();
+    store_ = fixture_->OpenFresh(
+        ::testing::UnitTest::GetInstance()->current_test_info()->name() +
+        std::string("_") + GetParam());
+    ASSERT_NE(store_, nullptr);
+  }
+  void Reopen() {
+    store_.reset();
+    store_ = fixture_->Reopen();
+    ASSERT_NE(store_, nullptr);
+  }
+
+  std::unique_ptr<BackendFixture> fixture_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_P(StoreTest, CreateJobIsIdempotentPerTenantAndRequestId) {
+  auto first = store_->CreateJob(MakeJob("job-a", 1, "req-1"), Queued());
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_TRUE(first->created);
+  EXPECT_EQ(first->job.last_sequence(), 1);
+
+  auto again = store_->CreateJob(MakeJob("job-b", 2, "req-1"), Queued());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE(again->created);
+  EXPECT_EQ(again->job.id(), "job-a");
+  EXPECT_TRUE(absl::IsNotFound(store_->GetJob("job-b").status()));
+
+  // Another tenant, or no request id at all, creates new jobs.
+  auto other_tenant =
+      store_->CreateJob(MakeJob("job-c", 3, "req-1", v1::JOB_STATE_QUEUED, "t2"), Queued());
+  ASSERT_TRUE(other_tenant.ok());
+  EXPECT_TRUE(other_tenant->created);
+  ASSERT_TRUE(store_->CreateJob(MakeJob("job-d", 4), Queued())->created);
+  ASSERT_TRUE(store_->CreateJob(MakeJob("job-e", 5), Queued())->created);
+
+  auto found = store_->FindJobByClientRequestId("", "req-1");
+  ASSERT_TRUE(found.ok());
+  ASSERT_TRUE(found->has_value());
+  EXPECT_EQ((*found)->id(), "job-a");
+  EXPECT_FALSE(store_->FindJobByClientRequestId("", "nope")->has_value());
+
+  // A duplicate id is refused and leaves the first record alone.
+  auto dup = store_->CreateJob(MakeJob("job-a", 9), Queued());
+  EXPECT_TRUE(absl::IsAlreadyExists(dup.status())) << dup.status();
+  EXPECT_EQ(store_->GetJob("job-a")->spec().client_request_id(), "req-1");
+}
+
+TEST_P(StoreTest, GetUnknownIsNotFound) {
+  absl::Status s = store_->GetJob("job-nope").status();
+  EXPECT_TRUE(absl::IsNotFound(s));
+  EXPECT_EQ(s.message(), "job job-nope not found");
+  EXPECT_TRUE(absl::IsNotFound(store_->AppendJobEvent("job-nope", Queued()).status()));
+  EXPECT_EQ(store_->GetSweep("sweep-nope").status().message(), "sweep sweep-nope not found");
+  EXPECT_TRUE(absl::IsNotFound(store_->AppendSweepEvent("sweep-nope", v1::SweepEvent()).status()));
+}
+
+TEST_P(StoreTest, SequencesHaveNoGapsUnderConcurrentAppends) {
+  ASSERT_TRUE(store_->CreateJob(MakeJob("job-a", 1), Queued()).ok());
+  constexpr int kThreads = 4, kPerThread = 50;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kPerThread; ++i) {
+        ASSERT_TRUE(store_->AppendJobEvent("job-a", Notice("n")).ok());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  auto events = store_->ReadJobEvents("job-a", 0, 0);
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 1u + kThreads * kPerThread);
+  for (size_t i = 0; i < events->size(); ++i) {
+    EXPECT_EQ((*events)[i].sequence(), static_cast<int64_t>(i + 1));
+    EXPECT_EQ((*events)[i].job_id(), "job-a");
+    EXPECT_TRUE((*events)[i].has_time());
+  }
+  EXPECT_EQ(store_->GetJob("job-a")->last_sequence(), 1 + kThreads * kPerThread);
+
+  auto middle = store_->ReadJobEvents("job-a", 10, 5);
+  ASSERT_TRUE(middle.ok());
+  ASSERT_EQ(middle->size(), 5u);
+  EXPECT_EQ(middle->front().sequence(), 11);
+  EXPECT_EQ(middle->back().sequence(), 15);
+  EXPECT_TRUE(store_->ReadJobEvents("job-zzz", 0, 0)->empty());
+  // Past the in-memory tail (256 events): the rest comes from the backend,
+  // still gapless.
+  for (int i = 0; i < 300; ++i) ASSERT_TRUE(store_->AppendJobEvent("job-a", Notice("m")).ok());
+  auto all = store_->ReadJobEvents("job-a", 0, 0);
+  ASSERT_EQ(all->size(), 501u);
+  for (size_t i = 0; i < all->size(); ++i) {
+    ASSERT_EQ((*all)[i].sequence(), static_cast<int64_t>(i + 1));
+  }
+}
+
+TEST_P(StoreTest, AppendWithJobUpdateIsAtomicAndStaleCopiesKeepSequence) {
+  v1::Job job = MakeJob("job-a", 1);
+  ASSERT_TRUE(store_->CreateJob(job, Queued()).ok());
+  job.set_state(v1::JOB_STATE_RUNNING);
+  v1::JobEvent running;
+  running.mutable_state_change()->set_state(v1::JOB_STATE_RUNNING);
+  auto stored = store_->AppendJobEvent("job-a", running, &job);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->sequence(), 2);
+  auto got = store_->GetJob("job-a");
+  EXPECT_EQ(got->state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(got->last_sequence(), 2);
+
+  // UpdateJob from a copy with an old last_sequence cannot move it back.
+  job.set_last_sequence(0);
+  job.mutable_progress()->set_step(7);
+  ASSERT_TRUE(store_->UpdateJob(job).ok());
+  EXPECT_EQ(store_->GetJob("job-a")->last_sequence(), 2);
+  EXPECT_EQ(store_->GetJob("job-a")->progress().step(), 7);
+  EXPECT_TRUE(absl::IsNotFound(store_->UpdateJob(MakeJob("job-x", 1))));
+}
+
+TEST_P(StoreTest, ListJobsPagesNewestFirstWithStateFilter) {
+  // Two jobs share a create_time to exercise the (time, id) cursor.
+  for (int i = 0; i < 7; ++i) {
+    v1::JobState state = i % 2 == 0 ? v1::JOB_STATE_QUEUED : v1::JOB_STATE_SUCCEEDED;
+    ASSERT_TRUE(store_->CreateJob(MakeJob("job-" + std::to_string(i), i == 6 ? 5 : i, "", state),
+                                  Queued())
+                    .ok());
+  }
+  std::vector<std::string> ids;
+  ListQuery query;
+  query.page_size = 3;
+  int pages = 0;
+  while (true) {
+    auto page = store_->ListJobs(query);
+    ASSERT_TRUE(page.ok()) << page.status();
+    ++pages;
+    EXPECT_LE(page->jobs_size(), 3);
+    for (const auto& j : page->jobs()) ids.push_back(j.id());
+    if (page->next_page_token().empty()) break;
+    query.page_token = page->next_page_token();
+  }
+  EXPECT_EQ(pages, 3);
+  EXPECT_EQ(ids, (std::vector<std::string>{"job-6", "job-5", "job-4", "job-3", "job-2", "job-1",
+                                            "job-0"}));
+
+  ListQuery queued;
+  queued.states = {v1::JOB_STATE_QUEUED};
+  auto only_queued = store_->ListJobs(queued);
+  ASSERT_TRUE(only_queued.ok());
+  ASSERT_EQ(only_queued->jobs_size(), 4);
+  for (const auto& j : only_queued->jobs()) EXPECT_EQ(j.state(), v1::JOB_STATE_QUEUED);
+  EXPECT_TRUE(only_queued->next_page_token().empty());
+
+  ListQuery huge;
+  huge.page_size = 100000;  // clamped, not an error
+  EXPECT_EQ(store_->ListJobs(huge)->jobs_size(), 7);
+
+  ListQuery bad;
+  bad.page_token = "not a token!";
+  absl::Status s = store_->ListJobs(bad).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(s));
+  EXPECT_EQ(s.message().rfind("page_token:", 0), 0u) << s;
+
+  auto counts = store_->CountJobsByState();
+  ASSERT_TRUE(counts.ok());
+  EXPECT_EQ((*counts)[v1::JOB_STATE_QUEUED], 4);
+  EXPECT_EQ((*counts)[v1::JOB_STATE_SUCCEEDED], 3);
+
+  auto unfinished = store_->JobsInStates({v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING});
+  ASSERT_TRUE(unfinished.ok());
+  ASSERT_EQ(unfinished->size(), 4u);
+  EXPECT_EQ(unfinished->front().id(), "job-0");  // oldest first
+}
+
+TEST_P(StoreTest, PersistsAcrossReopen) {
+  ASSERT_TRUE(store_->CreateJob(MakeJob("job-a", 1, "req"), Queued()).ok());
+  v1::JobEvent e;
+  e.mutable_train()->set_step(10);
+  ASSERT_TRUE(store_->AppendJobEvent("job-a", e).ok());
+  Reopen();
+  auto job = store_->GetJob("job-a");
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->last_sequence(), 2);
+  auto events = store_->ReadJobEvents("job-a", 1, 0);
+  ASSERT_EQ(events->size(), 1u);
+  EXPECT_EQ(events->front().train().step(), 10);
+  // Idempotency survives the restart too.
+  EXPECT_FALSE(store_->CreateJob(MakeJob("job-b", 2, "req"), Queued())->created);
+  EXPECT_EQ(store_->AppendJobEvent("job-a", Notice("after reopen"))->sequence(), 3);
+}
+
+TEST_P(StoreTest, SweepAndTrialsAreCreatedTogetherAndIdempotently) {
+  std::vector<v1::Job> trials = Trials("sweep-a", 3, 10);
+  v1::Sweep sweep = MakeSweep("sweep-a", 10, "sweep-req", trials, "t1");
+  auto created = store_->CreateSweep(sweep, TableEvent(sweep), trials, Queued());
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_TRUE(created->created);
+  EXPECT_EQ(created->sweep.last_sequence(), 1);
+  for (const v1::Job& trial : trials) {
+    auto job = store_->GetJob(trial.id());
+    ASSERT_TRUE(job.ok()) << job.status();
+    EXPECT_EQ(job->sweep_id(), "sweep-a");
+    EXPECT_EQ(job->last_sequence(), 1);
+    auto events = store_->ReadJobEvents(trial.id(), 0, 0);
+    ASSERT_EQ(events->size(), 1u);
+    EXPECT_EQ(events->front().state_change().state(), v1::JOB_STATE_QUEUED);
+  }
+  auto events = store_->ReadSweepEvents("sweep-a", 0, 0);
+  ASSERT_EQ(events->size(), 1u);
+  EXPECT_EQ(events->front().sweep_id(), "sweep-a");
+  EXPECT_EQ(events->front().table().trials_size(), 3);
+
+  // Same tenant and request id: nothing new, the first sweep comes back.
+  std::vector<v1::Job> retry_trials = Trials("sweep-b", 3, 11);
+  v1::Sweep retry = MakeSweep("sweep-b", 11, "sweep-req", retry_trials, "t1");
+  auto again = store_->CreateSweep(retry, TableEvent(retry), retry_trials, Queued());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE(again->created);
+  EXPECT_EQ(again->sweep.id(), "sweep-a");
+  EXPECT_TRUE(absl::IsNotFound(store_->GetSweep("sweep-b").status()));
+  for (const v1::Job& trial : retry_trials) {
+    EXPECT_TRUE(absl::IsNotFound(store_->GetJob(trial.id()).status())) << trial.id();
+  }
+  EXPECT_EQ((*store_->FindSweepByClientRequestId("t1", "sweep-req"))->id(), "sweep-a");
+  EXPECT_FALSE(store_->FindSweepByClientRequestId("t2", "sweep-req")->has_value());
+
+  // A trial id that is taken fails the whole create: no sweep, no trial.
+  std::vector<v1::Job> clash = Trials("sweep-c", 2, 12);
+  clash.push_back(trials[0]);
+  v1::Sweep clashing = MakeSweep("sweep-c", 12, "", clash);
+  auto failed = store_->CreateSweep(clashing, TableEvent(clashing), clash, Queued());
+  EXPECT_TRUE(absl::IsAlreadyExists(failed.status())) << failed.status();
+  EXPECT_TRUE(absl::IsNotFound(store_->GetSweep("sweep-c").status()));
+  EXPECT_TRUE(absl::IsNotFound(store_->GetJob(clash[0].id()).status()));
+  EXPECT_EQ(store_->CountJobsByState()->at(v1::JOB_STATE_QUEUED), 3);
+}
+
+// Output claims (issue 14.1 on the store seam): no two live claims nested
+// (by whole components), taken in the create's transaction, released when
+// the owning job FAILED or was CANCELLED; a sweep's claims and its trials'
+// are all or nothing.
+TEST_P(StoreTest, OutputClaimsAreExclusiveNestedAndTakenWithTheirOwner) {
+  const OutputClaim a{"/out/a", "job-a", "t1"};
+  auto created = store_->CreateJob(MakeJob("job-a", 1), Queued(), &a);
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_TRUE(created->created);
+  // Equal, inside, containing: refused with the live claim, nothing written.
+  for (const char* path : {"/out/a", "/out/a/sub", "/out"}) {
+    const OutputClaim b{path, "job-b", "t2"};
+    auto refused = store_->CreateJob(MakeJob("job-b", 2), Queued(), &b);
+    ASSERT_TRUE(refused.ok()) << refused.status();
+    EXPECT_FALSE(refused->created) << path;
+    ASSERT_TRUE(refused->output_conflict.has_value()) << path;
+    EXPECT_EQ(refused->output_conflict->owner, "job-a");
+    EXPECT_EQ(refused->output_conflict->tenant, "t1");
+    EXPECT_TRUE(absl::IsNotFound(store_->GetJob("job-b").status())) << path;
+  }
+  // A sibling sharing a name prefix is not nested.
+  const OutputClaim ab{"/out/ab", "job-ab", ""};
+  EXPECT_TRUE(store_->CreateJob(MakeJob("job-ab", 3), Queued(), &ab)->created);
+  ASSERT_EQ(store_->LiveClaimsNestedWith("/out")->size(), 2u);
+  EXPECT_EQ(store_->LiveClaimsNestedWith("/out/a/x")->front().owner, "job-a");
+  EXPECT_TRUE(store_->LiveClaimsNestedWith("/elsewhere")->empty());
+
+  // The owner failed: its claim is dead and may be taken again.
+  v1::Job failed = *store_->GetJob("job-a");
+  failed.set_state(v1::JOB_STATE_FAILED);
+  ASSERT_TRUE(store_->UpdateJob(failed).ok());
+  const OutputClaim again{"/out/a", "job-c", "t2"};
+  auto retaken = store_->CreateJob(MakeJob("job-c", 4), Queued(), &again);
+  ASSERT_TRUE(retaken.ok()) << retaken.status();
+  EXPECT_TRUE(retaken->created);
+  EXPECT_EQ(store_->LiveClaimsNestedWith("/out/a")->front().owner, "job-c");
+
+  // A sweep whose last trial's claim conflicts: no sweep, no trial, no claim.
+  std::vector<v1::Job> trials = Trials("sweep-x", 2, 5);
+  v1::Sweep sweep = MakeSweep("sweep-x", 5, "", trials);
+  std::vector<OutputClaim> claims = {{"/sweeps/x", "sweep-x", ""},
+                                     {"/sweeps/x-0", trials[0].id(), ""},
+                                     {"/out/ab/deep", trials[1].id(), ""}};
+  auto clash = store_->CreateSweep(sweep, TableEvent(sweep), trials, Queued(), claims);
+  ASSERT_TRUE(clash.ok()) << clash.status();
+  EXPECT_FALSE(clash->created);
+  ASSERT_TRUE(clash->output_conflict.has_value());
+  EXPECT_EQ(clash->output_conflict->owner, "job-ab");
+  EXPECT_TRUE(absl::IsNotFound(store_->GetSweep("sweep-x").status()));
+  EXPECT_TRUE(absl::IsNotFound(store_->GetJob(trials[0].id()).status()));
+  EXPECT_TRUE(store_->LiveClaimsNestedWith("/sweeps")->empty());
+  claims.back().path = "/sweeps/x-1";
+  auto ok = store_->CreateSweep(sweep, TableEvent(sweep), trials, Queued(), claims);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_TRUE(ok->created);
+  EXPECT_EQ(store_->LiveClaimsNestedWith("/sweeps")->size(), 3u);
+  // Claims survive a restart.
+  Reopen();
+  EXPECT_EQ(store_->LiveClaimsNestedWith("/sweeps/x")->front().owner, "sweep-x");
+}
+
+TEST_P(StoreTest, SweepEventsAndListing) {
+  for (int i = 0; i < 5; ++i) {
+    std::vector<v1::Job> trials = Trials(absl::StrCat("sweep-", i), 2, 100 + i);
+    v1::Sweep sweep = MakeSweep(absl::StrCat("sweep-", i), 100 + i, "", trials,
+                                i == 4 ? "other" : "mine");
+    ASSERT_TRUE(store_->CreateSweep(sweep, TableEvent(sweep), trials, Queued()).ok());
+  }
+  v1::Sweep done = *store_->GetSweep("sweep-1");
+  done.set_state(v1::SWEEP_STATE_SUCCEEDED);
+  v1::SweepEvent result;
+  *result.mutable_result() = done;
+  auto stored = store_->AppendSweepEvent("sweep-1", result, &done);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->sequence(), 2);
+  EXPECT_EQ(store_->GetSweep("sweep-1")->state(), v1::SWEEP_STATE_SUCCEEDED);
+  EXPECT_EQ(store_->GetSweep("sweep-1")->last_sequence(), 2);
+  EXPECT_EQ(store_->ReadSweepEvents("sweep-1", 1, 0)->front().result().state(),
+            v1::SWEEP_STATE_SUCCEEDED);
+  // Job and sweep events are separate logs in one table.
+  EXPECT_EQ(store_->ReadJobEvents("sweep-1", 0, 0)->size(), 0u);
+
+  ListQuery query;
+  query.page_size = 2;
+  query.tenant = "mine";
+  std::vector<std::string> ids;
+  while (true) {
+    auto page = store_->ListSweeps(query);
+    ASSERT_TRUE(page.ok()) << page.status();
+    for (const auto& s : page->sweeps()) ids.push_back(s.id());
+    if (page->next_page_token().empty()) break;
+    query.page_token = page->next_page_token();
+  }
+  EXPECT_EQ(ids, (std::vector<std::string>{"sweep-3", "sweep-2", "sweep-1", "sweep-0"}));
+  ListQuery running;
+  running.states = {v1::SWEEP_STATE_RUNNING};
+  EXPECT_EQ(store_->ListSweeps(running)->sweeps_size(), 4);
+  EXPECT_EQ(store_->SweepsInStates({v1::SWEEP_STATE_RUNNING})->front().id(), "sweep-0");
+  EXPECT_EQ(store_->CountSweepsByState()->at(v1::SWEEP_STATE_SUCCEEDED), 1);
+  // A job page token is not a sweep page token.
+  ListQuery jobs_query;
+  jobs_query.page_size = 1;
+  auto jobs_page = store_->ListJobs(jobs_query);
+  ASSERT_FALSE(jobs_page->next_page_token().empty());
+  ListQuery mixed;
+  mixed.page_token = jobs_page->next_page_token();
+  EXPECT_EQ(store_->ListSweeps(mixed).status().message(), "page_token: malformed");
+  Reopen();
+  EXPECT_EQ(store_->ReadSweepEvents("sweep-1", 0, 0)->size(), 2u);
+}
+
+TEST_P(StoreTest, SubscribersAreNotifiedAfterTheEventIsReadable) {
+  ASSERT_TRUE(store_->CreateJob(MakeJob("job-a", 1), Queued()).ok());
+  ASSERT_TRUE(store_->CreateJob(MakeJob("job-b", 2), Queued()).ok());
+  int a_calls = 0, b_calls = 0;
+  int64_t a_seen = 0;
+  auto a = store_->Subscribe(Kind::kJob, "job-a", [&] {
+    ++a_calls;
+    auto events = store_->ReadJobEvents("job-a", a_seen, 0);
+    if (events.ok() && !events->empty()) a_seen = events->back().sequence();
+  });
+  auto b = store_->Subscribe(Kind::kJob, "job-b", [&] { ++b_calls; });
+  // Same id, other kind: a different log.
+  int sweep_calls = 0;
+  auto s = store_->Subscribe(Kind::kSweep, "job-a", [&] { ++sweep_calls; });
+  EXPECT_EQ(store_->subscriber_count(Kind::kJob), 2u);
+  EXPECT_EQ(store_->subscriber_count(Kind::kSweep), 1u);
+  EXPECT_EQ(store_->subscriber_count(Kind::kJob, "job-a"), 1u);
+  ASSERT_TRUE(store_->AppendJobEvent("job-a", Notice("1")).ok());
+  ASSERT_TRUE(store_->AppendJobEvent("job-a", Notice("2")).ok());
+  EXPECT_EQ(a_calls, 2);
+  EXPECT_EQ(a_seen, 3);  // each callback found its event already readable
+  EXPECT_EQ(b_calls, 0);
+  EXPECT_EQ(sweep_calls, 0);
+  store_->NotifyAll();
+  EXPECT_EQ(b_calls, 1);
+  EXPECT_EQ(sweep_calls, 1);
+  store_->Unsubscribe(a);
+  ASSERT_TRUE(store_->AppendJobEvent("job-a", Notice("3")).ok());
+  EXPECT_EQ(a_calls, 3);  // the NotifyAll, not the event after Unsubscribe
+  store_->Unsubscribe(b);
+  store_->Unsubscribe(b);  // twice is harmless
+  store_->Unsubscribe(s);
+  EXPECT_EQ(store_->subscriber_count(Kind::kJob), 0u);
+}
+
+TEST_P(StoreTest, NoCallbackRunsAfterUnsubscribeReturns) {
+  ASSERT_TRUE(store_->CreateJob(MakeJob("job-a", 1), Queued()).ok());
+  std::atomic<bool> unsubscribed{false};
+  std::atomic<int> calls{0};
+  std::atomic<int> late_calls{0};
+  std::atomic<bool> stop{false};
+  auto id = store_->Subscribe(Kind::kJob, "job-a", [&] {
+    calls.fetch_add(1);
+    if (unsubscribed.load()) late_calls.fetch_add(1);
+    std::this_thread::yield();
+  });
+  std::atomic<int> appended{0};
+  std::thread publisher([&] {
+    while (!stop.load()) {
+      ASSERT_TRUE(store_->AppendJobEvent("job-a", Notice("n")).ok());
+      appended.fetch_add(1);
+    }
+  });
+  // Positive control: the callback has run before we unsubscribe.
+  while (calls.load() < 5) std::this_thread::yield();
+  store_->Unsubscribe(id);
+  unsubscribed.store(true);
+  // More appends after Unsubscribe returned, however slow the machine.
+  const int after = appended.load();
+  while (appended.load() < after + 20) std::this_thread::yield();
+  stop.store(true);
+  publisher.join();
+  EXPECT_EQ(late_calls.load(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, StoreTest, ::testing::Values("sqlite"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param;
+                         });
+
+// --- SQLite only -------------------------------------------------------------
+
+fs::path TempDir(const std::string& name) {
+  fs::path dir = fs::temp_directory_path() / ("ft_store_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+void Sql(sqlite3* db, const std::string& sql) {
+  char* error = nullptr;
+  ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error), SQLITE_OK)
+      << (error != nullptr ? error : "") << "\n" << sql;
+}
+
+// Binds blobs through a prepared statement (serialized protos hold NULs).
+void Insert(sqlite3* db, const std::string& sql, const std::vector<std::string>& blobs) {
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK) << sql;
+  for (size_t i = 0; i < blobs.size(); ++i) {
+    sqlite3_bind_blob(stmt, static_cast<int>(i + 1), blobs[i].data(),
+                      static_cast<int>(blobs[i].size()), SQLITE_TRANSIENT);
+  }
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_DONE) << sqlite3_errmsg(db);
+  sqlite3_finalize(stmt);
+}
+
+// A data dir exactly as the server before the unified store left it: the
+// version-1 freezetune.db (its DDL verbatim, PRAGMA user_version = 1, no
+// schema_version table) and a separate sweeps.db.
+TEST(SqliteMigrationTest, LegacyDataDirOpensWithNothingLost) {
+  fs::path dir = TempDir("legacy");
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir / "freezetune.db").c_str(), &db), SQLITE_OK);
+    Sql(db, R"sql(
+PRAGMA journal_mode=WAL;
+CREATE TABLE IF NOT EXISTS jobs(
+  id TEXT PRIMARY KEY, tenant TEXT NOT NULL, client_request_id TEXT, state INTEGER NOT NULL,
+  create_time INTEGER NOT NULL, last_sequence INTEGER NOT NULL DEFAULT 0, spec BLOB NOT NULL,
+  job BLOB NOT NULL, UNIQUE(tenant, client_request_id));
+CREATE INDEX IF NOT EXISTS jobs_by_create_time ON jobs(create_time DESC, id DESC);
+CREATE TABLE IF NOT EXISTS events(job_id TEXT NOT NULL, sequence INTEGER NOT NULL,
+  event BLOB NOT NULL, PRIMARY KEY(job_id, sequence)) WITHOUT ROWID;
+PRAGMA user_version = 1;)sql");
+    v1::Job job = MakeJob("job-old", 5, "old-req", v1::JOB_STATE_QUEUED, "t");
+    job.set_sweep_id("sweep-old");
+    Insert(db,
+           "INSERT INTO jobs VALUES('job-old', 't', 'old-req', 1, 5, 2, ?1, ?2)",
+           {job.spec().SerializeAsString(), job.SerializeAsString()});
+    for (int seq = 1; seq <= 2; ++seq) {
+      v1::JobEvent e = Notice(absl::StrCat("old ", seq));
+      e.set_job_id("job-old");
+      e.set_sequence(seq);
+      Insert(db, absl::StrCat("INSERT INTO events VALUES('job-old', ", seq, ", ?1)"),
+             {e.SerializeAsString()});
+    }
+    sqlite3_close(db);
+  }
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir / "sweeps.db").c_str(), &db), SQLITE_OK);
+    Sql(db,
+        "PRAGMA journal_mode=WAL;"
+        "CREATE TABLE IF NOT EXISTS sweeps(id TEXT PRIMARY KEY, record BLOB NOT NULL);"
+        "CREATE TABLE IF NOT EXISTS sweep_events(sweep_id TEXT NOT NULL, "
+        "sequence INTEGER NOT NULL, event BLOB NOT NULL, PRIMARY KEY(sweep_id, sequence));");
+    v1::Sweep sweep = MakeSweep("sweep-old", 4, "", {MakeJob("job-old", 5)}, "t");
+    sweep.set_last_sequence(2);
+    Insert(db, "INSERT INTO sweeps VALUES('sweep-old', ?1)", {sweep.SerializeAsString()});
+    for (int seq = 1; seq <= 2; ++seq) {
+      v1::SweepEvent e = TableEvent(sweep);
+      e.set_sweep_id("sweep-old");
+      e.set_sequence(seq);
+      Insert(db, absl::StrCat("INSERT INTO sweep_events VALUES('sweep-old', ", seq, ", ?1)"),
+             {e.SerializeAsString()});
+    }
+    sqlite3_close(db);
+  }
+
+  StoreOptions options;
+  options.path = (dir / "freezetune.db").string();
+  options.legacy_sweeps_path = (dir / "sweeps.db").string();
+  for (int open = 0; open < 2; ++open) {  // migrated once; the second open finds it current
+    auto store = Store::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto job = (*store)->GetJob("job-old");
+    ASSERT_TRUE(job.ok()) << job.status();
+    EXPECT_EQ(job->last_sequence(), 2 + open);
+    EXPECT_EQ(job->sweep_id(), "sweep-old");
+    auto events = (*store)->ReadJobEvents("job-old", 0, 0);
+    ASSERT_EQ(events->size(), 2u + open);
+    EXPECT_EQ((*events)[1].notice().message(), "old 2");
+    EXPECT_EQ((*store)->FindJobByClientRequestId("t", "old-req")->value().id(), "job-old");
+    auto sweep = (*store)->GetSweep("sweep-old");
+    ASSERT_TRUE(sweep.ok()) << sweep.status();
+    EXPECT_EQ(sweep->last_sequence(), 2 + open);
+    EXPECT_EQ(sweep->tenant(), "t");
+    EXPECT_EQ((*store)->ReadSweepEvents("sweep-old", 0, 0)->size(), 2u + open);
+    ListQuery listing;
+    listing.tenant = "t";
+    EXPECT_EQ((*store)->ListSweeps(listing)->sweeps_size(), 1);
+    // New writes continue the old sequences.
+    if (open == 0) {
+      EXPECT_EQ((*store)->AppendJobEvent("job-old", Notice("new"))->sequence(), 3);
+      v1::SweepEvent next = TableEvent(*sweep);
+      EXPECT_EQ((*store)->AppendSweepEvent("sweep-old", next)->sequence(), 3);
+    }
+  }
+  EXPECT_FALSE(fs::exists(dir / "sweeps.db"));
+  EXPECT_TRUE(fs::exists(dir / "sweeps.db.imported"));
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir / "freezetune.db").c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &stmt, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(stmt, 0), SqliteSchemaVersion());
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  fs::remove_all(dir);
+}
+
+TEST(SqliteMigrationTest, NewerSchemaIsRefused) {
+  fs::path dir = TempDir("newer");
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir / "freezetune.db").c_str(), &db), SQLITE_OK);
+    Sql(db, "CREATE TABLE schema_version(version INTEGER NOT NULL);"
+            "INSERT INTO schema_version VALUES(999);");
+    sqlite3_close(db);
+  }
+  StoreOptions options;
+  options.path = (dir / "freezetune.db").string();
+  auto store = Store::Open(options);
+  EXPECT_TRUE(absl::IsFailedPrecondition(store.status())) << store.status();
+  EXPECT_NE(store.status().message().find("schema version 999"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+TEST(SqliteMigrationTest, OpenFailsForUnwritablePath) {
+  StoreOptions options;
+  options.path = "/nonexistent-dir/for/sure/x.db";
+  EXPECT_FALSE(Store::Open(options).ok());
+}
+
+// A process killed -9 while it writes a sweep with many trials: each time,
+// either the sweep and every trial are there, or none of them.
+TEST(SqliteCrashTest, KillDuringCreateSweepLeavesAllOrNothing) {
+  fs::path dir = TempDir("crash");
+  const std::string path = (dir / "freezetune.db").string();
+  constexpr int kTrials = 2000;
+  // How long one such write takes here, so that the kills spread over it
+  // whatever the machine's speed.
+  absl::Duration write_time;
+  {
+    StoreOptions options;
+    options.path = path;
+    auto store = Store::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    std::vector<v1::Job> trials = Trials("sweep-timed", kTrials, 999);
+    v1::Sweep sweep = MakeSweep("sweep-timed", 999, "", trials);
+    const absl::Time start = absl::Now();
+    ASSERT_TRUE((*store)->CreateSweep(sweep, TableEvent(sweep), trials, Queued()).ok());
+    write_time = absl::Now() - start;
+  }
+  int saw_none = 0, saw_all = 0;
+  for (int round = 0; round < 6; ++round) {
+    const std::string sweep_id = absl::StrCat("sweep-", round);
+    int ready[2];
+    ASSERT_EQ(pipe(ready), 0);
+    pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      close(ready[0]);
+      StoreOptions options;
+      options.path = path;
+      auto store = Store::Open(options);
+      if (!store.ok()) _exit(2);
+      std::vector<v1::Job> trials = Trials(sweep_id, kTrials, 1000 + round);
+      v1::Sweep sweep = MakeSweep(sweep_id, 1000 + round, "", trials);
+      char byte = 1;
+      if (write(ready[1], &byte, 1) != 1) _exit(3);
+      auto created = (*store)->CreateSweep(sweep, TableEvent(sweep), trials, Queued());
+      _exit(created.ok() ? 0 : 4);
+    }
+    close(ready[1]);
+    char byte = 0;
+    ASSERT_EQ(read(ready[0], &byte, 1), 1);
+    close(ready[0]);
+    // From at once to past the write's length (plus the child's own set-up):
+    // some kills land mid-transaction.
+    absl::SleepFor(write_time * round * 0.4);
+    kill(child, SIGKILL);
+    int status = 0;
+    waitpid(child, &status, 0);
+
+    StoreOptions options;
+    options.path = path;
+    auto store = Store::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    const bool has_sweep = (*store)->GetSweep(sweep_id).ok();
+    auto queued = (*store)->JobsInStates({v1::JOB_STATE_QUEUED});
+    ASSERT_TRUE(queued.ok()) << queued.status();
+    int trials_found = 0;
+    for (const v1::Job& job : *queued) trials_found += job.sweep_id() == sweep_id;
+    if (has_sweep) {
+      EXPECT_EQ(trials_found, kTrials) << "round " << round;
+      ++saw_all;
+    } else {
+      EXPECT_EQ(trials_found, 0) << "round " << round << ": orphan trials";
+      ++saw_none;
+    }
+  }
+  // The invariant held whichever way each kill fell; say how they fell.
+  std::printf("one write of %d trials: %s; kills before the commit: %d, after: %d\n", kTrials,
+              absl::FormatDuration(write_time).c_str(), saw_none, saw_all);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace freezetune::store
