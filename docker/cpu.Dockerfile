@@ -23,7 +23,7 @@ RUN BUILD_DIR=/build FREEZETUNE_CMAKE_ARGS="-DFREEZETUNE_BUILD_TESTS=OFF" script
       /build/client/src/freezetune docker/grpc_health_check.py /opt/freezetune/bin/
 
 FROM ${DEBIAN_IMAGE} AS runtime
-ARG RUNTIME_SKIP_PACKAGES="npm cmake g++ make ccache pkg-config git libgtest-dev libgmock-dev libbenchmark-dev python3-torch python3-grpc-tools prometheus clang libclang-rt-14-dev kubernetes-client python3-yaml chromium python3-venv python3-setuptools python3-wheel"
+ARG RUNTIME_SKIP_PACKAGES="npm cmake g++ make ccache pkg-config git libgtest-dev libgmock-dev libbenchmark-dev python3-torch python3-grpc-tools prometheus clang libclang-rt-14-dev kubernetes-client python3-yaml chromium python3-venv python3-setuptools python3-wheel postgresql"
 COPY scripts/debian-packages.txt scripts/setup.sh /tmp/freezetune-setup/scripts/
 RUN FREEZETUNE_SKIP_PACKAGES="${RUNTIME_SKIP_PACKAGES}" /tmp/freezetune-setup/scripts/setup.sh --no-build \
  && rm -rf /var/lib/apt/lists/* /tmp/freezetune-setup \

@@ -42,7 +42,7 @@ RUN BUILD_DIR=/build FREEZETUNE_SKIP_PACKAGES="${BUILD_SKIP_PACKAGES}" \
       /build/client/src/freezetune docker/grpc_health_check.py /opt/freezetune/bin/
 
 FROM nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu${UBUNTU_VERSION} AS runtime
-ARG RUNTIME_SKIP_PACKAGES="npm libtorch-dev python3-torch kubernetes-client prometheus clang libclang-rt-14-dev python3-yaml cmake g++ make ccache pkg-config git libgtest-dev libgmock-dev libbenchmark-dev python3-grpc-tools chromium python3-venv python3-setuptools python3-wheel"
+ARG RUNTIME_SKIP_PACKAGES="npm libtorch-dev python3-torch kubernetes-client prometheus clang libclang-rt-14-dev python3-yaml cmake g++ make ccache pkg-config git libgtest-dev libgmock-dev libbenchmark-dev python3-grpc-tools chromium python3-venv python3-setuptools python3-wheel postgresql"
 ENV DEBIAN_FRONTEND=noninteractive
 COPY scripts/debian-packages.txt scripts/setup.sh /tmp/freezetune-setup/scripts/
 RUN FREEZETUNE_SKIP_PACKAGES="${RUNTIME_SKIP_PACKAGES}" /tmp/freezetune-setup/scripts/setup.sh --no-build \

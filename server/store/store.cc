@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/base/page_token.h"
 #include "server/common/status_macros.h"
+#include "server/store/postgres_backend.h"
 #include "server/store/sqlite_backend.h"
 
 namespace freezetune::store {
@@ -147,6 +148,12 @@ absl::StatusOr<ListQuery> MakeListQuery(int page_size, const std::string& page_t
 }
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
+  if (!options.postgres_uri.empty()) {
+    PostgresOptions postgres;
+    postgres.uri = options.postgres_uri;
+    FT_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, OpenPostgresBackend(postgres));
+    return std::make_unique<Store>(std::move(backend), options.tail_size);
+  }
   SqliteOptions sqlite;
   sqlite.path = options.path;
   sqlite.legacy_sweeps_path = options.legacy_sweeps_path;

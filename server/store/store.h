@@ -1,5 +1,5 @@
 // The one storage seam of the server: jobs, sweeps and their event logs, on
-// a Backend (backend.h: SQLite today), plus the subscriber hub that tells
+// a Backend (backend.h: SQLite or PostgreSQL), plus the subscriber hub that tells
 // watchers a resource has new events.
 //
 // Records are the API's proto messages, serialized: a v1::Job or v1::Sweep
@@ -46,6 +46,9 @@
 namespace freezetune::store {
 
 struct StoreOptions {
+  // Non-empty: the PostgreSQL backend at this libpq URI
+  // (postgres_backend.h); path and legacy_sweeps_path are then unused.
+  std::string postgres_uri;
   // SQLite file; created (with its tables) if missing, migrated to the
   // current schema if older. ":memory:" works for throwaway stores.
   std::string path;

@@ -1,11 +1,18 @@
 // The store suite: every test runs against each backend (the same
-// assertions for SQLite and, where available, PostgreSQL). Jobs and sweeps:
+// assertions for SQLite and for a real PostgreSQL that the test starts:
+// tests/support/postgres_instance.h; skipped, saying why, only where
+// PostgreSQL is not installed). Jobs and sweeps:
 // idempotent create, gapless sequences under concurrent appends, atomic
 // record+event writes, paging, reopen; a sweep and its trials created in one
 // transaction (and a process killed -9 in the middle of it leaves none of
 // them); watchers notified after the commit, never after Unsubscribe.
 // SQLite only: a data dir of the server before the unified store
 // (freezetune.db v1 + sweeps.db) opens, migrated, with nothing lost.
+// PostgreSQL only: replicas opening one database at once migrate it once
+// (the advisory lock); two stores on one database (two replicas) keep
+// client_request_id idempotency and gapless sequences between them; a newer
+// schema is refused; an unreachable server is UNAVAILABLE; URIs are
+// validated and never logged with their password.
 #include "server/store/store.h"
 
 #include <signal.h>
@@ -14,6 +21,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -27,7 +35,9 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "server/store/postgres_backend.h"
 #include "server/store/sqlite_backend.h"
+#include "tests/support/postgres_instance.h"
 
 namespace freezetune::store {
 namespace {
@@ -117,15 +127,87 @@ class SqliteFixture final : public BackendFixture {
   fs::path dir_;
 };
 
-std::unique_ptr<BackendFixture> MakeFixture(const std::string& backend) {
+// One PostgreSQL server for the whole binary, started by the first test
+// that needs it and stopped when the tests end.
+class PostgresEnvironment final : public ::testing::Environment {
+ public:
+  // The running server, or nullptr with *skip (not installed) or a test
+  // failure (installed but would not start).
+  static testing::PostgresInstance* Get(std::string* skip) {
+    static const std::string bindir = testing::PostgresInstance::FindBinDir();
+    if (bindir.empty()) {
+      *skip = "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb; "
+              "scripts/setup.sh installs it)";
+      return nullptr;
+    }
+    if (instance_ == nullptr && start_error_.ok()) {
+      auto started = testing::PostgresInstance::Start(bindir);
+      if (started.ok()) {
+        instance_ = std::move(started).value();
+      } else {
+        start_error_ = started.status();
+      }
+    }
+    EXPECT_TRUE(start_error_.ok()) << start_error_;
+    return instance_.get();
+  }
+  // A new, empty database named after `name`.
+  static std::string FreshDatabase(testing::PostgresInstance* pg, const std::string& name) {
+    static std::atomic<int> counter{0};
+    std::string db = absl::StrCat("t", counter.fetch_add(1), "_");
+    for (char c : name) {
+      if (db.size() >= 60) break;
+      db += std::isalnum(static_cast<unsigned char>(c)) ? static_cast<char>(std::tolower(c)) : '_';
+    }
+    absl::Status created = pg->CreateDatabase(db);
+    EXPECT_TRUE(created.ok()) << created;
+    return db;
+  }
+  void TearDown() override { instance_.reset(); }
+
+ private:
+  static inline std::unique_ptr<testing::PostgresInstance> instance_;
+  static inline absl::Status start_error_;
+};
+[[maybe_unused]] ::testing::Environment* const kPostgresEnvironment =
+    ::testing::AddGlobalTestEnvironment(new PostgresEnvironment);
+
+class PostgresFixture final : public BackendFixture {
+ public:
+  explicit PostgresFixture(testing::PostgresInstance* pg) : pg_(pg) {}
+  std::unique_ptr<Store> OpenFresh(const std::string& name) override {
+    uri_ = pg_->Uri(PostgresEnvironment::FreshDatabase(pg_, name));
+    return Reopen();
+  }
+  std::unique_ptr<Store> Reopen() override {
+    StoreOptions options;
+    options.postgres_uri = uri_;
+    auto store = Store::Open(options);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? std::move(store).value() : nullptr;
+  }
+
+ private:
+  testing::PostgresInstance* pg_;
+  std::string uri_;
+};
+
+// nullptr with *skip set when the backend cannot run here.
+std::unique_ptr<BackendFixture> MakeFixture(const std::string& backend, std::string* skip) {
   if (backend == "sqlite") return std::make_unique<SqliteFixture>();
+  if (backend == "postgres") {
+    testing::PostgresInstance* pg = PostgresEnvironment::Get(skip);
+    return pg != nullptr ? std::make_unique<PostgresFixture>(pg) : nullptr;
+  }
   return nullptr;
 }
 
 class StoreTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    fixture_ = MakeFixture(GetParam());
+    std::string skip;
+    fixture_ = MakeFixture(GetParam(), &skip);
+    if (fixture_ == nullptr && !skip.empty()) GTEST_SKIP() << skip;
     ASSERT_NE(fixture_, nullptr) << GetParam();
     store_ = fixture_->OpenFresh(
         ::testing::UnitTest::GetInstance()->current_test_info()->name() +
@@ -536,7 +618,7 @@ TEST_P(StoreTest, NoCallbackRunsAfterUnsubscribeReturns) {
   EXPECT_EQ(late_calls.load(), 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, StoreTest, ::testing::Values("sqlite"),
+INSTANTIATE_TEST_SUITE_P(Backends, StoreTest, ::testing::Values("sqlite", "postgres"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            return info.param;
                          });
@@ -759,6 +841,184 @@ TEST(SqliteCrashTest, KillDuringCreateSweepLeavesAllOrNothing) {
   std::printf("one write of %d trials: %s; kills before the commit: %d, after: %d\n", kTrials,
               absl::FormatDuration(write_time).c_str(), saw_none, saw_all);
   fs::remove_all(dir);
+}
+
+// --- PostgreSQL only ---------------------------------------------------------
+
+// The shared test server, or skips (not installed) / fails (would not start).
+#define FT_POSTGRES_OR_SKIP(pg)                            \
+  std::string pg##_skip;                                   \
+  testing::PostgresInstance* pg = PostgresEnvironment::Get(&pg##_skip); \
+  if (pg == nullptr && !pg##_skip.empty()) GTEST_SKIP() << pg##_skip; \
+  ASSERT_NE(pg, nullptr)
+
+std::unique_ptr<Store> OpenPostgresStore(const std::string& uri) {
+  StoreOptions options;
+  options.postgres_uri = uri;
+  auto store = Store::Open(options);
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? std::move(store).value() : nullptr;
+}
+
+// Replicas starting together: each opens the empty database at once; the
+// advisory lock makes one create the schema and the others find it current.
+TEST(PostgresStoreTest, ConcurrentOpensMigrateOnce) {
+  FT_POSTGRES_OR_SKIP(pg);
+  const std::string uri = pg->Uri(PostgresEnvironment::FreshDatabase(pg, "concurrent_open"));
+  constexpr int kReplicas = 6;
+  std::atomic<int> ready{0};
+  std::vector<absl::Status> results(kReplicas);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kReplicas; ++i) {
+    threads.emplace_back([&, i] {
+      ready.fetch_add(1);
+      while (ready.load() < kReplicas) std::this_thread::yield();
+      PostgresOptions options;
+      options.uri = uri;
+      results[i] = OpenPostgresBackend(options).status();
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kReplicas; ++i) EXPECT_TRUE(results[i].ok()) << i << ": " << results[i];
+  auto version = pg->Query(uri.substr(uri.rfind('/') + 1), "SELECT version FROM schema_version");
+  ASSERT_TRUE(version.ok()) << version.status();
+  ASSERT_EQ(version->size(), 1u);
+  EXPECT_EQ((*version)[0][0], std::to_string(PostgresSchemaVersion()));
+}
+
+// Two stores on one database, as two replicas: one job per client_request_id
+// however the creates race, and one gapless sequence however appends
+// interleave.
+TEST(PostgresStoreTest, TwoReplicasShareIdempotencyAndSequences) {
+  FT_POSTGRES_OR_SKIP(pg);
+  const std::string uri = pg->Uri(PostgresEnvironment::FreshDatabase(pg, "two_replicas"));
+  std::unique_ptr<Store> a = OpenPostgresStore(uri);
+  std::unique_ptr<Store> b = OpenPostgresStore(uri);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  constexpr int kThreads = 8;
+  std::atomic<int> ready{0};
+  std::vector<std::string> ids(kThreads);
+  std::atomic<int> created{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      Store* store = i % 2 == 0 ? a.get() : b.get();
+      ready.fetch_add(1);
+      while (ready.load() < kThreads) std::this_thread::yield();
+      auto result = store->CreateJob(MakeJob(absl::StrCat("job-", i), i, "same-request"), Queued());
+      ASSERT_TRUE(result.ok()) << result.status();
+      if (result->created) created.fetch_add(1);
+      ids[i] = result->job.id();
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(created.load(), 1);
+  for (const std::string& id : ids) EXPECT_EQ(id, ids[0]);
+  EXPECT_EQ(a->CountJobsByState()->at(v1::JOB_STATE_QUEUED), 1);
+
+  constexpr int kPerStore = 40;
+  std::thread ta([&] {
+    for (int i = 0; i < kPerStore; ++i) ASSERT_TRUE(a->AppendJobEvent(ids[0], Notice("a")).ok());
+  });
+  std::thread tb([&] {
+    for (int i = 0; i < kPerStore; ++i) ASSERT_TRUE(b->AppendJobEvent(ids[0], Notice("b")).ok());
+  });
+  ta.join();
+  tb.join();
+  // A third store (no in-memory tail) reads what both wrote.
+  std::unique_ptr<Store> reader = OpenPostgresStore(uri);
+  auto events = reader->ReadJobEvents(ids[0], 0, 0);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 1u + 2 * kPerStore);
+  int from_a = 0;
+  for (size_t i = 0; i < events->size(); ++i) {
+    EXPECT_EQ((*events)[i].sequence(), static_cast<int64_t>(i + 1));
+    from_a += (*events)[i].notice().message() == "a";
+  }
+  EXPECT_EQ(from_a, kPerStore);
+  EXPECT_EQ(reader->GetJob(ids[0])->last_sequence(), 1 + 2 * kPerStore);
+}
+
+TEST(PostgresStoreTest, NewerSchemaIsRefused) {
+  FT_POSTGRES_OR_SKIP(pg);
+  const std::string db = PostgresEnvironment::FreshDatabase(pg, "newer_schema");
+  ASSERT_NE(OpenPostgresStore(pg->Uri(db)), nullptr);
+  ASSERT_TRUE(pg->Query(db, "UPDATE schema_version SET version = 999").ok());
+  StoreOptions options;
+  options.postgres_uri = pg->Uri(db);
+  auto store = Store::Open(options);
+  EXPECT_TRUE(absl::IsFailedPrecondition(store.status())) << store.status();
+  EXPECT_NE(store.status().message().find("schema version 999"), std::string::npos);
+}
+
+// Connections the server closed while they sat in the pool (a restart, an
+// administrator) are replaced: the next call works.
+TEST(PostgresStoreTest, SurvivesTerminatedConnections) {
+  FT_POSTGRES_OR_SKIP(pg);
+  const std::string db = PostgresEnvironment::FreshDatabase(pg, "terminated");
+  std::unique_ptr<Store> store = OpenPostgresStore(pg->Uri(db));
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateJob(MakeJob("job-a", 1), Queued()).ok());
+  for (int round = 0; round < 3; ++round) {
+    auto killed = pg->Query(db, absl::StrCat("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                             "WHERE datname = '", db, "' AND pid <> pg_backend_pid()"));
+    ASSERT_TRUE(killed.ok()) << killed.status();
+    ASSERT_FALSE(killed->empty());  // positive control: the store's connections were there
+    // Let the server finish closing them.
+    absl::SleepFor(absl::Milliseconds(200));
+    auto appended = store->AppendJobEvent("job-a", Notice("after terminate"));
+    ASSERT_TRUE(appended.ok()) << round << ": " << appended.status();
+    EXPECT_EQ(appended->sequence(), 2 + round);
+  }
+}
+
+TEST(PostgresStoreTest, UnreachableServerIsUnavailableWithoutThePassword) {
+  FT_POSTGRES_OR_SKIP(pg);
+  // A port nothing listens on: the test server's, once a new one is chosen.
+  StoreOptions options;
+  options.postgres_uri = "postgresql://freezetune:s3cr3t-pw@127.0.0.1:1/nodb";
+  auto store = Store::Open(options);
+  EXPECT_TRUE(absl::IsUnavailable(store.status())) << store.status();
+  EXPECT_EQ(store.status().message().find("s3cr3t-pw"), std::string::npos) << store.status();
+  EXPECT_NE(store.status().message().find("127.0.0.1:1/nodb"), std::string::npos)
+      << store.status();
+}
+
+TEST(PostgresStoreTest, TextWithNulIsRefusedNotTruncated) {
+  FT_POSTGRES_OR_SKIP(pg);
+  std::unique_ptr<Store> store =
+      OpenPostgresStore(pg->Uri(PostgresEnvironment::FreshDatabase(pg, "nul")));
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateJob(MakeJob("job-a", 1, "req"), Queued()).ok());
+  // Truncated at the NUL it would collide with "req" and return job-a.
+  auto nul = store->CreateJob(MakeJob("job-b", 2, std::string("req\0x", 5)), Queued());
+  EXPECT_TRUE(absl::IsInvalidArgument(nul.status())) << nul.status();
+  EXPECT_TRUE(absl::IsNotFound(store->GetJob("job-b").status()));
+}
+
+TEST(PostgresUriTest, ValidationAndRedaction) {
+  EXPECT_TRUE(ValidatePostgresUri("postgresql://u:pw@db.example:5432/jobs?sslmode=require",
+                                  "job_store")
+                  .ok());
+  EXPECT_TRUE(ValidatePostgresUri("postgres://db.example/jobs", "job_store").ok());
+  absl::Status not_pg = ValidatePostgresUri("mysql://db/x", "job_store");
+  EXPECT_TRUE(absl::IsInvalidArgument(not_pg));
+  EXPECT_EQ(not_pg.message().rfind("job_store: ", 0), 0u) << not_pg;
+  absl::Status bad_param =
+      ValidatePostgresUri("postgresql://u:hunter2@db/x?no_such_option=1", "job_store");
+  EXPECT_TRUE(absl::IsInvalidArgument(bad_param));
+  EXPECT_NE(bad_param.message().find("no_such_option"), std::string::npos) << bad_param;
+  EXPECT_EQ(bad_param.message().find("hunter2"), std::string::npos) << bad_param;
+  absl::Status bad_escape = ValidatePostgresUri("postgresql://u:hun%zzter2@db/x", "job_store");
+  EXPECT_TRUE(absl::IsInvalidArgument(bad_escape));
+  EXPECT_EQ(bad_escape.message().find("hun%zzter2"), std::string::npos) << bad_escape;
+
+  EXPECT_EQ(RedactPostgresUri("postgresql://u:pw@db.example:5432/jobs?sslmode=require"),
+            "postgresql://u@db.example:5432/jobs");
+  EXPECT_EQ(RedactPostgresUri("postgresql://db.example/jobs"), "postgresql://db.example/jobs");
+  EXPECT_EQ(RedactPostgresUri("postgresql://u:pw@db/x?password=other"), "postgresql://u@db/x");
+  EXPECT_EQ(RedactPostgresUri("sqlite"), "postgresql://(unparsable)");
 }
 
 }  // namespace

@@ -1,0 +1,772 @@
+#include "server/store/postgres_backend.h"
+
+#include <libpq-fe.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
+#include "server/base/log.h"
+#include "server/common/status_macros.h"
+
+namespace freezetune::store {
+namespace {
+
+constexpr int kSchemaVersion = 1;
+
+// pg_advisory_lock key held while migrating ("ftstore" + version slot 1).
+constexpr int64_t kMigrationLockKey = 0x6674'7374'6f72'6501;
+
+// Version 1: the unified store (as SQLite's version 2). Ids and tenants
+// compare bytewise (COLLATE "C"), as SQLite does.
+constexpr const char* kSchemaV1 = R"sql(
+CREATE TABLE jobs(
+  id TEXT COLLATE "C" PRIMARY KEY,
+  tenant TEXT COLLATE "C" NOT NULL,
+  client_request_id TEXT COLLATE "C",    -- NULL when the client gave none
+  state INTEGER NOT NULL,
+  create_time BIGINT NOT NULL,           -- microseconds since the epoch
+  last_sequence BIGINT NOT NULL DEFAULT 0,
+  spec BYTEA NOT NULL,                   -- serialized freezetune.v1.FineTuneJob
+  record BYTEA NOT NULL,                 -- serialized freezetune.v1.Job
+  UNIQUE(tenant, client_request_id));
+CREATE INDEX jobs_by_create_time ON jobs(create_time DESC, id DESC);
+CREATE TABLE sweeps(
+  id TEXT COLLATE "C" PRIMARY KEY,
+  tenant TEXT COLLATE "C" NOT NULL,
+  client_request_id TEXT COLLATE "C",
+  state INTEGER NOT NULL,
+  create_time BIGINT NOT NULL,
+  last_sequence BIGINT NOT NULL DEFAULT 0,
+  spec BYTEA NOT NULL,                   -- serialized freezetune.v1.SweepSpec
+  record BYTEA NOT NULL,                 -- serialized freezetune.v1.Sweep
+  UNIQUE(tenant, client_request_id));
+CREATE INDEX sweeps_by_create_time ON sweeps(create_time DESC, id DESC);
+CREATE TABLE events(
+  kind SMALLINT NOT NULL,                -- 1 job, 2 sweep
+  resource_id TEXT COLLATE "C" NOT NULL,
+  sequence BIGINT NOT NULL,
+  event BYTEA NOT NULL,                  -- serialized JobEvent / SweepEvent
+  PRIMARY KEY(kind, resource_id, sequence));
+)sql";
+
+const char* Table(Kind kind) { return kind == Kind::kJob ? "jobs" : "sweeps"; }
+const char* Noun(Kind kind) { return kind == Kind::kJob ? "job " : "sweep "; }
+
+// The columns every row query selects, in Row order.
+constexpr char kRowColumns[] =
+    "id, tenant, client_request_id, state, create_time, last_sequence, spec, record";
+
+// Statement names, prefixed with the table for per-kind ones.
+enum class Stmt {
+  kInsert,
+  kFind,
+  kGet,
+  kUpdate,
+  kBump,
+  kList,
+  kInStates,
+  kCount,
+};
+
+struct StatementText {
+  Stmt stmt;
+  const char* name;
+  const char* sql;  // {T}: the table, {C}: kRowColumns
+};
+
+constexpr StatementText kPerKind[] = {
+    {Stmt::kInsert, "insert",
+     "INSERT INTO {T}({C}) VALUES($1, $2, $3, $4::integer, $5::bigint, 1, $6, $7) "
+     "ON CONFLICT (tenant, client_request_id) DO NOTHING"},
+    {Stmt::kFind, "find", "SELECT id FROM {T} WHERE tenant = $1 AND client_request_id = $2"},
+    {Stmt::kGet, "get", "SELECT {C} FROM {T} WHERE id = $1"},
+    {Stmt::kUpdate, "update", "UPDATE {T} SET state = $2::integer, record = $3 WHERE id = $1"},
+    {Stmt::kBump, "bump",
+     "UPDATE {T} SET last_sequence = last_sequence + 1 WHERE id = $1 RETURNING last_sequence"},
+    {Stmt::kList, "list",
+     "SELECT {C} FROM {T} "
+     "WHERE ($1::bigint = 0 OR ((1::bigint << state) & $1::bigint) <> 0) "
+     "AND ($2::text IS NULL OR tenant = $2::text) "
+     "AND ($3::bigint IS NULL OR create_time < $3::bigint "
+     "     OR (create_time = $3::bigint AND id < $4::text)) "
+     "ORDER BY create_time DESC, id DESC LIMIT $5::integer"},
+    {Stmt::kInStates, "in_states",
+     "SELECT {C} FROM {T} WHERE ((1::bigint << state) & $1::bigint) <> 0 "
+     "ORDER BY create_time ASC, id ASC"},
+    {Stmt::kCount, "count", "SELECT state, COUNT(*) FROM {T} GROUP BY state"},
+};
+
+constexpr char kInsertEvent[] = "insert_event";
+constexpr char kInsertEventSql[] =
+    "INSERT INTO events(kind, resource_id, sequence, event) VALUES($1::smallint, $2, $3::bigint, $4)";
+constexpr char kReadEvents[] = "read_events";
+constexpr char kReadEventsSql[] =
+    "SELECT sequence, event FROM events WHERE kind = $1::smallint AND resource_id = $2 "
+    "AND sequence > $3::bigint ORDER BY sequence ASC LIMIT $4::bigint";
+
+std::string StatementName(Kind kind, Stmt stmt) {
+  for (const StatementText& s : kPerKind) {
+    if (s.stmt == stmt) return absl::StrCat(Table(kind), "_", s.name);
+  }
+  return "";
+}
+
+struct ResultDeleter {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using Result = std::unique_ptr<PGresult, ResultDeleter>;
+
+std::string Trimmed(const char* message) {
+  return std::string(absl::StripTrailingAsciiWhitespace(message != nullptr ? message : ""));
+}
+
+// A status for a failed call on `conn` (`result` may be null).
+absl::Status PgError(PGconn* conn, const PGresult* result, absl::string_view what) {
+  const char* sqlstate = result != nullptr ? PQresultErrorField(result, PG_DIAG_SQLSTATE) : nullptr;
+  const std::string state = sqlstate != nullptr ? sqlstate : "";
+  std::string message = result != nullptr ? Trimmed(PQresultErrorMessage(result)) : "";
+  if (message.empty()) message = Trimmed(PQerrorMessage(conn));
+  const std::string text = absl::StrCat("job store: ", what, ": ", message);
+  // Class 08: connection exceptions; 57P01-03: the server is shutting down
+  // or starting.
+  if (PQstatus(conn) == CONNECTION_BAD || absl::StartsWith(state, "08") ||
+      absl::StartsWith(state, "57P")) {
+    return absl::UnavailableError(text);
+  }
+  if (state == "40001" || state == "40P01") return absl::AbortedError(text);
+  return absl::InternalError(text);
+}
+
+// Statement parameters. Integers travel as text, bytes (BYTEA) as binary;
+// text must hold no NUL byte (PostgreSQL text cannot), which is refused
+// rather than silently truncated.
+class Params {
+ public:
+  Params& Text(const std::string& text) {
+    if (text.find('\0') != std::string::npos) {
+      error_ = absl::InvalidArgumentError("job store: text contains a NUL byte");
+    }
+    return Add(text.data(), static_cast<int>(text.size()), 0);
+  }
+  Params& OptionalText(const std::string& text) { return text.empty() ? Null() : Text(text); }
+  Params& Int(int64_t value) {
+    const std::string& s = storage_.emplace_back(absl::StrCat(value));
+    return Add(s.data(), static_cast<int>(s.size()), 0);
+  }
+  Params& Bytes(const std::string& bytes) {
+    return Add(bytes.data(), static_cast<int>(bytes.size()), 1);
+  }
+  Params& Null() { return Add(nullptr, 0, 0); }
+
+  const absl::Status& error() const { return error_; }
+  int size() const { return static_cast<int>(values_.size()); }
+  const char* const* values() const { return values_.data(); }
+  const int* lengths() const { return lengths_.data(); }
+  const int* formats() const { return formats_.data(); }
+
+ private:
+  Params& Add(const char* data, int length, int format) {
+    values_.push_back(data);
+    lengths_.push_back(length);
+    formats_.push_back(format);
+    return *this;
+  }
+
+  absl::Status error_;
+  std::deque<std::string> storage_;  // stable addresses for Int()'s text
+  std::vector<const char*> values_;
+  std::vector<int> lengths_;
+  std::vector<int> formats_;
+};
+
+// Binary-format result cells.
+int64_t CellInt(const PGresult* r, int row, int column) {
+  const auto* p = reinterpret_cast<const unsigned char*>(PQgetvalue(r, row, column));
+  const int length = PQgetlength(r, row, column);
+  uint64_t v = 0;
+  for (int i = 0; i < length; ++i) v = (v << 8) | p[i];
+  switch (length) {
+    case 2: return static_cast<int16_t>(v);
+    case 4: return static_cast<int32_t>(v);
+    default: return static_cast<int64_t>(v);
+  }
+}
+
+std::string CellBytes(const PGresult* r, int row, int column) {
+  return std::string(PQgetvalue(r, row, column), static_cast<size_t>(PQgetlength(r, row, column)));
+}
+
+Row ReadRow(const PGresult* r, int i) {
+  Row row;
+  row.id = CellBytes(r, i, 0);
+  row.tenant = CellBytes(r, i, 1);
+  row.client_request_id = CellBytes(r, i, 2);  // NULL reads as empty
+  row.state = static_cast<int>(CellInt(r, i, 3));
+  row.create_micros = CellInt(r, i, 4);
+  row.last_sequence = CellInt(r, i, 5);
+  row.spec = CellBytes(r, i, 6);
+  row.record = CellBytes(r, i, 7);
+  return row;
+}
+
+// One connection and whether this backend's statements are prepared on it.
+struct Conn {
+  PGconn* pg = nullptr;
+  bool prepared = false;
+};
+
+class PostgresBackend;
+
+// Whether an idle pooled connection is still usable. An idle connection has
+// nothing to read unless the server closed it (a restart, an administrator's
+// pg_terminate_backend, idle timeouts): a non-blocking peek sees EOF, or the
+// server's FATAL message, before any statement is wasted on it.
+bool StillOpen(PGconn* pg) {
+  if (PQstatus(pg) != CONNECTION_OK) return false;
+  const int fd = PQsocket(pg);
+  if (fd < 0) return false;
+  char byte;
+  const ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+// A connection borrowed from the pool for one call; given back on scope exit
+// (or closed, when it broke).
+class Lease {
+ public:
+  Lease(PostgresBackend* owner, Conn conn) : owner_(owner), conn_(conn) {}
+  ~Lease();
+  Lease(Lease&& other) noexcept
+      : owner_(other.owner_), conn_(other.conn_), discard_(other.discard_) {
+    other.owner_ = nullptr;
+  }
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+
+  PGconn* pg() const { return conn_.pg; }
+  bool prepared() const { return conn_.prepared; }
+  void set_prepared() { conn_.prepared = true; }
+  // Closes the connection instead of pooling it.
+  void Discard() { discard_ = true; }
+  // SQLSTATE of the last failed statement ("" if none failed).
+  const std::string& last_sqlstate() const { return last_sqlstate_; }
+
+  // Runs a prepared statement; binary results. OK statuses only for
+  // PGRES_COMMAND_OK / PGRES_TUPLES_OK.
+  absl::StatusOr<Result> Run(const std::string& name, const Params& params, const char* what) {
+    FT_RETURN_IF_ERROR(params.error());
+    Result r(PQexecPrepared(conn_.pg, name.c_str(), params.size(), params.values(),
+                            params.lengths(), params.formats(), 1));
+    return Check(std::move(r), what);
+  }
+  // Runs SQL with no parameters (transaction control, DDL).
+  absl::Status Exec(const char* sql, const char* what) {
+    return Check(Result(PQexec(conn_.pg, sql)), what).status();
+  }
+  // Runs SQL with parameters, unprepared (migrations); binary results.
+  absl::StatusOr<Result> ExecParams(const char* sql, const Params& params, const char* what) {
+    FT_RETURN_IF_ERROR(params.error());
+    Result r(PQexecParams(conn_.pg, sql, params.size(), nullptr, params.values(), params.lengths(),
+                          params.formats(), 1));
+    return Check(std::move(r), what);
+  }
+
+  // BEGIN; and ROLLBACK unless Commit() ran, when the transaction ends.
+  absl::Status Begin() {
+    FT_RETURN_IF_ERROR(Exec("BEGIN", "begin"));
+    in_transaction_ = true;
+    return absl::OkStatus();
+  }
+  absl::Status Commit() {
+    in_transaction_ = false;
+    return Exec("COMMIT", "commit");
+  }
+  void Rollback() {
+    if (!in_transaction_) return;
+    in_transaction_ = false;
+    Result r(PQexec(conn_.pg, "ROLLBACK"));
+  }
+
+ private:
+  absl::StatusOr<Result> Check(Result r, const char* what) {
+    const ExecStatusType status = r != nullptr ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+    if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return r;
+    const char* sqlstate = r != nullptr ? PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) : nullptr;
+    last_sqlstate_ = sqlstate != nullptr ? sqlstate : "";
+    return PgError(conn_.pg, r.get(), what);
+  }
+
+  PostgresBackend* owner_;
+  Conn conn_;
+  bool discard_ = false;
+  bool in_transaction_ = false;
+  std::string last_sqlstate_;
+};
+
+class PostgresBackend final : public Backend {
+ public:
+  explicit PostgresBackend(PostgresOptions options) : options_(std::move(options)) {}
+  ~PostgresBackend() override {
+    absl::MutexLock lock(&mu_);
+    for (Conn& c : idle_) PQfinish(c.pg);
+    idle_.clear();
+  }
+
+  absl::Status Init();
+
+  absl::StatusOr<CreateOutcome> Create(const std::vector<NewRow>& rows) override;
+  absl::StatusOr<std::optional<Row>> Get(Kind kind, const std::string& id) override;
+  absl::StatusOr<std::string> FindByRequestId(Kind kind, const std::string& tenant,
+                                              const std::string& request_id) override;
+  absl::StatusOr<std::vector<Row>> List(Kind kind, const RowQuery& query) override;
+  absl::StatusOr<std::vector<Row>> InStates(Kind kind, int64_t state_mask) override;
+  absl::StatusOr<std::map<int, int64_t>> CountByState(Kind kind) override;
+  absl::Status Update(Kind kind, const Row& row) override;
+  absl::StatusOr<int64_t> Append(Kind kind, const std::string& id,
+                                 absl::FunctionRef<std::string(int64_t)> event,
+                                 const Row* updated) override;
+  absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> ReadEvents(
+      Kind kind, const std::string& id, int64_t after, int limit) override;
+
+  // Pool: a connection for one call, opened (and prepared) on demand.
+  absl::StatusOr<Lease> Acquire(bool prepare = true);
+  void Release(Conn conn, bool discard);
+
+ private:
+  bool CanAcquire() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !idle_.empty() || open_ < options_.pool_size;
+  }
+  absl::StatusOr<PGconn*> Connect();
+  absl::Status PrepareAll(PGconn* pg);
+  absl::Status Migrate();
+  absl::Status UpdateWith(Lease& lease, Kind kind, const Row& row);
+  absl::StatusOr<std::vector<Row>> Rows(Lease& lease, const std::string& name,
+                                        const Params& params, const char* what);
+
+  const PostgresOptions options_;
+  absl::Mutex mu_;
+  std::vector<Conn> idle_ ABSL_GUARDED_BY(mu_);
+  // Connections open, idle or leased.
+  int open_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+Lease::~Lease() {
+  if (owner_ == nullptr) return;
+  Rollback();
+  owner_->Release(conn_, discard_);
+}
+
+absl::StatusOr<PGconn*> PostgresBackend::Connect() {
+  // Defaults first: keywords in the URI (expanded from dbname) override them.
+  const std::string timeout = absl::StrCat(options_.connect_timeout_s);
+  const char* keys[] = {"connect_timeout", "application_name", "dbname", nullptr};
+  const char* values[] = {timeout.c_str(), "freezetune-server", options_.uri.c_str(), nullptr};
+  PGconn* pg = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
+  if (pg == nullptr) return absl::ResourceExhaustedError("job store: libpq is out of memory");
+  if (PQstatus(pg) != CONNECTION_OK) {
+    absl::Status status = absl::UnavailableError(
+        absl::StrCat("job store: cannot connect to ", RedactPostgresUri(options_.uri), ": ",
+                     Trimmed(PQerrorMessage(pg))));
+    PQfinish(pg);
+    return status;
+  }
+  // NOTICEs ("relation ... already exists, skipping") are not errors and
+  // would otherwise go to stderr unformatted.
+  PQsetNoticeProcessor(pg, [](void*, const char*) {}, nullptr);
+  return pg;
+}
+
+absl::Status PostgresBackend::PrepareAll(PGconn* pg) {
+  auto prepare = [pg](const std::string& name, const std::string& sql) -> absl::Status {
+    Result r(PQprepare(pg, name.c_str(), sql.c_str(), 0, nullptr));
+    if (r == nullptr || PQresultStatus(r.get()) != PGRES_COMMAND_OK) {
+      return PgError(pg, r.get(), absl::StrCat("prepare ", name));
+    }
+    return absl::OkStatus();
+  };
+  for (Kind kind : {Kind::kJob, Kind::kSweep}) {
+    for (const StatementText& s : kPerKind) {
+      FT_RETURN_IF_ERROR(prepare(
+          StatementName(kind, s.stmt),
+          absl::StrReplaceAll(s.sql, {{"{T}", Table(kind)}, {"{C}", kRowColumns}})));
+    }
+  }
+  FT_RETURN_IF_ERROR(prepare(kInsertEvent, kInsertEventSql));
+  return prepare(kReadEvents, kReadEventsSql);
+}
+
+absl::StatusOr<Lease> PostgresBackend::Acquire(bool prepare) {
+  Conn conn;
+  {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(this, &PostgresBackend::CanAcquire));
+    if (!idle_.empty()) {
+      conn = idle_.back();
+      idle_.pop_back();
+    } else {
+      ++open_;
+    }
+  }
+  if (conn.pg != nullptr && !StillOpen(conn.pg)) {
+    PQfinish(conn.pg);
+    conn = Conn{};
+  }
+  if (conn.pg == nullptr) {
+    absl::StatusOr<PGconn*> pg = Connect();
+    if (!pg.ok()) {
+      absl::MutexLock lock(&mu_);
+      --open_;
+      return pg.status();
+    }
+    conn.pg = *pg;
+  }
+  Lease lease(this, conn);
+  if (prepare && !lease.prepared()) {
+    if (absl::Status s = PrepareAll(lease.pg()); !s.ok()) {
+      lease.Discard();  // some statements may exist on it: start afresh
+      return s;
+    }
+    lease.set_prepared();
+  }
+  return lease;
+}
+
+void PostgresBackend::Release(Conn conn, bool discard) {
+  // A broken connection, or one left inside a transaction, is closed; the
+  // next call opens a fresh one.
+  if (discard || PQstatus(conn.pg) != CONNECTION_OK ||
+      PQtransactionStatus(conn.pg) != PQTRANS_IDLE) {
+    PQfinish(conn.pg);
+    absl::MutexLock lock(&mu_);
+    --open_;
+    return;
+  }
+  absl::MutexLock lock(&mu_);
+  idle_.push_back(conn);
+}
+
+absl::Status PostgresBackend::Migrate() {
+  FT_ASSIGN_OR_RETURN(Lease lease, Acquire(/*prepare=*/false));
+  // Session-level: held across the per-version transactions below, released
+  // at the end (or by the server if this connection dies).
+  FT_RETURN_IF_ERROR(lease.ExecParams("SELECT pg_advisory_lock($1::bigint)",
+                                      Params().Int(kMigrationLockKey), "schema lock")
+                         .status());
+  auto migrate = [&]() -> absl::Status {
+    FT_RETURN_IF_ERROR(lease.Exec(
+        "CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)", "schema version"));
+    FT_ASSIGN_OR_RETURN(Result r, lease.ExecParams("SELECT version FROM schema_version",
+                                                   Params(), "schema version"));
+    int version = 0;
+    if (PQntuples(r.get()) == 0) {
+      FT_RETURN_IF_ERROR(
+          lease.Exec("INSERT INTO schema_version(version) VALUES(0)", "schema version"));
+    } else {
+      version = static_cast<int>(CellInt(r.get(), 0, 0));
+    }
+    const int initial = version;
+    if (version > kSchemaVersion) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job store: ", RedactPostgresUri(options_.uri), " has schema version ", version,
+          ", newer than this server's (", kSchemaVersion, "); run a newer freezetune-server"));
+    }
+    while (version < kSchemaVersion) {
+      const int next = version + 1;
+      const char* sql = kSchemaV1;  // one entry per version, in order
+      absl::Status status = lease.Begin();
+      if (status.ok()) status = lease.Exec(sql, "migrate");
+      if (status.ok()) {
+        status = lease.ExecParams("UPDATE schema_version SET version = $1::integer",
+                                  Params().Int(next), "schema version")
+                     .status();
+      }
+      if (status.ok()) status = lease.Commit();
+      if (!status.ok()) {
+        lease.Rollback();
+        return absl::Status(status.code(),
+                            absl::StrCat("job store: migrating ", RedactPostgresUri(options_.uri),
+                                         " to schema version ", next, ": ", status.message()));
+      }
+      version = next;
+    }
+    if (version != initial) {
+      base::Log(base::LogLevel::kInfo,
+                initial == 0 ? "store schema created" : "store schema migrated", {},
+                {{"store", RedactPostgresUri(options_.uri)},
+                 {"schema_version", absl::StrCat(initial, " -> ", version)}});
+    }
+    return absl::OkStatus();
+  };
+  absl::Status status = migrate();
+  absl::Status unlocked = lease.ExecParams("SELECT pg_advisory_unlock($1::bigint)",
+                                           Params().Int(kMigrationLockKey), "schema unlock")
+                              .status();
+  return status.ok() ? unlocked : status;
+}
+
+absl::Status PostgresBackend::Init() {
+  if (options_.pool_size < 1) {
+    return absl::InvalidArgumentError("job store: pool_size must be at least 1");
+  }
+  FT_RETURN_IF_ERROR(Migrate());
+  // Proves the statements prepare against the migrated schema now, not at
+  // the first request.
+  return Acquire().status();
+}
+
+absl::StatusOr<std::vector<Row>> PostgresBackend::Rows(Lease& lease, const std::string& name,
+                                                       const Params& params, const char* what) {
+  FT_ASSIGN_OR_RETURN(Result r, lease.Run(name, params, what));
+  std::vector<Row> rows;
+  rows.reserve(PQntuples(r.get()));
+  for (int i = 0; i < PQntuples(r.get()); ++i) rows.push_back(ReadRow(r.get(), i));
+  return rows;
+}
+
+absl::StatusOr<Backend::CreateOutcome> PostgresBackend::Create(const std::vector<NewRow>& rows) {
+  if (rows.empty()) return absl::InvalidArgumentError("job store: nothing to create");
+  FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
+  FT_RETURN_IF_ERROR(lease.Begin());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const NewRow& r = rows[i];
+    Params insert;
+    insert.Text(r.row.id)
+        .Text(r.row.tenant)
+        .OptionalText(r.row.client_request_id)
+        .Int(r.row.state)
+        .Int(r.row.create_micros)
+        .Bytes(r.row.spec)
+        .Bytes(r.row.record);
+    absl::StatusOr<Result> inserted = lease.Run(StatementName(r.kind, Stmt::kInsert), insert, "insert");
+    if (!inserted.ok()) {
+      // unique_violation: ON CONFLICT covers (tenant, client_request_id), so
+      // this is the primary key: the id is taken.
+      if (lease.last_sqlstate() == "23505") {
+        return absl::AlreadyExistsError(absl::StrCat(Noun(r.kind), r.row.id, " already exists"));
+      }
+      return inserted.status();
+    }
+    if (std::strcmp(PQcmdTuples(inserted->get()), "0") == 0) {
+      // ON CONFLICT: (tenant, client_request_id) is taken, possibly by a
+      // transaction that committed while this one waited. Nothing is kept.
+      lease.Rollback();
+      if (i != 0) {
+        return absl::AlreadyExistsError(absl::StrCat(
+            Noun(r.kind), r.row.id, ": client_request_id already used"));
+      }
+      FT_ASSIGN_OR_RETURN(Result found,
+                          lease.Run(StatementName(r.kind, Stmt::kFind),
+                                    Params().Text(r.row.tenant).Text(r.row.client_request_id),
+                                    "find by client_request_id"));
+      if (PQntuples(found.get()) == 0) {
+        return absl::AbortedError("job store: client_request_id conflict with a vanished row");
+      }
+      return CreateOutcome{false, CellBytes(found.get(), 0, 0)};
+    }
+    FT_RETURN_IF_ERROR(lease
+                           .Run(kInsertEvent,
+                                Params()
+                                    .Int(static_cast<int>(r.kind))
+                                    .Text(r.row.id)
+                                    .Int(1)
+                                    .Bytes(r.first_event),
+                                "insert event")
+                           .status());
+  }
+  FT_RETURN_IF_ERROR(lease.Commit());
+  return CreateOutcome{true, ""};
+}
+
+absl::StatusOr<std::optional<Row>> PostgresBackend::Get(Kind kind, const std::string& id) {
+  FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
+  FT_ASSIGN_OR_RETURN(std::vector<Row> rows,
+                      Rows(lease, StatementName(kind, Stmt::kGet), Params().Text(id), "get"));
+  if (rows.empty()) return std::optional<Row>();
+  return std::optional<Row>(std::move(rows.front()));
+}
+
+absl::StatusOr<std::string> PostgresBackend::FindByRequestId(Kind kind, const std::string& tenant,
+                                                             const std::string& request_id) {
+  FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
+  FT_ASSIGN_OR_RETURN(Result r, lease.Run(StatementName(kind, Stmt::kFind),
+                                          Params().Text(tenant).Text(request_id),
+                                          "find by client_request_id"));
+  if (PQntuples(r.get()) == 0) return std::string();
+  return CellBytes(r.get(), 0, 0);
+}
+
+absl::StatusOr<std::vector<Row>> PostgresBackend::List(Kind kind, const RowQuery& query) {
+  Params params;
+  params.Int(query.state_mask);
+  if (query.tenant.has_value()) {
+    params.Text(*query.tenant);
+  } else {
+    params.Null();
+  }
+  if (query.after.has_value()) {
+    params.Int(query.after->first).Text(query.after->second);
+  } else {
+    params.Null().Null();
+  }
+  params.Int(query.limit);
+  FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
+  return Rows(lease, StatementName(kind, Stmt::kList), params, "list");
+}
+
+absl::StatusOr<std::vector<Row>> PostgresBackend::InStates(Kind kind, int64_t state_mask) {
+  FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
+  return Rows(lease, StatementName(kind, Stmt::kInStates), Params().Int(state_mask),
+              "rows in states");
+}
+
+absl::StatusOr<std::map<int, int64_t>> PostgresBackend::CountByState(Kind kind) {
+  FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
+  FT_ASSIGN_OR_RETURN(Result r,
+                      lease.Run(StatementName(kind, Stmt::kCount), Params(), "count by state"));
+  std::map<int, int64_t> counts;
+  for (int i = 0; i < PQntuples(r.get()); ++i) {
+    counts[static_cast<int>(CellInt(r.get(), i, 0))] = CellInt(r.get(), i, 1);
+  }
+  return counts;
+}
+
+absl::Status PostgresBackend::UpdateWith(Lease& lease, Kind kind, const Row& row) {
+  FT_ASSIGN_OR_RETURN(Result r, lease.Run(StatementName(kind, Stmt::kUpdate),
+                                          Params().Text(row.id).Int(row.state).Bytes(row.record),
+                                          "update"));
+  if (std::strcmp(PQcmdTuples(r.get()), "0") == 0) {
+    return absl::NotFoundError(absl::StrCat(Noun(kind), row.id, " not found"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PostgresBackend::Update(Kind kind, const Row& row) {
+  FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
+  return UpdateWith(lease, kind, row);
+}
+
+absl::StatusOr<int64_t> PostgresBackend::Append(Kind kind, const std::string& id,
+                                                absl::FunctionRef<std::string(int64_t)> event,
+                                                const Row* updated) {
+  FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
+  FT_RETURN_IF_ERROR(lease.Begin());
+  // The row lock taken here orders concurrent appenders until the commit.
+  FT_ASSIGN_OR_RETURN(Result bumped, lease.Run(StatementName(kind, Stmt::kBump),
+                                               Params().Text(id), "bump sequence"));
+  if (PQntuples(bumped.get()) == 0) {
+    return absl::NotFoundError(absl::StrCat(Noun(kind), id, " not found"));
+  }
+  const int64_t sequence = CellInt(bumped.get(), 0, 0);
+  FT_RETURN_IF_ERROR(
+      lease
+          .Run(kInsertEvent,
+               Params().Int(static_cast<int>(kind)).Text(id).Int(sequence).Bytes(event(sequence)),
+               "insert event")
+          .status());
+  if (updated != nullptr) FT_RETURN_IF_ERROR(UpdateWith(lease, kind, *updated));
+  FT_RETURN_IF_ERROR(lease.Commit());
+  return sequence;
+}
+
+absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> PostgresBackend::ReadEvents(
+    Kind kind, const std::string& id, int64_t after, int limit) {
+  Params params;
+  params.Int(static_cast<int>(kind)).Text(id).Int(after);
+  if (limit > 0) {
+    params.Int(limit);
+  } else {
+    params.Null();  // LIMIT NULL: all
+  }
+  FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
+  FT_ASSIGN_OR_RETURN(Result r, lease.Run(kReadEvents, params, "read events"));
+  std::vector<std::pair<int64_t, std::string>> events;
+  events.reserve(PQntuples(r.get()));
+  for (int i = 0; i < PQntuples(r.get()); ++i) {
+    events.emplace_back(CellInt(r.get(), i, 0), CellBytes(r.get(), i, 1));
+  }
+  return events;
+}
+
+// The password of a URI's userinfo ("user:password@"), if any; to scrub
+// libpq messages about a URI it could not parse.
+std::string UriPassword(const std::string& uri) {
+  const size_t scheme = uri.find("://");
+  if (scheme == std::string::npos) return "";
+  const size_t start = scheme + 3;
+  const size_t end = uri.find_first_of("/?", start);
+  const std::string authority = uri.substr(start, end == std::string::npos ? end : end - start);
+  const size_t at = authority.rfind('@');
+  if (at == std::string::npos) return "";
+  const size_t colon = authority.find(':');
+  if (colon == std::string::npos || colon > at) return "";
+  return authority.substr(colon + 1, at - colon - 1);
+}
+
+}  // namespace
+
+bool IsPostgresUri(const std::string& uri) {
+  return absl::StartsWith(uri, "postgresql://") || absl::StartsWith(uri, "postgres://");
+}
+
+absl::Status ValidatePostgresUri(const std::string& uri, const std::string& field) {
+  if (!IsPostgresUri(uri)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": expected a postgresql:// URI"));
+  }
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(uri.c_str(), &error);
+  if (options == nullptr) {
+    std::string reason = Trimmed(error != nullptr ? error : "out of memory");
+    PQfreemem(error);
+    const std::string password = UriPassword(uri);
+    if (!password.empty()) reason = absl::StrReplaceAll(reason, {{password, "***"}});
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": not a valid PostgreSQL connection URI: ", reason));
+  }
+  PQconninfoFree(options);
+  return absl::OkStatus();
+}
+
+std::string RedactPostgresUri(const std::string& uri) {
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(uri.c_str(), &error);
+  PQfreemem(error);
+  if (options == nullptr || !IsPostgresUri(uri)) {
+    if (options != nullptr) PQconninfoFree(options);
+    return "postgresql://(unparsable)";
+  }
+  std::string user, host, port, dbname;
+  for (PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
+    if (o->val == nullptr) continue;
+    const absl::string_view key = o->keyword;
+    if (key == "user") user = o->val;
+    if (key == "host") host = o->val;
+    if (key == "port") port = o->val;
+    if (key == "dbname") dbname = o->val;
+  }
+  PQconninfoFree(options);
+  return absl::StrCat("postgresql://", user, user.empty() ? "" : "@", host, port.empty() ? "" : ":",
+                      port, "/", dbname);
+}
+
+int PostgresSchemaVersion() { return kSchemaVersion; }
+
+absl::StatusOr<std::unique_ptr<Backend>> OpenPostgresBackend(const PostgresOptions& options) {
+  FT_RETURN_IF_ERROR(ValidatePostgresUri(options.uri, "job store"));
+  auto backend = std::make_unique<PostgresBackend>(options);
+  FT_RETURN_IF_ERROR(backend->Init());
+  return std::unique_ptr<Backend>(std::move(backend));
+}
+
+}  // namespace freezetune::store
