@@ -45,6 +45,7 @@
 #include "server/base/log.h"
 #include "server/service/auth.h"
 #include "server/service/server.h"
+#include "server/store/postgres_backend.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
           "gRPC listen address host:port; port 0 picks a free port (see --port_file).");
@@ -57,6 +58,12 @@ ABSL_FLAG(std::string, metrics_token_file, "",
           "Empty: /metrics is open to whoever can reach --metrics_listen.");
 ABSL_FLAG(std::string, data_dir, "./var/freezetune",
           "Server state: SQLite job store, outputs/<job id>, checkpoints/<job id>. Created.");
+ABSL_FLAG(std::string, job_store, "sqlite",
+          "Where jobs, sweeps and their events live: \"sqlite\" (embedded, "
+          "<data_dir>/freezetune.db) or a libpq URI postgresql://user@host:port/db?sslmode=... "
+          "(a database replicas can share; its schema is created or migrated at start). Give "
+          "the password through PGPASSWORD or PGPASSFILE rather than in the URI, where ps "
+          "shows it; the URI is logged without its password.");
 ABSL_FLAG(std::string, data_roots, "",
           "Comma-separated directories that local model/dataset/output URIs must lie under. "
           "Default: --data_dir and the current directory.");
@@ -204,8 +211,10 @@ freezetune::base::LogFields EffectiveFlags() {
   freezetune::base::LogFields fields;
   for (const auto& [name, flag] : absl::GetAllFlags()) {
     if (!absl::EndsWith(flag->Filename(), "server/main.cc")) continue;
-    fields.emplace_back(std::string(name),
-                        IsSecretFlag(name) ? std::string("<redacted>") : flag->CurrentValue());
+    std::string value = IsSecretFlag(name) ? std::string("<redacted>") : flag->CurrentValue();
+    // A URI may carry a password.
+    if (name == "job_store" && value != "sqlite") value = freezetune::store::RedactPostgresUri(value);
+    fields.emplace_back(std::string(name), std::move(value));
   }
   std::sort(fields.begin(), fields.end());
   return fields;
@@ -320,6 +329,15 @@ int main(int argc, char** argv) {
     options.metrics.bearer_token = token;
   }
   options.jobs.data_dir = data_dir;
+  if (const std::string job_store = absl::GetFlag(FLAGS_job_store); job_store != "sqlite") {
+    // Never echo the value: it may hold a password.
+    if (!freezetune::store::IsPostgresUri(job_store)) {
+      return fail("job_store: expected \"sqlite\" or a postgresql://user@host:port/db URI");
+    }
+    absl::Status valid = freezetune::store::ValidatePostgresUri(job_store, "job_store");
+    if (!valid.ok()) return fail(std::string(valid.message()));
+    options.jobs.postgres_uri = job_store;
+  }
   options.jobs.scheduler.cpu_slots = std::max(1, absl::GetFlag(FLAGS_cpu_slots));
   options.jobs.cpu_threads = threads;
   options.jobs.scheduler.gpu_devices = gpus;

@@ -107,6 +107,7 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const JobManagerO
         "data_dir: ", options.data_dir, " is in use by another freezetune-server"));
   }
   store::StoreOptions store_options;
+  store_options.postgres_uri = options.postgres_uri;
   store_options.path = options.store_path.empty()
                            ? (std::filesystem::path(options.data_dir) / "freezetune.db").string()
                            : options.store_path;

@@ -74,6 +74,9 @@ struct JobManagerOptions {
   std::string data_dir;
   // SQLite file. Default: <data_dir>/freezetune.db.
   std::string store_path;
+  // Non-empty: jobs, sweeps and events live in this PostgreSQL database (a
+  // libpq URI, store/postgres_backend.h) instead of the SQLite file.
+  std::string postgres_uri;
   // A sweeps.db of servers before the unified store, imported into the
   // store once. Default: <data_dir>/sweeps.db (if it exists).
   std::string legacy_sweeps_path;

@@ -10,3 +10,17 @@ if(TARGET freezetune-server AND TARGET freezetune-model)
     FREEZETUNE_MODEL_BIN="$<TARGET_FILE:freezetune-model>")
   add_dependencies(store_crash_test freezetune-server freezetune-model)
 endif()
+
+# --job_store postgresql://...: a real server on a real PostgreSQL (started
+# by the test, tests/support/postgres_instance.h) trains a job; a restarted
+# server on a new data dir finds it.
+if(TARGET freezetune-server AND TARGET freezetune-model)
+  freezetune_test(store_postgres_e2e_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/integration/store_postgres_e2e_test.cc
+    DEPS freezetune_grpc gRPC::grpc++ freezetune_test_postgres
+    LABELS integration store TIMEOUT 300)
+  target_compile_definitions(store_postgres_e2e_test PRIVATE
+    FREEZETUNE_SERVER_BIN="$<TARGET_FILE:freezetune-server>"
+    FREEZETUNE_MODEL_BIN="$<TARGET_FILE:freezetune-model>")
+  add_dependencies(store_postgres_e2e_test freezetune-server freezetune-model)
+endif()
