@@ -5,7 +5,8 @@
 // idempotent create, gapless sequences under concurrent appends, atomic
 // record+event writes, paging, reopen; a sweep and its trials created in one
 // transaction (and a process killed -9 in the middle of it leaves none of
-// them); watchers notified after the commit, never after Unsubscribe.
+// them, on either backend); watchers notified after the commit, never after
+// Unsubscribe.
 // SQLite only: a data dir of the server before the unified store
 // (freezetune.db v1 + sweeps.db) opens, migrated, with nothing lost.
 // PostgreSQL only: replicas opening one database at once migrate it once
@@ -20,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <chrono>
@@ -100,24 +102,31 @@ v1::SweepEvent TableEvent(const v1::Sweep& sweep) {
 class BackendFixture {
  public:
   virtual ~BackendFixture() = default;
+  // Makes a fresh, empty store named after `name` and opens it.
   virtual std::unique_ptr<Store> OpenFresh(const std::string& name) = 0;
-  virtual std::unique_ptr<Store> Reopen() = 0;
+  // The options that open the store OpenFresh made (from any process).
+  virtual StoreOptions Options() const = 0;
+  std::unique_ptr<Store> Reopen() {
+    auto store = Store::Open(Options());
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? std::move(store).value() : nullptr;
+  }
 };
 
 class SqliteFixture final : public BackendFixture {
  public:
   std::unique_ptr<Store> OpenFresh(const std::string& name) override {
-    dir_ = fs::temp_directory_path() / ("ft_store_" + name + "_" + std::to_string(::getpid()));
+    std::string file_name = name;
+    std::replace(file_name.begin(), file_name.end(), '/', '_');
+    dir_ = fs::temp_directory_path() / ("ft_store_" + file_name + "_" + std::to_string(::getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     return Reopen();
   }
-  std::unique_ptr<Store> Reopen() override {
+  StoreOptions Options() const override {
     StoreOptions options;
     options.path = (dir_ / "freezetune.db").string();
-    auto store = Store::Open(options);
-    EXPECT_TRUE(store.ok()) << store.status();
-    return store.ok() ? std::move(store).value() : nullptr;
+    return options;
   }
   ~SqliteFixture() override {
     if (!dir_.empty()) fs::remove_all(dir_);
@@ -179,12 +188,10 @@ class PostgresFixture final : public BackendFixture {
     uri_ = pg_->Uri(PostgresEnvironment::FreshDatabase(pg_, name));
     return Reopen();
   }
-  std::unique_ptr<Store> Reopen() override {
+  StoreOptions Options() const override {
     StoreOptions options;
     options.postgres_uri = uri_;
-    auto store = Store::Open(options);
-    EXPECT_TRUE(store.ok()) << store.status();
-    return store.ok() ? std::move(store).value() : nullptr;
+    return options;
   }
 
  private:
@@ -771,16 +778,16 @@ TEST(SqliteMigrationTest, OpenFailsForUnwritablePath) {
 
 // A process killed -9 while it writes a sweep with many trials: each time,
 // either the sweep and every trial are there, or none of them.
-TEST(SqliteCrashTest, KillDuringCreateSweepLeavesAllOrNothing) {
-  fs::path dir = TempDir("crash");
-  const std::string path = (dir / "freezetune.db").string();
+using StoreCrashTest = StoreTest;
+
+TEST_P(StoreCrashTest, KillDuringCreateSweepLeavesAllOrNothing) {
+  store_.reset();
+  const StoreOptions options = fixture_->Options();
   constexpr int kTrials = 2000;
   // How long one such write takes here, so that the kills spread over it
   // whatever the machine's speed.
   absl::Duration write_time;
   {
-    StoreOptions options;
-    options.path = path;
     auto store = Store::Open(options);
     ASSERT_TRUE(store.ok()) << store.status();
     std::vector<v1::Job> trials = Trials("sweep-timed", kTrials, 999);
@@ -798,8 +805,6 @@ TEST(SqliteCrashTest, KillDuringCreateSweepLeavesAllOrNothing) {
     ASSERT_GE(child, 0);
     if (child == 0) {
       close(ready[0]);
-      StoreOptions options;
-      options.path = path;
       auto store = Store::Open(options);
       if (!store.ok()) _exit(2);
       std::vector<v1::Job> trials = Trials(sweep_id, kTrials, 1000 + round);
@@ -820,8 +825,6 @@ TEST(SqliteCrashTest, KillDuringCreateSweepLeavesAllOrNothing) {
     int status = 0;
     waitpid(child, &status, 0);
 
-    StoreOptions options;
-    options.path = path;
     auto store = Store::Open(options);
     ASSERT_TRUE(store.ok()) << store.status();
     const bool has_sweep = (*store)->GetSweep(sweep_id).ok();
@@ -838,10 +841,15 @@ TEST(SqliteCrashTest, KillDuringCreateSweepLeavesAllOrNothing) {
     }
   }
   // The invariant held whichever way each kill fell; say how they fell.
-  std::printf("one write of %d trials: %s; kills before the commit: %d, after: %d\n", kTrials,
-              absl::FormatDuration(write_time).c_str(), saw_none, saw_all);
-  fs::remove_all(dir);
+  std::printf("%s: one write of %d trials: %s; kills before the commit: %d, after: %d\n",
+              GetParam().c_str(), kTrials, absl::FormatDuration(write_time).c_str(), saw_none,
+              saw_all);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, StoreCrashTest, ::testing::Values("sqlite", "postgres"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param;
+                         });
 
 // --- PostgreSQL only ---------------------------------------------------------
 
