@@ -25,6 +25,7 @@ add_custom_target(benchmarks)
 function(freezetune_benchmarks_deps)
   foreach(_t freezetune_batching_bench freezetune_tokenizer_bench freezetune_train_bench
              freezetune_train_vs_pytorch freezetune_acceptance freezetune_s3_read_bench
+             freezetune_store_bench
              freezetune-model)
     if(TARGET ${_t})
       add_dependencies(benchmarks ${_t})
