@@ -64,6 +64,9 @@ ABSL_FLAG(std::string, job_store, "sqlite",
           "(a database replicas can share; its schema is created or migrated at start). Give "
           "the password through PGPASSWORD or PGPASSFILE rather than in the URI, where ps "
           "shows it; the URI is logged without its password.");
+ABSL_FLAG(absl::Duration, store_probe_interval, absl::Seconds(5),
+          "How often readiness checks that the job store answers: health is NOT_SERVING while "
+          "it does not (a replica cut off from its PostgreSQL leaves the Service). 0: never.");
 ABSL_FLAG(std::string, data_roots, "",
           "Comma-separated directories that local model/dataset/output URIs must lie under. "
           "Default: --data_dir and the current directory.");
@@ -367,6 +370,7 @@ int main(int argc, char** argv) {
   options.keepalive_min_ping_interval = absl::GetFlag(FLAGS_keepalive_min_ping_interval);
   options.keepalive_permit_without_calls = absl::GetFlag(FLAGS_keepalive_permit_without_calls);
   options.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
+  options.store_probe_interval = absl::GetFlag(FLAGS_store_probe_interval);
   options.service.unary_deadline = absl::GetFlag(FLAGS_unary_deadline);
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);

@@ -141,6 +141,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
         absl::StrCat("listen: cannot listen on ", options.listen_address));
   }
   server->SetServing(true);
+  if (options.store_probe_interval > absl::ZeroDuration()) {
+    Server* self = server.get();
+    server->store_probe_ = std::make_unique<store::StoreProbe>(
+        server->manager_->store(), options.store_probe_interval,
+        [self](bool reachable) { self->OnStoreReachable(reachable); });
+  }
   return server;
 }
 
@@ -154,10 +160,20 @@ void Server::SetServing(bool serving) {
   health->SetServingStatus(kServiceName, serving);
 }
 
+void Server::OnStoreReachable(bool reachable) {
+  absl::MutexLock lock(&serving_mu_);
+  if (!draining_) SetServing(reachable);
+}
+
 void Server::Shutdown(absl::Time deadline) {
   absl::MutexLock lock(&shutdown_mu_);
   if (shut_down_) return;
   shut_down_ = true;
+  {
+    absl::MutexLock serving(&serving_mu_);
+    draining_ = true;
+  }
+  store_probe_.reset();
   SetServing(false);
   if (sweeps_ != nullptr) sweeps_->Shutdown();
   if (manager_ != nullptr) manager_->Shutdown();

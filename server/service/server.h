@@ -6,7 +6,9 @@
 // design asks: health NOT_SERVING, no new jobs and running ones stopped
 // (they go back to QUEUED for the next start), then the gRPC server's
 // Shutdown(deadline), which waits for in-flight RPCs until the deadline and
-// cancels the rest (open WatchJob streams end CANCELLED).
+// cancels the rest (open WatchJob streams end CANCELLED). Until then, health
+// also follows whether the job store can be reached (a replica cut off from
+// its PostgreSQL is NOT_SERVING until it is back).
 //
 // Thread safety: port()/metrics_port()/job_manager() are safe anywhere;
 // Shutdown() may be called from any one thread, once or more.
@@ -23,6 +25,7 @@
 #include "server/jobs/job_manager.h"
 #include "server/metrics/metrics.h"
 #include "server/service/finetune_service.h"
+#include "server/store/store_probe.h"
 
 namespace freezetune::service {
 
@@ -55,6 +58,9 @@ struct ServerOptions {
   // How often the server pings idle connections to find dead clients
   // (and half-open WatchJob streams); 0: gRPC's default (2 hours).
   absl::Duration keepalive_time = absl::Minutes(5);
+  // How often readiness checks the job store (store/store_probe.h): health
+  // is NOT_SERVING while the store cannot be reached. 0: never checked.
+  absl::Duration store_probe_interval = absl::Seconds(5);
 };
 
 class Server {
@@ -74,6 +80,8 @@ class Server {
 
   // Health status of "" and "freezetune.v1.FineTuneService".
   void SetServing(bool serving);
+  // The store probe's report; ignored once draining.
+  void OnStoreReachable(bool reachable);
 
   void Shutdown(absl::Time deadline);
 
@@ -86,9 +94,15 @@ class Server {
   std::unique_ptr<sweeps::SweepManager> sweeps_;
   std::unique_ptr<FineTuneServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
+  // Declared after manager_ (it pings manager_'s store): destroyed first.
+  std::unique_ptr<store::StoreProbe> store_probe_;
   int port_ = 0;
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
+  // Set when draining starts: the store probe no longer changes health.
+  // Not shutdown_mu_: Shutdown() joins the probe while holding that.
+  absl::Mutex serving_mu_;
+  bool draining_ ABSL_GUARDED_BY(serving_mu_) = false;
 };
 
 }  // namespace freezetune::service

@@ -124,6 +124,10 @@ class Backend {
   // (sequence, bytes). Empty for an unknown resource.
   virtual absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> ReadEvents(
       Kind kind, const std::string& id, int64_t after, int limit) = 0;
+
+  // OK when the engine answers now (one round trip for a server reached over
+  // the network). An embedded engine has nothing to reach: OK.
+  virtual absl::Status Ping() { return absl::OkStatus(); }
 };
 
 }  // namespace freezetune::store

@@ -338,6 +338,7 @@ class PostgresBackend final : public Backend {
                                  const Row* updated) override;
   absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> ReadEvents(
       Kind kind, const std::string& id, int64_t after, int limit) override;
+  absl::Status Ping() override;
 
   // Pool: a connection for one call, opened (and prepared) on demand.
   absl::StatusOr<Lease> Acquire(bool prepare = true);
@@ -696,6 +697,11 @@ absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> PostgresBackend::Re
     events.emplace_back(CellInt(r.get(), i, 0), CellBytes(r.get(), i, 1));
   }
   return events;
+}
+
+absl::Status PostgresBackend::Ping() {
+  FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
+  return lease.Exec("SELECT 1", "ping");
 }
 
 // The password of a URI's userinfo ("user:password@"), if any; to scrub

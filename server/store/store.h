@@ -175,6 +175,9 @@ class Store {
   absl::StatusOr<std::vector<v1::SweepEvent>> ReadSweepEvents(const std::string& sweep_id,
                                                               int64_t after_sequence, int limit);
 
+  // OK when the backend answers now (backend.h Ping; SQLite: always).
+  absl::Status Ping() { return backend_->Ping(); }
+
   // --- Watching -----------------------------------------------------------
 
   using SubscriptionId = SubscriberHub::SubscriptionId;

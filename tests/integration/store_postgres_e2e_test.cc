@@ -3,8 +3,9 @@
 // (tests/support/postgres_instance.h); a new server process, on a NEW data
 // dir (so nothing can come from a local SQLite file), finds the job, replays
 // the same events and answers a retried submit with the same job; the
-// password in the URI appears in no log line. Bad --job_store values fail
-// at start with a message naming the flag.
+// password in the URI appears in no log line. Health is NOT_SERVING while the
+// database refuses the server, SERVING again after. Bad --job_store values
+// fail at start with a message naming the flag.
 #include <unistd.h>
 
 #include <chrono>
@@ -12,6 +13,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -160,6 +162,41 @@ TEST_F(StorePostgresE2eTest, JobSucceedsAndARestartedServerFindsIt) {
   const std::string logs = first.Logs() + second.Logs();
   EXPECT_NE(logs.find("job_store: postgresql://freezetune@127.0.0.1:"), std::string::npos) << logs;
   EXPECT_EQ(logs.find(kPassword), std::string::npos) << logs;
+}
+
+// Readiness follows the store: health is NOT_SERVING while the database
+// refuses the replica, SERVING again when it is back.
+TEST_F(StorePostgresE2eTest, HealthFollowsTheStore) {
+  ASSERT_TRUE(pg_->CreateDatabase("probe").ok());
+  fs::create_directories(*root_ + "/health");
+  ServerProcess server(FREEZETUNE_SERVER_BIN, *root_ + "/health");
+  std::vector<std::string> flags = Flags(*root_ + "/health/data");
+  flags.back() = "--job_store=" + pg_->Uri("probe");
+  flags.push_back("--store_probe_interval=100ms");
+  std::string error;
+  ASSERT_TRUE(server.Start(flags, &error)) << error;
+  auto wait_health = [&](int want) {
+    const auto deadline = std::chrono::steady_clock::now() + seconds(30);
+    int got = -1;
+    while (std::chrono::steady_clock::now() < deadline) {
+      got = testing::HealthStatus(server.Channel(), "freezetune.v1.FineTuneService");
+      if (got == want) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return got;
+  };
+  EXPECT_EQ(wait_health(1), 1);
+  ASSERT_TRUE(pg_->Query("postgres", "ALTER DATABASE probe ALLOW_CONNECTIONS false").ok());
+  ASSERT_TRUE(pg_->Query("postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                     "WHERE datname = 'probe'")
+                  .ok());
+  EXPECT_EQ(wait_health(2), 2) << server.Logs();
+  ASSERT_TRUE(pg_->Query("postgres", "ALTER DATABASE probe ALLOW_CONNECTIONS true").ok());
+  EXPECT_EQ(wait_health(1), 1) << server.Logs();
+  ASSERT_TRUE(server.Stop()) << server.Logs();
+  const std::string logs = server.Logs();
+  EXPECT_NE(logs.find("job store unreachable"), std::string::npos) << logs;
+  EXPECT_NE(logs.find("job store reachable again"), std::string::npos) << logs;
 }
 
 TEST_F(StorePostgresE2eTest, BadJobStoreFailsAtStart) {

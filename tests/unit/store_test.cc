@@ -12,7 +12,8 @@
 // PostgreSQL only: replicas opening one database at once migrate it once
 // (the advisory lock); two stores on one database (two replicas) keep
 // client_request_id idempotency and gapless sequences between them; a newer
-// schema is refused; an unreachable server is UNAVAILABLE; URIs are
+// schema is refused; the readiness probe follows the database going away
+// and coming back; an unreachable server is UNAVAILABLE; URIs are
 // validated and never logged with their password.
 #include "server/store/store.h"
 
@@ -39,6 +40,7 @@
 #include "gtest/gtest.h"
 #include "server/store/postgres_backend.h"
 #include "server/store/sqlite_backend.h"
+#include "server/store/store_probe.h"
 #include "tests/support/postgres_instance.h"
 
 namespace freezetune::store {
@@ -979,6 +981,44 @@ TEST(PostgresStoreTest, SurvivesTerminatedConnections) {
     ASSERT_TRUE(appended.ok()) << round << ": " << appended.status();
     EXPECT_EQ(appended->sequence(), 2 + round);
   }
+}
+
+// Readiness: the probe reports the database going away (it refuses new
+// connections and the pooled ones are terminated) and coming back, once
+// each.
+TEST(PostgresStoreTest, ProbeFollowsReachability) {
+  FT_POSTGRES_OR_SKIP(pg);
+  const std::string db = PostgresEnvironment::FreshDatabase(pg, "probe");
+  std::unique_ptr<Store> store = OpenPostgresStore(pg->Uri(db));
+  ASSERT_NE(store, nullptr);
+  absl::Mutex mu;
+  std::vector<bool> reports;
+  StoreProbe probe(store.get(), absl::Milliseconds(50), [&](bool reachable) {
+    absl::MutexLock lock(&mu);
+    reports.push_back(reachable);
+  });
+  auto wait_for = [&](size_t n) {
+    absl::MutexLock lock(&mu);
+    auto enough = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return reports.size() >= n; };
+    return mu.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(30));
+  };
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_TRUE(probe.reachable());
+  ASSERT_TRUE(pg->Query("postgres", absl::StrCat("ALTER DATABASE ", db, " ALLOW_CONNECTIONS false"))
+                  .ok());
+  ASSERT_TRUE(pg->Query("postgres", absl::StrCat("SELECT pg_terminate_backend(pid) FROM "
+                                                 "pg_stat_activity WHERE datname = '", db, "'"))
+                  .ok());
+  ASSERT_TRUE(wait_for(1));
+  EXPECT_FALSE(probe.reachable());
+  EXPECT_TRUE(absl::IsUnavailable(store->Ping()));
+  ASSERT_TRUE(pg->Query("postgres", absl::StrCat("ALTER DATABASE ", db, " ALLOW_CONNECTIONS true"))
+                  .ok());
+  ASSERT_TRUE(wait_for(2));
+  EXPECT_TRUE(probe.reachable());
+  absl::SleepFor(absl::Milliseconds(200));
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(reports, (std::vector<bool>{false, true}));
 }
 
 TEST(PostgresStoreTest, UnreachableServerIsUnavailableWithoutThePassword) {
