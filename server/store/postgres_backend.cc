@@ -22,10 +22,10 @@
 namespace freezetune::store {
 namespace {
 
-constexpr int kSchemaVersion = 1;
-
-// pg_advisory_lock key held while migrating ("ftstore" + version slot 1).
+// pg_advisory_lock key held while migrating ("ftstore" + 01), and the
+// transaction-level one that serializes taking output claims (+ 02).
 constexpr int64_t kMigrationLockKey = 0x6674'7374'6f72'6501;
+constexpr int64_t kClaimsLockKey = 0x6674'7374'6f72'6502;
 
 // Version 1: the unified store (as SQLite's version 2). Ids and tenants
 // compare bytewise (COLLATE "C"), as SQLite does.
@@ -59,6 +59,18 @@ CREATE TABLE events(
   event BYTEA NOT NULL,                  -- serialized JobEvent / SweepEvent
   PRIMARY KEY(kind, resource_id, sequence));
 )sql";
+
+// Version 2: output claims (as SQLite's version 3).
+constexpr const char* kSchemaV2 = R"sql(
+CREATE TABLE output_claims(
+  path TEXT COLLATE "C" PRIMARY KEY,     -- canonical output directory or s3:// key
+  owner TEXT COLLATE "C" NOT NULL,       -- job or sweep id
+  tenant TEXT COLLATE "C" NOT NULL);
+)sql";
+
+// kMigrations[v - 1] takes the schema from version v - 1 to v.
+constexpr const char* kMigrations[] = {kSchemaV1, kSchemaV2};
+constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
 const char* Table(Kind kind) { return kind == Kind::kJob ? "jobs" : "sweeps"; }
 const char* Noun(Kind kind) { return kind == Kind::kJob ? "job " : "sweep "; }
@@ -110,6 +122,21 @@ constexpr StatementText kPerKind[] = {
 constexpr char kInsertEvent[] = "insert_event";
 constexpr char kInsertEventSql[] =
     "INSERT INTO events(kind, resource_id, sequence, event) VALUES($1::smallint, $2, $3::bigint, $4)";
+// Nested: equal, $1 inside the claim, or the claim inside $1 (whole
+// components). Live: not owned by a FAILED (4) or CANCELLED (5) job.
+constexpr char kLiveClaims[] = "live_claims";
+constexpr char kLiveClaimsSql[] =
+    "SELECT c.path, c.owner, c.tenant FROM output_claims c LEFT JOIN jobs j ON j.id = c.owner "
+    "WHERE (c.path = $1::text OR substr($1::text, 1, length(c.path) + 1) = c.path || '/' "
+    "OR substr(c.path, 1, length($1::text) + 1) = $1::text || '/') "
+    "AND (j.id IS NULL OR j.state NOT IN (4, 5)) ORDER BY c.path";
+// A dead claim of the same path is replaced.
+constexpr char kInsertClaim[] = "insert_claim";
+constexpr char kInsertClaimSql[] =
+    "INSERT INTO output_claims(path, owner, tenant) VALUES($1, $2, $3) "
+    "ON CONFLICT (path) DO UPDATE SET owner = EXCLUDED.owner, tenant = EXCLUDED.tenant";
+constexpr char kAdvisoryXactLock[] = "advisory_xact_lock";
+constexpr char kAdvisoryXactLockSql[] = "SELECT pg_advisory_xact_lock($1::bigint)";
 constexpr char kReadEvents[] = "read_events";
 constexpr char kReadEventsSql[] =
     "SELECT sequence, event FROM events WHERE kind = $1::smallint AND resource_id = $2 "
@@ -325,7 +352,9 @@ class PostgresBackend final : public Backend {
 
   absl::Status Init();
 
-  absl::StatusOr<CreateOutcome> Create(const std::vector<NewRow>& rows) override;
+  absl::StatusOr<CreateOutcome> Create(const std::vector<NewRow>& rows,
+                                       const std::vector<OutputClaim>& claims) override;
+  absl::StatusOr<std::vector<OutputClaim>> LiveClaimsNestedWith(const std::string& path) override;
   absl::StatusOr<std::optional<Row>> Get(Kind kind, const std::string& id) override;
   absl::StatusOr<std::string> FindByRequestId(Kind kind, const std::string& tenant,
                                               const std::string& request_id) override;
@@ -352,6 +381,10 @@ class PostgresBackend final : public Backend {
   absl::Status PrepareAll(PGconn* pg);
   absl::Status Migrate();
   absl::Status UpdateWith(Lease& lease, Kind kind, const Row& row);
+  absl::StatusOr<std::vector<OutputClaim>> LiveClaims(Lease& lease, const std::string& path);
+  // Inserts rows[i] and its first event. False (nothing more done) when
+  // ON CONFLICT found its (tenant, client_request_id) taken.
+  absl::StatusOr<bool> InsertNew(Lease& lease, const NewRow& r);
   absl::StatusOr<std::vector<Row>> Rows(Lease& lease, const std::string& name,
                                         const Params& params, const char* what);
 
@@ -404,6 +437,9 @@ absl::Status PostgresBackend::PrepareAll(PGconn* pg) {
     }
   }
   FT_RETURN_IF_ERROR(prepare(kInsertEvent, kInsertEventSql));
+  FT_RETURN_IF_ERROR(prepare(kLiveClaims, kLiveClaimsSql));
+  FT_RETURN_IF_ERROR(prepare(kInsertClaim, kInsertClaimSql));
+  FT_RETURN_IF_ERROR(prepare(kAdvisoryXactLock, kAdvisoryXactLockSql));
   return prepare(kReadEvents, kReadEventsSql);
 }
 
@@ -484,7 +520,7 @@ absl::Status PostgresBackend::Migrate() {
     }
     while (version < kSchemaVersion) {
       const int next = version + 1;
-      const char* sql = kSchemaV1;  // one entry per version, in order
+      const char* sql = kMigrations[version];
       absl::Status status = lease.Begin();
       if (status.ok()) status = lease.Exec(sql, "migrate");
       if (status.ok()) {
@@ -535,58 +571,109 @@ absl::StatusOr<std::vector<Row>> PostgresBackend::Rows(Lease& lease, const std::
   return rows;
 }
 
-absl::StatusOr<Backend::CreateOutcome> PostgresBackend::Create(const std::vector<NewRow>& rows) {
+absl::StatusOr<std::vector<OutputClaim>> PostgresBackend::LiveClaims(Lease& lease,
+                                                                   const std::string& path) {
+  FT_ASSIGN_OR_RETURN(Result r, lease.Run(kLiveClaims, Params().Text(path), "read output claims"));
+  std::vector<OutputClaim> claims;
+  for (int i = 0; i < PQntuples(r.get()); ++i) {
+    claims.push_back({CellBytes(r.get(), i, 0), CellBytes(r.get(), i, 1), CellBytes(r.get(), i, 2)});
+  }
+  return claims;
+}
+
+absl::StatusOr<std::vector<OutputClaim>> PostgresBackend::LiveClaimsNestedWith(
+    const std::string& path) {
+  FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
+  return LiveClaims(lease, path);
+}
+
+absl::StatusOr<bool> PostgresBackend::InsertNew(Lease& lease, const NewRow& r) {
+  Params insert;
+  insert.Text(r.row.id)
+      .Text(r.row.tenant)
+      .OptionalText(r.row.client_request_id)
+      .Int(r.row.state)
+      .Int(r.row.create_micros)
+      .Bytes(r.row.spec)
+      .Bytes(r.row.record);
+  absl::StatusOr<Result> inserted = lease.Run(StatementName(r.kind, Stmt::kInsert), insert, "insert");
+  if (!inserted.ok()) {
+    // unique_violation: ON CONFLICT covers (tenant, client_request_id), so
+    // this is the primary key: the id is taken.
+    if (lease.last_sqlstate() == "23505") {
+      return absl::AlreadyExistsError(absl::StrCat(Noun(r.kind), r.row.id, " already exists"));
+    }
+    return inserted.status();
+  }
+  // ON CONFLICT: (tenant, client_request_id) is taken, possibly by a
+  // transaction that committed while this one waited.
+  if (std::strcmp(PQcmdTuples(inserted->get()), "0") == 0) return false;
+  FT_RETURN_IF_ERROR(lease
+                         .Run(kInsertEvent,
+                              Params()
+                                  .Int(static_cast<int>(r.kind))
+                                  .Text(r.row.id)
+                                  .Int(1)
+                                  .Bytes(r.first_event),
+                              "insert event")
+                         .status());
+  return true;
+}
+
+absl::StatusOr<Backend::CreateOutcome> PostgresBackend::Create(
+    const std::vector<NewRow>& rows, const std::vector<OutputClaim>& claims) {
   if (rows.empty()) return absl::InvalidArgumentError("job store: nothing to create");
+  for (const OutputClaim& claim : claims) {
+    if (claim.path.empty() || claim.owner.empty()) {
+      return absl::InvalidArgumentError("job store: output claim needs a path and an owner");
+    }
+  }
   FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
   FT_RETURN_IF_ERROR(lease.Begin());
-  for (size_t i = 0; i < rows.size(); ++i) {
-    const NewRow& r = rows[i];
-    Params insert;
-    insert.Text(r.row.id)
-        .Text(r.row.tenant)
-        .OptionalText(r.row.client_request_id)
-        .Int(r.row.state)
-        .Int(r.row.create_micros)
-        .Bytes(r.row.spec)
-        .Bytes(r.row.record);
-    absl::StatusOr<Result> inserted = lease.Run(StatementName(r.kind, Stmt::kInsert), insert, "insert");
-    if (!inserted.ok()) {
-      // unique_violation: ON CONFLICT covers (tenant, client_request_id), so
-      // this is the primary key: the id is taken.
-      if (lease.last_sqlstate() == "23505") {
-        return absl::AlreadyExistsError(absl::StrCat(Noun(r.kind), r.row.id, " already exists"));
-      }
-      return inserted.status();
-    }
-    if (std::strcmp(PQcmdTuples(inserted->get()), "0") == 0) {
-      // ON CONFLICT: (tenant, client_request_id) is taken, possibly by a
-      // transaction that committed while this one waited. Nothing is kept.
-      lease.Rollback();
-      if (i != 0) {
-        return absl::AlreadyExistsError(absl::StrCat(
-            Noun(r.kind), r.row.id, ": client_request_id already used"));
-      }
-      FT_ASSIGN_OR_RETURN(Result found,
-                          lease.Run(StatementName(r.kind, Stmt::kFind),
-                                    Params().Text(r.row.tenant).Text(r.row.client_request_id),
-                                    "find by client_request_id"));
-      if (PQntuples(found.get()) == 0) {
-        return absl::AbortedError("job store: client_request_id conflict with a vanished row");
-      }
-      return CreateOutcome{false, CellBytes(found.get(), 0, 0)};
-    }
+  if (!claims.empty()) {
+    // Claims are checked, then taken: replicas doing so at once would both
+    // see no nested claim. Held until this transaction ends.
     FT_RETURN_IF_ERROR(lease
-                           .Run(kInsertEvent,
-                                Params()
-                                    .Int(static_cast<int>(r.kind))
-                                    .Text(r.row.id)
-                                    .Int(1)
-                                    .Bytes(r.first_event),
-                                "insert event")
+                           .Run(kAdvisoryXactLock, Params().Int(kClaimsLockKey),
+                                "output claims lock")
                            .status());
   }
+  // rows[0] first: a retry with a used client_request_id gets the existing
+  // resource, not a conflict with its own earlier claim.
+  FT_ASSIGN_OR_RETURN(bool inserted, InsertNew(lease, rows.front()));
+  if (!inserted) {
+    lease.Rollback();
+    const Row& first = rows.front().row;
+    FT_ASSIGN_OR_RETURN(Result found,
+                        lease.Run(StatementName(rows.front().kind, Stmt::kFind),
+                                  Params().Text(first.tenant).Text(first.client_request_id),
+                                  "find by client_request_id"));
+    if (PQntuples(found.get()) == 0) {
+      return absl::AbortedError("job store: client_request_id conflict with a vanished row");
+    }
+    return CreateOutcome{false, CellBytes(found.get(), 0, 0), std::nullopt};
+  }
+  for (const OutputClaim& claim : claims) {
+    FT_ASSIGN_OR_RETURN(std::vector<OutputClaim> live, LiveClaims(lease, claim.path));
+    if (!live.empty()) {
+      lease.Rollback();
+      return CreateOutcome{false, "", live.front()};
+    }
+    FT_RETURN_IF_ERROR(lease
+                           .Run(kInsertClaim,
+                                Params().Text(claim.path).Text(claim.owner).Text(claim.tenant),
+                                "insert output claim")
+                           .status());
+  }
+  for (size_t i = 1; i < rows.size(); ++i) {
+    FT_ASSIGN_OR_RETURN(bool more, InsertNew(lease, rows[i]));
+    if (!more) {
+      return absl::AlreadyExistsError(
+          absl::StrCat(Noun(rows[i].kind), rows[i].row.id, ": client_request_id already used"));
+    }
+  }
   FT_RETURN_IF_ERROR(lease.Commit());
-  return CreateOutcome{true, ""};
+  return CreateOutcome{true, "", std::nullopt};
 }
 
 absl::StatusOr<std::optional<Row>> PostgresBackend::Get(Kind kind, const std::string& id) {

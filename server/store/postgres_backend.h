@@ -7,16 +7,20 @@
 // the opening connection holds a session-level pg_advisory_lock: replicas
 // starting together migrate one after the other, and each later one finds
 // the schema current. Version 1 is the unified store (jobs, sweeps, one
-// events table), as SQLite's version 2. A database whose version is newer
-// than this binary knows is refused (FAILED_PRECONDITION).
+// events table), as SQLite's version 2; version 2 adds output claims, as
+// SQLite's version 3. A database whose version is newer than this binary
+// knows is refused (FAILED_PRECONDITION).
 //
 // Concurrency across connections and replicas: Append bumps the resource's
 // last_sequence with UPDATE ... RETURNING in the event's transaction (the row
 // lock orders concurrent appenders, so sequences stay gapless); Create's
 // idempotency on (tenant, client_request_id) is the table's UNIQUE
 // constraint (INSERT ... ON CONFLICT DO NOTHING), so two replicas racing with
-// the same request id create one resource. Ids and tenants compare bytewise
-// (COLLATE "C"), as in SQLite, so listing order and page cursors agree.
+// the same request id create one resource. Output claims are checked and
+// taken under a transaction-level advisory lock, so replicas cannot both take
+// nested claims (SQLite gets the same from BEGIN IMMEDIATE). Ids and tenants
+// compare bytewise (COLLATE "C"), as in SQLite, so listing order and page
+// cursors agree.
 //
 // Every statement is prepared with $n parameters; nothing from a caller is
 // ever spliced into SQL text.

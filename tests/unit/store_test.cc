@@ -11,7 +11,8 @@
 // (freezetune.db v1 + sweeps.db) opens, migrated, with nothing lost.
 // PostgreSQL only: replicas opening one database at once migrate it once
 // (the advisory lock); two stores on one database (two replicas) keep
-// client_request_id idempotency and gapless sequences between them; a newer
+// client_request_id idempotency, gapless sequences and exclusive output
+// claims between them; a newer
 // schema is refused; the readiness probe follows the database going away
 // and coming back; an unreachable server is UNAVAILABLE; URIs are
 // validated and never logged with their password.
@@ -948,6 +949,44 @@ TEST(PostgresStoreTest, TwoReplicasShareIdempotencyAndSequences) {
   }
   EXPECT_EQ(from_a, kPerStore);
   EXPECT_EQ(reader->GetJob(ids[0])->last_sequence(), 1 + 2 * kPerStore);
+}
+
+// Replicas claiming nested output directories at once: exactly one wins,
+// the others get its claim back as the conflict.
+TEST(PostgresStoreTest, TwoReplicasNeverTakeNestedOutputClaims) {
+  FT_POSTGRES_OR_SKIP(pg);
+  const std::string uri = pg->Uri(PostgresEnvironment::FreshDatabase(pg, "claims_race"));
+  std::unique_ptr<Store> a = OpenPostgresStore(uri);
+  std::unique_ptr<Store> b = OpenPostgresStore(uri);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  for (int round = 0; round < 5; ++round) {
+    constexpr int kThreads = 8;
+    std::atomic<int> ready{0};
+    std::atomic<int> won{0};
+    std::atomic<int> conflicts{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kThreads; ++i) {
+      threads.emplace_back([&, i] {
+        // /r<round>, /r<round>/d1, /r<round>/d1/d2, ...: all nested.
+        std::string path = absl::StrCat("/r", round);
+        for (int d = 1; d <= i; ++d) absl::StrAppend(&path, "/d", d);
+        const std::string id = absl::StrCat("job-", round, "-", i);
+        const OutputClaim claim{path, id, ""};
+        Store* store = i % 2 == 0 ? a.get() : b.get();
+        ready.fetch_add(1);
+        while (ready.load() < kThreads) std::this_thread::yield();
+        auto result = store->CreateJob(MakeJob(id, i), Queued(), &claim);
+        ASSERT_TRUE(result.ok()) << result.status();
+        if (result->created) won.fetch_add(1);
+        if (result->output_conflict.has_value()) conflicts.fetch_add(1);
+      });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(won.load(), 1) << "round " << round;
+    EXPECT_EQ(conflicts.load(), kThreads - 1) << "round " << round;
+    EXPECT_EQ(a->LiveClaimsNestedWith(absl::StrCat("/r", round))->size(), 1u);
+  }
 }
 
 TEST(PostgresStoreTest, NewerSchemaIsRefused) {
