@@ -2,6 +2,7 @@
 
 #include <libpq-fe.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -26,6 +27,8 @@ namespace {
 // transaction-level one that serializes taking output claims (+ 02).
 constexpr int64_t kMigrationLockKey = 0x6674'7374'6f72'6501;
 constexpr int64_t kClaimsLockKey = 0x6674'7374'6f72'6502;
+// Session-level, held by the one server using the database (+ 03).
+constexpr int64_t kServerLockKey = 0x6674'7374'6f72'6503;
 
 // Version 1: the unified store (as SQLite's version 2). Ids and tenants
 // compare bytewise (COLLATE "C"), as SQLite does.
@@ -348,6 +351,7 @@ class PostgresBackend final : public Backend {
     absl::MutexLock lock(&mu_);
     for (Conn& c : idle_) PQfinish(c.pg);
     idle_.clear();
+    if (server_lock_ != nullptr) PQfinish(server_lock_);  // releases the lock
   }
 
   absl::Status Init();
@@ -380,6 +384,8 @@ class PostgresBackend final : public Backend {
   absl::StatusOr<PGconn*> Connect();
   absl::Status PrepareAll(PGconn* pg);
   absl::Status Migrate();
+  // Opens server_lock_ and takes kServerLockKey on it (options_.exclusive).
+  absl::Status LockServer() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_mu_);
   absl::Status UpdateWith(Lease& lease, Kind kind, const Row& row);
   absl::StatusOr<std::vector<OutputClaim>> LiveClaims(Lease& lease, const std::string& path);
   // Inserts rows[i] and its first event. False (nothing more done) when
@@ -393,6 +399,10 @@ class PostgresBackend final : public Backend {
   std::vector<Conn> idle_ ABSL_GUARDED_BY(mu_);
   // Connections open, idle or leased.
   int open_ ABSL_GUARDED_BY(mu_) = 0;
+  // The connection holding kServerLockKey (exclusive); not pooled.
+  // A leaf: never held with mu_.
+  absl::Mutex lock_mu_;
+  PGconn* server_lock_ ABSL_GUARDED_BY(lock_mu_) = nullptr;
 };
 
 Lease::~Lease() {
@@ -404,8 +414,13 @@ Lease::~Lease() {
 absl::StatusOr<PGconn*> PostgresBackend::Connect() {
   // Defaults first: keywords in the URI (expanded from dbname) override them.
   const std::string timeout = absl::StrCat(options_.connect_timeout_s);
+  // application_name names this host (a pod's name) in pg_stat_activity and
+  // in the error a second server gets.
+  char host[64] = {};
+  gethostname(host, sizeof(host) - 1);
+  const std::string application = absl::StrCat("freezetune-server@", host).substr(0, 63);
   const char* keys[] = {"connect_timeout", "application_name", "dbname", nullptr};
-  const char* values[] = {timeout.c_str(), "freezetune-server", options_.uri.c_str(), nullptr};
+  const char* values[] = {timeout.c_str(), application.c_str(), options_.uri.c_str(), nullptr};
   PGconn* pg = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
   if (pg == nullptr) return absl::ResourceExhaustedError("job store: libpq is out of memory");
   if (PQstatus(pg) != CONNECTION_OK) {
@@ -552,9 +567,51 @@ absl::Status PostgresBackend::Migrate() {
   return status.ok() ? unlocked : status;
 }
 
+absl::Status PostgresBackend::LockServer() {
+  if (server_lock_ != nullptr) PQfinish(server_lock_);
+  server_lock_ = nullptr;
+  FT_ASSIGN_OR_RETURN(PGconn* pg, Connect());
+  server_lock_ = pg;
+  Params key;
+  key.Int(kServerLockKey);
+  Result r(PQexecParams(pg, "SELECT pg_try_advisory_lock($1::bigint)", key.size(), nullptr,
+                        key.values(), key.lengths(), key.formats(), 0));
+  if (r == nullptr || PQresultStatus(r.get()) != PGRES_TUPLES_OK) {
+    return PgError(pg, r.get(), "server lock");
+  }
+  if (std::strcmp(PQgetvalue(r.get(), 0, 0), "t") == 0) return absl::OkStatus();
+  // Who holds it: application_name carries the holder's host name.
+  Params split;
+  split.Int(static_cast<uint32_t>(static_cast<uint64_t>(kServerLockKey) >> 32))
+      .Int(static_cast<uint32_t>(kServerLockKey & 0xffffffff));
+  Result holder(PQexecParams(
+      pg,
+      "SELECT a.application_name, COALESCE(host(a.client_addr), 'local socket'), "
+      "to_char(a.backend_start, 'YYYY-MM-DD\"T\"HH24:MI:SSOF') FROM pg_locks l "
+      "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+      "AND l.classid = $1::bigint AND l.objid = $2::bigint AND l.objsubid = 1 AND l.granted",
+      split.size(), nullptr, split.values(), split.lengths(), split.formats(), 0));
+  std::string who = "another freezetune-server";
+  if (holder != nullptr && PQresultStatus(holder.get()) == PGRES_TUPLES_OK &&
+      PQntuples(holder.get()) > 0) {
+    who = absl::StrCat(PQgetvalue(holder.get(), 0, 0), " (connected from ",
+                       PQgetvalue(holder.get(), 0, 1), " since ", PQgetvalue(holder.get(), 0, 2),
+                       ")");
+  }
+  PQfinish(server_lock_);
+  server_lock_ = nullptr;
+  return absl::FailedPreconditionError(absl::StrCat(
+      "job_store: ", RedactPostgresUri(options_.uri), " is in use by ", who,
+      "; one server per database until replicas can share one (issue 12.2)"));
+}
+
 absl::Status PostgresBackend::Init() {
   if (options_.pool_size < 1) {
     return absl::InvalidArgumentError("job store: pool_size must be at least 1");
+  }
+  if (options_.exclusive) {
+    absl::MutexLock lock(&lock_mu_);
+    FT_RETURN_IF_ERROR(LockServer());
   }
   FT_RETURN_IF_ERROR(Migrate());
   // Proves the statements prepare against the migrated schema now, not at
@@ -787,6 +844,14 @@ absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> PostgresBackend::Re
 }
 
 absl::Status PostgresBackend::Ping() {
+  if (options_.exclusive) {
+    absl::MutexLock lock(&lock_mu_);
+    // The server closed the lock's connection (a restart, an administrator):
+    // the lock went with it. Retake it, unless another server has.
+    if (server_lock_ == nullptr || !StillOpen(server_lock_)) {
+      FT_RETURN_IF_ERROR(LockServer());  // the store probe logs a failure once
+    }
+  }
   FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
   return lease.Exec("SELECT 1", "ping");
 }

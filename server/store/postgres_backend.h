@@ -54,6 +54,14 @@ struct PostgresOptions {
   int pool_size = 4;
   // Seconds libpq waits to connect (connect_timeout), unless the URI says.
   int connect_timeout_s = 10;
+  // Holds a session advisory lock on a connection of its own for as long as
+  // the backend lives, and refuses to open (FAILED_PRECONDITION naming the
+  // holder) while another backend holds it: one server per database, as
+  // one server per --data_dir for SQLite. Replicas sharing a database need
+  // job claims and leases (issue 12.2); until then two servers would both
+  // run every queued job. Ping() reports a lost lock connection, retaken if
+  // free. Tests that open several stores on one database turn it off.
+  bool exclusive = true;
 };
 
 // True for a string that selects PostgreSQL (postgresql:// or postgres://).

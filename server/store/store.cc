@@ -151,6 +151,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) 
   if (!options.postgres_uri.empty()) {
     PostgresOptions postgres;
     postgres.uri = options.postgres_uri;
+    postgres.exclusive = options.postgres_exclusive;
     FT_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, OpenPostgresBackend(postgres));
     return std::make_unique<Store>(std::move(backend), options.tail_size);
   }

@@ -49,6 +49,9 @@ struct StoreOptions {
   // Non-empty: the PostgreSQL backend at this libpq URI
   // (postgres_backend.h); path and legacy_sweeps_path are then unused.
   std::string postgres_uri;
+  // PostgresOptions.exclusive: one server per database (tests that open
+  // several stores on one database turn it off).
+  bool postgres_exclusive = true;
   // SQLite file; created (with its tables) if missing, migrated to the
   // current schema if older. ":memory:" works for throwaway stores.
   std::string path;

@@ -13,7 +13,8 @@
 // (the advisory lock); two stores on one database (two replicas) keep
 // client_request_id idempotency, gapless sequences and exclusive output
 // claims between them; a newer
-// schema is refused; the readiness probe follows the database going away
+// schema is refused; a second server on one database is refused (until
+// replicas can share one); the readiness probe follows the database going away
 // and coming back; an unreachable server is UNAVAILABLE; URIs are
 // validated and never logged with their password.
 #include "server/store/store.h"
@@ -194,6 +195,9 @@ class PostgresFixture final : public BackendFixture {
   StoreOptions Options() const override {
     StoreOptions options;
     options.postgres_uri = uri_;
+    // A child killed -9 may hold the server lock a moment after waitpid;
+    // the lock has tests of its own.
+    options.postgres_exclusive = false;
     return options;
   }
 
@@ -863,9 +867,12 @@ INSTANTIATE_TEST_SUITE_P(Backends, StoreCrashTest, ::testing::Values("sqlite", "
   if (pg == nullptr && !pg##_skip.empty()) GTEST_SKIP() << pg##_skip; \
   ASSERT_NE(pg, nullptr)
 
-std::unique_ptr<Store> OpenPostgresStore(const std::string& uri) {
+// Not exclusive (several stores on one database stand for replicas) unless
+// asked.
+std::unique_ptr<Store> OpenPostgresStore(const std::string& uri, bool exclusive = false) {
   StoreOptions options;
   options.postgres_uri = uri;
+  options.postgres_exclusive = exclusive;
   auto store = Store::Open(options);
   EXPECT_TRUE(store.ok()) << store.status();
   return store.ok() ? std::move(store).value() : nullptr;
@@ -886,6 +893,7 @@ TEST(PostgresStoreTest, ConcurrentOpensMigrateOnce) {
       while (ready.load() < kReplicas) std::this_thread::yield();
       PostgresOptions options;
       options.uri = uri;
+      options.exclusive = false;
       results[i] = OpenPostgresBackend(options).status();
     });
   }
@@ -989,6 +997,35 @@ TEST(PostgresStoreTest, TwoReplicasNeverTakeNestedOutputClaims) {
   }
 }
 
+// One server per database (until replicas can share one): a second
+// exclusive store is refused, naming the holder's host; once the first is
+// gone, it opens.
+TEST(PostgresStoreTest, SecondServerOnOneDatabaseIsRefused) {
+  FT_POSTGRES_OR_SKIP(pg);
+  const std::string uri = pg->Uri(PostgresEnvironment::FreshDatabase(pg, "exclusive"));
+  std::unique_ptr<Store> first = OpenPostgresStore(uri, /*exclusive=*/true);
+  ASSERT_NE(first, nullptr);
+  StoreOptions options;
+  options.postgres_uri = uri;
+  auto second = Store::Open(options);
+  EXPECT_TRUE(absl::IsFailedPrecondition(second.status())) << second.status();
+  char host[64] = {};
+  gethostname(host, sizeof(host) - 1);
+  EXPECT_NE(second.status().message().find(absl::StrCat("in use by freezetune-server@", host)),
+            std::string::npos)
+      << second.status();
+  EXPECT_TRUE(first->Ping().ok());
+  first.reset();  // closes the lock's connection
+  // The server ends the session asynchronously: allow it a moment.
+  absl::StatusOr<std::unique_ptr<Store>> reopened;
+  for (int i = 0; i < 100; ++i) {
+    reopened = Store::Open(options);
+    if (reopened.ok()) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(reopened.ok()) << reopened.status();
+}
+
 TEST(PostgresStoreTest, NewerSchemaIsRefused) {
   FT_POSTGRES_OR_SKIP(pg);
   const std::string db = PostgresEnvironment::FreshDatabase(pg, "newer_schema");
@@ -1028,7 +1065,8 @@ TEST(PostgresStoreTest, SurvivesTerminatedConnections) {
 TEST(PostgresStoreTest, ProbeFollowsReachability) {
   FT_POSTGRES_OR_SKIP(pg);
   const std::string db = PostgresEnvironment::FreshDatabase(pg, "probe");
-  std::unique_ptr<Store> store = OpenPostgresStore(pg->Uri(db));
+  // Exclusive: the probe also retakes the server lock once the database is back.
+  std::unique_ptr<Store> store = OpenPostgresStore(pg->Uri(db), /*exclusive=*/true);
   ASSERT_NE(store, nullptr);
   absl::Mutex mu;
   std::vector<bool> reports;
