@@ -186,7 +186,7 @@ EOF
   done
   ln -sfn pkgconf "$PREFIX/bin/pkg-config"
   "$PREFIX/bin/protoc" --version
-  "$PREFIX/bin/pkg-config" --modversion re2 grpc++ libutf8proc sqlite3 libcurl
+  "$PREFIX/bin/pkg-config" --modversion re2 grpc++ libutf8proc sqlite3 libpq libcurl
   fact bundle_packages "$n"
   fact absolute_symlinks_fixed "$fixed"
   echo "unpacked $n packages into $PREFIX ($fixed absolute symlinks retargeted)"
