@@ -298,6 +298,26 @@ absl::StatusOr<std::vector<std::string>> ResolveAndCheck(const UrlParts& parts,
   return addrs;
 }
 
+// The CURLOPT_RESOLVE entry that pins `parts.host` to `addrs` (none for a
+// literal address).
+std::vector<std::string> PinTo(const UrlParts& parts, const std::vector<std::string>& addrs) {
+  in6_addr probe6;
+  in_addr probe4;
+  const bool literal = ::inet_pton(AF_INET, parts.host.c_str(), &probe4) == 1 ||
+                       ::inet_pton(AF_INET6, parts.host.c_str(), &probe6) == 1;
+  if (literal) return {};
+  return {absl::StrCat(parts.host, ":", parts.port, ":", absl::StrJoin(addrs, ","))};
+}
+
+absl::StatusOr<UrlParts> ParseCallbackUrl(std::string_view url, const UriOptions& options,
+                                          std::string_view field) {
+  FT_ASSIGN_OR_RETURN(UrlParts parts, ParseHttpUrl(std::string(url), field));
+  if (parts.scheme == "http" && !options.allow_http) {
+    return BadUri(field, "http:// callbacks need the server's --allow_http; use https://");
+  }
+  return parts;
+}
+
 absl::StatusOr<std::string> ReadHttp(std::string_view uri, const UriOptions& options,
                                      std::string_view field) {
   if (!options.allow_http) return BadUri(field, "http(s) URIs are disabled on this server");
@@ -315,14 +335,7 @@ absl::StatusOr<std::string> ReadHttp(std::string_view uri, const UriOptions& opt
     request.url = url;
     // Pin the connection to the addresses just checked, so a second DNS
     // answer (rebinding) cannot send it elsewhere.
-    in6_addr probe6;
-    in_addr probe4;
-    const bool literal = ::inet_pton(AF_INET, parts.host.c_str(), &probe4) == 1 ||
-                         ::inet_pton(AF_INET6, parts.host.c_str(), &probe6) == 1;
-    if (!literal) {
-      request.resolve.push_back(
-          absl::StrCat(parts.host, ":", parts.port, ":", absl::StrJoin(addrs, ",")));
-    }
+    request.resolve = PinTo(parts, addrs);
     request.max_response_bytes = options.max_bytes;
     request.timeout_seconds = options.http_timeout_seconds;
     std::string body;
@@ -557,6 +570,49 @@ absl::StatusOr<std::string> ResolveOutputDir(std::string_view uri, const UriOpti
     return BadUri(field, absl::StrCat("not a directory: ", current));
   }
   return current;
+}
+
+}  // namespace freezetune::data
+
+namespace freezetune::data {
+
+absl::Status CheckCallbackUrl(std::string_view url, const UriOptions& options,
+                              std::string_view field) {
+  FT_ASSIGN_OR_RETURN(const UrlParts parts, ParseCallbackUrl(url, options, field));
+  // A literal address is checked now; host names when the callback is sent.
+  addrinfo hints{};
+  hints.ai_flags = AI_NUMERICHOST;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo(parts.host.c_str(), nullptr, &hints, &res) == 0 && res != nullptr) {
+    std::unique_ptr<addrinfo, void (*)(addrinfo*)> owned(res, ::freeaddrinfo);
+    if (!options.allow_private_http && !internal::IsPublicAddress(res->ai_addr)) {
+      return BadUri(field, absl::StrCat(parts.host, " is a loopback, private, link-local or "
+                                        "reserved address, which is not allowed"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> PostCallback(std::string_view url, const std::string& body,
+                                 const std::vector<std::string>& headers,
+                                 const UriOptions& options, std::string_view field) {
+  FT_ASSIGN_OR_RETURN(const UrlParts parts, ParseCallbackUrl(url, options, field));
+  FT_ASSIGN_OR_RETURN(const std::vector<std::string> addrs, ResolveAndCheck(parts, options, field));
+  internal::HttpRequest request;
+  request.method = "POST";
+  request.url = std::string(url);
+  request.headers = headers;
+  request.body = &body;
+  request.resolve = PinTo(parts, addrs);
+  request.max_response_bytes = 64 << 10;
+  request.timeout_seconds = options.http_timeout_seconds;
+  std::string response_body;
+  internal::HttpSink sink;
+  sink.body = &response_body;
+  FT_ASSIGN_OR_RETURN(const internal::HttpResponse response,
+                      internal::PerformHttp(request, sink, field));
+  return static_cast<int>(response.status);
 }
 
 }  // namespace freezetune::data

@@ -83,6 +83,21 @@ absl::StatusOr<std::string> PlanOutputDir(std::string_view uri, const UriOptions
 absl::StatusOr<std::string> ResolveOutputDir(std::string_view uri, const UriOptions& options,
                                              std::string_view field);
 
+// Callback URLs (completion notifications) under the rules of http(s)
+// reads: https, or http when options.allow_http; a host whose addresses are
+// not all public is refused unless options.allow_private_http.
+// CheckCallbackUrl parses and checks the scheme and a literal address
+// without any network access (for submit-time validation);
+// PostCallback also resolves the host, checks every address, pins the
+// connection to them and POSTs `body` with `headers` ("Name: value"). It
+// follows no redirects and returns the HTTP status (a 3xx is an answer,
+// not followed). Network failures are UNAVAILABLE / DEADLINE_EXCEEDED.
+absl::Status CheckCallbackUrl(std::string_view url, const UriOptions& options,
+                              std::string_view field);
+absl::StatusOr<int> PostCallback(std::string_view url, const std::string& body,
+                                 const std::vector<std::string>& headers,
+                                 const UriOptions& options, std::string_view field);
+
 }  // namespace freezetune::data
 
 #endif  // FREEZETUNE_SERVER_DATA_URI_H_
