@@ -56,22 +56,7 @@ Notifier::Notifier(NotificationStore* store, NotifierOptions options)
 
 Notifier::~Notifier() { Stop(); }
 
-absl::Status Notifier::Start() {
-  // Resources that ended while their row was not yet written (a crash in
-  // between) get theirs now; existing rows are left alone.
-  absl::StatusOr<std::vector<v1::Job>> jobs = store_->EndedJobsWithNotify();
-  if (!jobs.ok()) return jobs.status();
-  for (const v1::Job& job : *jobs) {
-    if (absl::Status s = JobEnded(job); !s.ok()) return s;
-  }
-  absl::StatusOr<std::vector<v1::Sweep>> sweeps = store_->EndedSweepsWithNotify();
-  if (!sweeps.ok()) return sweeps.status();
-  for (const v1::Sweep& sweep : *sweeps) {
-    if (absl::Status s = SweepEnded(sweep); !s.ok()) return s;
-  }
-  worker_ = std::thread([this] { Run(); });
-  return absl::OkStatus();
-}
+void Notifier::Start() { worker_ = std::thread([this] { Run(); }); }
 
 void Notifier::Stop() {
   {
@@ -83,17 +68,26 @@ void Notifier::Stop() {
 
 absl::Status Notifier::JobEnded(const v1::Job& job) {
   if (!job.spec().has_notify() || !IsEnded(job.state())) return absl::OkStatus();
-  return Enqueue(job.id(), "job.ended", job.tenant(), job.spec().notify().url(), job);
+  return Enqueue(job.id(), "job.ended", job.tenant(), job.spec().notify().url(), job.end_time(),
+                 job);
 }
 
 absl::Status Notifier::SweepEnded(const v1::Sweep& sweep) {
   if (!sweep.spec().has_notify() || !IsEnded(sweep.state())) return absl::OkStatus();
-  return Enqueue(sweep.id(), "sweep.ended", sweep.tenant(), sweep.spec().notify().url(), sweep);
+  return Enqueue(sweep.id(), "sweep.ended", sweep.tenant(), sweep.spec().notify().url(),
+                 sweep.end_time(), sweep);
 }
 
 absl::Status Notifier::Enqueue(const std::string& id, const std::string& event,
                                const std::string& tenant, const std::string& url,
+                               const google::protobuf::Timestamp& end_time,
                                const google::protobuf::Message& record) {
+  const absl::Time now = absl::Now();
+  // A resource found at start that ended longer ago than its callbacks may
+  // be retried owes nothing any more.
+  if (end_time.seconds() != 0 && absl::FromUnixSeconds(end_time.seconds()) < now - options_.max_age) {
+    return absl::OkStatus();
+  }
   Notification n;
   n.id = id;
   n.event = event;
@@ -104,8 +98,10 @@ absl::Status Notifier::Enqueue(const std::string& id, const std::string& event,
   if (auto s = google::protobuf::util::MessageToJsonString(record, &n.payload, json); !s.ok()) {
     return absl::InternalError(absl::StrCat("notify ", id, ": ", s.ToString()));
   }
-  n.created = n.next_attempt = absl::Now();
-  if (absl::Status s = store_->PutNotification(n); !s.ok()) return s;
+  n.created = n.next_attempt = now;
+  absl::StatusOr<bool> inserted = store_->PutNotification(n);
+  if (!inserted.ok()) return inserted.status();
+  if (!*inserted) return absl::OkStatus();
   absl::MutexLock lock(&mu_);
   wake_ = true;
   return absl::OkStatus();
@@ -125,6 +121,7 @@ void Notifier::Attempt(Notification& n) {
         "Content-Type: application/json",
         absl::StrCat("X-Freezetune-Event: ", n.event),
         absl::StrCat("X-Freezetune-Delivery: ", n.id),
+        absl::StrCat("X-Freezetune-Attempt: ", n.attempts),
         absl::StrCat("X-Freezetune-Timestamp: ", ts),
         absl::StrCat("X-Freezetune-Signature: ", SignatureHeader(*secret, ts, n.payload)),
         "User-Agent: freezetune-notify"};
@@ -136,7 +133,7 @@ void Notifier::Attempt(Notification& n) {
       result = absl::UnavailableError(absl::StrCat("HTTP ", *status));
     }
   }
-  if (options_.metrics.attempt) options_.metrics.attempt(result.ok());
+  if (options_.hooks.attempt) options_.hooks.attempt(result.ok());
   if (result.ok()) {
     n.state = Notification::kDelivered;
     n.last_error.clear();
@@ -146,16 +143,26 @@ void Notifier::Attempt(Notification& n) {
   n.next_attempt = NextAttempt(options_, n.attempts, now);
   if (n.next_attempt - n.created > options_.max_age) {
     n.state = Notification::kAbandoned;
-    if (options_.metrics.abandoned) options_.metrics.abandoned();
+    if (options_.hooks.abandoned) options_.hooks.abandoned();
+  }
+  if (options_.hooks.log) {
+    options_.hooks.log(n, n.state == Notification::kAbandoned ? "callback abandoned"
+                                                               : "callback attempt failed");
   }
 }
 
 void Notifier::Run() {
+  absl::Time next_prune = absl::InfinitePast();
   while (true) {
-    absl::Time wake_at = absl::Now() + absl::Seconds(60);
+    const absl::Time start = absl::Now();
+    absl::Time wake_at = start + absl::Seconds(60);
+    if (start >= next_prune) {
+      // Finished rows are kept a while for inspection, then dropped.
+      store_->Prune(start - 2 * options_.max_age).IgnoreError();
+      next_prune = start + absl::Hours(1);
+    }
     absl::StatusOr<std::vector<Notification>> pending = store_->PendingNotifications(kBatch);
     if (pending.ok()) {
-      if (options_.metrics.pending) options_.metrics.pending(static_cast<int64_t>(pending->size()));
       for (Notification& n : *pending) {
         {
           absl::MutexLock lock(&mu_);
@@ -172,6 +179,10 @@ void Notifier::Run() {
       }
     } else {
       wake_at = absl::Now() + absl::Seconds(5);  // the store will be back
+    }
+    if (options_.hooks.pending) {
+      absl::StatusOr<int64_t> count = store_->CountPending();
+      if (count.ok()) options_.hooks.pending(*count);
     }
     absl::MutexLock lock(&mu_);
     mu_.AwaitWithDeadline(absl::Condition(this, &Notifier::StopOrWake), wake_at);
