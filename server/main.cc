@@ -43,6 +43,7 @@
 #include "server/data/s3_client.h"
 #include "server/jobs/job_manager.h"
 #include "server/base/log.h"
+#include "server/notify/secrets.h"
 #include "server/service/auth.h"
 #include "server/service/server.h"
 #include "server/store/postgres_backend.h"
@@ -149,6 +150,22 @@ ABSL_FLAG(bool, blas_core_selection, true,
           "CPU supports (e.g. Prescott on an AVX-512 Xeon it does not know), re-execute with "
           "OPENBLAS_CORETYPE set to the best core for the CPU's features, after a numerical "
           "self-check. An OPENBLAS_CORETYPE in the environment is always kept.");
+ABSL_FLAG(std::string, notify_secret_file, "",
+          "Secrets that sign completion callbacks (FineTuneJob.notify, SweepSpec.notify), one "
+          "\"<tenant> <secret>\" per line ('#' comments; tenant \"*\": every other tenant, and "
+          "every job without --auth_token_file); secrets of 16 bytes at least. Empty: jobs "
+          "with notify are refused (FAILED_PRECONDITION).");
+ABSL_FLAG(bool, notify_allow_private_hosts, false,
+          "TESTS ONLY: let completion callbacks go to loopback, private and link-local "
+          "addresses (refused otherwise, like dataset URIs).");
+ABSL_FLAG(absl::Duration, notify_initial_backoff, absl::Seconds(30),
+          "Wait after a completion callback's first failed attempt; doubles after each "
+          "further failure.");
+ABSL_FLAG(absl::Duration, notify_max_backoff, absl::Hours(1),
+          "Longest wait between two attempts of a completion callback.");
+ABSL_FLAG(absl::Duration, notify_max_age, absl::Hours(24),
+          "A completion callback not delivered this long after its resource ended is abandoned "
+          "(freezetune_notify_abandoned_total).");
 ABSL_FLAG(std::string, log_format, "text",
           "Log line format on stderr: \"text\" or \"json\" (one JSON object per line with "
           "time, level, msg and job_id when the line concerns a job).");
@@ -375,6 +392,25 @@ int main(int argc, char** argv) {
   options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  const std::string secret_file = absl::GetFlag(FLAGS_notify_secret_file);
+  if (!secret_file.empty()) {
+    auto secrets = freezetune::notify::Secrets::Load(secret_file);
+    if (!secrets.ok()) return fail(absl::StrCat("notify_secret_file: ", secrets.status().message()));
+    options.notify.secrets = *std::move(secrets);
+  }
+  options.notify.uris = options.jobs.uris;
+  options.notify.uris.allow_private_http = absl::GetFlag(FLAGS_notify_allow_private_hosts);
+  // One slow receiver holds the (serial) worker and the drain this long.
+  options.notify.uris.http_timeout_seconds = 10;
+  options.notify.initial_backoff = absl::GetFlag(FLAGS_notify_initial_backoff);
+  options.notify.max_backoff = absl::GetFlag(FLAGS_notify_max_backoff);
+  options.notify.max_age = absl::GetFlag(FLAGS_notify_max_age);
+  if (options.notify.initial_backoff <= absl::ZeroDuration() ||
+      options.notify.max_backoff < options.notify.initial_backoff ||
+      options.notify.max_age <= absl::ZeroDuration()) {
+    return fail("notify_initial_backoff, notify_max_backoff, notify_max_age: must be positive, "
+                "with notify_max_backoff >= notify_initial_backoff");
+  }
   const std::string token_file = absl::GetFlag(FLAGS_auth_token_file);
   if (!token_file.empty()) {
     auto auth = freezetune::service::Authenticator::FromFile(token_file);

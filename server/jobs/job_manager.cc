@@ -230,6 +230,7 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const st
   FT_ASSIGN_OR_RETURN(const std::string output_dir,
                       paths_->PlanOutput(spec.output_uri(), tenant, job_id, "job.output_uri"));
   FT_RETURN_IF_ERROR(Validate(spec, tenant));
+  if (spec.has_notify()) FT_RETURN_IF_ERROR(ValidateNotify(spec.notify(), tenant, "job.notify"));
   FT_RETURN_IF_ERROR(CheckDeadline(deadline, "validating the job"));
 
   absl::MutexLock lock(&submit_mu_);
@@ -264,6 +265,15 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const st
         {{"tenant", tenant}, {"priority", absl::StrCat(spec.priority())}});
   }
   return std::move(created.job);
+}
+
+absl::Status JobManager::ValidateNotify(const v1::Notify& notify, const std::string& tenant,
+                                       const std::string& field) {
+  if (!options_.notify.validate) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(field, ": completion callbacks are not enabled on this server"));
+  }
+  return options_.notify.validate(notify, tenant, field);
 }
 
 absl::StatusOr<v1::Job> JobManager::Get(const std::string& job_id) {
@@ -403,6 +413,7 @@ absl::Status JobManager::Transition(v1::Job& job, v1::JobState state, const std:
     if (metrics_ != nullptr) metrics_->JobStateChanged(ToMetricsState(state), ToMetricsState(from));
     return stored.status();
   }
+  if (IsTerminal(state) && options_.notify.job_ended) options_.notify.job_ended(job);
   return absl::OkStatus();
 }
 

@@ -69,6 +69,21 @@ struct TrainHooks {
 // the freezetune_train library exists.
 TrainHooks DefaultTrainHooks(int64_t prefix_cache_bytes);
 
+// Completion callbacks (server/notify; wired by service/server.cc), as
+// functions so that jobs/ does not depend on them. Null members: a job with
+// notify set is refused at Submit, and nothing is called when jobs end.
+struct NotifyHooks {
+  // Submit-time check of a set Notify; `field` is "job.notify" or
+  // "sweep.notify". Errors name the field.
+  std::function<absl::Status(const v1::Notify&, const std::string& tenant,
+                             const std::string& field)>
+      validate;
+  // After a job's terminal state (SUCCEEDED, FAILED, CANCELLED) is stored,
+  // with the final record, on the thread that stored it. Must not block on
+  // the network (it queues).
+  std::function<void(const v1::Job&)> job_ended;
+};
+
 struct JobManagerOptions {
   // Root of the server's state; created if missing. Required.
   std::string data_dir;
@@ -93,6 +108,8 @@ struct JobManagerOptions {
   // cpu_threads / (CPU jobs running now), at least 1, rebalanced before
   // every batch. 0: jobs keep the process default.
   int cpu_threads = 0;
+  // Completion callbacks; see NotifyHooks.
+  NotifyHooks notify;
 };
 
 class JobManager {
@@ -134,6 +151,11 @@ class JobManager {
   // Local only: s3:// is INVALID_ARGUMENT.
   absl::StatusOr<std::string> PlanOutput(std::string_view uri, const std::string& tenant,
                                          const std::string& owner_id, std::string_view field);
+
+  // Submit-time check of a completion callback for `tenant` (options.notify;
+  // FAILED_PRECONDITION "<field>: ..." when the server has none).
+  absl::Status ValidateNotify(const v1::Notify& notify, const std::string& tenant,
+                              const std::string& field);
 
   absl::StatusOr<v1::Job> Get(const std::string& job_id);
 

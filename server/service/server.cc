@@ -5,6 +5,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -16,6 +17,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
+#include "server/base/log.h"
 #include "server/common/status_macros.h"
 
 namespace freezetune::service {
@@ -89,6 +91,35 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const Serve
   return grpc::SslServerCredentials(ssl);
 }
 
+// Queues the callbacks that ended jobs and sweeps still owe (the notifier
+// skips those it already has and those past their max age): a crash between
+// a terminal event and its queue row loses nothing.
+absl::Status ReconcileNotifications(jobs::JobManager& jobs, sweeps::SweepManager& sweeps,
+                                    notify::Notifier& notifier) {
+  v1::ListJobsRequest job_page;
+  job_page.set_page_size(500);  // the largest page
+  for (v1::JobState s : {v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED, v1::JOB_STATE_CANCELLED}) {
+    job_page.add_states(s);
+  }
+  do {
+    FT_ASSIGN_OR_RETURN(v1::ListJobsResponse page, jobs.List(job_page));
+    for (const v1::Job& job : page.jobs()) FT_RETURN_IF_ERROR(notifier.JobEnded(job));
+    job_page.set_page_token(page.next_page_token());
+  } while (!job_page.page_token().empty());
+  v1::ListSweepsRequest sweep_page;
+  sweep_page.set_page_size(500);  // the largest page
+  for (v1::SweepState s :
+       {v1::SWEEP_STATE_SUCCEEDED, v1::SWEEP_STATE_FAILED, v1::SWEEP_STATE_CANCELLED}) {
+    sweep_page.add_states(s);
+  }
+  do {
+    FT_ASSIGN_OR_RETURN(v1::ListSweepsResponse page, sweeps.List(sweep_page));
+    for (const v1::Sweep& sweep : page.sweeps()) FT_RETURN_IF_ERROR(notifier.SweepEnded(sweep));
+    sweep_page.set_page_token(page.next_page_token());
+  } while (!sweep_page.page_token().empty());
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
@@ -102,12 +133,60 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   FT_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, Credentials(options));
   std::unique_ptr<Server> server(new Server());
   FT_ASSIGN_OR_RETURN(server->metrics_, metrics::Metrics::Create(options.metrics));
+
+  // Completion callbacks: the queue and notifier exist before the managers
+  // (whose end hooks queue into it); the worker starts after them.
+  std::error_code ec;
+  std::filesystem::create_directories(options.jobs.data_dir, ec);
+  FT_ASSIGN_OR_RETURN(server->notify_queue_,
+                      notify::SqliteQueue::Open((std::filesystem::path(options.jobs.data_dir) /
+                                                 "notifications.db")
+                                                    .string()));
+  server->notify_metrics_ = std::make_unique<metrics::NotifyMetrics>(*server->metrics_->registry());
+  metrics::NotifyMetrics* notify_metrics = server->notify_metrics_.get();
+  options.notify.hooks.attempt = [notify_metrics](bool ok) { notify_metrics->Attempt(ok); };
+  options.notify.hooks.abandoned = [notify_metrics] { notify_metrics->Abandoned(); };
+  options.notify.hooks.pending = [notify_metrics](int64_t n) { notify_metrics->SetPending(n); };
+  options.notify.hooks.log = [](const notify::Notification& n, absl::string_view what) {
+    const bool job = n.event == "job.ended";
+    base::Log(base::LogLevel::kWarning, what, job ? n.id : std::string(),
+              {{job ? "event" : "sweep_id", job ? n.event : n.id},
+               {"attempts", absl::StrCat(n.attempts)},
+               {"error", n.last_error}});
+  };
+  server->notifier_ =
+      std::make_unique<notify::Notifier>(server->notify_queue_.get(), options.notify);
+  notify::Notifier* notifier = server->notifier_.get();
+  options.jobs.notify.validate = [notifier](const v1::Notify& n, const std::string& tenant,
+                                            const std::string& field) {
+    return notify::ValidateNotify(n, tenant, notifier->options(), field);
+  };
+  options.jobs.notify.job_ended = [notifier](const v1::Job& job) {
+    if (absl::Status s = notifier->JobEnded(job); !s.ok()) {
+      base::Log(base::LogLevel::kError, "cannot queue the completion callback", job.id(),
+                {{"error", s.ToString()}});
+    }
+  };
+  options.sweeps.sweep_ended = [notifier](const v1::Sweep& sweep) {
+    if (absl::Status s = notifier->SweepEnded(sweep); !s.ok()) {
+      base::Log(base::LogLevel::kError, "cannot queue the completion callback", {},
+                {{"sweep_id", sweep.id()}, {"error", s.ToString()}});
+    }
+  };
+
   FT_ASSIGN_OR_RETURN(server->manager_,
                       jobs::JobManager::Create(options.jobs, std::move(options.hooks),
                                                server->metrics_.get()));
   FT_ASSIGN_OR_RETURN(server->sweeps_,
                       sweeps::SweepManager::Create(server->manager_.get(), options.sweeps,
                                                  server->metrics_.get()));
+  if (absl::Status s = ReconcileNotifications(*server->manager_, *server->sweeps_, *notifier);
+      !s.ok()) {
+    server->sweeps_->Shutdown();
+    server->manager_->Shutdown();
+    return s;
+  }
+  notifier->Start();
   server->service_ = std::make_unique<FineTuneServiceImpl>(
       server->manager_.get(), server->metrics_.get(), options.service, server->sweeps_.get());
 
@@ -137,6 +216,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
     // Nothing is serving; stop the workers started above.
     server->sweeps_->Shutdown();
     server->manager_->Shutdown();
+    server->notifier_->Stop();
     return absl::UnavailableError(
         absl::StrCat("listen: cannot listen on ", options.listen_address));
   }
@@ -177,6 +257,8 @@ void Server::Shutdown(absl::Time deadline) {
   SetServing(false);
   if (sweeps_ != nullptr) sweeps_->Shutdown();
   if (manager_ != nullptr) manager_->Shutdown();
+  // After the managers: jobs stopped by the drain are QUEUED, not ended.
+  if (notifier_ != nullptr) notifier_->Stop();
   if (server_ != nullptr) {
     server_->Shutdown(absl::ToChronoTime(deadline));
     server_->Wait();

@@ -4,11 +4,12 @@
 //
 // Start() returns a running server; Shutdown() drains it in the order the
 // design asks: health NOT_SERVING, no new jobs and running ones stopped
-// (they go back to QUEUED for the next start), then the gRPC server's
-// Shutdown(deadline), which waits for in-flight RPCs until the deadline and
-// cancels the rest (open WatchJob streams end CANCELLED). Until then, health
-// also follows whether the job store can be reached (a replica cut off from
-// its PostgreSQL is NOT_SERVING until it is back).
+// (they go back to QUEUED for the next start), the completion-callback
+// worker stopped (pending callbacks stay queued for the next start), then
+// the gRPC server's Shutdown(deadline), which waits for in-flight RPCs until
+// the deadline and cancels the rest (open WatchJob streams end CANCELLED).
+// Until then, health also follows whether the job store can be reached (a
+// replica cut off from its PostgreSQL is NOT_SERVING until it is back).
 //
 // Thread safety: port()/metrics_port()/job_manager() are safe anywhere;
 // Shutdown() may be called from any one thread, once or more.
@@ -24,6 +25,9 @@
 #include "grpcpp/server.h"
 #include "server/jobs/job_manager.h"
 #include "server/metrics/metrics.h"
+#include "server/metrics/notify_metrics.h"
+#include "server/notify/notifier.h"
+#include "server/notify/sqlite_queue.h"
 #include "server/service/finetune_service.h"
 #include "server/store/store_probe.h"
 
@@ -39,6 +43,10 @@ struct ServerOptions {
   ServiceOptions service;
   // Freeze sweeps (SubmitSweep, ...); kept in the job manager's store.
   sweeps::SweepManagerOptions sweeps;
+  // Completion callbacks (server/notify): secrets, URL rules, backoff. The
+  // hooks are set by Start() (metrics, logs). Their queue is
+  // <jobs.data_dir>/notifications.db.
+  notify::NotifierOptions notify;
   // TLS: PEM files. Empty cert and key: plaintext. With a client CA, clients
   // must present a certificate it signed (mutual TLS).
   std::string tls_cert_file;
@@ -89,6 +97,11 @@ class Server {
   Server() = default;
 
   std::unique_ptr<metrics::Metrics> metrics_;
+  std::unique_ptr<metrics::NotifyMetrics> notify_metrics_;
+  // Declared before the managers, whose end hooks call into the notifier:
+  // destroyed after them.
+  std::unique_ptr<notify::SqliteQueue> notify_queue_;
+  std::unique_ptr<notify::Notifier> notifier_;
   std::unique_ptr<jobs::JobManager> manager_;
   // Declared after manager_: destroyed (monitor joined) before it.
   std::unique_ptr<sweeps::SweepManager> sweeps_;

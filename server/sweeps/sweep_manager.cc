@@ -206,11 +206,16 @@ void SweepManager::Ended(Running& run, v1::SweepState from) {
     running_.erase(run.sweep.id());
   }
   UpdateMetrics(&run.sweep);
+  if (options_.sweep_ended) options_.sweep_ended(run.sweep);
 }
 
 absl::StatusOr<v1::Sweep> SweepManager::Submit(const v1::SweepSpec& spec,
                                                const std::string& tenant, absl::Time deadline) {
   if (!spec.has_job()) return absl::InvalidArgumentError("sweep.job: required");
+  if (spec.job().has_notify()) {
+    return absl::InvalidArgumentError(
+        "sweep.job.notify: trials do not call back; set sweep.notify for the sweep's end");
+  }
   if (spec.display_name().size() > kMaxDisplayNameLength) {
     return absl::InvalidArgumentError(
         absl::StrCat("sweep.display_name: at most ", kMaxDisplayNameLength, " characters"));
@@ -227,6 +232,9 @@ absl::StatusOr<v1::Sweep> SweepManager::Submit(const v1::SweepSpec& spec,
   FT_ASSIGN_OR_RETURN(std::vector<Candidate> candidates, ExpandCandidates(spec));
   FT_ASSIGN_OR_RETURN(Selection selection, ResolveSelection(spec));
   if (spec.has_successive_halving()) FT_RETURN_IF_ERROR(ValidateHalving(spec.successive_halving()));
+  if (spec.has_notify()) {
+    FT_RETURN_IF_ERROR(jobs_->ValidateNotify(spec.notify(), tenant, "sweep.notify"));
+  }
 
   v1::Sweep sweep;
   sweep.set_id(base::NewId("sweep"));

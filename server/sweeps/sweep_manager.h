@@ -60,6 +60,10 @@ namespace freezetune::sweeps {
 struct SweepManagerOptions {
   // How often the monitor thread looks at running trials.
   absl::Duration poll_interval = absl::Milliseconds(200);
+  // After a sweep's final event (SUCCEEDED, FAILED, CANCELLED) is appended,
+  // with the final Sweep, holding that sweep's lock only: it must only queue
+  // (server/notify). Null: nothing.
+  std::function<void(const v1::Sweep&)> sweep_ended;
 };
 
 class SweepManager {
