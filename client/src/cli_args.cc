@@ -86,6 +86,8 @@ const std::vector<FlagDef>& AllFlags() {
       {"request-id", "ID", false, "idempotency key (makes retries safe)"},
       {"name", "TEXT", false, "display name"},
       {"priority", "N", false, "higher runs first (default 0)"},
+      {"notify-url", "URL", false,
+       "POST the final job (sweep) here, signed, when it ends (see docs/calling-freezetune.md)"},
       {"watch", nullptr, false, "follow the job after submitting it"},
       // sweep
       {"depths", "N,N,...,head-only", false,
@@ -131,7 +133,7 @@ std::vector<std::string> SubmitFlags() {
         "warmup-ratio", "lr-schedule", "max-seq-length", "seed", "log-every",
         "eval-every", "grad-accum", "max-grad-norm", "checkpoint-every",
         "early-stopping", "selection-metric", "validation-split", "output",
-        "output-format", "device", "request-id", "name", "priority", "watch"}) {
+        "output-format", "device", "request-id", "name", "priority", "notify-url", "watch"}) {
     f.push_back(n);
   }
   return f;

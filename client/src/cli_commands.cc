@@ -397,6 +397,9 @@ int CmdSweep(const Ctx& c) {
   spec.mutable_job()->clear_freeze();
   spec.set_output_uri(job->output_uri());
   spec.mutable_job()->clear_output_uri();
+  // The sweep calls back when it ends; its trials do not.
+  if (job->has_notify()) *spec.mutable_notify() = job->notify();
+  spec.mutable_job()->clear_notify();
   spec.set_display_name(job->display_name());
   spec.set_selection_metric(c.args.Get("sweep-metric").value_or(""));
   for (absl::string_view part : absl::StrSplit(*depths, ',', absl::SkipWhitespace())) {

@@ -331,6 +331,8 @@ absl::Status ApplyJobFlags(const ParsedArgs& args, v1::FineTuneJob* job) {
              [&](const std::string& v) { job->set_client_request_id(v); });
   StringFlag(args, "name",
              [&](const std::string& v) { job->set_display_name(v); });
+  StringFlag(args, "notify-url",
+             [&](const std::string& v) { job->mutable_notify()->set_url(v); });
   return absl::OkStatus();
 }
 
@@ -387,6 +389,8 @@ std::string FlagForField(absl::string_view path) {
       {"client_request_id", "request-id"},
       {"display_name", "name"},
       {"priority", "priority"},
+      {"notify", "notify-url"},
+      {"notify.url", "notify-url"},
       {"freeze_depths", "depths"},
       {"include_head_only", "depths"},
       {"selection_metric", "sweep-metric"},
