@@ -312,8 +312,11 @@ std::vector<std::string> PinTo(const UrlParts& parts, const std::vector<std::str
 absl::StatusOr<UrlParts> ParseCallbackUrl(std::string_view url, const UriOptions& options,
                                           std::string_view field) {
   FT_ASSIGN_OR_RETURN(UrlParts parts, ParseHttpUrl(std::string(url), field));
-  if (parts.scheme == "http" && !options.allow_http) {
-    return BadUri(field, "http:// callbacks need the server's --allow_http; use https://");
+  // As dataset URIs: plain http:// only where the server allows it.
+  if (parts.scheme == "http" && !(options.allow_http && options.allow_plain_http)) {
+    return BadUri(field,
+                  "http:// callbacks need the server's --allow_http and --allow_plain_http; "
+                  "use https://");
   }
   return parts;
 }

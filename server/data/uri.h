@@ -84,7 +84,7 @@ absl::StatusOr<std::string> ResolveOutputDir(std::string_view uri, const UriOpti
                                              std::string_view field);
 
 // Callback URLs (completion notifications) under the rules of http(s)
-// reads: https, or http when options.allow_http; a host whose addresses are
+// reads: https, or http when options.allow_http and allow_plain_http; a host whose addresses are
 // not all public is refused unless options.allow_private_http.
 // CheckCallbackUrl parses and checks the scheme and a literal address
 // without any network access (for submit-time validation);

@@ -90,6 +90,9 @@ TEST(NotifierPolicyTest, ValidateNotify) {
             absl::StatusCode::kInvalidArgument);
   o.uris.allow_http = true;
   EXPECT_TRUE(ValidateNotify(n, "acme", o, "job.notify").ok());
+  o.uris.allow_plain_http = false;
+  EXPECT_EQ(ValidateNotify(n, "acme", o, "job.notify").code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
