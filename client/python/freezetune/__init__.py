@@ -10,7 +10,8 @@
 
 Errors are FreezetuneError subclasses (freezetune.errors): InvalidArgument
 (with .field), NotFound, Unauthenticated, Unavailable, ... The asyncio client
-is freezetune.aio.AsyncClient. The generated messages and stubs are in
+is freezetune.aio.AsyncClient. A service that set `notify` on a job checks
+the callbacks it receives with freezetune.callbacks.verify_signature. The generated messages and stubs are in
 freezetune.v1 (freezetune_pb2, freezetune_pb2_grpc): in an installed wheel
 they are part of the package; in the source tree, CMake's
 freezetune_python_stubs target writes them to <build>/python, which this
