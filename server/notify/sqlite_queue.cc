@@ -29,6 +29,14 @@ void BindText(sqlite3_stmt* stmt, int i, const std::string& s) {
   sqlite3_bind_text(stmt, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
 }
 
+// Prepares `sql` into `s`.
+absl::Status Prepare(sqlite3* db, const std::string& sql, Statement& s) {
+  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &s.stmt, nullptr) == SQLITE_OK) {
+    return absl::OkStatus();
+  }
+  return absl::InternalError(absl::StrCat("notification queue: prepare: ", sqlite3_errmsg(db)));
+}
+
 std::string Text(sqlite3_stmt* stmt, int i) {
   const void* p = sqlite3_column_blob(stmt, i);
   return p == nullptr ? std::string()
@@ -68,16 +76,9 @@ absl::Status SqliteQueue::Check(int rc, const char* what) const {
 absl::StatusOr<bool> SqliteQueue::PutNotification(const Notification& n) {
   absl::MutexLock lock(&mu_);
   Statement s;
-  if (absl::Status st = Check(
-          sqlite3_prepare_v2(db_,
-                             absl::StrCat("INSERT OR IGNORE INTO notifications(", kColumns,
-                                          ") VALUES(?,?,?,?,?,?,?,?,?,?)")
-                                 .c_str(),
-                             -1, &s.stmt, nullptr),
-          "prepare insert");
-      !st.ok()) {
-    return st;
-  }
+  const std::string sql = absl::StrCat("INSERT OR IGNORE INTO notifications(", kColumns,
+                                       ") VALUES(?,?,?,?,?,?,?,?,?,?)");
+  if (absl::Status st = Prepare(db_, sql, s); !st.ok()) return st;
   BindText(s.stmt, 1, n.id);
   BindText(s.stmt, 2, n.event);
   BindText(s.stmt, 3, n.tenant);
@@ -98,11 +99,7 @@ absl::StatusOr<std::vector<Notification>> SqliteQueue::Select(const char* where,
   Statement s;
   const std::string sql = absl::StrCat("SELECT ", kColumns, " FROM notifications ", where,
                                        " LIMIT ", limit);
-  if (absl::Status st = Check(sqlite3_prepare_v2(db_, sql.c_str(), -1, &s.stmt, nullptr),
-                              "prepare select");
-      !st.ok()) {
-    return st;
-  }
+  if (absl::Status st = Prepare(db_, sql, s); !st.ok()) return st;
   std::vector<Notification> out;
   int rc;
   while ((rc = sqlite3_step(s.stmt)) == SQLITE_ROW) {
@@ -134,11 +131,7 @@ absl::StatusOr<std::vector<Notification>> SqliteQueue::All() {
 absl::StatusOr<int64_t> SqliteQueue::CountPending() {
   absl::MutexLock lock(&mu_);
   Statement s;
-  if (absl::Status st = Check(sqlite3_prepare_v2(db_,
-                                                 "SELECT COUNT(*) FROM notifications "
-                                                 "WHERE state = 0",
-                                                 -1, &s.stmt, nullptr),
-                              "prepare count");
+  if (absl::Status st = Prepare(db_, "SELECT COUNT(*) FROM notifications WHERE state = 0", s);
       !st.ok()) {
     return st;
   }
@@ -150,12 +143,10 @@ absl::StatusOr<int64_t> SqliteQueue::CountPending() {
 absl::Status SqliteQueue::UpdateNotification(const Notification& n) {
   absl::MutexLock lock(&mu_);
   Statement s;
-  if (absl::Status st = Check(
-          sqlite3_prepare_v2(db_,
-                             "UPDATE notifications SET attempts = ?, next_attempt_micros = ?, "
-                             "state = ?, last_error = ? WHERE id = ?",
-                             -1, &s.stmt, nullptr),
-          "prepare update");
+  if (absl::Status st = Prepare(db_,
+                                "UPDATE notifications SET attempts = ?, next_attempt_micros = ?, "
+                                "state = ?, last_error = ? WHERE id = ?",
+                                s);
       !st.ok()) {
     return st;
   }
@@ -174,11 +165,10 @@ absl::Status SqliteQueue::UpdateNotification(const Notification& n) {
 absl::Status SqliteQueue::Prune(absl::Time before) {
   absl::MutexLock lock(&mu_);
   Statement s;
-  if (absl::Status st = Check(sqlite3_prepare_v2(db_,
-                                                 "DELETE FROM notifications WHERE state != 0 "
-                                                 "AND created_micros < ?",
-                                                 -1, &s.stmt, nullptr),
-                              "prepare prune");
+  if (absl::Status st = Prepare(db_,
+                                "DELETE FROM notifications WHERE state != 0 AND "
+                                "created_micros < ?",
+                                s);
       !st.ok()) {
     return st;
   }

@@ -24,11 +24,8 @@ import http.server
 import json
 import os
 import re
-import shutil
-import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import unittest
@@ -38,7 +35,7 @@ import real_server
 
 real_server.take_argv()
 
-from freezetune import Client, InvalidArgument, JobState, SweepState  # noqa: E402
+from freezetune import InvalidArgument, JobState, SweepState  # noqa: E402
 from freezetune.callbacks import verify_signature  # noqa: E402
 
 SECRET = "0123456789abcdef-test-secret"
@@ -111,11 +108,6 @@ class Receiver:
         self.httpd.server_close()
 
 
-def read(path):
-    with open(path) as f:
-        return f.read()
-
-
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -124,59 +116,18 @@ def free_port():
     return port
 
 
-class NotifyE2E(unittest.TestCase):
+class NotifyE2E(real_server.RealServerTestCase):
+    metrics_listen = "127.0.0.1:%d" % free_port()  # kept across the restart
+
     @classmethod
-    def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp(prefix="ft_notify_e2e_")
-        vocab = os.path.join(real_server.SOURCE_DIR,
-                             "tests/fixtures/data/bert-base-uncased-vocab.txt")
-        subprocess.run([real_server.MODEL_BIN, "init", "--out", cls.dir + "/model", "--vocab", vocab,
-                        "--layers", "2", "--hidden", "32", "--heads", "2", "--intermediate", "64",
-                        "--max-position", "64"], check=True, capture_output=True)
-        with open(cls.dir + "/small.jsonl", "w") as f:
-            for _ in range(16):
-                f.write('{"text": "a great movie", "label": 1}\n{"text": "an awful movie", "label": 0}\n')
+    def server_flags(cls):
         with open(cls.dir + "/secrets", "w") as f:
             f.write("# tenant secret\n* %s\n" % SECRET)
-        cls.metrics_port = free_port()
-        cls.start_server()
-
-    @classmethod
-    def start_server(cls):
-        port_file = cls.dir + "/port"
-        if os.path.exists(port_file):
-            os.remove(port_file)
-        cls.log = open(cls.dir + "/server.log", "a")
-        cls.server = subprocess.Popen(
-            [real_server.SERVER_BIN, "--listen=127.0.0.1:0", "--port_file=" + port_file,
-             "--metrics_listen=127.0.0.1:%d" % cls.metrics_port,
-             "--data_dir=" + cls.dir + "/server", "--data_roots=" + cls.dir, "--threads=1",
-             "--notify_secret_file=" + cls.dir + "/secrets", "--notify_allow_private_hosts",
-             "--notify_initial_backoff=300ms", "--notify_max_backoff=1200ms"],
-            stdout=cls.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 60
-        while not (os.path.exists(port_file) and read(port_file).endswith("\n")):
-            if cls.server.poll() is not None or time.time() > deadline:
-                raise RuntimeError("server did not start: " + read(cls.dir + "/server.log"))
-            time.sleep(0.05)
-        cls.address = "127.0.0.1:" + read(port_file).strip()
-        cls.client = Client(cls.address)
-
-    @classmethod
-    def stop_server(cls):
-        cls.client.close()
-        cls.server.send_signal(signal.SIGTERM)
-        assert cls.server.wait(timeout=60) == 0
-        cls.log.close()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.stop_server()
-        shutil.rmtree(cls.dir)
+        return ["--notify_secret_file=" + cls.dir + "/secrets", "--notify_allow_private_hosts",
+                "--notify_initial_backoff=300ms", "--notify_max_backoff=1200ms"]
 
     def metric(self, name):
-        text = urllib.request.urlopen(
-            "http://127.0.0.1:%d/metrics" % self.metrics_port).read().decode()
+        text = urllib.request.urlopen("http://%s/metrics" % self.metrics_listen).read().decode()
         m = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
         return float(m.group(1)) if m else 0.0
 
@@ -186,7 +137,7 @@ class NotifyE2E(unittest.TestCase):
             self.assertLess(time.time(), deadline, "%s stayed below %s" % (name, at_least))
             time.sleep(0.05)
 
-    def job(self, url, **hyperparameters):
+    def notify_job(self, url, **hyperparameters):
         hp = {"epochs": 1, "batchSize": 8, "maxSeqLength": 16, "learningRate": 1e-3,
               "validationSplit": 0.25}
         hp.update(hyperparameters)
@@ -199,7 +150,7 @@ class NotifyE2E(unittest.TestCase):
     def test_1_job_and_sweep_callbacks_are_signed(self):
         receiver = Receiver()
         try:
-            job = self.client.submit(self.job(receiver.url))
+            job = self.client.submit(self.notify_job(receiver.url))
             self.assertIs(JobState(self.client.wait(job.id, timeout=120).state), JobState.SUCCEEDED)
             headers, body = receiver.wait_accepted(1)[0]
             self.assertTrue(verify(headers, body), headers)
@@ -220,7 +171,7 @@ class NotifyE2E(unittest.TestCase):
             self.assertFalse(verify_signature(WRONG_SECRET, headers, body))
             self.assertFalse(verify_signature(SECRET, headers, body, now=time.time() + 301))
 
-            spec = {"job": self.job(receiver.url), "freezeDepths": [0, 1]}
+            spec = {"job": self.notify_job(receiver.url), "freezeDepths": [0, 1]}
             del spec["job"]["freeze"], spec["job"]["notify"]
             spec["notify"] = {"url": receiver.url}
             sweep = self.client.submit_sweep(spec)
@@ -266,7 +217,7 @@ class NotifyE2E(unittest.TestCase):
 
     def test_3_receiver_down_erroring_and_misconfigured_then_up(self):
         port = free_port()
-        job = self.client.submit(self.job("http://127.0.0.1:%d/hook" % port))
+        job = self.client.submit(self.notify_job("http://127.0.0.1:%d/hook" % port))
         self.client.wait(job.id, timeout=120)
         failed = self.metric(FAILED)
         self.wait_metric(FAILED, failed + 2)  # connection refused, twice
@@ -295,7 +246,7 @@ class NotifyE2E(unittest.TestCase):
 
     def test_4_pending_callback_survives_a_restart(self):
         port = free_port()
-        job = self.client.submit(self.job("http://127.0.0.1:%d/hook" % port))
+        job = self.client.submit(self.notify_job("http://127.0.0.1:%d/hook" % port))
         self.client.wait(job.id, timeout=120)
         self.wait_metric(FAILED, self.metric(FAILED) + 1)
         self.stop_server()
@@ -314,18 +265,18 @@ class NotifyE2E(unittest.TestCase):
 
     def test_5_submit_time_checks(self):
         # Allowed by the test flag: private addresses pass here.
-        self.client.cancel(self.client.submit(self.job("http://10.1.2.3/hook")).id)
-        spec = {"job": self.job("https://hooks.example.com/x"), "freezeDepths": [0, 1]}
+        self.client.cancel(self.client.submit(self.notify_job("http://10.1.2.3/hook")).id)
+        spec = {"job": self.notify_job("https://hooks.example.com/x"), "freezeDepths": [0, 1]}
         del spec["job"]["freeze"]
         with self.assertRaises(InvalidArgument) as raised:
             self.client.submit_sweep(spec)
         self.assertTrue(str(raised.exception.field).startswith("sweep.job.notify"),
                         raised.exception)
         with self.assertRaises(InvalidArgument) as raised:
-            self.client.submit(self.job("ftp://example.com/x"))
+            self.client.submit(self.notify_job("ftp://example.com/x"))
         self.assertTrue(str(raised.exception.field).startswith("job.notify.url"), raised.exception)
         with self.assertRaises(InvalidArgument) as raised:
-            self.client.submit(self.job(""))
+            self.client.submit(self.notify_job(""))
         self.assertTrue(str(raised.exception.field).startswith("job.notify.url"), raised.exception)
 
 

@@ -33,9 +33,16 @@ def _read(path):
 
 
 class RealServerTestCase(unittest.TestCase):
+    # The server's /metrics address; a subclass may fix the port (restarts).
+    metrics_listen = "127.0.0.1:0"
+
+    @classmethod
+    def server_flags(cls):
+        """Extra server flags (a subclass's); cls.dir exists when called."""
+        return []
+
     @classmethod
     def setUpClass(cls):
-        from freezetune import Client
         cls.dir = tempfile.mkdtemp(prefix="ft_py_e2e_")
         vocab = os.path.join(SOURCE_DIR, "tests/fixtures/data/bert-base-uncased-vocab.txt")
         subprocess.run([MODEL_BIN, "init", "--out", cls.dir + "/model", "--vocab", vocab,
@@ -47,27 +54,44 @@ class RealServerTestCase(unittest.TestCase):
                     if i < 16:
                         small.write(json.dumps(row) + "\n")
                     large.write(json.dumps(row) + "\n")
+        cls.start_server()
+
+    @classmethod
+    def start_server(cls):
+        """Starts the server on cls.dir (again after stop_server: same data
+        dir); sets cls.server, cls.address and cls.client."""
+        from freezetune import Client
         port_file = cls.dir + "/port"
-        cls.log = open(cls.dir + "/server.log", "w")
+        if os.path.exists(port_file):
+            os.remove(port_file)
+        cls.log = open(cls.dir + "/server.log", "a")
         cls.server = subprocess.Popen(
-            [SERVER_BIN, "--listen=127.0.0.1:0", "--port_file=" + port_file, "--metrics_listen=127.0.0.1:0",
-             "--data_dir=" + cls.dir + "/server", "--data_roots=" + cls.dir, "--threads=1"],
+            [SERVER_BIN, "--listen=127.0.0.1:0", "--port_file=" + port_file,
+             "--metrics_listen=" + cls.metrics_listen,
+             "--data_dir=" + cls.dir + "/server", "--data_roots=" + cls.dir, "--threads=1"]
+            + cls.server_flags(),
             stdout=cls.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 60
         while not (os.path.exists(port_file) and _read(port_file).endswith("\n")):
             if cls.server.poll() is not None or time.time() > deadline:
                 raise RuntimeError("server did not start: " + _read(cls.dir + "/server.log"))
             time.sleep(0.05)
-        cls.client = Client("127.0.0.1:" + _read(port_file).strip())
+        cls.address = "127.0.0.1:" + _read(port_file).strip()
+        cls.client = Client(cls.address)
 
     @classmethod
-    def tearDownClass(cls):
+    def stop_server(cls):
+        """SIGTERM; the server must drain and exit 0."""
         cls.client.close()
         cls.server.send_signal(signal.SIGTERM)
-        rc = cls.server.wait(timeout=30)
+        rc = cls.server.wait(timeout=60)
         cls.log.close()
         if rc != 0:
             raise RuntimeError("server exited %d on SIGTERM" % rc)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stop_server()
         shutil.rmtree(cls.dir)
 
     def job(self, dataset, epochs):
