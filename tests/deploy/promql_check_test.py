@@ -12,6 +12,7 @@
 3. The dashboard is well formed: unique panel ids, each panel and target uses
    the ${datasource} variable, every target has a refId and an expression.
 The live test (prometheus_live_test.py) imports the extraction helpers."""
+import glob
 import json
 import os
 import re
@@ -27,6 +28,8 @@ DASHBOARD = os.path.join(ROOT, "deploy", "grafana", "freezetune-dashboard.json")
 RULES = os.path.join(ROOT, "deploy", "prometheus", "freezetune.rules.yml")
 PENDING = os.path.join(ROOT, "deploy", "prometheus", "pending-metrics.txt")
 METRICS_CC = os.path.join(ROOT, "server", "metrics", "metrics.cc")
+# Families built outside metrics.cc (server/metrics/notify_metrics.cc, ...).
+METRICS_SOURCES = sorted(glob.glob(os.path.join(ROOT, "server", "metrics", "*.cc")))
 
 # What Grafana substitutes; the live test uses the same values.
 GRAFANA_VARS = {
@@ -179,15 +182,17 @@ def main():
     if not os.path.exists(METRICS_CC):
         problems.append(f"{METRICS_CC} is missing: cannot tell which metrics the server exports")
     else:
-        with open(METRICS_CC) as f:
-            exported = set(re.findall(r'\.Name\("(freezetune_[a-z0-9_]+)"\)', f.read()))
+        exported = set()
+        for source in METRICS_SOURCES:
+            with open(source) as f:
+                exported |= set(re.findall(r'\.Name\("(freezetune_[a-z0-9_]+)"\)', f.read()))
         pending = read_pending()
         used = set()
         for where, e, _ in exprs:
             for n in metric_names(e):
                 used.add(n)
                 if n not in exported and n not in pending:
-                    problems.append(f"{where} uses {n}, which server/metrics/metrics.cc does not export "
+                    problems.append(f"{where} uses {n}, which no server/metrics/*.cc exports "
                                     f"(and it is not in deploy/prometheus/pending-metrics.txt)")
         for n in sorted(pending & exported):
             problems.append(f"{n} is exported now: delete it from deploy/prometheus/pending-metrics.txt")
