@@ -4,7 +4,7 @@
 // with gapless events, an idempotent submit (client_request_id) that
 // stores all trials or none, orphan trials cancelled at start, subscribers
 // notified by Emit and by Shutdown, and List (paging, states, tenant,
-// errors naming the field).
+// errors naming the field), and the completion-callback hooks.
 #include "server/sweeps/sweep_manager.h"
 
 #include <unistd.h>
@@ -13,7 +13,9 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <thread>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -111,12 +113,14 @@ class SweepManagerTest : public ::testing::Test {
     jobs_.reset();
     fs::remove_all(dir_);
   }
-  void Start(metrics::Metrics* metrics = nullptr) {
+  void Start(metrics::Metrics* metrics = nullptr,
+             std::function<void(const v1::Sweep&)> sweep_ended = nullptr) {
     auto jobs = JobManager::Create(options_, trainer_.Hooks());
     ASSERT_TRUE(jobs.ok()) << jobs.status();
     jobs_ = std::move(*jobs);
     SweepManagerOptions sweep_options;
     sweep_options.poll_interval = absl::Milliseconds(10);
+    sweep_options.sweep_ended = std::move(sweep_ended);
     auto sweeps = SweepManager::Create(jobs_.get(), sweep_options, metrics);
     ASSERT_TRUE(sweeps.ok()) << sweeps.status();
     sweeps_ = std::move(*sweeps);
@@ -192,6 +196,69 @@ TEST_F(SweepManagerTest, SweepFillsTableAndWritesWinner) {
   for (size_t i = 0; i < events->size(); ++i) EXPECT_EQ((*events)[i].sequence(), int64_t(i + 1));
   EXPECT_TRUE(events->back().has_result());
   EXPECT_EQ(sweeps_->Cancel(sweep->id()).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// Completion callbacks (issue 15.4): the managers' end hooks. Without them a
+// notify is refused; with them, Submit checks it through the validate hook
+// and each resource's final record reaches its hook once, after it is stored.
+TEST_F(SweepManagerTest, NotifyHooksCheckAtSubmitAndSeeEveryEnd) {
+  v1::SweepSpec spec = Spec();
+  spec.mutable_notify()->set_url("https://hooks.example.com/x");
+  Start();
+  auto refused = sweeps_->Submit(spec, "acme");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(refused.status().message().substr(0, 14), "sweep.notify: ");
+  Stop();
+
+  absl::Mutex mu;
+  std::vector<v1::Job> jobs_ended;
+  std::vector<v1::Sweep> sweeps_ended;
+  options_.notify.validate = [](const v1::Notify& n, const std::string& tenant,
+                                const std::string& field) {
+    if (tenant != "acme") return absl::FailedPreconditionError(field + ": no secret");
+    if (n.url().rfind("https://", 0) != 0) {
+      return absl::InvalidArgumentError(field + ".url: https only");
+    }
+    return absl::OkStatus();
+  };
+  options_.notify.job_ended = [&](const v1::Job& job) {
+    absl::MutexLock lock(&mu);
+    jobs_ended.push_back(job);
+  };
+  Start(nullptr, [&](const v1::Sweep& sweep) {
+    absl::MutexLock lock(&mu);
+    sweeps_ended.push_back(sweep);
+  });
+  EXPECT_EQ(sweeps_->Submit(spec, "other").status().message(), "sweep.notify: no secret");
+  v1::SweepSpec in_template = Spec();
+  in_template.mutable_job()->mutable_notify()->set_url("https://hooks.example.com/x");
+  auto templated = sweeps_->Submit(in_template, "acme");
+  EXPECT_EQ(templated.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(templated.status().message().substr(0, 18), "sweep.job.notify: ");
+  v1::FineTuneJob job = Spec().job();
+  job.mutable_freeze()->mutable_head_only();
+  job.mutable_notify()->set_url("http://hooks.example.com/x");
+  EXPECT_EQ(jobs_->Submit(job, "acme").status().message(), "job.notify.url: https only");
+
+  auto sweep = sweeps_->Submit(spec, "acme");
+  ASSERT_TRUE(sweep.ok()) << sweep.status();
+  v1::Sweep done = WaitEnded(sweep->id());
+  ASSERT_EQ(done.state(), v1::SWEEP_STATE_SUCCEEDED);
+  Stop();  // joins the monitor and the workers: every hook has run
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(sweeps_ended.size(), 1u);
+  EXPECT_EQ(sweeps_ended[0].id(), sweep->id());
+  EXPECT_EQ(sweeps_ended[0].state(), v1::SWEEP_STATE_SUCCEEDED);
+  EXPECT_EQ(sweeps_ended[0].winner_index(), done.winner_index());
+  EXPECT_EQ(sweeps_ended[0].spec().notify().url(), "https://hooks.example.com/x");
+  EXPECT_EQ(sweeps_ended[0].last_sequence(), done.last_sequence());  // the final event's
+  ASSERT_EQ(jobs_ended.size(), 4u);  // each trial once, with its final record
+  for (const v1::Job& j : jobs_ended) {
+    EXPECT_EQ(j.state(), v1::JOB_STATE_SUCCEEDED) << j.id();
+    EXPECT_EQ(j.sweep_id(), sweep->id());
+    EXPECT_TRUE(j.has_result());
+    EXPECT_FALSE(j.spec().has_notify());
+  }
 }
 
 // Issue 14 item 1: a sweep's output is checked and claimed like a job's.
