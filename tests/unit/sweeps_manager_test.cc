@@ -215,7 +215,7 @@ TEST_F(SweepManagerTest, NotifyHooksCheckAtSubmitAndSeeEveryEnd) {
   std::vector<v1::Sweep> sweeps_ended;
   options_.notify.validate = [](const v1::Notify& n, const std::string& tenant,
                                 const std::string& field) {
-    if (tenant != "acme") return absl::FailedPreconditionError(field + ": no secret");
+    if (tenant == "other") return absl::FailedPreconditionError(field + ": no secret");
     if (n.url().rfind("https://", 0) != 0) {
       return absl::InvalidArgumentError(field + ".url: https only");
     }
@@ -240,7 +240,7 @@ TEST_F(SweepManagerTest, NotifyHooksCheckAtSubmitAndSeeEveryEnd) {
   job.mutable_notify()->set_url("http://hooks.example.com/x");
   EXPECT_EQ(jobs_->Submit(job, "acme").status().message(), "job.notify.url: https only");
 
-  auto sweep = sweeps_->Submit(spec, "acme");
+  auto sweep = sweeps_->Submit(spec, "");  // Spec()'s output is the default tenant's
   ASSERT_TRUE(sweep.ok()) << sweep.status();
   v1::Sweep done = WaitEnded(sweep->id());
   ASSERT_EQ(done.state(), v1::SWEEP_STATE_SUCCEEDED);
