@@ -64,6 +64,16 @@ inline bool MakeTinyModel(const std::string& model_bin, const std::string& out,
   return rc == 0;
 }
 
+// Writes a 32-line two-class JSONL training set ("a great movie" = 1,
+// "a dreadful movie" = 0) to `path`, enough for a tiny model's short job.
+inline void WriteTinySentimentJsonl(const std::string& path) {
+  std::ofstream train(path);
+  for (int i = 0; i < 16; ++i) {
+    train << "{\"text\": \"a great movie\", \"label\": 1}\n";
+    train << "{\"text\": \"a dreadful movie\", \"label\": 0}\n";
+  }
+}
+
 class ServerProcess {
  public:
   // `dir` holds the port file and logs; `flags` are passed after --listen

@@ -39,11 +39,7 @@ class StoreCrashTest : public ::testing::Test {
     fs::create_directories(*root_);
     std::string error;
     ASSERT_TRUE(testing::MakeTinyModel(FREEZETUNE_MODEL_BIN, *root_ + "/model", &error)) << error;
-    std::ofstream train(*root_ + "/train.jsonl");
-    for (int i = 0; i < 16; ++i) {
-      train << "{\"text\": \"a great movie\", \"label\": 1}\n";
-      train << "{\"text\": \"a dreadful movie\", \"label\": 0}\n";
-    }
+    testing::WriteTinySentimentJsonl(*root_ + "/train.jsonl");
   }
   static void TearDownTestSuite() {
     if (!::testing::Test::HasFailure()) fs::remove_all(*root_);

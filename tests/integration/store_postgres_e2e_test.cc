@@ -47,11 +47,7 @@ class StorePostgresE2eTest : public ::testing::Test {
     ASSERT_TRUE(pg_->CreateDatabase("freezetune").ok());
     std::string error;
     ASSERT_TRUE(testing::MakeTinyModel(FREEZETUNE_MODEL_BIN, *root_ + "/model", &error)) << error;
-    std::ofstream train(*root_ + "/train.jsonl");
-    for (int i = 0; i < 16; ++i) {
-      train << "{\"text\": \"a great movie\", \"label\": 1}\n";
-      train << "{\"text\": \"a dreadful movie\", \"label\": 0}\n";
-    }
+    testing::WriteTinySentimentJsonl(*root_ + "/train.jsonl");
   }
   static void TearDownTestSuite() {
     delete pg_;  // stops the server
