@@ -37,6 +37,7 @@ using ::testing::HasSubstr;
 using ::testing::StartsWith;
 using testing::ReadWholeFile;
 using testing::ServerProcess;
+using testing::Submit;
 
 class S3EndToEndTest : public ::testing::Test {
  protected:
@@ -101,15 +102,6 @@ class S3EndToEndTest : public ::testing::Test {
     hp->set_log_every_steps(1);
     hp->set_learning_rate(1e-3f);
     return job;
-  }
-
-  static grpc::Status Submit(v1::FineTuneService::Stub* stub, const v1::FineTuneJob& spec,
-                             v1::Job* job) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + seconds(60));
-    v1::SubmitJobRequest request;
-    *request.mutable_job() = spec;
-    return stub->SubmitJob(&context, request, job);
   }
 
   std::vector<std::string> Keys(const std::string& prefix) {

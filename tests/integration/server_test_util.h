@@ -86,6 +86,16 @@ inline std::string ReflectionListServices(const std::shared_ptr<grpc::Channel>& 
   return bytes;
 }
 
+// SubmitJob with a 60 s deadline.
+inline grpc::Status Submit(v1::FineTuneService::Stub* stub, const v1::FineTuneJob& spec,
+                           v1::Job* job) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  v1::SubmitJobRequest request;
+  *request.mutable_job() = spec;
+  return stub->SubmitJob(&context, request, job);
+}
+
 // Polls GetJob until the job is in `state`; returns the job (or the last one
 // seen when the deadline passes).
 inline v1::Job WaitForState(v1::FineTuneService::Stub* stub, const std::string& id,

@@ -29,6 +29,7 @@ namespace fs = std::filesystem;
 using std::chrono::seconds;
 using testing::PostgresInstance;
 using testing::ServerProcess;
+using testing::Submit;
 
 constexpr char kPassword[] = "e2e-secret-pw";
 
@@ -89,15 +90,6 @@ class StorePostgresE2eTest : public ::testing::Test {
     hp->set_max_seq_length(16);
     hp->set_learning_rate(1e-3f);
     return job;
-  }
-
-  static grpc::Status Submit(v1::FineTuneService::Stub* stub, const v1::FineTuneJob& spec,
-                             v1::Job* job) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + seconds(60));
-    v1::SubmitJobRequest request;
-    *request.mutable_job() = spec;
-    return stub->SubmitJob(&context, request, job);
   }
 
   static PostgresInstance* pg_;
