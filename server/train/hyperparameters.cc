@@ -48,6 +48,7 @@ ResolvedHyperparameters WithDefaults(const v1::Hyperparameters& h, bool regressi
       h.selection_metric().empty() ? (regression ? "loss" : "accuracy") : h.selection_metric();
   if (h.has_validation_split()) r.validation_split = h.validation_split();
   if (h.has_length_bucketing()) r.length_bucketing = h.length_bucketing();
+  if (h.has_sparse_embedding_updates()) r.sparse_embedding_updates = h.sparse_embedding_updates();
   return r;
 }
 

@@ -39,6 +39,9 @@ struct ResolvedHyperparameters {
   // gives plain seeded shuffled batches. Evaluation batches are always
   // grouped: their order does not affect the result.
   bool length_bucketing = true;
+  // AdamW updates only the word-embedding rows with a gradient (CPU; see
+  // FusedAdamWOptions::sparse_rows). Changes results.
+  bool sparse_embedding_updates = false;
 };
 
 // Fills defaults. `regression` picks the default selection metric ("loss"

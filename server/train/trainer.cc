@@ -176,6 +176,14 @@ void Trainer::BuildOptimizer() {
   }
   optimizer_ = std::move(fresh);
   group_base_lr_ = std::move(base_lr);
+  adamw_options_.sparse_rows.clear();
+  if (hp.sparse_embedding_updates) {
+    for (const ParameterDecision& d : plan_.parameters) {
+      if (d.trainable && absl::EndsWith(d.name, "embeddings.word_embeddings.weight")) {
+        adamw_options_.sparse_rows.push_back(params_.at(d.name));
+      }
+    }
+  }
 }
 
 std::vector<torch::Tensor> Trainer::TrainableParameters() const {
@@ -536,7 +544,11 @@ absl::Status Trainer::TrainLoop() {
         static_cast<torch::optim::AdamWOptions&>(groups[g].options())
             .lr(group_base_lr_[g] * factor);
       }
-      optimizer_->step();
+      if (options_.fused_adamw) {
+        FusedAdamWStep(*optimizer_, adamw_options_);
+      } else {
+        optimizer_->step();
+      }
       optimizer_->zero_grad();
       ++step;
       summary_.steps = step;

@@ -40,6 +40,7 @@
 #include "server/model/hf_checkpoint.h"
 #include "server/train/fine_tune.h"
 #include "server/train/freeze_plan.h"
+#include "server/train/fused_adamw.h"
 #include "server/train/hyperparameters.h"
 #include "server/train/prefix_store.h"
 
@@ -79,6 +80,10 @@ struct TrainerOptions {
   // (batch shapes differ), not bit for bit.
   std::shared_ptr<PrefixStore> prefix_store;
   int64_t prefix_cache_max_bytes = int64_t{512} << 20;
+  // Optimizer steps through FusedAdamWStep (fused_adamw.h; equal to
+  // torch::optim::AdamW within 2 ulps); false: torch::optim::AdamW::step()
+  // (benchmarks compare the two).
+  bool fused_adamw = true;
 };
 
 // What a finished (or stopped) run reports.
@@ -198,6 +203,7 @@ class Trainer {
   PrefixCache train_cache_;
   PrefixCache eval_cache_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
+  FusedAdamWOptions adamw_options_;  // sparse rows, set with the optimizer
   // Dropout's generator (a CPU run's own; see Create), saved in checkpoints.
   at::Generator rng_;
   std::vector<double> group_base_lr_;  // base_lr * lr_scale per param group

@@ -23,6 +23,10 @@ if(TARGET freezetune_train AND TARGET freezetune_data AND TARGET freezetune_mode
     SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/trainer_test.cc
     DEPS freezetune_train protobuf::libprotobuf
     TIMEOUT 240)
+  freezetune_test(fused_adamw_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/fused_adamw_test.cc
+    DEPS freezetune_train
+    TIMEOUT 120)
   freezetune_test(prefix_store_test
     SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/prefix_store_test.cc
     DEPS freezetune_train)

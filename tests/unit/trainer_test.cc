@@ -312,6 +312,51 @@ TEST_F(TrainerTest, HeadOnlyRunsFrozenModulesInEvalMode) {
 
 // Three head_only trainers: no cache, a cache for everything, a cache too
 // small for the whole training set.
+TEST_F(TrainerTest, FusedAdamWTrainsLikeTorchAdamW) {
+  v1::FineTuneJob job = Job("", "validation_split: 0");
+  job.clear_validation();
+  std::map<std::string, torch::Tensor> initial;
+  TrainerOptions torch_options;
+  torch_options.fused_adamw = false;
+  auto fused = MakeTrainer(job, &initial);
+  auto reference = MakeTrainer(job, &initial, torch_options);
+  ASSERT_TRUE(fused && reference);
+  for (Trainer* trainer : {fused.get(), reference.get()}) {
+    torch::manual_seed(7);
+    ASSERT_TRUE(trainer->Train().ok());
+  }
+  auto want = reference->model()->named_parameters();
+  for (const auto& item : fused->model()->named_parameters()) {
+    EXPECT_TRUE(torch::allclose(item.value(), want[item.key()], 1e-5, 1e-7))
+        << item.key() << " max diff " << (item.value() - want[item.key()]).abs().max().item<float>();
+  }
+}
+
+TEST_F(TrainerTest, SparseEmbeddingUpdatesLeaveUnseenRowsAlone) {
+  v1::FineTuneJob job = Job("", "validation_split: 0 sparse_embedding_updates: true");
+  job.clear_validation();
+  std::map<std::string, torch::Tensor> initial;
+  auto sparse = MakeTrainer(job, &initial);
+  job.mutable_hyperparameters()->set_sparse_embedding_updates(false);
+  auto dense = MakeTrainer(job, &initial);
+  ASSERT_TRUE(sparse && dense);
+  ASSERT_TRUE(sparse->Train().ok());
+  ASSERT_TRUE(dense->Train().ok());
+  const std::string name = "bert.embeddings.word_embeddings.weight";
+  const torch::Tensor before = initial.at(name);
+  const torch::Tensor s = sparse->model()->named_parameters()[name].detach();
+  const torch::Tensor d = dense->model()->named_parameters()[name].detach();
+  // Rows of tokens in the data moved; every other row is untouched with
+  // sparse updates and decayed with dense AdamW.
+  const torch::Tensor moved = (s != before).any(1);
+  const int64_t rows_moved = moved.sum().item<int64_t>();
+  EXPECT_GT(rows_moved, 5);
+  EXPECT_LT(rows_moved, 1000);  // the fixture uses a few dozen distinct tokens
+  // (The padding row is zero, and decays to zero.)
+  EXPECT_GE((d != before).any(1).sum().item<int64_t>(), before.size(0) - 1);
+  EXPECT_TRUE(sparse->summary().frozen_weights_verified);
+}
+
 struct CacheTrio {
   std::unique_ptr<Trainer> uncached, cached, partial;
 };
