@@ -166,6 +166,11 @@ ABSL_FLAG(absl::Duration, notify_max_backoff, absl::Hours(1),
 ABSL_FLAG(absl::Duration, notify_max_age, absl::Hours(24),
           "A completion callback not delivered this long after its resource ended is abandoned "
           "(freezetune_notify_abandoned_total).");
+ABSL_FLAG(bool, prefix_cache_shared, false,
+          "Jobs on this server share models and data: every job keeps its frozen-prefix outputs "
+          "in the cache (--prefix_cache_bytes) for later jobs. Off: a job stores them only when "
+          "it reads them again itself (more than one epoch or evaluation) and drops them when "
+          "it ends; a sweep's trials and jobs with share_frozen_prefix always share.");
 ABSL_FLAG(std::string, log_format, "text",
           "Log line format on stderr: \"text\" or \"json\" (one JSON object per line with "
           "time, level, msg and job_id when the line concerns a job).");
@@ -381,7 +386,8 @@ int main(int argc, char** argv) {
   options.jobs.limits.max_seq_length = absl::GetFlag(FLAGS_max_seq_length);
   options.jobs.limits.max_epochs = absl::GetFlag(FLAGS_max_epochs);
   options.jobs.limits.max_model_parameters = absl::GetFlag(FLAGS_max_model_parameters);
-  options.hooks = freezetune::jobs::DefaultTrainHooks(absl::GetFlag(FLAGS_prefix_cache_bytes));
+  options.hooks = freezetune::jobs::DefaultTrainHooks(absl::GetFlag(FLAGS_prefix_cache_bytes),
+                                                      absl::GetFlag(FLAGS_prefix_cache_shared));
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.max_concurrent_streams = std::max(0, absl::GetFlag(FLAGS_max_concurrent_streams));
   options.keepalive_min_ping_interval = absl::GetFlag(FLAGS_keepalive_min_ping_interval);

@@ -461,6 +461,8 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
   context.device = device;
   context.uris = options_.uris;
   context.limits = options_.limits;
+  // A sweep's trials read each other's frozen-prefix outputs.
+  context.prefix_cache_shared = !job.sweep_id().empty();
   context.should_stop = [&stop] { return stop.requested(); };
   const bool on_cpu = device == "cpu";
   if (on_cpu) ++running_cpu_jobs_;

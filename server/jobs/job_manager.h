@@ -67,7 +67,7 @@ struct TrainHooks {
 // train::ValidateJob, train::PlanFreeze and train::RunFineTune. Defined in
 // train_hooks.cc, which is only built when
 // the freezetune_train library exists.
-TrainHooks DefaultTrainHooks(int64_t prefix_cache_bytes);
+TrainHooks DefaultTrainHooks(int64_t prefix_cache_bytes, bool prefix_cache_shared = false);
 
 // Completion callbacks (server/notify; wired by service/server.cc), as
 // functions so that jobs/ does not depend on them. Null members: a job with

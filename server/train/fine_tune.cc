@@ -329,6 +329,7 @@ absl::StatusOr<v1::JobResult> RunFineTuneImpl(const v1::FineTuneJob& job,
   options.on_step = context.on_step;
   options.checkpoint_dir = context.checkpoint_dir;
   options.prefix_store = context.prefix_store;
+  options.prefix_cache_shared = context.prefix_cache_shared || job.share_frozen_prefix();
   const int64_t pad_id = prepared.loaded.tokenizer->pad_id();
   FT_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
                       Trainer::Create(prepared.loaded.model, prepared.plan, prepared.labels,

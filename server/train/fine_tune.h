@@ -61,6 +61,11 @@ struct RunContext {
   // Frozen-prefix outputs shared by the jobs of this process (see
   // prefix_store.h); null: the job caches within itself only.
   std::shared_ptr<PrefixStore> prefix_store;
+  // Other jobs may read this job's prefix outputs (a sweep trial; the
+  // server's --prefix_cache_shared): store them and keep them after the
+  // job (TrainerOptions::prefix_cache_shared). The job's own
+  // share_frozen_prefix does the same.
+  bool prefix_cache_shared = false;
   // Where tokenized datasets are looked up and kept (not owned; must outlive
   // the run). nullptr: the process-wide EncodeCache::Global().
   EncodeCache* encode_cache = nullptr;

@@ -31,13 +31,16 @@ void PrefixEntry::Put(const std::vector<int64_t>& indices, const std::vector<int
   }
 }
 
-std::shared_ptr<PrefixEntry> PrefixStore::Open(const std::string& key, int64_t num_examples) {
+std::shared_ptr<PrefixEntry> PrefixStore::Open(const std::string& key, int64_t num_examples,
+                                               bool* created) {
   absl::MutexLock lock(&mu_);
+  if (created != nullptr) *created = false;
   auto it = index_.find(key);
   if (it != index_.end()) {
     lru_.splice(lru_.begin(), lru_, it->second);
     return it->second->entry;
   }
+  if (created != nullptr) *created = true;
   lru_.push_front(Slot{key, std::make_shared<PrefixEntry>(this, num_examples), 0});
   index_[key] = lru_.begin();
   return lru_.front().entry;
@@ -56,6 +59,20 @@ int64_t PrefixStore::bytes() const {
   return bytes_;
 }
 
+int64_t PrefixStore::stored_bytes_total() const {
+  absl::MutexLock lock(&mu_);
+  return stored_total_;
+}
+
+void PrefixStore::DropUnlessHeld(const std::string& key) {
+  absl::MutexLock lock(&mu_);
+  auto it = index_.find(key);
+  if (it == index_.end() || it->second->entry.use_count() > 1) return;
+  bytes_ -= it->second->bytes;
+  lru_.erase(it->second);
+  index_.erase(it);
+}
+
 bool PrefixStore::Reserve(const PrefixEntry* requester, int64_t n) {
   absl::MutexLock lock(&mu_);
   // An entry only the store holds has no trainer inside Gather or Put (both
@@ -69,6 +86,7 @@ bool PrefixStore::Reserve(const PrefixEntry* requester, int64_t n) {
   }
   if (bytes_ + n > max_bytes_) return false;
   bytes_ += n;
+  stored_total_ += n;
   for (Slot& slot : lru_) {
     if (slot.entry.get() == requester) {
       slot.bytes += n;

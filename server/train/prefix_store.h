@@ -62,14 +62,24 @@ class PrefixStore {
   PrefixStore(const PrefixStore&) = delete;
   PrefixStore& operator=(const PrefixStore&) = delete;
 
-  // The entry for `key`, created empty if missing. num_examples must be the
-  // dataset's size (it is part of what the key names).
-  std::shared_ptr<PrefixEntry> Open(const std::string& key, int64_t num_examples);
+  // The entry for `key`, created empty if missing (then *created is set
+  // when given). num_examples must be the dataset's size (it is part of what
+  // the key names).
+  std::shared_ptr<PrefixEntry> Open(const std::string& key, int64_t num_examples,
+                                    bool* created = nullptr);
   // The entry for `key` if one exists, else null.
   std::shared_ptr<PrefixEntry> Find(const std::string& key);
 
+  // Removes `key`'s entry unless a trainer other than the caller holds it
+  // (the caller must have dropped its own reference first). A job that
+  // shares nothing calls it when it ends, so its rows do not outlive it.
+  void DropUnlessHeld(const std::string& key);
+
   int64_t max_bytes() const { return max_bytes_; }
   int64_t bytes() const;
+  // Bytes ever stored (never decreases): tells a job that stored nothing
+  // from one whose rows were dropped.
+  int64_t stored_bytes_total() const;
 
  private:
   friend class PrefixEntry;
@@ -80,6 +90,7 @@ class PrefixStore {
   const int64_t max_bytes_;
   mutable absl::Mutex mu_;
   int64_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t stored_total_ ABSL_GUARDED_BY(mu_) = 0;
   struct Slot {
     std::string key;
     std::shared_ptr<PrefixEntry> entry;

@@ -100,6 +100,15 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
   if (!t->options_.prefix_store) {
     t->options_.prefix_store = std::make_shared<PrefixStore>(t->options_.prefix_cache_max_bytes);
   }
+  {
+    // Fill the prefix cache only where a row can be read again (trainer.h).
+    const ResolvedHyperparameters& hp = t->options_.hp;
+    const bool shared = t->options_.prefix_cache_shared;
+    const int64_t total_steps = TotalSteps(t->train_.size(), hp);
+    t->train_cache_.fill = shared || hp.epochs > 1;
+    t->eval_cache_.fill = shared || hp.epochs > 1 ||
+                          (hp.eval_every_steps > 0 && hp.eval_every_steps < total_steps);
+  }
   t->stage_applied_.assign(t->options_.freeze_spec.schedule_size(), false);
   FT_RETURN_IF_ERROR(Guarded("trainer setup", [&]() -> absl::Status {
     t->model_->to(t->options_.device);
@@ -121,6 +130,13 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     return absl::OkStatus();
   }));
   return t;
+}
+
+Trainer::~Trainer() {
+  if (options_.prefix_cache_shared || !options_.prefix_store) return;
+  train_cache_.entry.reset();
+  eval_cache_.entry.reset();
+  for (const std::string& key : created_prefix_keys_) options_.prefix_store->DropUnlessHeld(key);
 }
 
 absl::Status Trainer::ApplyPlan() {
@@ -254,17 +270,28 @@ torch::Tensor Trainer::PrefixHidden(const data::Batch& batch, const data::Encode
     // First use, or an unfreezing stage changed the prefix depth.
     cache.k = k;
     cache.keys = PrefixStoreKeys(dataset, k);
-    cache.entry = options_.prefix_store->Open(cache.keys[k], dataset.size());
+    cache.entry.reset();
+    if (cache.fill) {
+      bool created = false;
+      cache.entry = options_.prefix_store->Open(cache.keys[k], dataset.size(), &created);
+      if (created) created_prefix_keys_.push_back(cache.keys[k]);
+    }
   }
+  // Look-up only: another job may have shared these rows (or do so later).
+  if (!cache.fill && !cache.entry) cache.entry = options_.prefix_store->Find(cache.keys[k]);
   const int64_t rows = static_cast<int64_t>(batch.indices.size());
   // Padding positions stay zero: later layers mask them as keys, and
-  // nothing reads their own outputs.
-  auto zeros = [&] {
-    return torch::zeros({rows, ids.size(1), model_->config().hidden_size},
-                        torch::TensorOptions().device(options_.device));
+  // nothing reads their own outputs. Allocated only when something is
+  // stored to copy into it.
+  torch::Tensor hidden;
+  auto zeros = [&]() -> torch::Tensor& {
+    if (!hidden.defined()) {
+      hidden = torch::zeros({rows, ids.size(1), model_->config().hidden_size},
+                            torch::TensorOptions().device(options_.device));
+    }
+    return hidden;
   };
-  torch::Tensor hidden = zeros();
-  if (cache.entry->Gather(batch.indices, hidden)) {
+  if (cache.entry && cache.entry->Gather(batch.indices, zeros())) {
     summary_.prefix_cache_hits += rows;
     return hidden;
   }
@@ -275,7 +302,7 @@ torch::Tensor Trainer::PrefixHidden(const data::Batch& batch, const data::Encode
   int from = 0;
   for (int depth = k - 1; depth >= 1 && from == 0; --depth) {
     std::shared_ptr<PrefixEntry> shallower = options_.prefix_store->Find(cache.keys[depth]);
-    if (shallower && shallower->Gather(batch.indices, hidden)) from = depth;
+    if (shallower && shallower->Gather(batch.indices, zeros())) from = depth;
   }
   if (from == 0) {
     hidden = model_->Embed(ids, types);
@@ -283,6 +310,7 @@ torch::Tensor Trainer::PrefixHidden(const data::Batch& batch, const data::Encode
     summary_.prefix_rows_from_shallower += rows;
   }
   hidden = model_->RunLayers(hidden, mask, from, k);
+  if (!cache.fill) return hidden;
   std::vector<int64_t> lengths(batch.indices.size());
   for (size_t r = 0; r < lengths.size(); ++r) {
     lengths[r] = static_cast<int64_t>(dataset.ids[batch.indices[r]].size());

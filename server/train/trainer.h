@@ -78,8 +78,19 @@ struct TrainerOptions {
   // shared store the trainer uses its own of prefix_cache_max_bytes (0
   // disables caching). Results equal uncached ones up to float rounding
   // (batch shapes differ), not bit for bit.
+  //
+  // The cache pays for itself only when its rows are read again, so a
+  // trainer fills it only when that can happen: training rows when it runs
+  // more than one epoch, evaluation rows when it evaluates more than once,
+  // and both when prefix_cache_shared says other jobs may read them (a
+  // sweep's trials, the server's --prefix_cache_shared, the job's
+  // share_frozen_prefix). Otherwise it only looks rows up (another job may
+  // have shared them), and a 1-epoch job with one evaluation stores
+  // nothing. Unless shared, the entries a trainer created are dropped when
+  // it is destroyed.
   std::shared_ptr<PrefixStore> prefix_store;
   int64_t prefix_cache_max_bytes = int64_t{512} << 20;
+  bool prefix_cache_shared = false;
   // Optimizer steps through FusedAdamWStep (fused_adamw.h; equal to
   // torch::optim::AdamW within 2 ulps); false: torch::optim::AdamW::step()
   // (benchmarks compare the two).
@@ -143,6 +154,12 @@ class Trainer {
 
  private:
   Trainer() = default;
+
+ public:
+  // Drops the prefix-store entries this trainer created, unless shared.
+  ~Trainer();
+
+ private:
   absl::Status ApplyPlan();
   void BuildOptimizer();
   void SetTrainMode();
@@ -151,6 +168,7 @@ class Trainer {
     int k = -1;
     std::vector<std::string> keys;       // store key per depth in [0, k]
     std::shared_ptr<PrefixEntry> entry;  // depth k; null when not cacheable
+    bool fill = true;  // store computed rows (else look them up only)
   };
   // Logits for a collated batch of `dataset`; `training` selects the
   // training path (frozen prefix under NoGradGuard) or evaluation.
@@ -202,6 +220,7 @@ class Trainer {
   std::map<std::string, torch::Tensor> best_state_;
   PrefixCache train_cache_;
   PrefixCache eval_cache_;
+  std::vector<std::string> created_prefix_keys_;  // entries Open() created for us
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   FusedAdamWOptions adamw_options_;  // sparse rows, set with the optimizer
   // Dropout's generator (a CPU run's own; see Create), saved in checkpoints.

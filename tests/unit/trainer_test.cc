@@ -419,6 +419,66 @@ TEST_F(TrainerTest, FrozenPrefixCacheServesEvaluations) {
   }
 }
 
+TEST_F(TrainerTest, OneEpochJobStoresNoPrefixRowsItCannotReadAgain) {
+  // One epoch, one evaluation at its end: no row is read twice, so the
+  // head-only job stores nothing (no copies, no memory), as with the cache
+  // off.
+  auto store = std::make_shared<PrefixStore>(int64_t{512} << 20);
+  TrainerOptions options;
+  options.prefix_store = store;
+  std::map<std::string, torch::Tensor> initial;
+  auto one_epoch = MakeTrainer(Job("head_only {}", "epochs: 1"), &initial, options);
+  ASSERT_TRUE(one_epoch);
+  ASSERT_TRUE(one_epoch->Train().ok());
+  EXPECT_EQ(store->stored_bytes_total(), 0);
+  EXPECT_EQ(one_epoch->summary().prefix_cache_hits, 0);
+  EXPECT_EQ(one_epoch->summary().prefix_cache_misses, 50);  // computed, not stored
+  EXPECT_TRUE(one_epoch->summary().frozen_weights_verified);
+
+  // Several evaluations in that epoch: the validation rows are stored (and
+  // hit), the training rows still are not.
+  auto evals = MakeTrainer(Job("head_only {}", "epochs: 1 eval_every_steps: 2"), &initial, options);
+  ASSERT_TRUE(evals);
+  ASSERT_TRUE(evals->Train().ok());
+  const int64_t stored = store->stored_bytes_total();
+  EXPECT_GT(stored, 0);
+  EXPECT_EQ(evals->summary().prefix_cache_hits, 10 * 2);  // evaluations 2 and 3 of 3
+  evals.reset();
+  EXPECT_EQ(store->bytes(), 0) << "a job that shares nothing leaves nothing behind";
+
+  // Two epochs: training rows are stored and hit in epoch 2, then dropped.
+  auto two = MakeTrainer(Job("head_only {}", "epochs: 2"), &initial, options);
+  ASSERT_TRUE(two);
+  ASSERT_TRUE(two->Train().ok());
+  EXPECT_EQ(two->summary().prefix_cache_hits, 50);
+  EXPECT_GT(store->bytes(), 0);
+  two.reset();
+  EXPECT_EQ(store->bytes(), 0);
+}
+
+TEST_F(TrainerTest, SharedOneEpochJobLeavesItsPrefixRowsForTheNext) {
+  auto store = std::make_shared<PrefixStore>(int64_t{512} << 20);
+  TrainerOptions shared;
+  shared.prefix_store = store;
+  shared.prefix_cache_shared = true;
+  std::map<std::string, torch::Tensor> initial;
+  auto first = MakeTrainer(Job("head_only {}", "epochs: 1"), &initial, shared);
+  ASSERT_TRUE(first && first->Train().ok());
+  EXPECT_EQ(first->summary().prefix_cache_hits, 0);
+  first.reset();
+  EXPECT_GT(store->bytes(), 0);
+  // A later job that does not share still reads what was shared with it,
+  // and does not drop it.
+  TrainerOptions reader;
+  reader.prefix_store = store;
+  auto second = MakeTrainer(Job("head_only {}", "epochs: 1"), &initial, reader);
+  ASSERT_TRUE(second && second->Train().ok());
+  EXPECT_EQ(second->summary().prefix_cache_hits, 50);
+  const int64_t kept = store->bytes();
+  second.reset();
+  EXPECT_EQ(store->bytes(), kept);
+}
+
 TEST_F(TrainerTest, SharedPrefixStoreLetsADeeperFreezeStartFromAShallowerOne) {
   // Two trials of a sweep on one store: bottom(1) stores its depth-1
   // outputs; head-only (depth 2) then runs only layer 1 on top of them, and
@@ -426,6 +486,7 @@ TEST_F(TrainerTest, SharedPrefixStoreLetsADeeperFreezeStartFromAShallowerOne) {
   auto store = std::make_shared<PrefixStore>(int64_t{64} << 20);
   TrainerOptions shared;
   shared.prefix_store = store;
+  shared.prefix_cache_shared = true;  // as for a sweep's trials
   std::map<std::string, torch::Tensor> initial;
   auto shallow = MakeTrainer(Job("bottom { num_layers: 1 } frozen_eval_mode: true"), &initial, shared);
   auto deep = MakeTrainer(Job("head_only {}"), &initial, shared);
@@ -464,6 +525,7 @@ TEST_F(TrainerTest, SharedPrefixStoreKeysOnTheFrozenWeights) {
   auto store = std::make_shared<PrefixStore>(int64_t{64} << 20);
   TrainerOptions shared;
   shared.prefix_store = store;
+  shared.prefix_cache_shared = true;  // as for a sweep's trials
   std::map<std::string, torch::Tensor> initial;
   v1::FineTuneJob other_job = Job("head_only {}", "epochs: 1");
   other_job.set_model_uri("file://" + other_dir);
