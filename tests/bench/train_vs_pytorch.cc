@@ -6,10 +6,16 @@
 //   freezetune_train_vs_pytorch --model DIR --train FILE --recipe R
 //       [--steps N] [--batch B] [--max-len L] [--epochs E] [--threads T]
 //       [--cache-bytes C] [--lr X] [--seed S] [--warmup W] [--dump DIR]
-//       [--count-memory] [--no-blas-core-selection] [--no-malloc-tuning]
+//       [--count-memory] [--torch-adamw] [--cache-shared] [--sgemm-peak]
+//       [--no-blas-core-selection] [--no-malloc-tuning]
 //
 //   R: full | bottom_half (embeddings + first L/2 layers frozen) | head_only
 //   --cache-bytes: frozen-prefix cache budget (default 0: off)
+//   --cache-shared: fill the cache as a shared job (a sweep trial) does,
+//     even when this run alone cannot hit it (the behaviour before the
+//     fill-only-when-hit policy)
+//   --torch-adamw: torch::optim::AdamW::step() instead of FusedAdamWStep
+//   --sgemm-peak: first measure at::mm GFLOP/s on BERT-base shapes
 //   --dump DIR: also write DIR/train.jsonl (token ids, type ids, label of
 //     the examples used, as encoded by the product) and DIR/plan.json (the
 //     Trainer's batch plan per epoch: lists of row indices), so the PyTorch
@@ -32,6 +38,7 @@
 //                       during the step - live bytes when it began): what
 //                       autograd saves plus the step's transient buffers
 // Not a CTest.
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -43,9 +50,11 @@
 #include <fstream>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
@@ -114,6 +123,33 @@ class CountingAllocator final : public c10::Allocator {
   static inline std::unordered_map<void*, int64_t> sizes_;
 };
 
+// Best-of-5 GFLOP/s of at::mm on the BERT-base shapes of a batch of 8 x 128
+// tokens (projection, FFN up, FFN down) at the current thread count: the
+// peak the selected BLAS kernel reaches on the model's own matrices.
+double SgemmPeakGflops() {
+  double best = 0.0;
+  for (const auto& [m, k, n] : {std::tuple{1024, 768, 768}, std::tuple{1024, 768, 3072},
+                               std::tuple{1024, 3072, 768}}) {
+    const at::Tensor a = at::randn({m, k}), b = at::randn({k, n});
+    at::mm(a, b);
+    for (int r = 0; r < 5; ++r) {
+      const auto start = Clock::now();
+      at::mm(a, b);
+      const double s = std::chrono::duration<double>(Clock::now() - start).count();
+      best = std::max(best, 2.0 * m * k * n / s / 1e9);
+    }
+  }
+  return best;
+}
+
+// User and system CPU seconds of this process so far.
+std::pair<double, double> CpuSeconds() {
+  struct rusage u {};
+  getrusage(RUSAGE_SELF, &u);
+  auto secs = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return {secs(u.ru_utime), secs(u.ru_stime)};
+}
+
 int64_t VmHwmKb() {
   std::ifstream in("/proc/self/status");
   std::string line;
@@ -130,13 +166,22 @@ struct Args {
   float lr = 1e-4f;
   bool count_memory = false;
   bool dump_only = false;
+  bool torch_adamw = false;   // torch::optim::AdamW::step() instead of the fused step
+  bool cache_shared = false;  // prefix cache filled as for a shared job (a sweep trial)
+  bool sgemm_peak = false;    // measure the BLAS's sgemm GFLOP/s first
 };
 
 bool ParseArgs(int argc, char** argv, Args* a) {
   for (int i = 1; i < argc; ++i) {
     const std::string f = argv[i];
-    if (f == "--count-memory" || f == "--dump-only") {
-      (f == "--count-memory" ? a->count_memory : a->dump_only) = true;
+    if (f == "--count-memory" || f == "--dump-only" || f == "--torch-adamw" ||
+        f == "--cache-shared" || f == "--sgemm-peak") {
+      bool& flag = f == "--count-memory" ? a->count_memory
+                   : f == "--dump-only"  ? a->dump_only
+                   : f == "--torch-adamw" ? a->torch_adamw
+                   : f == "--cache-shared" ? a->cache_shared
+                                           : a->sgemm_peak;
+      flag = true;
       continue;
     }
     if (i + 1 >= argc) return false;
@@ -198,7 +243,7 @@ int main(int argc, char** argv) {
                  "usage: freezetune_train_vs_pytorch --model DIR --train FILE --recipe "
                  "full|bottom_half|head_only [--steps N --batch B --max-len L --epochs E "
                  "--threads T --cache-bytes C --lr X --seed S --warmup W --dump DIR "
-                 "--dump-only --count-memory]\n");
+                 "--dump-only --count-memory --torch-adamw --cache-shared --sgemm-peak]\n");
     return 2;
   }
   static CountingAllocator* counting = nullptr;
@@ -207,6 +252,7 @@ int main(int argc, char** argv) {
     c10::SetCPUAllocator(counting, /*priority=*/100);
   }
   at::set_num_threads(a.threads);
+  const double sgemm_gflops = a.sgemm_peak ? SgemmPeakGflops() : 0.0;
 
   ft::v1::FineTuneJob job;
   job.set_model_uri(std::filesystem::absolute(a.model).string());
@@ -251,6 +297,15 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (a.dump_only) return 0;
+  // Token slots of the run's batches (padding included), for FLOP counts.
+  int64_t tokens = 0;
+  for (int e = 0; e < a.epochs; ++e) {
+    for (const auto& batch : ft::train::TrainingBatches(train, prepared->hp, e)) {
+      size_t longest = 0;
+      for (int64_t i : batch) longest = std::max(longest, train.ids[static_cast<size_t>(i)].size());
+      tokens += static_cast<int64_t>(longest * batch.size());
+    }
+  }
 
   std::vector<double> step_seconds;
   std::vector<int64_t> step_start_live, step_peak;
@@ -260,6 +315,8 @@ int main(int argc, char** argv) {
   options.hp = prepared->hp;
   options.freeze_spec = job.freeze();
   options.prefix_cache_max_bytes = a.cache_bytes;
+  options.prefix_cache_shared = a.cache_shared;
+  options.fused_adamw = !a.torch_adamw;
   options.emit = [&](ft::v1::JobEvent e) {
     if (!e.has_train()) return;
     const auto now = Clock::now();
@@ -279,12 +336,16 @@ int main(int argc, char** argv) {
   }
   live_at_start = g_live.load();
   g_peak.store(live_at_start);
+  const auto [user_before, sys_before] = CpuSeconds();
+  const auto train_start = Clock::now();
   last = Clock::now();
   if (auto s = (*trainer)->Train(); !s.ok()) {
     std::fprintf(stderr, "%s\n", s.ToString().c_str());
     return 1;
   }
 
+  const double train_wall = std::chrono::duration<double>(Clock::now() - train_start).count();
+  const auto [user_after, sys_after] = CpuSeconds();
   const int64_t steps_per_epoch = (n + a.batch - 1) / a.batch;
   std::vector<double> epoch_seconds(static_cast<size_t>(a.epochs), 0.0);
   for (size_t s = 0; s < step_seconds.size(); ++s) {
@@ -320,7 +381,14 @@ int main(int argc, char** argv) {
       {"prefix_cache_misses", summary.prefix_cache_misses},
       {"frozen_weights_verified", summary.frozen_weights_verified},
       {"vm_hwm_kb", VmHwmKb()},
+      {"train_wall_seconds", train_wall},
+      {"train_user_seconds", user_after - user_before},
+      {"train_sys_seconds", sys_after - sys_before},
+      {"fused_adamw", !a.torch_adamw},
+      {"cache_shared", a.cache_shared},
+      {"tokens", tokens},
   };
+  if (a.sgemm_peak) out["sgemm_peak_gflops"] = sgemm_gflops;
   out.update(ft::bench::TuningJson(tuning));
   if (a.count_memory) {
     out["live_bytes_step_end"] = step_start_live.size() > 1 ? step_start_live[1] : 0;
