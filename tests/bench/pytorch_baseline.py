@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import random
+import resource
 import struct
 import sys
 import time
@@ -208,6 +209,7 @@ def run(args, recipe, config, weights, train, dev, plan):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor) if args.schedule == "linear" else None
     trainable = [p for p in model.parameters() if p.requires_grad]
     step_times, epoch_seconds, dev_accuracy, saved = [], [], [], []
+    usage_before = resource.getrusage(resource.RUSAGE_SELF)
     for epoch in range(epochs):
         model.train()
         if recipe == "head_only":
@@ -237,6 +239,7 @@ def run(args, recipe, config, weights, train, dev, plan):
         epoch_seconds.append(time.perf_counter() - epoch_start)
         if dev:
             dev_accuracy.append(evaluate(model, dev, layers))
+    usage_after = resource.getrusage(resource.RUSAGE_SELF)
     skip = min(args.warmup_steps, len(step_times))
     timed = sorted(step_times[skip:]) or [0.0]
     mean_step = sum(step_times[skip:]) / max(1, len(step_times) - skip)
@@ -248,7 +251,14 @@ def run(args, recipe, config, weights, train, dev, plan):
            "samples_per_second": args.batch_size / mean_step if mean_step else 0.0,
            "step_seconds": step_times, "epoch_seconds": epoch_seconds,
            "train_seconds": sum(epoch_seconds), "dev_accuracy": dev_accuracy,
-           "vm_hwm_kb": vm_hwm_kb()}
+           "vm_hwm_kb": vm_hwm_kb(),
+           # CPU time of the training loop (evaluations included) and of the
+           # whole process so far (imports, loading): on a loaded machine
+           # these are steadier than wall time.
+           "train_user_seconds": usage_after.ru_utime - usage_before.ru_utime,
+           "train_sys_seconds": usage_after.ru_stime - usage_before.ru_stime,
+           "process_user_seconds": usage_after.ru_utime,
+           "process_sys_seconds": usage_after.ru_stime}
     if args.saved_bytes:
         out["saved_bytes_max"] = max(saved[skip:] or saved)
     return out

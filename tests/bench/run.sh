@@ -2,7 +2,7 @@
 # Runs the training benchmarks side by side with plain PyTorch and prints the
 # result tables and ratios (tests/bench/README.md explains each number).
 #
-#   tests/bench/run.sh [steps] [cache] [memory] [bertbase] [allocator] [e2e] [acceptance]
+#   tests/bench/run.sh [steps] [cache] [headrss] [memory] [bertbase] [allocator] [e2e] [acceptance]
 #                      (default: steps cache memory)
 #
 # Two PyTorch references run alternating with the C++ side: "pytorch" as a
@@ -132,6 +132,25 @@ if has cache; then
   done
 fi
 
+if has headrss; then
+  # Head-only, 1 epoch, 512 MiB prefix-cache budget: the cache filled as
+  # before the fill-only-when-hit policy (--cache-shared), the policy (no
+  # fill: nothing can hit it), and the cache off; peak RSS and time, one
+  # process each, alternating.
+  slice $(( STEPS * BATCH )) "$WORK/steps.tsv"
+  for round in $(seq "$REPEATS"); do
+    for mode in shared policy off; do
+      case "$mode" in
+        shared) extra=(--cache-bytes $(( 512 << 20 )) --cache-shared) ;;
+        policy) extra=(--cache-bytes $(( 512 << 20 ))) ;;
+        off) extra=(--cache-bytes 0) ;;
+      esac
+      cpp --model "$WORK/model4" --train "$WORK/steps.tsv" --recipe head_only --steps "$STEPS" \
+        --batch "$BATCH" "${extra[@]}" | tag headrss "$mode"
+    done
+  done
+fi
+
 if has memory; then
   # One process per recipe (VmHWM is per process), larger batches so that
   # activations dominate; C++ counts live tensor bytes, PyTorch counts what
@@ -247,12 +266,17 @@ if has e2e; then
       > "$WORK/e2e_events.jsonl"
     local end; end=$(date +%s.%N)
     local hwm; hwm=$(grep VmHWM "/proc/$pid/status" | awk '{print $2}')
+    # The server's user and system CPU time (clock ticks), start-up included.
+    local cpu; cpu=$(awk '{print $14, $15}' "/proc/$pid/stat")
     kill -TERM "$pid"; wait "$pid" || true
-    "$PY" - "$WORK/e2e_events.jsonl" "$start" "$end" "$hwm" <<'PYEOF' | tag e2e cpp
+    "$PY" - "$WORK/e2e_events.jsonl" "$start" "$end" "$hwm" $cpu "$(getconf CLK_TCK)" <<'PYEOF' | tag e2e cpp
 import json, sys
 acc = [json.loads(l)["eval"].get("accuracy", 0) for l in open(sys.argv[1]) if '"eval"' in l]
+tck = float(sys.argv[7])
 print(json.dumps({"wall_seconds": float(sys.argv[3]) - float(sys.argv[2]), "threads": 1,
-                  "dev_accuracy": acc, "vm_hwm_kb": int(sys.argv[4] or 0)}))
+                  "dev_accuracy": acc, "vm_hwm_kb": int(sys.argv[4] or 0),
+                  "process_user_seconds": int(sys.argv[5]) / tck,
+                  "process_sys_seconds": int(sys.argv[6]) / tck}))
 PYEOF
   }
   e2e_py() {  # side, env...
