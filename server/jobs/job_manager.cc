@@ -115,7 +115,23 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const JobManagerO
       options.legacy_sweeps_path.empty()
           ? (std::filesystem::path(options.data_dir) / "sweeps.db").string()
           : options.legacy_sweeps_path;
+  store_options.max_page_count = options.store_max_page_count;
   FT_ASSIGN_OR_RETURN(manager->store_, store::Store::Open(store_options));
+  if (metrics != nullptr) {
+    manager->store_->AddWriteListener(
+        [metrics](const absl::Status& result) { metrics->StoreWrite(result.ok()); });
+  }
+  // One line when the store stops accepting writes and one when it
+  // accepts them again, not one per refused write (listener calls are
+  // serialized).
+  manager->store_->AddWriteListener([refusing = false](const absl::Status& result) mutable {
+    if (result.ok()) {
+      Log(LogLevel::kInfo, "job store accepts writes again");
+    } else if (!refusing) {
+      LogError("store write (the store refuses writes; probing)", result, {});
+    }
+    refusing = !result.ok();
+  });
   PathPolicyOptions path_options;
   path_options.data_dir = std::filesystem::canonical(options.data_dir).string();
   path_options.uris = options.uris;
@@ -129,6 +145,7 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const JobManagerO
       [self](const std::string& id, int slot, const StopFlag& stop) { self->RunJob(id, slot, stop); });
   FT_RETURN_IF_ERROR(manager->Recover());
   manager->scheduler_->Start();
+  manager->prober_ = std::thread([self] { self->ProbeLoop(); });
   if (metrics != nullptr) {
     metrics->SetCollectHook([self, metrics] {
       absl::Time oldest = self->scheduler_->OldestQueuedSince();
@@ -150,7 +167,9 @@ JobManager::~JobManager() {
 
 void JobManager::Shutdown() {
   shutting_down_.store(true);
+  if (!prober_stop_.HasBeenNotified()) prober_stop_.Notify();
   if (scheduler_ != nullptr) scheduler_->Shutdown();
+  if (prober_.joinable()) prober_.join();
   drained_.store(true);
   if (store_ != nullptr) store_->NotifyAll();
 }
@@ -447,8 +466,14 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
   *job.mutable_start_time() = NowTimestamp();
   job.clear_progress();
   const std::string& device = scheduler_->slot_device(slot);
-  if (absl::Status s = Transition(job, v1::JOB_STATE_RUNNING,
-                                  absl::StrCat("running in slot ", slot, " (", device, ")"));
+  // While the store refuses writes the job waits here, QUEUED, holding its
+  // slot (no other job could start either); it starts once the store
+  // accepts writes, or stays QUEUED in the store for the next start.
+  if (absl::Status s = RetryWhileUnwritable(job_id, "start", [&] {
+        if (stop.requested()) return absl::CancelledError("stopped before it started");
+        return Transition(job, v1::JOB_STATE_RUNNING,
+                          absl::StrCat("running in slot ", slot, " (", device, ")"));
+      });
       !s.ok()) {
     LogError("start", s, job_id);
     return;
@@ -463,7 +488,13 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
   context.limits = options_.limits;
   // A sweep's trials read each other's frozen-prefix outputs.
   context.prefix_cache_shared = !job.sweep_id().empty();
-  context.should_stop = [&stop] { return stop.requested(); };
+  // Issue 14.3: once an event cannot be stored the run stops (its watchers
+  // would otherwise wait forever on a job that trains unseen) and the job
+  // ends FAILED with the store's error once the store accepts writes.
+  std::atomic<bool> store_failed{false};
+  absl::Status store_error;  // set once, before store_failed, on the emitting thread
+  int64_t store_failed_step = 0;
+  context.should_stop = [&stop, &store_failed] { return stop.requested() || store_failed.load(); };
   const bool on_cpu = device == "cpu";
   if (on_cpu) ++running_cpu_jobs_;
   absl::Cleanup cpu_job_done = [&] {
@@ -485,6 +516,7 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
   const std::string remote_checkpoints =
       RemoteCheckpointPrefix(options_.checkpoint_uri, job.id());
   context.emit = [&](v1::JobEvent event) {
+    if (store_failed.load()) return;  // stopping: nothing more is stored
     bool update = false;
     if (event.has_train()) {
       const v1::TrainMetrics& t = event.train();
@@ -512,7 +544,12 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
     }
     event.clear_sequence();
     absl::StatusOr<v1::JobEvent> stored = Append(job, std::move(event), update);
-    if (!stored.ok()) LogError("append event", stored.status(), job.id());
+    if (!stored.ok()) {
+      LogError("append event (stopping the job)", stored.status(), job.id());
+      store_error = stored.status();
+      store_failed_step = job.progress().step();
+      store_failed.store(true);
+    }
   };
 
   absl::StatusOr<v1::JobResult> result;
@@ -540,18 +577,28 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
   }
 
   if (metrics_ != nullptr) metrics_->JobEnded(job.id());
+  if (store_failed.load() && !stop.requested()) {
+    result = absl::InternalError(absl::StrCat(
+        "the job's events could not be stored (", store_error.message(),
+        "); training stopped at step ", store_failed_step));
+  }
   absl::Status recorded;
   if (result.ok()) {
     *job.mutable_result() = *result;
     v1::JobEvent result_event;
     *result_event.mutable_result() = *result;
-    absl::StatusOr<v1::JobEvent> stored = Append(job, std::move(result_event), false);
-    recorded = stored.status();
+    bool result_stored = false;
     *job.mutable_end_time() = NowTimestamp();
     // Counted before the final event is published, so that whoever sees the
     // event also sees the count.
     if (metrics_ != nullptr) metrics_->JobFinished(metrics::JobStateLabel::kSucceeded);
-    if (recorded.ok()) recorded = Transition(job, v1::JOB_STATE_SUCCEEDED, "succeeded");
+    recorded = RetryWhileUnwritable(job.id(), "finish", [&]() -> absl::Status {
+      if (!result_stored) {
+        FT_RETURN_IF_ERROR(Append(job, result_event, false).status());
+        result_stored = true;
+      }
+      return Transition(job, v1::JOB_STATE_SUCCEEDED, "succeeded");
+    });
   } else if (stop.shutdown.load() && !stop.cancelled.load()) {
     // Not the user's decision: run it again at the next start.
     job.clear_start_time();
@@ -560,12 +607,16 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
   } else if (stop.cancelled.load() || result.status().code() == absl::StatusCode::kCancelled) {
     *job.mutable_end_time() = NowTimestamp();
     if (metrics_ != nullptr) metrics_->JobFinished(metrics::JobStateLabel::kCancelled);
-    recorded = Transition(job, v1::JOB_STATE_CANCELLED, "cancelled by request");
+    recorded = RetryWhileUnwritable(job.id(), "finish", [&] {
+      return Transition(job, v1::JOB_STATE_CANCELLED, "cancelled by request");
+    });
   } else {
     job.set_error_message(std::string(result.status().message()));
     *job.mutable_end_time() = NowTimestamp();
     if (metrics_ != nullptr) metrics_->JobFinished(metrics::JobStateLabel::kFailed);
-    recorded = Transition(job, v1::JOB_STATE_FAILED, job.error_message());
+    recorded = RetryWhileUnwritable(job.id(), "finish", [&] {
+      return Transition(job, v1::JOB_STATE_FAILED, job.error_message());
+    });
   }
   if (!recorded.ok()) LogError("finish", recorded, job.id());
   Log(result.ok() || job.state() == v1::JOB_STATE_QUEUED || job.state() == v1::JOB_STATE_CANCELLED
@@ -574,6 +625,28 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
       absl::StrCat("job ", StateName(job.state())), job.id(),
       {{"last_sequence", absl::StrCat(job.last_sequence())}});
   if (IsTerminal(job.state())) RemoveCheckpoints(job.id());
+}
+
+void JobManager::ProbeLoop() {
+  while (!prober_stop_.WaitForNotificationWithTimeout(options_.store_retry_interval)) {
+    if (!store_->writable()) (void)store_->ProbeWrite();
+  }
+}
+
+absl::Status JobManager::RetryWhileUnwritable(const std::string& job_id, const char* what,
+                                              const std::function<absl::Status()>& write) {
+  absl::Status status = write();
+  bool logged = false;
+  while (!status.ok() && !store_->writable() && !shutting_down_.load()) {
+    if (!logged) {
+      Log(LogLevel::kWarning, absl::StrCat(what, ": waiting for the job store to accept writes"),
+          job_id, {{"error", status.ToString()}});
+      logged = true;
+    }
+    if (prober_stop_.WaitForNotificationWithTimeout(options_.store_retry_interval)) break;
+    status = write();
+  }
+  return status;
 }
 
 void JobManager::RemoveCheckpoints(const std::string& job_id) {

@@ -29,6 +29,7 @@
 #define FREEZETUNE_SERVER_JOBS_JOB_MANAGER_H_
 
 #include <atomic>
+#include <thread>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -40,6 +41,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "freezetune/v1/freezetune.pb.h"
 #include "server/data/uri.h"
@@ -95,6 +97,11 @@ struct JobManagerOptions {
   // A sweeps.db of servers before the unified store, imported into the
   // store once. Default: <data_dir>/sweeps.db (if it exists).
   std::string legacy_sweeps_path;
+  // Caps the store file at this many pages (store::StoreOptions); 0: no cap.
+  int64_t store_max_page_count = 0;
+  // While the store refuses writes, how often it is probed (and how often a
+  // job waiting to record its end retries).
+  absl::Duration store_retry_interval = absl::Seconds(1);
   SchedulerOptions scheduler;
   data::UriOptions uris;
   // s3://bucket/prefix for resumable checkpoints (remote_files.h); empty:
@@ -232,6 +239,13 @@ class JobManager {
   absl::Status Transition(v1::Job& job, v1::JobState state, const std::string& message);
   absl::StatusOr<std::string> OutputDir(const v1::Job& job);
   void RemoveCheckpoints(const std::string& job_id);
+  // Probes the store every store_retry_interval while it refuses writes.
+  void ProbeLoop();
+  // Retries `write` every store_retry_interval while the store refuses
+  // writes, until it succeeds or the manager shuts down (a job left RUNNING
+  // in the store is re-queued at the next start). Returns the last result.
+  absl::Status RetryWhileUnwritable(const std::string& job_id, const char* what,
+                                    const std::function<absl::Status()>& write);
 
   const JobManagerOptions options_;
   const TrainHooks hooks_;
@@ -243,6 +257,8 @@ class JobManager {
   std::atomic<int> running_cpu_jobs_{0};
   std::atomic<bool> shutting_down_{false};
   std::atomic<bool> drained_{false};
+  absl::Notification prober_stop_;
+  std::thread prober_;
   // Serializes the capacity check, insert and enqueue of Submit, and
   // Cancel's state changes of jobs no worker owns.
   absl::Mutex submit_mu_;

@@ -61,6 +61,18 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const MetricsOptions& o
                          .Help("Jobs waiting for a device slot.")
                          .Register(r)
                          .Add({});
+  m->store_writable_ = &prometheus::BuildGauge()
+                            .Name("freezetune_store_writable")
+                            .Help("1 while the job store accepts writes, 0 from a write it "
+                                  "refused (disk full, I/O error) until one succeeds.")
+                            .Register(r)
+                            .Add({});
+  m->store_writable_->Set(1);
+  m->store_write_failures_ = &prometheus::BuildCounter()
+                                  .Name("freezetune_store_write_failures_total")
+                                  .Help("Job store writes the storage engine refused.")
+                                  .Register(r)
+                                  .Add({});
   m->train_steps_ = &prometheus::BuildCounter()
                          .Name("freezetune_train_steps_total")
                          .Help("Optimizer steps taken by all jobs.")
@@ -204,6 +216,11 @@ void Metrics::JobFinished(JobStateLabel state) {
 }
 
 void Metrics::SetQueueDepth(int64_t depth) { queue_depth_->Set(static_cast<double>(depth)); }
+
+void Metrics::StoreWrite(bool ok) {
+  if (!ok) store_write_failures_->Increment();
+  store_writable_->Set(ok ? 1 : 0);
+}
 
 void Metrics::TrainStep(double seconds, int64_t samples) {
   train_steps_->Increment();

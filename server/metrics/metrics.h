@@ -77,6 +77,9 @@ class Metrics {
   void JobCreated();                                           // +1 queued, +1 submitted
   void JobFinished(JobStateLabel state);                       // finished_total{state}
   void SetQueueDepth(int64_t depth);
+  // A store write the engine refused (ok = false: failures_total + 1,
+  // store_writable 0), or the first one that succeeded after (writable 1).
+  void StoreWrite(bool ok);
 
   // One optimizer step a job took in this process: counted in
   // train_steps_total and train_samples_total, and its duration observed in
@@ -130,6 +133,8 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* jobs_finished_ = nullptr;
   std::map<JobStateLabel, prometheus::Counter*> finished_counters_;
   prometheus::Gauge* queue_depth_ = nullptr;
+  prometheus::Gauge* store_writable_ = nullptr;
+  prometheus::Counter* store_write_failures_ = nullptr;
   prometheus::Counter* train_steps_ = nullptr;
   prometheus::Counter* train_samples_ = nullptr;
   prometheus::Histogram* step_seconds_ = nullptr;

@@ -220,9 +220,21 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
     return absl::UnavailableError(
         absl::StrCat("listen: cannot listen on ", options.listen_address));
   }
-  server->SetServing(true);
+  // Health follows the job store: NOT_SERVING while it cannot be reached
+  // (the probe) or refuses writes (a full disk, issue 14.3: the store's
+  // listener runs on the writing thread after each refusal and at the first
+  // write that succeeds again).
+  Server* self = server.get();
+  server->manager_->store()->AddWriteListener(
+      [self](const absl::Status& result) { self->OnStoreWritable(result.ok()); });
+  {
+    // Read under serving_mu_: a listener call that comes later carries a
+    // newer state and is applied after this.
+    absl::MutexLock lock(&server->serving_mu_);
+    server->store_writable_ = server->manager_->store()->writable();
+    server->SetServing(server->store_writable_);
+  }
   if (options.store_probe_interval > absl::ZeroDuration()) {
-    Server* self = server.get();
     server->store_probe_ = std::make_unique<store::StoreProbe>(
         server->manager_->store(), options.store_probe_interval,
         [self](bool reachable) { self->OnStoreReachable(reachable); });
@@ -242,7 +254,14 @@ void Server::SetServing(bool serving) {
 
 void Server::OnStoreReachable(bool reachable) {
   absl::MutexLock lock(&serving_mu_);
-  if (!draining_) SetServing(reachable);
+  store_reachable_ = reachable;
+  if (!draining_) SetServing(store_reachable_ && store_writable_);
+}
+
+void Server::OnStoreWritable(bool writable) {
+  absl::MutexLock lock(&serving_mu_);
+  store_writable_ = writable;
+  if (!draining_) SetServing(store_reachable_ && store_writable_);
 }
 
 void Server::Shutdown(absl::Time deadline) {
@@ -252,9 +271,9 @@ void Server::Shutdown(absl::Time deadline) {
   {
     absl::MutexLock serving(&serving_mu_);
     draining_ = true;
+    SetServing(false);
   }
   store_probe_.reset();
-  SetServing(false);
   if (sweeps_ != nullptr) sweeps_->Shutdown();
   if (manager_ != nullptr) manager_->Shutdown();
   // After the managers: jobs stopped by the drain are QUEUED, not ended.

@@ -86,10 +86,15 @@ class Server {
   jobs::JobManager* job_manager() const { return manager_.get(); }
   sweeps::SweepManager* sweep_manager() const { return sweeps_.get(); }
 
-  // Health status of "" and "freezetune.v1.FineTuneService".
+  // Health status of "" and "freezetune.v1.FineTuneService". Besides
+  // this, the server reports NOT_SERVING on its own while the job store
+  // refuses writes (store.h, issue 14.3) and from Shutdown on.
   void SetServing(bool serving);
   // The store probe's report; ignored once draining.
   void OnStoreReachable(bool reachable);
+  // The store's writability (Store::AddWriteListener); ignored once
+  // draining.
+  void OnStoreWritable(bool writable);
 
   void Shutdown(absl::Time deadline);
 
@@ -112,10 +117,14 @@ class Server {
   int port_ = 0;
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
-  // Set when draining starts: the store probe no longer changes health.
-  // Not shutdown_mu_: Shutdown() joins the probe while holding that.
+  // Health = the store can be reached (store probe) and accepts writes
+  // (store write listener, issue 14.3), until draining starts. Not
+  // shutdown_mu_: Shutdown() joins the probe while holding that; a leaf
+  // otherwise (held only across the health service's SetServingStatus).
   absl::Mutex serving_mu_;
   bool draining_ ABSL_GUARDED_BY(serving_mu_) = false;
+  bool store_reachable_ ABSL_GUARDED_BY(serving_mu_) = true;
+  bool store_writable_ ABSL_GUARDED_BY(serving_mu_) = true;
 };
 
 }  // namespace freezetune::service

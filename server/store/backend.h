@@ -128,6 +128,15 @@ class Backend {
   // OK when the engine answers now (one round trip for a server reached over
   // the network). An embedded engine has nothing to reach: OK.
   virtual absl::Status Ping() { return absl::OkStatus(); }
+
+  // A committed write that needs new space (a page's worth) and leaves no
+  // trace, so that Store can tell when an engine that refused writes (disk
+  // full, read-only, connection lost) accepts them again. OK when it could
+  // write. The default says UNIMPLEMENTED (the store then relies on its
+  // next real write).
+  virtual absl::Status ProbeWrite() {
+    return absl::UnimplementedError("job store: this backend has no write probe");
+  }
 };
 
 }  // namespace freezetune::store

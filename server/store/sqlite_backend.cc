@@ -155,6 +155,7 @@ class SqliteBackend final : public Backend {
                                  const Row* updated) override;
   absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> ReadEvents(
       Kind kind, const std::string& id, int64_t after, int limit) override;
+  absl::Status ProbeWrite() override;
 
  private:
   // Prepared statements of one kind's table.
@@ -427,6 +428,10 @@ absl::Status SqliteBackend::Init(const SqliteOptions& options) {
   absl::MutexLock lock(&mu_);
   sqlite3_busy_timeout(db_, options.busy_timeout_ms);
   FT_RETURN_IF_ERROR(Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"));
+  if (options.max_page_count > 0) {
+    FT_RETURN_IF_ERROR(
+        Exec(absl::StrCat("PRAGMA max_page_count = ", options.max_page_count).c_str()));
+  }
   FT_RETURN_IF_ERROR(Migrate(options));
   return Prepare();
 }
@@ -548,6 +553,18 @@ absl::StatusOr<Backend::CreateOutcome> SqliteBackend::Create(
   }
   if (absl::Status s = Exec("COMMIT"); !s.ok()) return fail(s);
   return CreateOutcome{true, "", std::nullopt};
+}
+
+absl::Status SqliteBackend::ProbeWrite() {
+  absl::MutexLock lock(&mu_);
+  FT_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  // Kind 0 is no resource's; a 4 KB blob needs a page of its own.
+  absl::Status status = Exec(
+      "INSERT INTO events(kind, resource_id, sequence, event) VALUES(0, '', 0, zeroblob(4096));"
+      "DELETE FROM events WHERE kind = 0;");
+  if (status.ok()) status = Exec("COMMIT");
+  if (!status.ok()) (void)Exec("ROLLBACK");
+  return status;
 }
 
 absl::StatusOr<std::optional<Row>> SqliteBackend::Get(Kind kind, const std::string& id) {

@@ -13,6 +13,7 @@
 //      sweeps.db (SweepStore before version 2) found at
 //      `legacy_sweeps_path` is imported in the same transaction and then
 //      renamed to <path>.imported.
+//   3  output_claims(path, owner, tenant) (issue 14.1).
 // A file whose version is newer than this binary knows is refused
 // (FAILED_PRECONDITION), never silently downgraded.
 //
@@ -37,6 +38,10 @@ struct SqliteOptions {
   std::string legacy_sweeps_path;
   // How long a statement waits for a lock held by another connection.
   int busy_timeout_ms = 5000;
+  // PRAGMA max_page_count of the connection: the file may not grow beyond
+  // this many pages (writes then fail with SQLITE_FULL, "database or disk is
+  // full", exactly as on a full disk). 0: SQLite's default (no cap).
+  int64_t max_page_count = 0;
 };
 
 // The newest schema version this binary writes.

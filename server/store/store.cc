@@ -159,6 +159,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) 
   sqlite.path = options.path;
   sqlite.legacy_sweeps_path = options.legacy_sweeps_path;
   sqlite.busy_timeout_ms = options.busy_timeout_ms;
+  sqlite.max_page_count = options.max_page_count;
   FT_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, OpenSqliteBackend(sqlite));
   return std::make_unique<Store>(std::move(backend), options.tail_size);
 }
@@ -185,7 +186,7 @@ absl::StatusOr<Store::CreateJobResult> Store::CreateJob(const v1::Job& job,
   std::vector<OutputClaim> claims;
   if (output != nullptr) claims.push_back(*output);
   FT_ASSIGN_OR_RETURN(Backend::CreateOutcome outcome,
-                      backend_->Create({NewRow{Kind::kJob, JobRow(job), bytes}}, claims));
+                      TrackWrite(backend_->Create({NewRow{Kind::kJob, JobRow(job), bytes}}, claims)));
   if (outcome.output_conflict.has_value()) {
     return CreateJobResult{job, false, std::move(outcome.output_conflict)};
   }
@@ -246,7 +247,7 @@ absl::StatusOr<std::map<v1::JobState, int64_t>> Store::CountJobsByState() {
 }
 
 absl::Status Store::UpdateJob(const v1::Job& job) {
-  return backend_->Update(Kind::kJob, JobRow(job));
+  return TrackWrite(backend_->Update(Kind::kJob, JobRow(job)));
 }
 
 absl::StatusOr<v1::JobEvent> Store::AppendJobEvent(const std::string& job_id, v1::JobEvent event,
@@ -295,7 +296,7 @@ absl::StatusOr<Store::CreateSweepResult> Store::CreateSweep(const v1::Sweep& swe
     if (!job_event.has_time()) *job_event.mutable_time() = now;
     rows.push_back(NewRow{Kind::kJob, JobRow(trial), job_event.SerializeAsString()});
   }
-  FT_ASSIGN_OR_RETURN(Backend::CreateOutcome outcome, backend_->Create(rows, outputs));
+  FT_ASSIGN_OR_RETURN(Backend::CreateOutcome outcome, TrackWrite(backend_->Create(rows, outputs)));
   if (outcome.output_conflict.has_value()) {
     return CreateSweepResult{sweep, false, std::move(outcome.output_conflict)};
   }
@@ -388,18 +389,22 @@ absl::Status Store::Append(Kind kind, const std::string& id,
                            absl::FunctionRef<std::string(int64_t)> serialize, const Row* updated,
                            bool final) {
   const std::string key = Key(kind, id);
+  absl::Status written;
   {
     absl::MutexLock stripe(&StripeFor(key));
     std::string bytes;
-    FT_ASSIGN_OR_RETURN(int64_t sequence, backend_->Append(kind, id,
-                                                           [&](int64_t seq) {
-                                                             bytes = serialize(seq);
-                                                             return bytes;
-                                                           },
-                                                           updated));
-    tail_.Publish(key, sequence, std::move(bytes), final);
+    absl::StatusOr<int64_t> sequence = backend_->Append(
+        kind, id,
+        [&](int64_t seq) {
+          bytes = serialize(seq);
+          return bytes;
+        },
+        updated);
+    written = sequence.status();
+    if (sequence.ok()) tail_.Publish(key, *sequence, std::move(bytes), final);
   }
-  // After the stripe is released: a callback may read the store.
+  // After the stripe is released: listeners and callbacks may read the store.
+  FT_RETURN_IF_ERROR(TrackWrite(std::move(written)));
   hub_.Notify(key);
   return absl::OkStatus();
 }
@@ -409,6 +414,49 @@ absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> Store::ReadEvents(
   std::vector<std::pair<int64_t, std::string>> raw;
   if (tail_.Read(Key(kind, id), after_sequence, limit, &raw)) return raw;
   return backend_->ReadEvents(kind, id, after_sequence, limit);
+}
+
+// --- Write health -------------------------------------------------------------
+
+absl::Status Store::TrackWrite(absl::Status status) {
+  // Refusals of the request itself (NOT_FOUND, ALREADY_EXISTS, ...) say
+  // nothing about the engine.
+  const bool refused = status.code() == absl::StatusCode::kInternal ||
+                       status.code() == absl::StatusCode::kUnavailable;
+  if (!refused && (!status.ok() || writable_.load())) return status;
+  absl::MutexLock lock(&health_mu_);
+  if (refused) {
+    write_error_ = status;
+    writable_.store(false);
+  } else {
+    if (writable_.load()) return status;  // another writer reported it
+    write_error_ = absl::OkStatus();
+    writable_.store(true);
+  }
+  for (const auto& listener : write_listeners_) listener(status);
+  return status;
+}
+
+template <typename T>
+absl::StatusOr<T> Store::TrackWrite(absl::StatusOr<T> result) {
+  (void)TrackWrite(result.status());
+  return result;
+}
+
+absl::Status Store::write_error() const {
+  absl::MutexLock lock(&health_mu_);
+  return write_error_;
+}
+
+void Store::AddWriteListener(std::function<void(const absl::Status&)> listener) {
+  absl::MutexLock lock(&health_mu_);
+  write_listeners_.push_back(std::move(listener));
+}
+
+absl::Status Store::ProbeWrite() {
+  absl::Status status = backend_->ProbeWrite();
+  if (absl::IsUnimplemented(status)) return status;
+  return TrackWrite(std::move(status));
 }
 
 // --- Watching ---------------------------------------------------------------

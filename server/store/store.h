@@ -17,6 +17,14 @@
 // appending thread. A watcher that subscribes BEFORE it reads never misses
 // an event: it is either in what it read or announced afterwards.
 //
+// Write health (issue 14.3): a write (create, update, append) that the engine
+// refuses (INTERNAL or UNAVAILABLE: disk full, I/O error, read-only file,
+// connection lost) marks the store unwritable, until a later write or
+// ProbeWrite() succeeds. Listeners hear of every such failure and of the
+// return to writable; JobManager probes while the store is unwritable,
+// stops jobs whose events cannot be stored, and the server reports
+// NOT_SERVING meanwhile.
+//
 // Thread safety: every method may be called from any thread. Appends to one
 // resource are serialized with their tail update (a striped lock), so the
 // tail and the notifications follow commit order. Subscriber callbacks run
@@ -25,6 +33,7 @@
 #define FREEZETUNE_SERVER_STORE_STORE_H_
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -59,6 +68,9 @@ struct StoreOptions {
   // when the store is migrated. Empty: none.
   std::string legacy_sweeps_path;
   int busy_timeout_ms = 5000;
+  // Caps the file at this many pages (SqliteOptions.max_page_count); 0: no
+  // cap.
+  int64_t max_page_count = 0;
   // Events kept in memory per live resource.
   size_t tail_size = EventTail::kDefaultTailSize;
 };
@@ -181,6 +193,21 @@ class Store {
   // OK when the backend answers now (backend.h Ping; SQLite: always).
   absl::Status Ping() { return backend_->Ping(); }
 
+  // --- Write health -------------------------------------------------------
+
+  // False from a write the engine refused until one succeeds.
+  bool writable() const { return writable_.load(); }
+  // The refusal while !writable(), else OK.
+  absl::Status write_error() const;
+  // `listener(result)` runs after every write the engine refused (result
+  // not OK) and after the first successful write that follows (OK), on the
+  // writing thread with no store lock held; calls are serialized. Add
+  // listeners before the store is shared; they live as long as the store.
+  void AddWriteListener(std::function<void(const absl::Status&)> listener);
+  // Backend::ProbeWrite(), counted as a write. UNIMPLEMENTED (not counted)
+  // when the backend has no probe.
+  absl::Status ProbeWrite();
+
   // --- Watching -----------------------------------------------------------
 
   using SubscriptionId = SubscriberHub::SubscriptionId;
@@ -207,10 +234,20 @@ class Store {
   // From the tail when it has them, else from the backend.
   absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> ReadEvents(
       Kind kind, const std::string& id, int64_t after_sequence, int limit);
+  // Records a write's outcome for writable() and the listeners; returns it.
+  absl::Status TrackWrite(absl::Status status);
+  template <typename T>
+  absl::StatusOr<T> TrackWrite(absl::StatusOr<T> result);
 
   const std::unique_ptr<Backend> backend_;
   EventTail tail_;
   std::array<absl::Mutex, 16> append_stripes_;
+  std::atomic<bool> writable_{true};
+  // Serializes listener calls with the flips of writable_ they report.
+  mutable absl::Mutex health_mu_;
+  absl::Status write_error_ ABSL_GUARDED_BY(health_mu_);
+  std::vector<std::function<void(const absl::Status&)>> write_listeners_
+      ABSL_GUARDED_BY(health_mu_);
   // Last member: destroyed first.
   SubscriberHub hub_;
 };

@@ -56,3 +56,12 @@ if(TARGET freezetune_metrics)
     DEPS freezetune_metrics
     LABELS service TIMEOUT 60)
 endif()
+# A store that refuses writes mid-job (a real SQLite file capped with
+# max_page_count, then freed): no zombie RUNNING job, health and metrics
+# (issue 14 item 3).
+if(TARGET freezetune_service)
+  freezetune_test(service_store_failure_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/service_store_failure_test.cc
+    DEPS freezetune_service PkgConfig::SQLITE3
+    LABELS service store TIMEOUT 180)
+endif()
