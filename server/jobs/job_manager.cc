@@ -121,6 +121,13 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const JobManagerO
     manager->store_->AddWriteListener(
         [metrics](const absl::Status& result) { metrics->StoreWrite(result.ok()); });
   }
+  manager->store_->AddQuarantineListener([metrics](store::Kind kind, const std::string& id,
+                                                   const std::string& reason,
+                                                   const absl::Status& written) {
+    if (metrics != nullptr) metrics->StoreRecordQuarantined();
+    Log(LogLevel::kError, "corrupt store record quarantined", kind == store::Kind::kJob ? id : "",
+        {{"id", id}, {"reason", reason}, {"placeholder_stored", written.ok() ? "yes" : written.ToString()}});
+  });
   // One line when the store stops accepting writes and one when it
   // accepts them again, not one per refused write (listener calls are
   // serialized).
@@ -144,6 +151,7 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const JobManagerO
       scheduler_options,
       [self](const std::string& id, int slot, const StopFlag& stop) { self->RunJob(id, slot, stop); });
   FT_RETURN_IF_ERROR(manager->Recover());
+  manager->WarnIfStoreLost(store_options.path);
   manager->scheduler_->Start();
   manager->prober_ = std::thread([self] { self->ProbeLoop(); });
   if (metrics != nullptr) {
@@ -625,6 +633,29 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
       absl::StrCat("job ", StateName(job.state())), job.id(),
       {{"last_sequence", absl::StrCat(job.last_sequence())}});
   if (IsTerminal(job.state())) RemoveCheckpoints(job.id());
+}
+
+void JobManager::WarnIfStoreLost(const std::string& store_path) {
+  // Issue 14.5: an empty store beside finished outputs means the store file
+  // was deleted or replaced (every job and its history are gone).
+  absl::StatusOr<std::map<v1::JobState, int64_t>> counts = store_->CountJobsByState();
+  if (!counts.ok()) return;
+  int64_t jobs = 0;
+  for (const auto& [state, count] : *counts) jobs += count;
+  if (jobs > 0) return;
+  const std::filesystem::path outputs = std::filesystem::path(options_.data_dir) / "outputs";
+  std::error_code ec;
+  int64_t entries = 0;
+  for (auto it = std::filesystem::directory_iterator(outputs, ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++entries;
+  }
+  if (entries == 0) return;
+  Log(LogLevel::kError,
+      absl::StrCat("THE JOB STORE IS EMPTY but ", outputs.string(), " holds ", entries,
+                   " output(s): was ", store_path,
+                   " deleted or replaced? Every earlier job and its history are missing; restore "
+                   "the store file from a backup before submitting jobs."));
 }
 
 void JobManager::ProbeLoop() {

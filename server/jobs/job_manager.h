@@ -239,6 +239,9 @@ class JobManager {
   absl::Status Transition(v1::Job& job, v1::JobState state, const std::string& message);
   absl::StatusOr<std::string> OutputDir(const v1::Job& job);
   void RemoveCheckpoints(const std::string& job_id);
+  // Logs an error when the store holds no job but <data_dir>/outputs is not
+  // empty (issue 14.5).
+  void WarnIfStoreLost(const std::string& store_path);
   // Probes the store every store_retry_interval while it refuses writes.
   void ProbeLoop();
   // Retries `write` every store_retry_interval while the store refuses

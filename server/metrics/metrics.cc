@@ -73,6 +73,12 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const MetricsOptions& o
                                   .Help("Job store writes the storage engine refused.")
                                   .Register(r)
                                   .Add({});
+  m->store_quarantined_ = &prometheus::BuildCounter()
+                               .Name("freezetune_store_quarantined_records_total")
+                               .Help("Job store records that did not parse and were quarantined "
+                                     "(their job or sweep marked FAILED).")
+                               .Register(r)
+                               .Add({});
   m->train_steps_ = &prometheus::BuildCounter()
                          .Name("freezetune_train_steps_total")
                          .Help("Optimizer steps taken by all jobs.")
@@ -216,6 +222,8 @@ void Metrics::JobFinished(JobStateLabel state) {
 }
 
 void Metrics::SetQueueDepth(int64_t depth) { queue_depth_->Set(static_cast<double>(depth)); }
+
+void Metrics::StoreRecordQuarantined() { store_quarantined_->Increment(); }
 
 void Metrics::StoreWrite(bool ok) {
   if (!ok) store_write_failures_->Increment();

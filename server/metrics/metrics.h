@@ -80,6 +80,8 @@ class Metrics {
   // A store write the engine refused (ok = false: failures_total + 1,
   // store_writable 0), or the first one that succeeded after (writable 1).
   void StoreWrite(bool ok);
+  // A corrupt store record was quarantined (its job or sweep marked FAILED).
+  void StoreRecordQuarantined();
 
   // One optimizer step a job took in this process: counted in
   // train_steps_total and train_samples_total, and its duration observed in
@@ -135,6 +137,7 @@ class Metrics {
   prometheus::Gauge* queue_depth_ = nullptr;
   prometheus::Gauge* store_writable_ = nullptr;
   prometheus::Counter* store_write_failures_ = nullptr;
+  prometheus::Counter* store_quarantined_ = nullptr;
   prometheus::Counter* train_steps_ = nullptr;
   prometheus::Counter* train_samples_ = nullptr;
   prometheus::Histogram* step_seconds_ = nullptr;

@@ -1,6 +1,7 @@
 #include "server/store/store.h"
 
 #include <functional>
+#include <type_traits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -85,9 +86,9 @@ Row SweepRow(const v1::Sweep& sweep) {
 }
 
 // One newest-first page of `kind`, each row parsed as Record into `add()`.
-template <typename Record, typename Add>
+template <typename Record, typename ParseFn, typename Add>
 absl::StatusOr<std::string> ListPage(Backend& backend, Kind kind, const char* token_kind,
-                                     const ListQuery& query, Add add) {
+                                     const ListQuery& query, ParseFn parse, Add add) {
   int page_size = query.page_size <= 0 ? Store::kDefaultPageSize : query.page_size;
   if (page_size > Store::kMaxPageSize) page_size = Store::kMaxPageSize;
   RowQuery rows_query;
@@ -109,22 +110,55 @@ absl::StatusOr<std::string> ListPage(Backend& backend, Kind kind, const char* to
     next_page_token =
         base::EncodePageToken(token_kind, rows.back().create_micros, rows.back().id);
   }
+  const int64_t mask = rows_query.state_mask;
   for (const Row& row : rows) {
-    FT_ASSIGN_OR_RETURN(Record record, Parse<Record>(kind, row));
+    Record record = parse(row);
+    // A quarantined row is FAILED now: left out of a listing of other states.
+    if (mask != 0 && (mask & (int64_t{1} << record.state())) == 0) continue;
     add(std::move(record));
   }
   return next_page_token;
 }
 
-template <typename Record>
-absl::StatusOr<std::vector<Record>> ParseRows(Kind kind, const std::vector<Row>& rows) {
+template <typename Record, typename ParseFn>
+std::vector<Record> ParseRows(const std::vector<Row>& rows, int64_t mask, ParseFn parse) {
   std::vector<Record> records;
   records.reserve(rows.size());
   for (const Row& row : rows) {
-    FT_ASSIGN_OR_RETURN(Record record, Parse<Record>(kind, row));
+    Record record = parse(row);
+    if ((mask & (int64_t{1} << record.state())) == 0) continue;  // quarantined
     records.push_back(std::move(record));
   }
   return records;
+}
+
+// What is left of a record that does not parse: its columns (and its spec,
+// when that parses), FAILED with `reason`.
+v1::Job PlaceholderJob(const Row& row, const std::string& reason) {
+  v1::Job job;
+  job.set_id(row.id);
+  job.set_tenant(row.tenant);
+  if (!job.mutable_spec()->ParseFromString(row.spec)) job.clear_spec();
+  job.set_state(v1::JOB_STATE_FAILED);
+  *job.mutable_create_time() = FromMicros(row.create_micros);
+  *job.mutable_end_time() = NowTimestamp();
+  job.set_error_message(reason);
+  job.set_last_sequence(row.last_sequence);
+  return job;
+}
+
+v1::Sweep PlaceholderSweep(const Row& row, const std::string& reason) {
+  v1::Sweep sweep;
+  sweep.set_id(row.id);
+  sweep.set_tenant(row.tenant);
+  if (!sweep.mutable_spec()->ParseFromString(row.spec)) sweep.clear_spec();
+  sweep.set_state(v1::SWEEP_STATE_FAILED);
+  *sweep.mutable_create_time() = FromMicros(row.create_micros);
+  *sweep.mutable_end_time() = NowTimestamp();
+  sweep.set_winner_index(-1);
+  sweep.set_error_message(reason);
+  sweep.set_last_sequence(row.last_sequence);
+  return sweep;
 }
 
 }  // namespace
@@ -218,23 +252,26 @@ absl::StatusOr<std::optional<v1::Job>> Store::FindJobByClientRequestId(
 absl::StatusOr<v1::Job> Store::GetJob(const std::string& job_id) {
   FT_ASSIGN_OR_RETURN(std::optional<Row> row, backend_->Get(Kind::kJob, job_id));
   if (!row.has_value()) return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
-  return Parse<v1::Job>(Kind::kJob, *row);
+  return ParseOrQuarantine<v1::Job>(Kind::kJob, *row);
 }
 
 absl::StatusOr<v1::ListJobsResponse> Store::ListJobs(const ListQuery& query) {
   v1::ListJobsResponse response;
   FT_ASSIGN_OR_RETURN(
       std::string next,
-      ListPage<v1::Job>(*backend_, Kind::kJob, kJobPageTokenKind, query,
-                        [&](v1::Job job) { *response.add_jobs() = std::move(job); }));
+      ListPage<v1::Job>(
+          *backend_, Kind::kJob, kJobPageTokenKind, query,
+          [this](const Row& row) { return ParseOrQuarantine<v1::Job>(Kind::kJob, row); },
+          [&](v1::Job job) { *response.add_jobs() = std::move(job); }));
   response.set_next_page_token(next);
   return response;
 }
 
 absl::StatusOr<std::vector<v1::Job>> Store::JobsInStates(const std::vector<v1::JobState>& states) {
-  FT_ASSIGN_OR_RETURN(std::vector<Row> rows,
-                      backend_->InStates(Kind::kJob, StateMask({states.begin(), states.end()})));
-  return ParseRows<v1::Job>(Kind::kJob, rows);
+  const int64_t mask = StateMask({states.begin(), states.end()});
+  FT_ASSIGN_OR_RETURN(std::vector<Row> rows, backend_->InStates(Kind::kJob, mask));
+  return ParseRows<v1::Job>(
+      rows, mask, [this](const Row& row) { return ParseOrQuarantine<v1::Job>(Kind::kJob, row); });
 }
 
 absl::StatusOr<std::map<v1::JobState, int64_t>> Store::CountJobsByState() {
@@ -330,24 +367,28 @@ absl::StatusOr<v1::Sweep> Store::GetSweep(const std::string& sweep_id) {
   if (!row.has_value()) {
     return absl::NotFoundError(absl::StrCat("sweep ", sweep_id, " not found"));
   }
-  return Parse<v1::Sweep>(Kind::kSweep, *row);
+  return ParseOrQuarantine<v1::Sweep>(Kind::kSweep, *row);
 }
 
 absl::StatusOr<v1::ListSweepsResponse> Store::ListSweeps(const ListQuery& query) {
   v1::ListSweepsResponse response;
   FT_ASSIGN_OR_RETURN(
       std::string next,
-      ListPage<v1::Sweep>(*backend_, Kind::kSweep, kSweepPageTokenKind, query,
-                          [&](v1::Sweep sweep) { *response.add_sweeps() = std::move(sweep); }));
+      ListPage<v1::Sweep>(
+          *backend_, Kind::kSweep, kSweepPageTokenKind, query,
+          [this](const Row& row) { return ParseOrQuarantine<v1::Sweep>(Kind::kSweep, row); },
+          [&](v1::Sweep sweep) { *response.add_sweeps() = std::move(sweep); }));
   response.set_next_page_token(next);
   return response;
 }
 
 absl::StatusOr<std::vector<v1::Sweep>> Store::SweepsInStates(
     const std::vector<v1::SweepState>& states) {
-  FT_ASSIGN_OR_RETURN(std::vector<Row> rows,
-                      backend_->InStates(Kind::kSweep, StateMask({states.begin(), states.end()})));
-  return ParseRows<v1::Sweep>(Kind::kSweep, rows);
+  const int64_t mask = StateMask({states.begin(), states.end()});
+  FT_ASSIGN_OR_RETURN(std::vector<Row> rows, backend_->InStates(Kind::kSweep, mask));
+  return ParseRows<v1::Sweep>(rows, mask, [this](const Row& row) {
+    return ParseOrQuarantine<v1::Sweep>(Kind::kSweep, row);
+  });
 }
 
 absl::StatusOr<std::map<v1::SweepState, int64_t>> Store::CountSweepsByState() {
@@ -414,6 +455,75 @@ absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> Store::ReadEvents(
   std::vector<std::pair<int64_t, std::string>> raw;
   if (tail_.Read(Key(kind, id), after_sequence, limit, &raw)) return raw;
   return backend_->ReadEvents(kind, id, after_sequence, limit);
+}
+
+// --- Corrupt rows -------------------------------------------------------------
+
+template <typename Record>
+Record Store::ParseOrQuarantine(Kind kind, const Row& row) {
+  absl::StatusOr<Record> parsed = Parse<Record>(kind, row);
+  if (parsed.ok()) return *std::move(parsed);
+  // "job store: job <id> record is corrupt; quarantined and marked FAILED"
+  const std::string reason =
+      absl::StrCat(parsed.status().message(), "; quarantined and marked FAILED");
+  Record placeholder;
+  const std::string key = Key(kind, row.id);
+  {
+    absl::MutexLock lock(&quarantine_mu_);
+    // Another reader quarantines it now: serve the placeholder, write once.
+    if (!quarantining_.insert(key).second) {
+      if constexpr (std::is_same_v<Record, v1::Job>) {
+        return PlaceholderJob(row, reason);
+      } else {
+        return PlaceholderSweep(row, reason);
+      }
+    }
+  }
+  // No lock held from here: the append notifies watchers inline, and their
+  // reads may meet another corrupt row.
+  // Another reader may have quarantined it since this one read the row.
+  absl::StatusOr<std::optional<Row>> now = backend_->Get(kind, row.id);
+  if (now.ok() && now->has_value()) {
+    absl::StatusOr<Record> again = Parse<Record>(kind, **now);
+    if (again.ok()) {
+      absl::MutexLock lock(&quarantine_mu_);
+      quarantining_.erase(key);
+      return *std::move(again);
+    }
+  }
+  absl::Status written;
+  if constexpr (std::is_same_v<Record, v1::Job>) {
+    placeholder = PlaceholderJob(row, reason);
+    v1::JobEvent event;
+    event.mutable_state_change()->set_state(v1::JOB_STATE_FAILED);
+    event.mutable_state_change()->set_message(reason);
+    absl::StatusOr<v1::JobEvent> stored = AppendJobEvent(row.id, std::move(event), &placeholder);
+    written = stored.status();
+    if (stored.ok()) placeholder.set_last_sequence(stored->sequence());
+  } else {
+    placeholder = PlaceholderSweep(row, reason);
+    v1::SweepEvent event;
+    *event.mutable_result() = placeholder;
+    absl::StatusOr<v1::SweepEvent> stored =
+        AppendSweepEvent(row.id, std::move(event), &placeholder);
+    written = stored.status();
+    if (stored.ok()) placeholder.set_last_sequence(stored->sequence());
+  }
+  // Served as FAILED either way; if the write failed it is tried again at
+  // the next read.
+  std::vector<QuarantineListener> listeners;
+  {
+    absl::MutexLock lock(&quarantine_mu_);
+    quarantining_.erase(key);
+    listeners = quarantine_listeners_;
+  }
+  for (const auto& listener : listeners) listener(kind, row.id, reason, written);
+  return placeholder;
+}
+
+void Store::AddQuarantineListener(QuarantineListener listener) {
+  absl::MutexLock lock(&quarantine_mu_);
+  quarantine_listeners_.push_back(std::move(listener));
 }
 
 // --- Write health -------------------------------------------------------------

@@ -25,6 +25,15 @@
 // stops jobs whose events cannot be stored, and the server reports
 // NOT_SERVING meanwhile.
 //
+// Corrupt rows (issue 14.5): a record that does not parse never fails a
+// read. It is quarantined: replaced by what its columns still say (id,
+// tenant, create time, the spec if that parses), FAILED with the reason in
+// error_message, with a terminal event appended, in one transaction; the
+// quarantine listeners hear of it (log, metric). Listings, GetJob/GetSweep
+// and JobsInStates serve the placeholder (a corrupt QUEUED job is FAILED,
+// so the server still starts). A corrupt event fails only that resource's
+// event read (DATA_LOSS).
+//
 // Thread safety: every method may be called from any thread. Appends to one
 // resource are serialized with their tail update (a striped lock), so the
 // tail and the notifications follow commit order. Subscriber callbacks run
@@ -39,6 +48,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -193,6 +203,17 @@ class Store {
   // OK when the backend answers now (backend.h Ping; SQLite: always).
   absl::Status Ping() { return backend_->Ping(); }
 
+  // --- Corrupt rows -------------------------------------------------------
+
+  // `listener(kind, id, reason, written)` runs after a corrupt record was
+  // quarantined (`written`: whether the FAILED placeholder was stored; if
+  // not, the next read tries again), on the reading thread with no store
+  // lock held. Add listeners before the store is shared.
+  using QuarantineListener = std::function<void(Kind, const std::string& id,
+                                                const std::string& reason,
+                                                const absl::Status& written)>;
+  void AddQuarantineListener(QuarantineListener listener);
+
   // --- Write health -------------------------------------------------------
 
   // False from a write the engine refused until one succeeds.
@@ -234,6 +255,9 @@ class Store {
   // From the tail when it has them, else from the backend.
   absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> ReadEvents(
       Kind kind, const std::string& id, int64_t after_sequence, int limit);
+  // The record of `row`, or its quarantined FAILED placeholder.
+  template <typename Record>
+  Record ParseOrQuarantine(Kind kind, const Row& row);
   // Records a write's outcome for writable() and the listeners; returns it.
   absl::Status TrackWrite(absl::Status status);
   template <typename T>
@@ -242,6 +266,11 @@ class Store {
   const std::unique_ptr<Backend> backend_;
   EventTail tail_;
   std::array<absl::Mutex, 16> append_stripes_;
+  // Keys being quarantined now (one placeholder write per corrupt row), and
+  // the listeners.
+  absl::Mutex quarantine_mu_;
+  std::set<std::string> quarantining_ ABSL_GUARDED_BY(quarantine_mu_);
+  std::vector<QuarantineListener> quarantine_listeners_ ABSL_GUARDED_BY(quarantine_mu_);
   std::atomic<bool> writable_{true};
   // Serializes listener calls with the flips of writable_ they report.
   mutable absl::Mutex health_mu_;

@@ -65,3 +65,11 @@ if(TARGET freezetune_service)
     DEPS freezetune_service PkgConfig::SQLITE3
     LABELS service store TIMEOUT 180)
 endif()
+# Corrupt rows in a real SQLite file at start, and a lost store beside
+# existing outputs (issue 14 item 5).
+if(TARGET freezetune_jobs)
+  freezetune_test(jobs_store_recovery_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/jobs_store_recovery_test.cc
+    DEPS freezetune_jobs PkgConfig::SQLITE3
+    LABELS jobs store TIMEOUT 120)
+endif()

@@ -777,6 +777,77 @@ TEST(SqliteMigrationTest, NewerSchemaIsRefused) {
   fs::remove_all(dir);
 }
 
+// Issue 14.5: records that do not parse (garbage written into a real
+// SQLite file) are quarantined, never fatal: listings and reads go on, the
+// bad job or sweep is FAILED with the reason (and a terminal event), a
+// corrupt QUEUED job is no longer queued, the listener hears of each once.
+TEST(SqliteQuarantineTest, CorruptRecordsAreQuarantinedAndTheRestServed) {
+  fs::path dir = TempDir("quarantine");
+  const std::string path = (dir / "freezetune.db").string();
+  StoreOptions options;
+  options.path = path;
+  {
+    auto store = Store::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE((*store)->CreateJob(MakeJob("job-done", 1, "", v1::JOB_STATE_SUCCEEDED), Queued()).ok());
+    ASSERT_TRUE((*store)->CreateJob(MakeJob("job-queued", 2), Queued()).ok());
+    ASSERT_TRUE((*store)->CreateJob(MakeJob("job-good", 3), Queued()).ok());
+    std::vector<v1::Job> none;
+    v1::Sweep sweep = MakeSweep("sweep-bad", 4, "", none);
+    ASSERT_TRUE((*store)->CreateSweep(sweep, TableEvent(sweep), none, Queued()).ok());
+  }
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    // 0xff...: a field number past the end of a varint, not a protobuf.
+    Sql(db, "UPDATE jobs SET record = x'ffffffffffffffffffff' WHERE id IN ('job-done', 'job-queued');"
+            "UPDATE sweeps SET record = x'ffffffffffffffffffff' WHERE id = 'sweep-bad';");
+    sqlite3_close(db);
+  }
+  auto store = Store::Open(options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::vector<std::string> quarantined;
+  (*store)->AddQuarantineListener([&](Kind kind, const std::string& id, const std::string& reason,
+                                      const absl::Status& written) {
+    EXPECT_TRUE(written.ok()) << written;
+    EXPECT_NE(reason.find("corrupt"), std::string::npos) << reason;
+    quarantined.push_back(absl::StrCat(kind == Kind::kJob ? "job:" : "sweep:", id));
+  });
+  // What a restart reads: only the good job is still queued.
+  auto queued = (*store)->JobsInStates({v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING});
+  ASSERT_TRUE(queued.ok()) << queued.status();
+  ASSERT_EQ(queued->size(), 1u);
+  EXPECT_EQ(queued->front().id(), "job-good");
+  // Listing every job works for everyone, with the bad ones FAILED.
+  auto list = (*store)->ListJobs(ListQuery());
+  ASSERT_TRUE(list.ok()) << list.status();
+  ASSERT_EQ(list->jobs_size(), 3);
+  for (const v1::Job& job : list->jobs()) {
+    if (job.id() == "job-good") {
+      EXPECT_EQ(job.state(), v1::JOB_STATE_QUEUED);
+      continue;
+    }
+    EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED) << job.id();
+    EXPECT_NE(job.error_message().find("is corrupt"), std::string::npos) << job.error_message();
+    EXPECT_EQ(job.spec().model_uri(), "/models/" + job.id());  // the spec column survived
+  }
+  auto events = (*store)->ReadJobEvents("job-queued", 0, 0);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 2u);
+  EXPECT_EQ(events->back().state_change().state(), v1::JOB_STATE_FAILED);
+  auto sweep = (*store)->GetSweep("sweep-bad");
+  ASSERT_TRUE(sweep.ok()) << sweep.status();
+  EXPECT_EQ(sweep->state(), v1::SWEEP_STATE_FAILED);
+  EXPECT_TRUE((*store)->ListSweeps(ListQuery()).ok());
+  // Each once: the placeholders were stored and parse from now on.
+  std::sort(quarantined.begin(), quarantined.end());
+  EXPECT_EQ(quarantined,
+            (std::vector<std::string>{"job:job-done", "job:job-queued", "sweep:sweep-bad"}));
+  EXPECT_EQ((*store)->CountJobsByState()->at(v1::JOB_STATE_FAILED), 2);
+  store->reset();
+  fs::remove_all(dir);
+}
+
 TEST(SqliteMigrationTest, OpenFailsForUnwritablePath) {
   StoreOptions options;
   options.path = "/nonexistent-dir/for/sure/x.db";
