@@ -32,7 +32,8 @@ fuzz:
 TSAN_TESTS := freezetune_base tsan_control store_test store_event_tail_test store_subscriber_hub_test \
   base_log_test jobs_scheduler_test jobs_output_test jobs_metrics_test sweeps_manager_test \
   sweeps_policy_test metrics_test service_status_mapping_test service_server_test \
-  service_auth_test service_limits_test service_event_stream_test
+  service_auth_test service_limits_test service_event_stream_test service_store_failure_test \
+  jobs_store_recovery_test
 tsan:
 	CC=clang CXX=clang++ cmake -S . -B $(BUILD_DIR)-tsan -DFREEZETUNE_WITH_TORCH=OFF \
 	  -DFREEZETUNE_SANITIZE=thread -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
