@@ -96,9 +96,10 @@ struct Columns {
 };
 
 // Picks the field names given the set of names present.
+// Without `labelled`, no label column is looked for (masked-LM text).
 template <typename HasFn>
 absl::StatusOr<Columns> ChooseColumns(const v1::DatasetSpec& spec, std::string_view field,
-                                      std::string_view where, HasFn has) {
+                                      std::string_view where, bool labelled, HasFn has) {
   Columns c;
   if (!spec.text_field().empty()) {
     if (!has(spec.text_field())) {
@@ -134,6 +135,10 @@ absl::StatusOr<Columns> ChooseColumns(const v1::DatasetSpec& spec, std::string_v
       }
     }
   }
+  if (!labelled) {
+    if (c.text == c.text_pair) return FieldError(field, "text and text_pair must be different fields");
+    return c;
+  }
   c.label = spec.label_field().empty() ? "label" : spec.label_field();
   if (!has(c.label)) {
     if (!spec.label_field().empty()) {
@@ -150,7 +155,8 @@ absl::StatusOr<Columns> ChooseColumns(const v1::DatasetSpec& spec, std::string_v
 }
 
 absl::StatusOr<Columns> ColumnsFromHeader(const std::vector<std::string>& header,
-                                          const v1::DatasetSpec& spec, std::string_view field) {
+                                          const v1::DatasetSpec& spec, std::string_view field,
+                                          bool labelled) {
   std::map<std::string, int> index;
   for (size_t i = 0; i < header.size(); ++i) {
     // Header names are trimmed; GLUE headers are clean, hand-made ones may not be.
@@ -160,11 +166,11 @@ absl::StatusOr<Columns> ColumnsFromHeader(const std::vector<std::string>& header
     }
   }
   FT_ASSIGN_OR_RETURN(
-      Columns c, ChooseColumns(spec, field, "header", [&](const std::string& name) {
+      Columns c, ChooseColumns(spec, field, "header", labelled, [&](const std::string& name) {
         return index.count(name) > 0;
       }));
   c.text_index = index[c.text];
-  c.label_index = index[c.label];
+  if (!c.label.empty()) c.label_index = index[c.label];
   if (!c.text_pair.empty()) c.pair_index = index[c.text_pair];
   return c;
 }
@@ -180,15 +186,17 @@ absl::Status RowToExample(const std::vector<std::string>& row, size_t expected, 
   ex.line = line;
   ex.text = row[c.text_index];
   if (c.pair_index >= 0) ex.text_pair = row[c.pair_index];
-  ex.label = TrimLabel(row[c.label_index]);
-  if (ex.label.empty()) return LineError(field, line, absl::StrCat("empty ", Quoted(c.label)));
+  if (c.label_index >= 0) {
+    ex.label = TrimLabel(row[c.label_index]);
+    if (ex.label.empty()) return LineError(field, line, absl::StrCat("empty ", Quoted(c.label)));
+  }
   out->push_back(std::move(ex));
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<RawExample>> ParseTsv(std::string_view content,
                                                  const v1::DatasetSpec& spec,
-                                                 std::string_view field) {
+                                                 std::string_view field, bool labelled) {
   std::vector<std::string> header;
   Columns columns;
   std::vector<RawExample> out;
@@ -198,7 +206,7 @@ absl::StatusOr<std::vector<RawExample>> ParseTsv(std::string_view content,
     std::vector<std::string> row(parts.begin(), parts.end());
     if (header.empty()) {
       header = std::move(row);
-      FT_ASSIGN_OR_RETURN(columns, ColumnsFromHeader(header, spec, field));
+      FT_ASSIGN_OR_RETURN(columns, ColumnsFromHeader(header, spec, field, labelled));
       return absl::OkStatus();
     }
     return RowToExample(row, header.size(), line, columns, field, &out);
@@ -210,7 +218,7 @@ absl::StatusOr<std::vector<RawExample>> ParseTsv(std::string_view content,
 
 absl::StatusOr<std::vector<RawExample>> ParseCsv(std::string_view content,
                                                  const v1::DatasetSpec& spec,
-                                                 std::string_view field) {
+                                                 std::string_view field, bool labelled) {
   std::vector<std::string> header;
   Columns columns;
   std::vector<RawExample> out;
@@ -218,7 +226,7 @@ absl::StatusOr<std::vector<RawExample>> ParseCsv(std::string_view content,
       content, field, [&](int64_t line, std::vector<std::string> row) -> absl::Status {
         if (header.empty()) {
           header = std::move(row);
-          FT_ASSIGN_OR_RETURN(columns, ColumnsFromHeader(header, spec, field));
+          FT_ASSIGN_OR_RETURN(columns, ColumnsFromHeader(header, spec, field, labelled));
           return absl::OkStatus();
         }
         return RowToExample(row, header.size(), line, columns, field, &out);
@@ -249,8 +257,8 @@ absl::StatusOr<std::string> JsonLabel(const nlohmann::json& v, std::string_view 
 }
 
 absl::StatusOr<std::vector<RawExample>> ParseJsonl(std::string_view content,
-                                                   const v1::DatasetSpec& spec,
-                                                   std::string_view field) {
+                                                 const v1::DatasetSpec& spec,
+                                                 std::string_view field, bool labelled) {
   std::vector<RawExample> out;
   std::optional<Columns> columns;
   FT_RETURN_IF_ERROR(ForEachLine(content, [&](int64_t line, std::string_view text) -> absl::Status {
@@ -264,7 +272,7 @@ absl::StatusOr<std::vector<RawExample>> ParseJsonl(std::string_view content,
     }
     if (!record.is_object()) return LineError(field, line, "expected a JSON object");
     if (!columns) {
-      FT_ASSIGN_OR_RETURN(columns, ChooseColumns(spec, field, "first record",
+      FT_ASSIGN_OR_RETURN(columns, ChooseColumns(spec, field, "first record", labelled,
                                                  [&](const std::string& name) {
                                                    return record.contains(name);
                                                  }));
@@ -286,11 +294,13 @@ absl::StatusOr<std::vector<RawExample>> ParseJsonl(std::string_view content,
       FT_ASSIGN_OR_RETURN(std::string pair, get_text(columns->text_pair));
       ex.text_pair = std::move(pair);
     }
-    auto label = record.find(columns->label);
-    if (label == record.end() || label->is_null()) {
-      return LineError(field, line, absl::StrCat("missing field ", Quoted(columns->label)));
+    if (!columns->label.empty()) {
+      auto label = record.find(columns->label);
+      if (label == record.end() || label->is_null()) {
+        return LineError(field, line, absl::StrCat("missing field ", Quoted(columns->label)));
+      }
+      FT_ASSIGN_OR_RETURN(ex.label, JsonLabel(*label, columns->label, field, line));
     }
-    FT_ASSIGN_OR_RETURN(ex.label, JsonLabel(*label, columns->label, field, line));
     out.push_back(std::move(ex));
     return absl::OkStatus();
   }));
@@ -314,6 +324,22 @@ absl::StatusOr<std::vector<RawExample>> ParseTrec(std::string_view content,
     ex.line = line;
     ex.label = std::string(tag.substr(0, colon));
     ex.text = std::string(text.substr(space + 1));
+    out.push_back(std::move(ex));
+    return absl::OkStatus();
+  }));
+  if (out.empty()) return FieldError(field, "no examples");
+  return out;
+}
+
+// One example per non-blank line (surrounding whitespace trimmed), no label.
+absl::StatusOr<std::vector<RawExample>> ParseText(std::string_view content, std::string_view field) {
+  std::vector<RawExample> out;
+  FT_RETURN_IF_ERROR(ForEachLine(content, [&](int64_t line, std::string_view text) {
+    const absl::string_view trimmed = absl::StripAsciiWhitespace(AV(text));
+    if (trimmed.empty()) return absl::OkStatus();
+    RawExample ex;
+    ex.line = line;
+    ex.text = std::string(trimmed);
     out.push_back(std::move(ex));
     return absl::OkStatus();
   }));
@@ -446,27 +472,35 @@ absl::StatusOr<v1::DatasetFormat> ResolveFormat(const v1::DatasetSpec& spec,
   if (ext == "csv") return v1::DATASET_FORMAT_CSV;
   if (ext == "tsv") return v1::DATASET_FORMAT_TSV;
   if (ext == "label" || ext == "trec") return v1::DATASET_FORMAT_TREC;
+  if (ext == "txt") return v1::DATASET_FORMAT_TEXT;
   return FieldError(absl::StrCat(AV(field), ".format"),
                     "not set and not inferable from the URI's extension "
-                    "(.jsonl, .json, .csv, .tsv, .label, .trec)");
+                    "(.jsonl, .json, .csv, .tsv, .label, .trec, .txt)");
 }
 
 }  // namespace internal
 
 absl::StatusOr<std::vector<RawExample>> ParseDataset(std::string_view content,
                                                      const v1::DatasetSpec& spec,
-                                                     std::string_view field) {
+                                                     std::string_view field, bool labelled) {
   FT_ASSIGN_OR_RETURN(const v1::DatasetFormat format, internal::ResolveFormat(spec, field));
   content = StripBom(content);
   switch (format) {
     case v1::DATASET_FORMAT_JSONL:
-      return ParseJsonl(content, spec, field);
+      return ParseJsonl(content, spec, field, labelled);
     case v1::DATASET_FORMAT_CSV:
-      return ParseCsv(content, spec, field);
+      return ParseCsv(content, spec, field, labelled);
     case v1::DATASET_FORMAT_TSV:
-      return ParseTsv(content, spec, field);
+      return ParseTsv(content, spec, field, labelled);
     case v1::DATASET_FORMAT_TREC:
       return ParseTrec(content, field);
+    case v1::DATASET_FORMAT_TEXT:
+      if (labelled) {
+        return FieldError(absl::StrCat(AV(field), ".format"),
+                          "plain text (DATASET_FORMAT_TEXT, .txt) has no labels; it serves "
+                          "masked-LM tasks (task.type TASK_TYPE_MASKED_LM)");
+      }
+      return ParseText(content, field);
     default:
       return FieldError(absl::StrCat(AV(field), ".format"), "unknown format");
   }
@@ -474,12 +508,12 @@ absl::StatusOr<std::vector<RawExample>> ParseDataset(std::string_view content,
 
 absl::StatusOr<std::vector<RawExample>> LoadDataset(const v1::DatasetSpec& spec,
                                                     const UriOptions& uris,
-                                                    std::string_view field) {
+                                                    std::string_view field, bool labelled) {
   // Check the format first: no point fetching what cannot be parsed.
   FT_RETURN_IF_ERROR(internal::ResolveFormat(spec, field).status());
   FT_ASSIGN_OR_RETURN(const std::string content,
                       ReadUri(spec.uri(), uris, absl::StrCat(AV(field), ".uri")));
-  return ParseDataset(content, spec, field);
+  return ParseDataset(content, spec, field, labelled);
 }
 
 absl::StatusOr<LabelSpace> ResolveLabelSpace(const v1::TaskSpec& task,
@@ -576,6 +610,7 @@ absl::StatusOr<LabelSpace> ResolveLabelSpace(const v1::TaskSpec& task,
 absl::StatusOr<MappedLabels> MapLabels(const std::vector<RawExample>& examples,
                                        const LabelSpace& labels, std::string_view field) {
   MappedLabels out;
+  if (labels.unlabelled()) return out;
   if (labels.regression) {
     out.targets.reserve(examples.size());
     for (const RawExample& ex : examples) {

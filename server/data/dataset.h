@@ -31,21 +31,26 @@ struct RawExample {
 };
 
 // Resolves the format (explicit, else by extension) and parses `content`.
-// `field` prefixes errors, e.g. "job.train".
+// `field` prefixes errors, e.g. "job.train". With `labelled` false (masked-LM
+// text) no label column is read (RawExample::label stays empty) and the
+// plain-text format (one example per non-blank line) is allowed; with it
+// true, plain text is an error naming the field.
 absl::StatusOr<std::vector<RawExample>> ParseDataset(std::string_view content,
                                                      const v1::DatasetSpec& spec,
-                                                     std::string_view field);
+                                                     std::string_view field, bool labelled = true);
 
 // Reads the URI (see uri.h) and parses it.
 absl::StatusOr<std::vector<RawExample>> LoadDataset(const v1::DatasetSpec& spec,
                                                     const UriOptions& uris,
-                                                    std::string_view field);
+                                                    std::string_view field, bool labelled = true);
 
 // Label names in id order; regression when num_labels == 1.
+// Unlabelled (masked LM) when neither: no names and not regression.
 struct LabelSpace {
   std::vector<std::string> names;
   bool regression = false;
   int64_t num_labels() const { return regression ? 1 : static_cast<int64_t>(names.size()); }
+  bool unlabelled() const { return !regression && names.empty(); }
 };
 
 // Derives the label space from the task and the training examples (see
@@ -56,8 +61,8 @@ absl::StatusOr<LabelSpace> ResolveLabelSpace(const v1::TaskSpec& task,
 
 // Labels of `examples` under `labels`, in order: ids for classification (a
 // label equal to a name maps to its index; otherwise an integer label must
-// lie in [0, K)), targets for regression (finite numbers). Errors name the
-// line.
+// lie in [0, K)), targets for regression (finite numbers), nothing for an
+// unlabelled space. Errors name the line.
 struct MappedLabels {
   std::vector<int64_t> ids;
   std::vector<float> targets;

@@ -343,6 +343,47 @@ std::vector<RawExample> Labels(std::initializer_list<const char*> labels) {
   return out;
 }
 
+// --- unlabelled text (masked LM) ---------------------------------------------
+
+TEST(UnlabelledTest, PlainTextOneExamplePerNonBlankLine) {
+  EXPECT_EQ(*internal::ResolveFormat(Spec("/d/corpus.txt"), "f"), v1::DATASET_FORMAT_TEXT);
+  auto rows = ParseDataset("\xEF\xBB\xBF" "first line\n\n  second line  \r\n\t\nthird\n",
+                           Spec("/d/c.txt"), "job.train", /*labelled=*/false);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 3u);
+  EXPECT_EQ((*rows)[0].text, "first line");
+  EXPECT_EQ((*rows)[1].text, "second line");
+  EXPECT_EQ((*rows)[1].line, 3);
+  EXPECT_EQ((*rows)[2].label, "");
+  EXPECT_FALSE((*rows)[2].text_pair.has_value());
+  // A classification job cannot read plain text.
+  auto labelled = ParseDataset("a\n", Spec("/d/c.txt"), "job.train");
+  ASSERT_FALSE(labelled.ok());
+  EXPECT_THAT(Msg(labelled.status()), ::testing::StartsWith("job.train.format: plain text"));
+  EXPECT_FALSE(ParseDataset("\n \n", Spec("/d/c.txt"), "job.train", false).ok());
+}
+
+TEST(UnlabelledTest, ColumnFormatsWithoutALabelColumn) {
+  auto tsv = ParseDataset("sentence1\tsentence2\nA b.\tC d.\n", Spec("/d/x.tsv"), "f", false);
+  ASSERT_TRUE(tsv.ok()) << tsv.status();
+  EXPECT_EQ((*tsv)[0].text, "A b.");
+  EXPECT_EQ((*tsv)[0].text_pair, "C d.");
+  auto jsonl = ParseDataset("{\"text\": \"x\"}\n{\"text\": \"y\", \"label\": 3}\n", Spec("/d/x.jsonl"),
+                            "f", false);
+  ASSERT_TRUE(jsonl.ok()) << jsonl.status();
+  EXPECT_EQ((*jsonl)[1].label, "");  // a label column is simply ignored
+  auto csv = ParseDataset("text\n\"q, r\"\n", Spec("/d/x.csv"), "f", false);
+  ASSERT_TRUE(csv.ok()) << csv.status();
+  EXPECT_EQ((*csv)[0].text, "q, r");
+  // Labelled parsing still requires the label column.
+  EXPECT_FALSE(ParseDataset("text\nx\n", Spec("/d/x.csv"), "f").ok());
+  LabelSpace none;
+  EXPECT_TRUE(none.unlabelled());
+  auto mapped = MapLabels(*jsonl, none, "f");
+  ASSERT_TRUE(mapped.ok());
+  EXPECT_TRUE(mapped->ids.empty() && mapped->targets.empty());
+}
+
 TEST(LabelSpaceTest, IntegerLabelsBecomeZeroToMax) {
   auto s = ResolveLabelSpace(v1::TaskSpec(), Labels({"0", "2", "1", "2"}), "job.train");
   ASSERT_TRUE(s.ok()) << s.status();
