@@ -23,6 +23,7 @@
 #include "server/model/activation.h"
 #include "server/model/dropout.h"
 #include "server/model/lora.h"
+#include "server/model/mlm_head.h"
 
 namespace freezetune::model {
 namespace {
@@ -202,10 +203,11 @@ struct BertPoolerImpl : torch::nn::Module {
 };
 
 struct BertModelImpl : torch::nn::Module {
-  BertModelImpl(const BertConfig& c, const std::shared_ptr<DropoutRng>& rng) {
+  // BertForMaskedLM builds its BertModel without the pooler.
+  BertModelImpl(const BertConfig& c, const std::shared_ptr<DropoutRng>& rng, bool pooling_layer) {
     embeddings = register_module("embeddings", std::make_shared<BertEmbeddingsImpl>(c, rng));
     encoder = register_module("encoder", std::make_shared<BertEncoderImpl>(c, rng));
-    pooler = register_module("pooler", std::make_shared<BertPoolerImpl>(c));
+    if (pooling_layer) pooler = register_module("pooler", std::make_shared<BertPoolerImpl>(c));
   }
   std::shared_ptr<BertEmbeddingsImpl> embeddings;
   std::shared_ptr<BertEncoderImpl> encoder;
@@ -219,18 +221,31 @@ struct BertForSequenceClassificationImpl::Parts {
   std::shared_ptr<BertModelImpl> bert;
   std::shared_ptr<SeededDropoutImpl> dropout;
   std::shared_ptr<LoraLinearImpl> classifier;
+  std::shared_ptr<BertOnlyMlmHeadImpl> cls;  // kMaskedLm only
 };
 
 BertForSequenceClassificationImpl::BertForSequenceClassificationImpl(const BertConfig& config,
-                                                                     int64_t num_labels)
-    : config_(config), num_labels_(num_labels), parts_(std::make_shared<Parts>()) {
-  TORCH_CHECK(num_labels > 0, "num_labels must be positive, got ", num_labels);
-  parts_->bert = register_module("bert", std::make_shared<BertModelImpl>(config_, parts_->rng));
-  parts_->dropout = register_module(
-      "dropout",
-      MakeDropout(config_.classifier_dropout.value_or(config_.hidden_dropout_prob), parts_->rng));
-  parts_->classifier =
-      register_module("classifier", MakeLinear(config_.hidden_size, num_labels));
+                                                                     int64_t num_labels,
+                                                                     BertHead head)
+    : config_(config),
+      num_labels_(head == BertHead::kMaskedLm ? 0 : num_labels),
+      head_(head),
+      parts_(std::make_shared<Parts>()) {
+  const bool mlm = head == BertHead::kMaskedLm;
+  TORCH_CHECK(mlm || num_labels > 0, "num_labels must be positive, got ", num_labels);
+  parts_->bert =
+      register_module("bert", std::make_shared<BertModelImpl>(config_, parts_->rng, !mlm));
+  if (mlm) {
+    parts_->cls = register_module(
+        "cls", std::make_shared<BertOnlyMlmHeadImpl>(
+                   config_, parts_->bert->embeddings->word_embeddings));
+  } else {
+    parts_->dropout = register_module(
+        "dropout",
+        MakeDropout(config_.classifier_dropout.value_or(config_.hidden_dropout_prob), parts_->rng));
+    parts_->classifier =
+        register_module("classifier", MakeLinear(config_.hidden_size, num_labels));
+  }
   InitWeights();
 }
 
@@ -264,7 +279,13 @@ void BertForSequenceClassificationImpl::set_dropout_generator(
 }
 
 torch::Tensor BertForSequenceClassificationImpl::Head(const torch::Tensor& hidden) {
+  TORCH_CHECK(head_ == BertHead::kSequenceClassification, "Head(): a masked-LM model has no classifier");
   return parts_->classifier->forward(parts_->dropout->forward(parts_->bert->pooler->forward(hidden)));
+}
+
+torch::Tensor BertForSequenceClassificationImpl::MaskedLmLogits(const torch::Tensor& hidden) {
+  TORCH_CHECK(head_ == BertHead::kMaskedLm, "MaskedLmLogits(): not a masked-LM model");
+  return parts_->cls->forward(hidden);
 }
 
 void BertForSequenceClassificationImpl::InitWeights() {
@@ -282,9 +303,11 @@ void BertForSequenceClassificationImpl::InitWeights() {
       ln->bias.zero_();
     }
   }
+  if (parts_->cls) parts_->cls->predictions->bias.zero_();
 }
 
 void BertForSequenceClassificationImpl::InitClassifier() {
+  TORCH_CHECK(parts_->classifier, "InitClassifier(): a masked-LM model has no classifier");
   torch::NoGradGuard no_grad;
   parts_->classifier->weight.normal_(0.0, config_.initializer_range);
   parts_->classifier->bias.zero_();
@@ -331,11 +354,19 @@ torch::nn::Module& BertForSequenceClassificationImpl::layer_module(int64_t index
 }
 
 torch::nn::Module& BertForSequenceClassificationImpl::pooler_module() {
+  TORCH_CHECK(parts_->bert->pooler, "a masked-LM model has no pooler");
   return *parts_->bert->pooler;
 }
 
 torch::nn::Module& BertForSequenceClassificationImpl::classifier_module() {
+  TORCH_CHECK(parts_->classifier, "a masked-LM model has no classifier");
   return *parts_->classifier;
+}
+
+std::vector<std::pair<std::string, torch::nn::Module*>>
+BertForSequenceClassificationImpl::head_modules() {
+  if (head_ == BertHead::kMaskedLm) return {{"cls.", parts_->cls.get()}};
+  return {{"bert.pooler.", parts_->bert->pooler.get()}, {"classifier.", parts_->classifier.get()}};
 }
 
 }  // namespace freezetune::model

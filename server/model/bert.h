@@ -1,7 +1,9 @@
 // BERT for sequence classification in torch::nn, numerically equal to
 // Hugging Face's BertForSequenceClassification, with Hugging Face parameter
 // names (named_parameters() yields "bert.embeddings.word_embeddings.weight",
-// ..., "classifier.bias").
+// ..., "classifier.bias"). Built with BertHead::kMaskedLm it is instead
+// Hugging Face's BertForMaskedLM: no pooler, and the MLM head (mlm_head.h,
+// "cls.predictions.*") tied to the word embeddings.
 //
 // The forward pass is also exposed in pieces (Embed, RunLayers, Head), so the
 // trainer can run a frozen prefix under NoGradGuard and cache its output.
@@ -34,7 +36,9 @@ class BertForSequenceClassificationImpl : public torch::nn::Module {
  public:
   // Builds the modules and runs InitWeights() (so draws from torch's global
   // generator). `config` must come from ParseBertConfig (validated).
-  BertForSequenceClassificationImpl(const BertConfig& config, int64_t num_labels);
+  // num_labels is ignored (0) for kMaskedLm.
+  BertForSequenceClassificationImpl(const BertConfig& config, int64_t num_labels,
+                                    BertHead head = BertHead::kSequenceClassification);
 
   // input_ids, token_type_ids: int64 [B, T]; attention_mask: [B, T] with 1 for
   // real tokens and 0 for padding. Returns logits [B, num_labels].
@@ -47,7 +51,11 @@ class BertForSequenceClassificationImpl : public torch::nn::Module {
   torch::Tensor RunLayers(torch::Tensor hidden, const torch::Tensor& attention_mask,
                           int64_t begin, int64_t end);
   // Pooler (tanh on [CLS]), dropout and classifier: [B, T, H] -> [B, num_labels].
+  // Classification models only.
   torch::Tensor Head(const torch::Tensor& hidden);
+  // The MLM head on hidden states [..., H] -> vocabulary logits [..., V].
+  // Masked-LM models only; callers pass just the positions they predict.
+  torch::Tensor MaskedLmLogits(const torch::Tensor& hidden);
 
   // Hugging Face initialisation: normal(0, initializer_range) for Linear and
   // Embedding weights, zero biases, LayerNorm weight 1 and bias 0, the
@@ -76,18 +84,23 @@ class BertForSequenceClassificationImpl : public torch::nn::Module {
 
   const BertConfig& config() const { return config_; }
   int64_t num_labels() const { return num_labels_; }
+  BertHead head() const { return head_; }
   int64_t num_layers() const { return config_.num_hidden_layers; }
 
   // Submodules by role, for per-module train()/eval() (frozen_eval_mode).
   torch::nn::Module& embeddings_module();
   torch::nn::Module& layer_module(int64_t index);
-  torch::nn::Module& pooler_module();
-  torch::nn::Module& classifier_module();
+  torch::nn::Module& pooler_module();      // classification only
+  torch::nn::Module& classifier_module();  // classification only
+  // The head's modules with the parameter-name prefix each owns: the pooler
+  // ("bert.pooler.") and classifier ("classifier."), or the MLM head ("cls.").
+  std::vector<std::pair<std::string, torch::nn::Module*>> head_modules();
 
  private:
   struct Parts;
   BertConfig config_;
   int64_t num_labels_;
+  BertHead head_;
   std::shared_ptr<Parts> parts_;
 };
 TORCH_MODULE(BertForSequenceClassification);

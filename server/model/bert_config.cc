@@ -170,7 +170,8 @@ absl::StatusOr<BertConfig> LoadBertConfig(const std::string& path) {
   return ParseBertConfig(ss.str());
 }
 
-std::vector<ParameterShape> BertParameterShapes(const BertConfig& c, int64_t num_labels) {
+std::vector<ParameterShape> BertParameterShapes(const BertConfig& c, int64_t num_labels,
+                                                BertHead head) {
   const int64_t h = c.hidden_size;
   std::vector<ParameterShape> out;
   auto add = [&out](std::string name, std::vector<int64_t> shape) {
@@ -198,6 +199,12 @@ std::vector<ParameterShape> BertParameterShapes(const BertConfig& c, int64_t num
     linear(p + "intermediate.dense", h, c.intermediate_size);
     linear(p + "output.dense", c.intermediate_size, h);
     layer_norm(p + "output.LayerNorm");
+  }
+  if (head == BertHead::kMaskedLm) {
+    add("cls.predictions.bias", {c.vocab_size});
+    linear("cls.predictions.transform.dense", h, h);
+    layer_norm("cls.predictions.transform.LayerNorm");
+    return out;
   }
   linear("bert.pooler.dense", h, h);
   linear("classifier", h, num_labels);

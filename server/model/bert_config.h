@@ -42,17 +42,25 @@ struct BertConfig {
 absl::StatusOr<BertConfig> ParseBertConfig(std::string_view json_text);
 absl::StatusOr<BertConfig> LoadBertConfig(const std::string& path);
 
+// Which head sits on the encoder: BertForSequenceClassification's pooler,
+// dropout and classifier, or BertForMaskedLM's cls.predictions (no pooler).
+enum class BertHead { kSequenceClassification, kMaskedLm };
+
 struct ParameterShape {
   std::string name;  // Hugging Face name, e.g. "bert.encoder.layer.0.output.dense.weight"
   std::vector<int64_t> shape;
 };
 
 // Every parameter of BertForSequenceClassification in registration order,
-// with the "bert." prefix, ending in classifier.weight/bias.
-std::vector<ParameterShape> BertParameterShapes(const BertConfig& config, int64_t num_labels);
+// with the "bert." prefix, ending in classifier.weight/bias; or, for
+// kMaskedLm, of BertForMaskedLM: no pooler, ending in cls.predictions.bias
+// and cls.predictions.transform.* (the decoder is the word embeddings).
+std::vector<ParameterShape> BertParameterShapes(const BertConfig& config, int64_t num_labels,
+                                                BertHead head = BertHead::kSequenceClassification);
 
 // Encoder layer a parameter belongs to: 0 for embeddings, l+1 for
-// bert.encoder.layer.l.*, and -1 for the pooler and classifier (the head).
+// bert.encoder.layer.l.*, and -1 for the pooler, classifier and MLM head
+// (the head).
 int ParameterLayer(std::string_view name);
 
 }  // namespace freezetune::model

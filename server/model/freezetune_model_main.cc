@@ -21,6 +21,9 @@
 //     length is the model's max_position_embeddings, batch size 32.
 //     --adapter ADAPTER_DIR runs DIR with that PEFT LoRA adapter attached
 //     (unmerged), labels from the adapter's task.json when it has one.
+//     On a BertForMaskedLM directory (config architectures), one line per
+//     input instead: {"masked": [{"position", "argmax", "token",
+//     "max_logit", "logsumexp"}, ...]} for each [MASK] in the text.
 //   freezetune-model merge-adapter --model DIR --adapter ADAPTER_DIR --out OUT
 //     Base + PEFT LoRA adapter -> a full model directory with every adapter
 //     folded into its layer (W + lora_alpha / r * B A), as PEFT's
@@ -104,7 +107,8 @@ commands:
   tokenize  tokenize JSONL {"text", "text_pair"} lines from stdin
     --model DIR              model directory (required)
     --max-length N           truncate to N tokens (default 0: no truncation)
-  predict   classify JSONL lines in eval mode; prints logits and label
+  predict   classify JSONL lines in eval mode; prints logits and label (a masked-LM
+            model: its prediction at each [MASK])
     --model DIR              model directory (required)
     --input FILE.jsonl       input lines {"text", "text_pair"} (required)
     --batch-size B           examples per batch (default 32)
@@ -466,11 +470,76 @@ absl::Status MergeAdapter(const Flags& flags) {
   return SaveModelDir(out, loaded.model, *loaded.tokenizer, save);
 }
 
+bool IsMaskedLmConfig(const BertConfig& c) {
+  auto it = c.raw.find("architectures");
+  if (it == c.raw.end() || !it->is_array()) return false;
+  for (const auto& a : *it) {
+    if (a.is_string() && a.get<std::string>() == "BertForMaskedLM") return true;
+  }
+  return false;
+}
+
+// predict on a BertForMaskedLM directory: for every [MASK] in each input
+// line, the MLM head's prediction (one example at a time, no padding).
+absl::Status PredictMasked(const std::string& dir, const std::string& input, int64_t max_length) {
+  std::ifstream in(input);
+  if (!in) return absl::NotFoundError(absl::StrCat(input, ": cannot open"));
+  FT_ASSIGN_OR_RETURN(LoadedModel loaded, LoadModelDir(dir, 0, BertHead::kMaskedLm));
+  loaded.model->eval();
+  torch::NoGradGuard no_grad;
+  const auto& tokens = loaded.tokenizer->tokens();
+  const auto mask_it = std::find(tokens.begin(), tokens.end(), "[MASK]");
+  if (mask_it == tokens.end()) return absl::FailedPreconditionError(absl::StrCat(dir, ": no [MASK] token"));
+  const int64_t mask_id = mask_it - tokens.begin();
+  std::string line;
+  int64_t line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (IsBlank(line)) continue;
+    std::string text;
+    std::optional<std::string> pair;
+    FT_RETURN_IF_ERROR(ParseExample(line, absl::StrCat(input, ":", line_no), &text, &pair));
+    const Encoding e = pair ? loaded.tokenizer->Encode(text, std::string_view(*pair), static_cast<int>(max_length))
+                            : loaded.tokenizer->Encode(text, std::nullopt, static_cast<int>(max_length));
+    const int64_t t = static_cast<int64_t>(e.ids.size());
+    at::Tensor ids = at::empty({1, t}, at::kLong);
+    at::Tensor types = at::empty({1, t}, at::kLong);
+    for (int64_t j = 0; j < t; ++j) {
+      ids[0][j] = e.ids[static_cast<size_t>(j)];
+      types[0][j] = e.type_ids[static_cast<size_t>(j)];
+    }
+    at::Tensor hidden = loaded.model->RunLayers(loaded.model->Embed(ids, types), at::ones({1, t}, at::kLong),
+                                                0, loaded.model->num_layers());
+    nlohmann::ordered_json masked = nlohmann::ordered_json::array();
+    for (int64_t j = 0; j < t; ++j) {
+      if (e.ids[static_cast<size_t>(j)] != mask_id) continue;
+      at::Tensor logits = loaded.model->MaskedLmLogits(hidden[0][j]).to(at::kDouble);
+      const int64_t best = logits.argmax().item<int64_t>();
+      masked.push_back({{"position", j},
+                        {"argmax", best},
+                        {"token", tokens[static_cast<size_t>(best)]},
+                        {"max_logit", logits[best].item<double>()},
+                        {"logsumexp", at::logsumexp(logits, 0).item<double>()}});
+    }
+    nlohmann::ordered_json out = {{"masked", masked}};
+    std::cout << out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
+  }
+  if (in.bad()) return absl::DataLossError(absl::StrCat(input, ": read failed"));
+  return absl::OkStatus();
+}
+
 absl::Status Predict(const Flags& flags) {
   FT_ASSIGN_OR_RETURN(std::string dir, flags.Required("model"));
   FT_ASSIGN_OR_RETURN(std::string input, flags.Required("input"));
   FT_ASSIGN_OR_RETURN(int64_t batch_size, flags.Int("batch-size", 32, 1, 65536));
   FT_ASSIGN_OR_RETURN(ModelDirInfo info, InspectModelDir(dir));
+  if (IsMaskedLmConfig(info.config)) {
+    if (flags.Has("adapter")) return absl::InvalidArgumentError("--adapter: not for a masked-LM model");
+    FT_ASSIGN_OR_RETURN(int64_t max_length,
+                        flags.Int("max-length", info.config.max_position_embeddings, 2,
+                                  info.config.max_position_embeddings));
+    return PredictMasked(dir, input, max_length);
+  }
   const int64_t max_positions = info.config.max_position_embeddings;
   FT_ASSIGN_OR_RETURN(int64_t max_length, flags.Int("max-length", max_positions, 2, max_positions));
   std::ifstream in(input);

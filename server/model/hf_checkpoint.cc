@@ -36,10 +36,12 @@ bool FileExists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
-// Buffers transformers never stores as parameters; older checkpoints carry
-// them (int64), newer ones do not.
+// Buffers transformers never stores as parameters (older checkpoints carry
+// them, int64, newer ones do not), and the MLM decoder, which is tied to the
+// word embeddings and cls.predictions.bias.
 bool IsIgnoredBuffer(const std::string& name) {
-  return name == "bert.embeddings.position_ids" || name == "embeddings.position_ids";
+  return name == "bert.embeddings.position_ids" || name == "embeddings.position_ids" ||
+         name == "cls.predictions.decoder.weight" || name == "cls.predictions.decoder.bias";
 }
 
 std::string ShapeString(at::IntArrayRef shape) {
@@ -162,8 +164,10 @@ absl::StatusOr<ModelDirInfo> InspectModelDir(const std::string& dir) {
   return info;
 }
 
-absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, int64_t num_labels) {
-  if (num_labels < 1) {
+absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, int64_t num_labels,
+                                         BertHead head) {
+  if (head == BertHead::kMaskedLm) num_labels = 0;
+  if (head == BertHead::kSequenceClassification && num_labels < 1) {
     return absl::InvalidArgumentError(absl::StrCat("num_labels: must be >= 1 (got ", num_labels, ")"));
   }
   FT_ASSIGN_OR_RETURN(ModelDirInfo info, InspectModelDir(dir));
@@ -180,7 +184,7 @@ absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, int64_t num_lab
   LoadedModel out;
   try {
     out.config = info.config;
-    out.model = BertForSequenceClassification(info.config, num_labels);
+    out.model = BertForSequenceClassification(info.config, num_labels, head);
     std::map<std::string, torch::Tensor> params;
     for (const auto& p : out.model->named_parameters()) params.emplace(p.key(), p.value());
     std::set<std::string> model_names;
@@ -218,7 +222,7 @@ absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, int64_t num_lab
       }
       param.copy_(stored);
       loaded.insert(canonical);
-      if (!absl::StartsWith(canonical, "classifier.")) ++loaded_encoder;
+      if (absl::StartsWith(canonical, "bert.")) ++loaded_encoder;
       return absl::OkStatus();
     };
     SafetensorsReadOptions read_options;
@@ -331,13 +335,20 @@ absl::Status SaveModelDir(const std::string& dir, BertForSequenceClassification&
   config["layer_norm_eps"] = c.layer_norm_eps;
   config["initializer_range"] = c.initializer_range;
   config["pad_token_id"] = c.pad_token_id;
-  config["architectures"] = {"BertForSequenceClassification"};
   config["model_type"] = "bert";
   // transformers derives num_labels from id2label; a stale num_labels would
   // only conflict with it.
   config.erase("num_labels");
-  config["id2label"] = labels.id2label;
-  config["label2id"] = labels.label2id;
+  if (model->head() == BertHead::kMaskedLm) {
+    // Labels of an earlier classification base mean nothing here.
+    config["architectures"] = {"BertForMaskedLM"};
+    config.erase("id2label");
+    config.erase("label2id");
+  } else {
+    config["architectures"] = {"BertForSequenceClassification"};
+    config["id2label"] = labels.id2label;
+    config["label2id"] = labels.label2id;
+  }
   config["torch_dtype"] = torch_dtype;
 
   try {

@@ -45,8 +45,13 @@ struct LoadedModel {
 
 // Loads the directory into a model with `num_labels` outputs. The classifier
 // is taken from the checkpoint only when its shape matches; otherwise it is
-// freshly initialised (torch's global generator: seed it first).
-absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, int64_t num_labels);
+// freshly initialised (torch's global generator: seed it first). With
+// BertHead::kMaskedLm (num_labels ignored) the model is a BertForMaskedLM:
+// a checkpoint's cls.predictions.* are loaded (else initialised and listed
+// in newly_initialized), a classifier or pooler in it is unused, and the
+// tied cls.predictions.decoder.* are skipped.
+absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, int64_t num_labels,
+                                         BertHead head = BertHead::kSequenceClassification);
 
 struct SaveOptions {
   std::vector<std::string> label_names;  // id2label / label2id; size == num_labels
@@ -57,7 +62,8 @@ struct SaveOptions {
 
 // Writes a BertForSequenceClassification directory that
 // transformers.AutoModelForSequenceClassification.from_pretrained loads
-// unchanged. Creates `dir` if needed. FAILED_PRECONDITION while the model
+// unchanged (a masked-LM model: a BertForMaskedLM directory, no labels;
+// label_names must be empty). Creates `dir` if needed. FAILED_PRECONDITION while the model
 // carries LoRA adapters (merge them first).
 absl::Status SaveModelDir(const std::string& dir, BertForSequenceClassification& model,
                           const WordPieceTokenizer& tokenizer, const SaveOptions& options);

@@ -108,6 +108,14 @@ def activation(name, x):
 def reference_logits(w, cfg, ids, types, linear=None):
     """One unpadded example; w maps HF names with the "bert." prefix.
     `linear(x, module)` replaces every Linear layer when given (LoRA)."""
+    lin = linear or (lambda x, p: x @ w[p + ".weight"].T + w[p + ".bias"])  # noqa: E731
+    x = reference_hidden(w, cfg, ids, types, linear)
+    pooled = torch.tanh(lin(x[0], "bert.pooler.dense"))
+    return lin(pooled, "classifier")
+
+
+def reference_hidden(w, cfg, ids, types, linear=None):
+    """The last encoder layer's output [T, H] for one unpadded example."""
     h = cfg["hidden_size"]
     heads = cfg["num_attention_heads"]
     hd = h // heads
@@ -137,8 +145,7 @@ def reference_logits(w, cfg, ids, types, linear=None):
         inter = activation(cfg["hidden_act"], lin(a, p + "intermediate.dense"))
         x = layer_norm(lin(inter, p + "output.dense") + a,
                        w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps)
-    pooled = torch.tanh(lin(x[0], "bert.pooler.dense"))
-    return lin(pooled, "classifier")
+    return x
 
 
 def run(cmd, stdin=None):

@@ -54,5 +54,13 @@ if(TARGET freezetune-model)
               --workdir ${CMAKE_CURRENT_BINARY_DIR}/lora_numerics)
     set_tests_properties(lora_numerics_test PROPERTIES TIMEOUT 180 SKIP_RETURN_CODE 77
       LABELS "model;numerics;peft")
+    # The masked-LM head (tied decoder) against a float64 reference.
+    add_test(NAME mlm_numerics_test
+      COMMAND ${FREEZETUNE_SYSTEM_PYTHON3} ${PROJECT_SOURCE_DIR}/tests/numerics/mlm_numerics_test.py
+              --tool $<TARGET_FILE:freezetune-model>
+              --shared ${PROJECT_SOURCE_DIR}/../shared
+              --workdir ${CMAKE_CURRENT_BINARY_DIR}/mlm_numerics)
+    set_tests_properties(mlm_numerics_test PROPERTIES TIMEOUT 180 SKIP_RETURN_CODE 77
+      LABELS "model;numerics;peft")
   endif()
 endif()
