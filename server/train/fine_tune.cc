@@ -29,6 +29,7 @@
 #include "server/train/train_history.h"
 #include "server/train/hyperparameters.h"
 #include "server/train/job_output.h"
+#include "server/train/task.h"
 #include "server/train/trainer.h"
 
 namespace freezetune::train {
@@ -116,6 +117,8 @@ absl::Status ValidateJobImpl(const v1::FineTuneJob& job, const data::UriOptions&
   }
   FT_RETURN_IF_ERROR(ValidateDevice(job.device()));
   FT_RETURN_IF_ERROR(ValidateOutputFormat(job));
+  FT_RETURN_IF_ERROR(ValidateTask(job.task(), job.hyperparameters().selection_metric(), "job.task"));
+  const bool labelled = !IsMaskedLm(job.task());
   if (data::IsS3Uri(job.output_uri())) {
     FT_RETURN_IF_ERROR(data::CheckS3OutputFree(job.output_uri(), uris, "job.output_uri"));
   }
@@ -125,17 +128,17 @@ absl::Status ValidateJobImpl(const v1::FineTuneJob& job, const data::UriOptions&
 
   if (!HasDataset(job.train())) return FieldError("job.train.uri", "required");
   FT_ASSIGN_OR_RETURN(const std::vector<data::RawExample> train,
-                      data::LoadDataset(job.train(), uris, "job.train"));
+                      data::LoadDataset(job.train(), uris, "job.train", labelled));
   if (train.empty()) return FieldError("job.train", "no examples");
   if (static_cast<int64_t>(train.size()) > limits.max_examples) {
     return FieldError("job.train", absl::StrCat(train.size(), " examples exceed the limit of ",
                                                 limits.max_examples));
   }
   FT_ASSIGN_OR_RETURN(const data::LabelSpace labels,
-                      data::ResolveLabelSpace(job.task(), train, "job.train"));
+                      ResolveTaskLabels(job.task(), train, "job.train"));
   if (HasDataset(job.validation())) {
     FT_ASSIGN_OR_RETURN(const std::vector<data::RawExample> validation,
-                        data::LoadDataset(job.validation(), uris, "job.validation"));
+                        data::LoadDataset(job.validation(), uris, "job.validation", labelled));
     if (static_cast<int64_t>(validation.size()) > limits.max_examples) {
       return FieldError("job.validation", absl::StrCat(validation.size(),
                                                        " examples exceed the limit of ",
@@ -149,7 +152,8 @@ absl::Status ValidateJobImpl(const v1::FineTuneJob& job, const data::UriOptions&
                                              "job.hyperparameters"));
   const ResolvedHyperparameters hp = WithDefaults(job.hyperparameters(), labels.regression);
 
-  const auto shapes = model::BertParameterShapes(info.config, labels.num_labels());
+  const auto shapes =
+      model::BertParameterShapes(info.config, labels.num_labels(), HeadFor(job.task()));
   int64_t total = 0;
   for (const auto& s : shapes) {
     int64_t n = 1;
@@ -181,6 +185,7 @@ absl::StatusOr<v1::PlanFreezeResponse> PlanFreezeImpl(const v1::PlanFreezeReques
   FT_ASSIGN_OR_RETURN(const std::string model_dir,
                       ResolveModelDir(request.model_uri(), uris, "model_uri"));
   FT_ASSIGN_OR_RETURN(const model::ModelDirInfo info, InspectModel(model_dir, "model_uri"));
+  FT_RETURN_IF_ERROR(ValidateTask(request.task(), "", "task"));
   int64_t num_labels = 2;
   if (request.task().num_labels() < 0) return FieldError("task.num_labels", "must be >= 0");
   if (request.task().num_labels() > 0) {
@@ -190,7 +195,8 @@ absl::StatusOr<v1::PlanFreezeResponse> PlanFreezeImpl(const v1::PlanFreezeReques
   }
   FT_ASSIGN_OR_RETURN(FreezePlan plan,
                       CompileFreezePlan(request.freeze(),
-                                        model::BertParameterShapes(info.config, num_labels),
+                                        model::BertParameterShapes(info.config, num_labels,
+                                                                   HeadFor(request.task())),
                                         static_cast<int>(info.config.num_hidden_layers),
                                         "freeze"));
   return plan.ToProto();
@@ -220,20 +226,24 @@ absl::StatusOr<v1::PlanFreezeResponse> PlanFreeze(const v1::PlanFreezeRequest& r
 absl::StatusOr<PreparedJob> PrepareJob(const v1::FineTuneJob& job, const RunContext& context) {
   FT_RETURN_IF_ERROR(ValidateDevice(job.device()));
   FT_RETURN_IF_ERROR(ValidateOutputFormat(job));
+  FT_RETURN_IF_ERROR(ValidateTask(job.task(), job.hyperparameters().selection_metric(), "job.task"));
+  const bool mlm = IsMaskedLm(job.task());
   FT_ASSIGN_OR_RETURN(const std::string model_dir,
                       ResolveModelDir(job.model_uri(), context.uris, "job.model_uri"));
   if (!HasDataset(job.train())) return FieldError("job.train.uri", "required");
   FT_ASSIGN_OR_RETURN(std::vector<data::RawExample> train_raw,
-                      data::LoadDataset(job.train(), context.uris, "job.train"));
+                      data::LoadDataset(job.train(), context.uris, "job.train", !mlm));
   if (train_raw.empty()) return FieldError("job.train", "no examples");
   PreparedJob out;
-  FT_ASSIGN_OR_RETURN(out.labels, data::ResolveLabelSpace(job.task(), train_raw, "job.train"));
+  FT_ASSIGN_OR_RETURN(out.labels, ResolveTaskLabels(job.task(), train_raw, "job.train"));
   out.hp = WithDefaults(job.hyperparameters(), out.labels.regression);
+  // A masked-LM job selects its best evaluation by the masked-token loss.
+  if (mlm && job.hyperparameters().selection_metric().empty()) out.hp.selection_metric = "loss";
 
   std::vector<data::RawExample> validation_raw;
   if (HasDataset(job.validation())) {
     FT_ASSIGN_OR_RETURN(validation_raw,
-                        data::LoadDataset(job.validation(), context.uris, "job.validation"));
+                        data::LoadDataset(job.validation(), context.uris, "job.validation", !mlm));
   } else if (out.hp.validation_split > 0) {
     std::tie(train_raw, validation_raw) =
         HoldOut(std::move(train_raw), out.hp.validation_split, out.hp.seed);
@@ -248,7 +258,8 @@ absl::StatusOr<PreparedJob> PrepareJob(const v1::FineTuneJob& job, const RunCont
     static absl::Mutex global_rng_mu(absl::kConstInit);
     absl::MutexLock lock(&global_rng_mu);
     torch::manual_seed(static_cast<uint64_t>(out.hp.seed));
-    FT_ASSIGN_OR_RETURN(out.loaded, model::LoadModelDir(model_dir, out.labels.num_labels()));
+    FT_ASSIGN_OR_RETURN(out.loaded, model::LoadModelDir(model_dir, out.labels.num_labels(),
+                                                        HeadFor(job.task())));
     out.model_dir = model_dir;
     // Compile against the loaded model's own parameters, so the plan names
     // exactly what the trainer will see, then add the adapters it asks for.
@@ -268,6 +279,13 @@ absl::StatusOr<PreparedJob> PrepareJob(const v1::FineTuneJob& job, const RunCont
   FT_RETURN_IF_ERROR(ValidateHyperparameters(job.hyperparameters(), out.labels.regression,
                                              out.loaded.config.max_position_embeddings,
                                              context.limits, "job.hyperparameters"));
+  if (mlm) {
+    const auto& tokens = out.loaded.tokenizer->tokens();
+    if (std::find(tokens.begin(), tokens.end(), "[MASK]") == tokens.end()) {
+      return absl::FailedPreconditionError(
+          "job.model_uri: vocab.txt has no [MASK] token, which a masked-LM task needs");
+    }
+  }
   if (job.hyperparameters().max_seq_length() == 0) {
     out.hp.max_seq_length =
         DefaultMaxSeqLength(out.loaded.config.max_position_embeddings, context.limits);
@@ -330,6 +348,10 @@ absl::StatusOr<v1::JobResult> RunFineTuneImpl(const v1::FineTuneJob& job,
   options.checkpoint_dir = context.checkpoint_dir;
   options.prefix_store = context.prefix_store;
   options.prefix_cache_shared = context.prefix_cache_shared || job.share_frozen_prefix();
+  if (IsMaskedLm(job.task())) {
+    options.masker =
+        std::make_shared<MlmMasker>(*prepared.loaded.tokenizer, MaskingOptions(job.task()));
+  }
   const int64_t pad_id = prepared.loaded.tokenizer->pad_id();
   FT_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
                       Trainer::Create(prepared.loaded.model, prepared.plan, prepared.labels,

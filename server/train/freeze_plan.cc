@@ -27,9 +27,10 @@ absl::Status FieldError(std::string_view field, std::string_view reason) {
   return absl::InvalidArgumentError(absl::StrCat(AV(field), ": ", AV(reason)));
 }
 
-// The task head: what head_only and bias_only always train.
+// The task head: what head_only and bias_only always train (the classifier,
+// or a masked-LM model's cls.predictions).
 bool IsHeadParameter(std::string_view name) {
-  return absl::StartsWith(AV(name), "classifier.");
+  return absl::StartsWith(AV(name), "classifier.") || absl::StartsWith(AV(name), "cls.");
 }
 
 // Layer-wise decay multiplier for a parameter of `layer` (ParameterLayer).

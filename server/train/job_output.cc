@@ -20,6 +20,11 @@ absl::Status ValidateOutputFormat(const v1::FineTuneJob& job) {
         return absl::InvalidArgumentError(
             "job.output_format: OUTPUT_FORMAT_PEFT_ADAPTER writes LoRA adapters; set freeze.lora");
       }
+      if (job.task().type() == v1::TASK_TYPE_MASKED_LM) {
+        return absl::InvalidArgumentError(
+            "job.output_format: PEFT adapters are written for sequence classification; a "
+            "masked-LM job writes OUTPUT_FORMAT_FULL");
+      }
       return absl::OkStatus();
     default:
       return absl::InvalidArgumentError(

@@ -144,6 +144,7 @@ nlohmann::json EvalMetricsToJson(const v1::EvalMetrics& m) {
                    {"accuracy", m.accuracy()}, {"macro_f1", m.macro_f1()},
                    {"mcc", m.mcc()},           {"mse", m.mse()},
                    {"pearson", m.pearson()},   {"spearman", m.spearman()}};
+  if (m.masked_tokens() > 0) j["masked_tokens"] = m.masked_tokens();
   nlohmann::json per_class = nlohmann::json::array();
   for (const auto& c : m.per_class()) {
     per_class.push_back({{"label", c.label()},

@@ -8,6 +8,7 @@
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/utils.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <mutex>
@@ -25,6 +26,7 @@
 #include "server/data/batching.h"
 #include "server/train/checkpoint.h"
 #include "server/train/lr_schedule.h"
+#include "server/train/masked_lm.h"
 #include "server/train/metrics.h"
 
 namespace freezetune::train {
@@ -217,19 +219,22 @@ void Trainer::SetTrainMode() {
   // all_frozen[layer + 1] for layer in [-1, num_layers]; the head (-1) is
   // split by name into pooler and classifier below.
   std::vector<bool> all_frozen(static_cast<size_t>(num_layers) + 1, true);
-  bool pooler_frozen = true, classifier_frozen = true;
   for (const ParameterDecision& d : plan_.parameters) {
     if (!d.trainable) continue;
     if (d.layer >= 0 && d.layer <= num_layers) all_frozen[d.layer] = false;
-    if (absl::StartsWith(d.name, "bert.pooler.")) pooler_frozen = false;
-    if (absl::StartsWith(d.name, "classifier.")) classifier_frozen = false;
   }
   if (all_frozen[0]) model_->embeddings_module().eval();
   for (int64_t l = 0; l < num_layers; ++l) {
     if (all_frozen[l + 1]) model_->layer_module(l).eval();
   }
-  if (pooler_frozen) model_->pooler_module().eval();
-  if (classifier_frozen) model_->classifier_module().eval();
+  // The head's modules (pooler and classifier, or the MLM head) by prefix.
+  for (const auto& [prefix, module] : model_->head_modules()) {
+    bool frozen = true;
+    for (const ParameterDecision& d : plan_.parameters) {
+      if (d.trainable && absl::StartsWith(d.name, prefix)) frozen = false;
+    }
+    if (frozen) module->eval();
+  }
 }
 
 std::vector<std::string> Trainer::PrefixStoreKeys(const data::EncodedDataset& dataset,
@@ -325,14 +330,21 @@ torch::Tensor Trainer::Forward(const data::Batch& batch, const data::EncodedData
   const torch::Tensor types = batch.token_type_ids.to(options_.device);
   const torch::Tensor mask = batch.attention_mask.to(options_.device);
   const int k = plan_.frozen_prefix_layers;
-  if (k < 0) return model_->forward(ids, types, mask);
+  // A masked-LM run returns the hidden states: MaskedLmLoss runs the head on
+  // the predicted positions only.
+  const bool mlm = options_.masker != nullptr;
+  if (k < 0) {
+    torch::Tensor hidden = model_->RunLayers(model_->Embed(ids, types), mask, 0, model_->num_layers());
+    return mlm ? hidden : model_->Head(hidden);
+  }
   // The prefix is deterministic when it runs in eval mode: always during
   // evaluation, and in training when frozen_eval_mode put it there.
-  const bool cacheable =
-      options_.prefix_store->max_bytes() > 0 && (!training || plan_.frozen_eval_mode);
+  // Masked inputs change every epoch (and are not part of the store key).
+  const bool cacheable = !mlm && options_.prefix_store->max_bytes() > 0 &&
+                         (!training || plan_.frozen_eval_mode);
   torch::Tensor hidden = PrefixHidden(batch, dataset, cache, k, ids, types, mask, cacheable);
   hidden = model_->RunLayers(hidden, mask, k, model_->num_layers());
-  return model_->Head(hidden);
+  return mlm ? hidden : model_->Head(hidden);
 }
 
 torch::Tensor Trainer::Loss(const torch::Tensor& logits, const torch::Tensor& labels) const {
@@ -373,6 +385,7 @@ absl::StatusOr<v1::EvalMetrics> Trainer::EvaluateImpl() {
   double loss_sum = 0.0;
   std::vector<int64_t> predictions, label_ids;
   std::vector<float> outputs, targets;
+  int64_t masked_tokens = 0, masked_correct = 0;
   const auto batches = data::PlanBatches(validation_, options_.hp.batch_size, 0, 0,
                                          /*shuffle=*/false, /*length_bucketed=*/true);
   for (const auto& indices : batches) {
@@ -381,6 +394,16 @@ absl::StatusOr<v1::EvalMetrics> Trainer::EvaluateImpl() {
       return absl::CancelledError(absl::StrCat("cancelled at step ", summary_.steps));
     }
     data::Batch b = data::CollateBatch(validation_, indices, pad_id_);
+    if (options_.masker) {
+      // The same masks at every evaluation: the loss compares across steps.
+      torch::Tensor mlm_labels = options_.masker->Apply(b, EvalMaskSeed(options_.hp.seed));
+      torch::Tensor hidden = Forward(b, validation_, eval_cache_, /*training=*/false);
+      MaskedLmOutput out = MaskedLmLoss(model_, hidden, mlm_labels.to(options_.device), true);
+      loss_sum += out.loss.item<double>() * static_cast<double>(out.tokens);
+      masked_tokens += out.tokens;
+      masked_correct += out.correct;
+      continue;
+    }
     torch::Tensor logits = Forward(b, validation_, eval_cache_, /*training=*/false);
     torch::Tensor labels = b.labels.to(options_.device);
     loss_sum += Loss(logits, labels).item<double>() * static_cast<double>(indices.size());
@@ -397,10 +420,20 @@ absl::StatusOr<v1::EvalMetrics> Trainer::EvaluateImpl() {
       label_ids.insert(label_ids.end(), t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
     }
   }
-  v1::EvalMetrics m = labels_.regression ? RegressionMetrics(outputs, targets)
-                                         : ClassificationMetrics(predictions, label_ids,
-                                                                 labels_.names);
+  v1::EvalMetrics m;
   const int64_t n = validation_.size();
+  if (options_.masker) {
+    // Masked LM: loss and accuracy over the predicted tokens.
+    const double tokens = static_cast<double>(std::max<int64_t>(masked_tokens, 1));
+    m.set_examples(n);
+    m.set_masked_tokens(masked_tokens);
+    m.set_accuracy(static_cast<float>(static_cast<double>(masked_correct) / tokens));
+    m.set_loss(static_cast<float>(loss_sum / tokens));
+    if (was_training) SetTrainMode();
+    return m;
+  }
+  m = labels_.regression ? RegressionMetrics(outputs, targets)
+                         : ClassificationMetrics(predictions, label_ids, labels_.names);
   m.set_loss(n > 0 ? static_cast<float>(loss_sum / static_cast<double>(n)) : 0.0f);
   if (was_training) SetTrainMode();
   return m;
@@ -546,8 +579,13 @@ absl::Status Trainer::TrainLoop() {
       }
 
       data::Batch b = data::CollateBatch(train_, batches[i], pad_id_);
+      torch::Tensor mlm_labels;
+      if (options_.masker) mlm_labels = options_.masker->Apply(b, TrainMaskSeed(hp.seed, epoch));
       torch::Tensor logits = Forward(b, train_, train_cache_, /*training=*/true);
-      torch::Tensor loss = Loss(logits, b.labels.to(options_.device));
+      torch::Tensor loss =
+          options_.masker
+              ? MaskedLmLoss(model_, logits, mlm_labels.to(options_.device), false).loss
+              : Loss(logits, b.labels.to(options_.device));
       const double loss_value = loss.item<double>();
       if (!std::isfinite(loss_value)) {
         return absl::InvalidArgumentError(absl::StrCat("step ", step + 1, ": non-finite loss"));

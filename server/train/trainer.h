@@ -42,6 +42,7 @@
 #include "server/train/freeze_plan.h"
 #include "server/train/fused_adamw.h"
 #include "server/train/hyperparameters.h"
+#include "server/train/masked_lm.h"
 #include "server/train/prefix_store.h"
 
 namespace freezetune::train {
@@ -95,6 +96,10 @@ struct TrainerOptions {
   // torch::optim::AdamW within 2 ulps); false: torch::optim::AdamW::step()
   // (benchmarks compare the two).
   bool fused_adamw = true;
+  // Set for a masked-LM job (the model has BertHead::kMaskedLm): batches are
+  // masked with it (masked_lm.h) and the loss and evaluations are the
+  // masked-token cross-entropy and accuracy; no prefix caching.
+  std::shared_ptr<const MlmMasker> masker;
 };
 
 // What a finished (or stopped) run reports.

@@ -27,6 +27,10 @@ if(TARGET freezetune_train AND TARGET freezetune_data AND TARGET freezetune_mode
     SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/fused_adamw_test.cc
     DEPS freezetune_train
     TIMEOUT 120)
+  freezetune_test(masked_lm_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/masked_lm_test.cc
+    DEPS freezetune_train
+    TIMEOUT 60)
   freezetune_test(prefix_store_test
     SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/prefix_store_test.cc
     DEPS freezetune_train)
