@@ -32,9 +32,9 @@ const std::vector<FlagDef>& AllFlags() {
        "JSON FineTuneJob (plan: PlanFreezeRequest, FineTuneJob or "
        "FreezeSpec); flags override its fields"},
       {"model", "URI", false, "Hugging Face BERT directory"},
-      {"train", "URI", false, "training data (.jsonl, .csv, .tsv, .label)"},
+      {"train", "URI", false, "training data (.jsonl, .csv, .tsv, .label; --task mlm: also .txt)"},
       {"validation", "URI", false, "validation data"},
-      {"format", "jsonl|csv|tsv|trec", false,
+      {"format", "jsonl|csv|tsv|trec|text", false,
        "dataset format (default: from the file extension)"},
       {"text-field", "NAME", false, "field/column of the first text"},
       {"text-pair-field", "NAME", false, "field/column of the second text"},
@@ -42,6 +42,11 @@ const std::vector<FlagDef>& AllFlags() {
       {"labels", "A,B,...", false, "class names in id order"},
       {"num-labels", "N", false,
        "number of classes; 1: regression (default: from --labels or the training data)"},
+      {"task", "classification|mlm", false,
+       "classification (default), or mlm: continued pretraining with masked language "
+       "modelling on unlabelled text; the output is a BertForMaskedLM"},
+      {"mask-prob", "X", false, "--task mlm: fraction of tokens predicted, in (0, 1) (default 0.15)"},
+      {"whole-word-masking", nullptr, false, "--task mlm: mask whole words, not single word pieces"},
       {"freeze", "head-only|bottom:N|bias-only|none", false,
        "freeze recipe (bias-only: BitFit, biases and the head train)"},
       {"rule", "freeze:RE|train:RE[@LR_SCALE]", true,
@@ -122,7 +127,7 @@ namespace {
 std::vector<std::string> FreezeFlags() {
   return {"freeze", "rule", "frozen-eval-mode", "layerwise-lr-decay",
           "lora-targets", "lora-rank", "lora-alpha", "lora-dropout", "lora-save",
-          "labels", "num-labels", "model", "file"};
+          "labels", "num-labels", "task", "mask-prob", "whole-word-masking", "model", "file"};
 }
 
 std::vector<std::string> SubmitFlags() {

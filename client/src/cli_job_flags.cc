@@ -100,6 +100,30 @@ absl::StatusOr<v1::OutputFormat> ParseOutputFormat(absl::string_view text) {
   return FlagError("output-format", "full or peft-adapter", text);
 }
 
+absl::StatusOr<v1::TaskType> ParseTask(absl::string_view text) {
+  std::string l = absl::AsciiStrToLower(text);
+  if (l == "classification" || l == "sequence-classification") {
+    return v1::TASK_TYPE_SEQUENCE_CLASSIFICATION;
+  }
+  if (l == "mlm" || l == "masked-lm" || l == "masked_lm") return v1::TASK_TYPE_MASKED_LM;
+  return FlagError("task", "classification or mlm", text);
+}
+
+// --task, --mask-prob, --whole-word-masking.
+absl::Status ApplyTaskFlags(const ParsedArgs& args, v1::TaskSpec* task) {
+  if (std::optional<std::string> t = args.Get("task")) {
+    absl::StatusOr<v1::TaskType> type = ParseTask(*t);
+    if (!type.ok()) return type.status();
+    task->set_type(*type);
+  }
+  absl::Status s = FloatFlag(args, "mask-prob", [&](float x) {
+    task->mutable_masked_lm()->set_mask_probability(x);
+  });
+  if (!s.ok()) return s;
+  if (args.Has("whole-word-masking")) task->mutable_masked_lm()->set_whole_word_masking(true);
+  return absl::OkStatus();
+}
+
 // Flags shared by submit and plan: model, task and the freeze spec.
 absl::Status ApplyFreezeAndTask(const ParsedArgs& args, std::string* model_uri,
                                 v1::TaskSpec* task, v1::FreezeSpec* freeze) {
@@ -113,6 +137,8 @@ absl::Status ApplyFreezeAndTask(const ParsedArgs& args, std::string* model_uri,
   absl::Status s = IntFlag(args, "num-labels", [&](int64_t n) {
     task->set_num_labels(static_cast<int32_t>(n));
   });
+  if (!s.ok()) return s;
+  s = ApplyTaskFlags(args, task);
   if (!s.ok()) return s;
   if (std::optional<std::string> f = args.Get("freeze")) {
     s = ApplyFreezeRecipe(*f, freeze);
@@ -233,7 +259,8 @@ absl::StatusOr<v1::DatasetFormat> ParseFormat(absl::string_view text) {
   if (l == "csv") return v1::DATASET_FORMAT_CSV;
   if (l == "tsv") return v1::DATASET_FORMAT_TSV;
   if (l == "trec") return v1::DATASET_FORMAT_TREC;
-  return FlagError("format", "jsonl, csv, tsv or trec", text);
+  if (l == "text" || l == "txt") return v1::DATASET_FORMAT_TEXT;
+  return FlagError("format", "jsonl, csv, tsv, trec or text", text);
 }
 
 absl::Status ReadJsonFile(const std::string& path,
@@ -361,6 +388,10 @@ std::string FlagForField(absl::string_view path) {
       {"train.label_field", "label-field"},
       {"task.label_names", "labels"},
       {"task.num_labels", "num-labels"},
+      {"task", "task"},
+      {"task.type", "task"},
+      {"task.masked_lm.mask_probability", "mask-prob"},
+      {"task.masked_lm", "task"},
       {"freeze", "freeze"},
       {"freeze.bottom.num_layers", "freeze"},
       {"freeze.rules", "rule"},

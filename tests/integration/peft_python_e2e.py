@@ -6,8 +6,14 @@ Against the real freezetune-server (see real_server.py): the BitFit recipe
 (bias_only) previewed with PlanFreeze and trained to SUCCEEDED with its frozen
 weights verified; LoRA previewed (adapter rows and totals), its bad inputs
 rejected naming the field, and a LoRA job's PEFT adapter output checked
-against the independent float64 reference of lora_numerics_test.py.
+against the independent float64 reference of lora_numerics_test.py; masked-LM
+continued pretraining (TASK_TYPE_MASKED_LM) previewed, its bad inputs rejected
+naming the field, trained on plain text through the Python client and through
+the `freezetune` CLI ($FREEZETUNE_CLI_BIN, the C++ client), its
+BertForMaskedLM output checked against the float64 reference of
+mlm_numerics_test.py and used as the base of a classification job.
 """
+import json
 import os
 import subprocess
 import unittest
@@ -88,6 +94,109 @@ class PeftE2E(real_server.RealServerTestCase):
         if r.returncode == 77:
             self.skipTest(r.stdout.strip())
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+
+    MLM = {"type": "TASK_TYPE_MASKED_LM"}
+
+    def mlm_job(self, epochs):
+        if not os.path.exists(self.dir + "/corpus.txt"):
+            with open(self.dir + "/corpus.txt", "w") as f:
+                for i in range(48):
+                    f.write("%s %s %s\n\n" % (("the cat", "a dog", "my friend")[i % 3],
+                                               ("sat on", "looked at")[(i // 3) % 2],
+                                               ("the mat", "a tree", "the old house", "a river")[(i // 6) % 4]))
+        job = self.job("corpus.txt", epochs)
+        job["task"] = dict(self.MLM)
+        job["hyperparameters"]["learningRate"] = 5e-3
+        return job
+
+    def test_mlm_plan_and_bad_inputs(self):
+        plan = self.client.plan({"modelUri": "file://" + self.dir + "/model", "task": self.MLM,
+                                 "freeze": {"headOnly": {}}})
+        names = [p.name for p in plan.parameters]
+        self.assertIn("cls.predictions.bias", names)
+        self.assertFalse([n for n in names if n.startswith(("bert.pooler.", "classifier."))], names)
+        trainable = [p.name for p in plan.parameters if p.trainable]
+        self.assertTrue(trainable)
+        self.assertTrue(all(n.startswith("cls.predictions.") for n in trainable), trainable)
+        cases = [({"numLabels": 2}, "job.task: "),
+                 ({"maskedLm": {"maskProbability": 1.5}}, "job.task.masked_lm.mask_probability: "),
+                 ({"maskedLm": {"maskProbability": 0}}, "job.task.masked_lm.mask_probability: ")]
+        for extra, field in cases:
+            job = self.mlm_job(1)
+            job["task"].update(extra)
+            with self.assertRaises(FreezetuneError) as raised:
+                self.client.submit(job)
+            self.assertEqual(raised.exception.code.name, "INVALID_ARGUMENT")
+            self.assertTrue(raised.exception.message.startswith(field), raised.exception.message)
+        job = self.mlm_job(1)
+        del job["task"]  # plain text cannot feed a classification job
+        with self.assertRaises(FreezetuneError) as raised:
+            self.client.submit(job)
+        self.assertEqual(raised.exception.code.name, "INVALID_ARGUMENT")
+        self.assertTrue(raised.exception.message.startswith("job.train.format: "), raised.exception.message)
+        job = self.mlm_job(1)
+        job["hyperparameters"]["selectionMetric"] = "macro_f1"
+        with self.assertRaises(FreezetuneError) as raised:
+            self.client.submit(job)
+        self.assertTrue(raised.exception.message.startswith("job.hyperparameters.selection_metric: "),
+                        raised.exception.message)
+
+    def test_mlm_pretrain_then_classify(self):
+        job = self.mlm_job(4)
+        job["task"]["maskedLm"] = {"wholeWordMasking": True}
+        final, events = self.run_job(job)
+        self.assertTrue(final.result.frozen_weights_verified)
+        self.assertEqual(final.result.selection_metric, "loss")
+        evals = [e.eval for e in events if e.HasField("eval")]
+        self.assertEqual(len(evals), 4)
+        self.assertTrue(all(m.masked_tokens > 0 and m.masked_tokens == evals[0].masked_tokens for m in evals))
+        self.assertLess(evals[-1].loss, evals[0].loss)
+        out = final.result.output_uri[len("file://"):]
+        with open(os.path.join(out, "config.json")) as f:
+            self.assertEqual(json.load(f)["architectures"], ["BertForMaskedLM"])
+        # As transformers' BertForMaskedLM reads it: the independent float64
+        # reference of the tied head agrees with freezetune-model predict.
+        script = os.path.join(real_server.SOURCE_DIR, "tests/numerics/mlm_numerics_test.py")
+        r = subprocess.run(["/usr/bin/python3", script, "--tool", real_server.MODEL_BIN,
+                            "--shared", os.path.join(real_server.SOURCE_DIR, "..", "shared"),
+                            "--workdir", os.path.join(self.dir, "mlm_numerics"), "--model", out,
+                            "--n", "30"], capture_output=True, text=True)
+        if r.returncode != 77:
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+        # The pretrained encoder is the base of a classification job.
+        cls = self.job("small.jsonl", 1)
+        cls["modelUri"] = "file://" + out
+        second, events = self.run_job(cls)
+        self.assertTrue(second.result.frozen_weights_verified)
+        notices = " ".join(e.notice.message for e in events if e.HasField("notice"))
+        self.assertIn("bert.pooler.dense.weight", notices)  # fresh: BertForMaskedLM has no pooler
+        with open(os.path.join(second.result.output_uri[len("file://"):], "config.json")) as f:
+            self.assertEqual(json.load(f)["architectures"], ["BertForSequenceClassification"])
+
+    def test_mlm_through_the_cli(self):
+        cli = os.environ.get("FREEZETUNE_CLI_BIN")
+        if not cli:
+            self.skipTest("FREEZETUNE_CLI_BIN not set")
+        self.mlm_job(1)  # writes corpus.txt
+        base = [cli, "--server=http://" + self.client.target]
+        r = subprocess.run(base + ["submit", "--model", "file://%s/model" % self.dir,
+                                   "--train", "file://%s/corpus.txt" % self.dir, "--task", "mlm",
+                                   "--mask-prob", "0.2", "--freeze", "bottom:1", "--epochs", "1",
+                                   "--batch-size", "8", "--validation-split", "0.25"],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        job_id = r.stdout.strip()
+        final = self.client.wait(job_id)
+        self.assertEqual(final.state, 3, final.error_message)
+        self.assertEqual(final.spec.task.type, 2)  # TASK_TYPE_MASKED_LM
+        self.assertAlmostEqual(final.spec.task.masked_lm.mask_probability, 0.2, places=6)
+        r = subprocess.run(base + ["submit", "--model", "file://%s/model" % self.dir, "--train",
+                                   "file://%s/corpus.txt" % self.dir, "--task", "mlm", "--mask-prob", "2"],
+                           capture_output=True, text=True)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("job.task.masked_lm.mask_probability", r.stderr)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "client/src/cli_args.h"
 #include "client/src/cli_format.h"
@@ -450,6 +451,35 @@ TEST(JobFlagsTest, LoraFlagsAndOutputFormat) {
   absl::StatusOr<ParsedArgs> bad = ParseArgs({"submit", "--output-format", "onnx"});
   ASSERT_TRUE(bad.ok());
   EXPECT_FALSE(BuildJob(*bad).ok());
+}
+
+TEST(JobFlagsTest, MaskedLmTaskFlags) {
+  absl::StatusOr<ParsedArgs> a = ParseArgs(
+      {"submit", "--task", "mlm", "--mask-prob", "0.2", "--whole-word-masking", "--train",
+       "corpus.txt", "--format", "text"});
+  ASSERT_TRUE(a.ok()) << a.status();
+  absl::StatusOr<v1::FineTuneJob> job = BuildJob(*a);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->task().type(), v1::TASK_TYPE_MASKED_LM);
+  EXPECT_FLOAT_EQ(job->task().masked_lm().mask_probability(), 0.2f);
+  EXPECT_TRUE(job->task().masked_lm().whole_word_masking());
+  EXPECT_EQ(job->train().format(), v1::DATASET_FORMAT_TEXT);
+
+  absl::StatusOr<ParsedArgs> plain = ParseArgs({"plan", "--model", "m", "--task", "mlm"});
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  absl::StatusOr<v1::PlanFreezeRequest> plan = BuildPlanRequest(*plain);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->task().type(), v1::TASK_TYPE_MASKED_LM);
+  EXPECT_FALSE(plan->task().has_masked_lm());  // server defaults apply
+
+  absl::StatusOr<ParsedArgs> bad = ParseArgs({"submit", "--task", "ner"});
+  ASSERT_TRUE(bad.ok());
+  EXPECT_TRUE(absl::StartsWith(BuildJob(*bad).status().message(), "--task: "));
+  absl::StatusOr<ParsedArgs> prob = ParseArgs({"submit", "--mask-prob", "lots"});
+  ASSERT_TRUE(prob.ok());
+  EXPECT_FALSE(BuildJob(*prob).ok());
+  EXPECT_EQ(FlagForField("job.task.masked_lm.mask_probability"), "mask-prob");
+  EXPECT_EQ(FlagForField("job.task"), "task");
 }
 
 TEST(JobFlagsTest, RecipesAndStates) {
