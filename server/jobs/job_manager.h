@@ -137,7 +137,7 @@ class JobManager {
   // config and datasets), then persists the job as QUEUED with event #1 and
   // queues it. A repeated (tenant, client_request_id) returns the first job
   // without validating or queueing again. INVALID_ARGUMENT for a bad job,
-  // FAILED_PRECONDITION "job.device: no CUDA device ..." when no slot can run
+  // INVALID_ARGUMENT "job.device: no CUDA device ..." when no slot can run
   // it, RESOURCE_EXHAUSTED when the queue or the tenant's queued-job limit
   // is full, DEADLINE_EXCEEDED when validation ends after `deadline`,
   // UNAVAILABLE while shutting down; nothing is stored on error. The

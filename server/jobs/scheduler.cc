@@ -62,7 +62,9 @@ absl::Status Scheduler::CheckDevice(const std::string& device) const {
   }
   if (std::none_of(slot_devices_.begin(), slot_devices_.end(),
                    [&](const std::string& d) { return Fits(device, d); })) {
-    return absl::FailedPreconditionError(absl::StrCat(
+    // INVALID_ARGUMENT (issue 13): the job names a device this server
+    // cannot offer, which no retry fixes.
+    return absl::InvalidArgumentError(absl::StrCat(
         "job.device: no CUDA device \"", device, "\" on this server (its slots: ",
         absl::StrJoin(slot_devices_, ", "), ")"));
   }

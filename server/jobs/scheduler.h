@@ -94,10 +94,10 @@ class Scheduler {
 
   // OK when Enqueue(force=false) of a job of `tenant` on `device` would
   // succeed now: UNAVAILABLE after Shutdown; INVALID_ARGUMENT "job.device:
-  // ..." for a malformed device; FAILED_PRECONDITION "job.device: no CUDA
-  // device ..." when no slot can ever run it; RESOURCE_EXHAUSTED when the
-  // queue or the tenant's queued-job limit is full. `extra`: jobs of the
-  // same tenant the caller is about to enqueue besides this one.
+  // ..." for a malformed device, and "job.device: no CUDA device ..." when
+  // no slot can ever run it; RESOURCE_EXHAUSTED when the queue or the
+  // tenant's queued-job limit is full. `extra`: jobs of the same tenant the
+  // caller is about to enqueue besides this one.
   absl::Status CanAccept(const std::string& tenant, const std::string& device,
                          size_t extra = 0) const;
 

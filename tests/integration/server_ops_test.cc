@@ -256,7 +256,7 @@ TEST_F(ServerOpsTest, JobLimitFlagsNameTheFieldThatCrossedThem) {
       {"model size", [](v1::FineTuneJob* j) { j->set_model_uri(*root_ + "/big_model"); },
        grpc::StatusCode::INVALID_ARGUMENT, "over the limit of 1500000"},
       {"cuda", [](v1::FineTuneJob* j) { j->set_device("cuda"); },
-       grpc::StatusCode::FAILED_PRECONDITION, "job.device: no CUDA device"},
+       grpc::StatusCode::INVALID_ARGUMENT, "job.device: no CUDA device"},
   };
   for (const Case& c : cases) {
     v1::FineTuneJob spec = SmallJob();

@@ -323,12 +323,12 @@ TEST_F(LimitsTest, PerTenantRunningLimitHoldsBackOnlyThatTenant) {
   Cancel(c1.id(), "tok-c");
 }
 
-TEST_F(LimitsTest, CudaJobOnACpuOnlyServerIsFailedPrecondition) {
+TEST_F(LimitsTest, CudaJobOnACpuOnlyServerIsInvalidArgument) {
   Start();
   v1::Job job;
   for (const char* device : {"cuda", "cuda:0"}) {
     grpc::Status status = Submit("short", &job, "", device);
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << device;
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << device;
     EXPECT_NE(status.error_message().find("job.device: no CUDA device"), std::string::npos)
         << status.error_message();
   }
