@@ -88,6 +88,14 @@ const std::vector<FlagDef>& AllFlags() {
       {"output", "URI", false,
        "output directory (default: the server's data dir, outputs/JOB_ID)"},
       {"device", "cpu|cuda|cuda:N", false, "device (default cpu)"},
+      {"precision", "fp32|bf16|fp16", false,
+       "compute precision: bf16/fp16 autocast with float32 master weights; fp16 needs CUDA "
+       "(default fp32)"},
+      {"tf32", "true|false", false, "TF32 matmuls on GPUs (default true)"},
+      {"output-dtype", "f32|f16|bf16", false,
+       "dtype of the output weights (default: the input checkpoint's)"},
+      {"data-parallel", "N", false,
+       "train on N data-parallel ranks, one slot each; batch size is per rank (default 1)"},
       {"request-id", "ID", false, "idempotency key (makes retries safe)"},
       {"name", "TEXT", false, "display name"},
       {"priority", "N", false, "higher runs first (default 0)"},
@@ -138,7 +146,8 @@ std::vector<std::string> SubmitFlags() {
         "warmup-ratio", "lr-schedule", "max-seq-length", "seed", "log-every",
         "eval-every", "grad-accum", "max-grad-norm", "checkpoint-every",
         "early-stopping", "selection-metric", "validation-split", "output",
-        "output-format", "device", "request-id", "name", "priority", "notify-url", "watch"}) {
+        "output-format", "device", "precision", "tf32", "output-dtype", "data-parallel",
+        "request-id", "name", "priority", "notify-url", "watch"}) {
     f.push_back(n);
   }
   return f;

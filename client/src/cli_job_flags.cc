@@ -51,6 +51,22 @@ void StringFlag(const ParsedArgs& args, absl::string_view flag, Setter set) {
   if (v) set(*v);
 }
 
+absl::StatusOr<v1::Precision> ParsePrecision(absl::string_view text) {
+  std::string l = absl::AsciiStrToLower(text);
+  if (l == "fp32") return v1::PRECISION_FP32;
+  if (l == "bf16") return v1::PRECISION_BF16;
+  if (l == "fp16") return v1::PRECISION_FP16;
+  return FlagError("precision", "fp32, bf16 or fp16", text);
+}
+
+absl::StatusOr<v1::WeightDtype> ParseWeightDtype(absl::string_view text) {
+  std::string l = absl::AsciiStrToLower(text);
+  if (l == "f32" || l == "fp32") return v1::WEIGHT_DTYPE_F32;
+  if (l == "f16" || l == "fp16") return v1::WEIGHT_DTYPE_F16;
+  if (l == "bf16") return v1::WEIGHT_DTYPE_BF16;
+  return FlagError("output-dtype", "f32, f16 or bf16", text);
+}
+
 absl::StatusOr<v1::LrSchedule> ParseSchedule(absl::string_view text) {
   std::string l = absl::AsciiStrToLower(text);
   if (l == "linear") return v1::LR_SCHEDULE_LINEAR;
@@ -336,6 +352,8 @@ absl::Status ApplyJobFlags(const ParsedArgs& args, v1::FineTuneJob* job) {
                      [&](float x) { hp->set_validation_split(x); }),
            IntFlag(args, "priority",
                    [&](int64_t n) { job->set_priority(i32(n)); }),
+           IntFlag(args, "data-parallel",
+                   [&](int64_t n) { job->mutable_resources()->set_data_parallel(i32(n)); }),
        }) {
     if (!st.ok()) return st;
   }
@@ -343,6 +361,21 @@ absl::Status ApplyJobFlags(const ParsedArgs& args, v1::FineTuneJob* job) {
     absl::StatusOr<v1::LrSchedule> sched = ParseSchedule(*v);
     if (!sched.ok()) return sched.status();
     hp->set_lr_schedule(*sched);
+  }
+  if (std::optional<std::string> v = args.Get("precision")) {
+    absl::StatusOr<v1::Precision> p = ParsePrecision(*v);
+    if (!p.ok()) return p.status();
+    hp->set_precision(*p);
+  }
+  if (std::optional<std::string> v = args.Get("tf32")) {
+    std::string l = absl::AsciiStrToLower(*v);
+    if (l != "true" && l != "false") return FlagError("tf32", "true or false", *v);
+    hp->set_allow_tf32(l == "true");
+  }
+  if (std::optional<std::string> v = args.Get("output-dtype")) {
+    absl::StatusOr<v1::WeightDtype> d = ParseWeightDtype(*v);
+    if (!d.ok()) return d.status();
+    job->set_output_dtype(*d);
   }
   StringFlag(args, "selection-metric",
              [&](const std::string& v) { hp->set_selection_metric(v); });

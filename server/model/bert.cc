@@ -33,6 +33,15 @@ torch::nn::LayerNorm MakeLayerNorm(const BertConfig& c) {
       torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps).elementwise_affine(true));
 }
 
+// LayerNorm in float32 whatever its input's dtype: under mixed precision
+// (autocast) the residual stream arrives in bfloat16/float16 while the
+// LayerNorm parameters stay float32, which LibTorch 1.13's CPU kernel
+// rejects; float32 statistics are also what torch.autocast picks for
+// layer_norm on CUDA. A float32 input is passed through unconverted.
+torch::Tensor Float32LayerNorm(torch::nn::LayerNorm& layer_norm, const torch::Tensor& x) {
+  return layer_norm(x.scalar_type() == torch::kFloat ? x : x.to(torch::kFloat));
+}
+
 // Every Linear layer can carry a LoRA adapter (lora.h); without one it is a
 // plain torch::nn::Linear.
 std::shared_ptr<LoraLinearImpl> MakeLinear(int64_t in, int64_t out) {
@@ -87,7 +96,7 @@ struct BertEmbeddingsImpl : torch::nn::Module {
         token_type_ids.defined() ? token_type_ids : at::zeros_like(input_ids, at::kLong);
     torch::Tensor e = word_embeddings(input_ids) + token_type_embeddings(types);
     e = e + position_embeddings(positions);
-    return dropout->forward(layer_norm(e));
+    return dropout->forward(Float32LayerNorm(layer_norm, e));
   }
 
   int64_t max_positions;
@@ -136,7 +145,7 @@ struct BertResidualOutputImpl : torch::nn::Module {
     dropout = register_module("dropout", MakeDropout(c.hidden_dropout_prob, rng));
   }
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& residual) {
-    return layer_norm(dropout->forward(dense->forward(x)) + residual);
+    return Float32LayerNorm(layer_norm, dropout->forward(dense->forward(x)) + residual);
   }
   std::shared_ptr<LoraLinearImpl> dense;
   torch::nn::LayerNorm layer_norm{nullptr};

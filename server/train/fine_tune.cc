@@ -26,10 +26,14 @@
 #include "server/model/hf_checkpoint.h"
 #include "server/train/encode_cache.h"
 #include "server/train/freeze_plan.h"
+#include "server/train/data_parallel.h"
+#include "server/train/data_parallel_launcher.h"
+#include "server/train/device_memory.h"
 #include "server/train/train_history.h"
 #include "server/train/hyperparameters.h"
 #include "server/train/job_output.h"
 #include "server/train/task.h"
+#include "server/train/precision.h"
 #include "server/train/trainer.h"
 
 namespace freezetune::train {
@@ -151,6 +155,17 @@ absl::Status ValidateJobImpl(const v1::FineTuneJob& job, const data::UriOptions&
                                              info.config.max_position_embeddings, limits,
                                              "job.hyperparameters"));
   const ResolvedHyperparameters hp = WithDefaults(job.hyperparameters(), labels.regression);
+  FT_RETURN_IF_ERROR(
+      ValidatePrecision(job.hyperparameters().precision(), job.device(), "job.hyperparameters"));
+  if (job.resources().data_parallel() < 0 ||
+      job.resources().data_parallel() > kMaxDataParallel) {
+    return FieldError("job.resources.data_parallel",
+                      absl::StrCat("must be in [1, ", kMaxDataParallel, "] (got ",
+                                   job.resources().data_parallel(), ")"));
+  }
+  if (!v1::WeightDtype_IsValid(job.output_dtype())) {
+    return FieldError("job.output_dtype", absl::StrCat("unknown value ", job.output_dtype()));
+  }
 
   const auto shapes =
       model::BertParameterShapes(info.config, labels.num_labels(), HeadFor(job.task()));
@@ -352,19 +367,36 @@ absl::StatusOr<v1::JobResult> RunFineTuneImpl(const v1::FineTuneJob& job,
     options.masker =
         std::make_shared<MlmMasker>(*prepared.loaded.tokenizer, MaskingOptions(job.task()));
   }
+  options.sync = context.sync;
   const int64_t pad_id = prepared.loaded.tokenizer->pad_id();
   FT_ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer,
                       Trainer::Create(prepared.loaded.model, prepared.plan, prepared.labels,
                                       std::move(prepared.train), std::move(prepared.validation),
                                       pad_id, std::move(options)));
-  FT_RETURN_IF_ERROR(trainer->Train());
+  if (absl::Status trained = trainer->Train(); !trained.ok()) {
+    // Drop every tensor of the run before returning the allocator's cache,
+    // so that after an out-of-memory failure the next job starts from free
+    // device memory.
+    trainer.reset();
+    prepared.loaded.model = nullptr;
+    ReleaseCachedDeviceMemory(torch::Device(device));
+    return trained;
+  }
+
+  const TrainerSummary& summary = trainer->summary();
+  v1::JobResult result;
+  if (context.sync) {
+    result.set_data_parallel(context.sync->world_size());
+    result.set_allreduce_bytes_per_step(summary.allreduce_bytes_per_step);
+    // Every rank holds the same weights; rank 0 writes them.
+    if (context.sync->rank() != 0) return result;
+  }
 
   // Where a PEFT adapter records its base: the job's URI for object
   // storage, else the local directory it was loaded from.
   const std::string base_name = data::IsS3Uri(job.model_uri()) ? job.model_uri() : prepared.model_dir;
   FT_RETURN_IF_ERROR(WriteJobOutput(job, *trainer, prepared, base_name, context.output_dir));
 
-  const TrainerSummary& summary = trainer->summary();
   TrainerStateInfo state;
   state.output_dir = context.output_dir;
   state.selection_metric = prepared.hp.selection_metric;
@@ -379,7 +411,6 @@ absl::StatusOr<v1::JobResult> RunFineTuneImpl(const v1::FineTuneJob& job,
   state.has_best = summary.has_best;
   state.best_eval = summary.best_eval;
   FT_RETURN_IF_ERROR(history.WriteFiles(state));
-  v1::JobResult result;
   result.set_output_uri(absl::StrCat("file://", context.output_dir));
   result.set_steps(summary.steps);
   if (summary.has_best) {
@@ -392,12 +423,17 @@ absl::StatusOr<v1::JobResult> RunFineTuneImpl(const v1::FineTuneJob& job,
   result.set_trainable_parameters(trainer->plan().trainable_parameters());
   result.set_frozen_weights_verified(summary.frozen_weights_verified);
   result.set_train_seconds(summary.train_seconds);
+  result.set_precision(prepared.hp.precision);
+  result.set_skipped_steps(summary.skipped_steps);
+  result.set_peak_device_memory_bytes(summary.peak_device_memory_bytes);
   return result;
 }
 
 }  // namespace
 
 absl::StatusOr<v1::JobResult> RunFineTune(const v1::FineTuneJob& job, const RunContext& context) {
+  // Several ranks: this process supervises worker processes instead.
+  if (job.resources().data_parallel() > 1 && !context.sync) return RunDataParallel(job, context);
   try {
     return RunFineTuneImpl(job, context);
   } catch (const c10::Error& e) {

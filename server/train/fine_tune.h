@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "freezetune/v1/freezetune.pb.h"
@@ -15,8 +16,12 @@
 
 namespace freezetune::train {
 
-class EncodeCache;  // encode_cache.h
-class PrefixStore;  // prefix_store.h
+class EncodeCache;   // encode_cache.h
+class GradientSync;  // data_parallel.h
+class PrefixStore;   // prefix_store.h
+
+// Most data-parallel ranks a job may ask for (FineTuneJob.resources).
+constexpr int kMaxDataParallel = 64;
 
 // Server-side bounds on what a job may ask for.
 struct JobLimits {
@@ -69,6 +74,17 @@ struct RunContext {
   // Where tokenized datasets are looked up and kept (not owned; must outlive
   // the run). nullptr: the process-wide EncodeCache::Global().
   EncodeCache* encode_cache = nullptr;
+  // Data-parallel jobs (FineTuneJob.resources.data_parallel > 1), see
+  // data_parallel_launcher.h: the device of each rank (the slots the
+  // scheduler gave the job; empty: `device` for every rank), the
+  // freezetune-worker program (empty: the one beside this executable) and
+  // the c10d timeout (rendezvous and every collective).
+  std::vector<std::string> devices;
+  std::string worker_binary;
+  int64_t data_parallel_timeout_ms = 300000;
+  // Set inside a worker process: this run is one rank of a data-parallel
+  // job (rank 0 writes the output).
+  std::shared_ptr<GradientSync> sync;
 };
 
 // Runs the job to the end. Returns the result on success; CANCELLED when

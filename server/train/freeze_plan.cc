@@ -164,6 +164,9 @@ v1::PlanFreezeResponse FreezePlan::ToProto() const {
   out.set_frozen_prefix_layers(frozen_prefix_layers);
   out.set_frozen_eval_mode(frozen_eval_mode);
   out.set_adapter_parameters(adapter_parameters());
+  // Data-parallel ranks all-reduce the float32 gradients of exactly the
+  // trainable parameters (server/train/data_parallel.h).
+  out.set_allreduce_bytes_per_step(trainable * static_cast<int64_t>(sizeof(float)));
   return out;
 }
 

@@ -49,6 +49,8 @@ ResolvedHyperparameters WithDefaults(const v1::Hyperparameters& h, bool regressi
   if (h.has_validation_split()) r.validation_split = h.validation_split();
   if (h.has_length_bucketing()) r.length_bucketing = h.length_bucketing();
   if (h.has_sparse_embedding_updates()) r.sparse_embedding_updates = h.sparse_embedding_updates();
+  if (h.precision() != v1::PRECISION_UNSPECIFIED) r.precision = h.precision();
+  if (h.has_allow_tf32()) r.allow_tf32 = h.allow_tf32();
   return r;
 }
 
@@ -111,6 +113,9 @@ absl::Status ValidateHyperparameters(const v1::Hyperparameters& h, bool regressi
                  absl::StrCat("unknown metric \"", h.selection_metric(), "\" for ",
                               regression ? "regression (pearson, spearman, mse, loss)"
                                          : "classification (accuracy, macro_f1, mcc, loss)"));
+  }
+  if (!v1::Precision_IsValid(h.precision())) {
+    return Error(field, "precision", absl::StrCat("unknown value ", h.precision()));
   }
   if (h.has_validation_split() &&
       !(h.validation_split() >= 0.0f && h.validation_split() <= 0.5f)) {

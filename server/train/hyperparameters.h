@@ -42,6 +42,9 @@ struct ResolvedHyperparameters {
   // AdamW updates only the word-embedding rows with a gradient (CPU; see
   // FusedAdamWOptions::sparse_rows). Changes results.
   bool sparse_embedding_updates = false;
+  // Mixed precision (precision.h) and TF32 on GPUs.
+  v1::Precision precision = v1::PRECISION_FP32;
+  bool allow_tf32 = true;
 };
 
 // Fills defaults. `regression` picks the default selection metric ("loss"

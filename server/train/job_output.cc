@@ -7,6 +7,7 @@
 #include "server/common/status_macros.h"
 #include "server/model/hf_checkpoint.h"
 #include "server/model/peft_adapter.h"
+#include "server/train/precision.h"
 
 namespace freezetune::train {
 
@@ -65,6 +66,8 @@ absl::Status WriteJobOutput(const v1::FineTuneJob& job, Trainer& trainer, const 
   // Full model: fold the adapters in (W + alpha/rank * B A).
   m->MergeLora();
   model::SaveOptions save;
+  // The input checkpoint's dtype unless the job asks otherwise (precision.h).
+  save.dtype = OutputDtype(job.output_dtype(), prepared.loaded.source_dtype);
   save.label_names = prepared.labels.names;
   save.freeze_plan = plan;
   save.metrics = metrics;

@@ -25,6 +25,7 @@
 #include "server/common/status_macros.h"
 #include "server/data/batching.h"
 #include "server/train/checkpoint.h"
+#include "server/train/device_memory.h"
 #include "server/train/lr_schedule.h"
 #include "server/train/masked_lm.h"
 #include "server/train/metrics.h"
@@ -57,8 +58,14 @@ absl::Status Guarded(const char* what, Fn&& fn) {
   try {
     return fn();
   } catch (const c10::Error& e) {
+    // Out of memory is RESOURCE_EXHAUSTED, so that Train() can say which
+    // batch shape did not fit.
+    if (IsOutOfMemory(e)) {
+      return absl::ResourceExhaustedError(absl::StrCat(what, ": ", e.what_without_backtrace()));
+    }
     return absl::InternalError(absl::StrCat(what, ": ", e.what_without_backtrace()));
   } catch (const std::exception& e) {
+    if (IsOutOfMemory(e)) return absl::ResourceExhaustedError(absl::StrCat(what, ": ", e.what()));
     return absl::InternalError(absl::StrCat(what, ": ", e.what()));
   }
 }
@@ -112,13 +119,21 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
                           (hp.eval_every_steps > 0 && hp.eval_every_steps < total_steps);
   }
   t->stage_applied_.assign(t->options_.freeze_spec.schedule_size(), false);
+  t->compute_dtype_ = ComputeDtype(t->options_.hp.precision);
+  t->scaler_ = LossScaler(t->options_.hp.precision == v1::PRECISION_FP16);
   FT_RETURN_IF_ERROR(Guarded("trainer setup", [&]() -> absl::Status {
+    if (t->options_.device.is_cuda()) {
+      ApplyTf32(t->options_.hp.allow_tf32);
+      ResetPeakDeviceMemory(t->options_.device);
+    }
     t->model_->to(t->options_.device);
     if (t->options_.device.is_cpu()) {
       // Dropout masks from this run's own generator: jobs training side by
       // side on the CPU would otherwise interleave their draws from the
       // global one and neither would be reproducible.
-      t->rng_ = at::detail::createCPUGenerator(static_cast<uint64_t>(t->options_.hp.seed));
+      // Data-parallel ranks each draw their own masks (seed + rank).
+      const uint64_t rank = t->options_.sync ? static_cast<uint64_t>(t->options_.sync->rank()) : 0;
+      t->rng_ = at::detail::createCPUGenerator(static_cast<uint64_t>(t->options_.hp.seed) + rank);
       t->model_->set_dropout_generator(t->rng_);
     } else {
       t->rng_ = at::detail::getDefaultCPUGenerator();
@@ -129,6 +144,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     }
     FT_RETURN_IF_ERROR(t->ApplyPlan());
     t->BuildOptimizer();
+    // Every rank starts from rank 0's trainable weights, as DDP does.
+    if (t->options_.sync) t->options_.sync->Broadcast(t->TrainableParameters());
     return absl::OkStatus();
   }));
   return t;
@@ -246,6 +263,7 @@ std::vector<std::string> Trainer::PrefixStoreKeys(const data::EncodedDataset& da
       .Add(absl::Hash<Tokens>{}(dataset.ids))
       .Add(absl::Hash<Tokens>{}(dataset.type_ids))
       .Add(options_.device.str())
+      .Add(PrecisionName(options_.hp.precision))  // stored in the compute dtype
       .Add(static_cast<uint64_t>(c.hidden_size))
       .Add(static_cast<uint64_t>(c.num_attention_heads))
       .Add(c.hidden_act)
@@ -270,7 +288,11 @@ torch::Tensor Trainer::PrefixHidden(const data::Batch& batch, const data::Encode
                                     const torch::Tensor& types, const torch::Tensor& mask,
                                     bool cacheable) {
   torch::NoGradGuard no_grad;
-  if (!cacheable) return model_->RunLayers(model_->Embed(ids, types), mask, 0, k);
+  // The prefix's output is kept (and handed on) in the compute dtype: half
+  // the memory under bf16/fp16, and cached and uncached runs see the same.
+  if (!cacheable) {
+    return model_->RunLayers(model_->Embed(ids, types), mask, 0, k).to(compute_dtype_);
+  }
   if (cache.k != k) {
     // First use, or an unfreezing stage changed the prefix depth.
     cache.k = k;
@@ -292,7 +314,7 @@ torch::Tensor Trainer::PrefixHidden(const data::Batch& batch, const data::Encode
   auto zeros = [&]() -> torch::Tensor& {
     if (!hidden.defined()) {
       hidden = torch::zeros({rows, ids.size(1), model_->config().hidden_size},
-                            torch::TensorOptions().device(options_.device));
+                            torch::TensorOptions().device(options_.device).dtype(compute_dtype_));
     }
     return hidden;
   };
@@ -314,7 +336,7 @@ torch::Tensor Trainer::PrefixHidden(const data::Batch& batch, const data::Encode
   } else {
     summary_.prefix_rows_from_shallower += rows;
   }
-  hidden = model_->RunLayers(hidden, mask, from, k);
+  hidden = model_->RunLayers(hidden, mask, from, k).to(compute_dtype_);
   if (!cache.fill) return hidden;
   std::vector<int64_t> lengths(batch.indices.size());
   for (size_t r = 0; r < lengths.size(); ++r) {
@@ -329,13 +351,16 @@ torch::Tensor Trainer::Forward(const data::Batch& batch, const data::EncodedData
   const torch::Tensor ids = batch.input_ids.to(options_.device);
   const torch::Tensor types = batch.token_type_ids.to(options_.device);
   const torch::Tensor mask = batch.attention_mask.to(options_.device);
+  // Mixed precision: the whole forward pass under autocast; the logits (and
+  // so the loss) in float32.
+  AutocastScope autocast(options_.device, compute_dtype_);
   const int k = plan_.frozen_prefix_layers;
-  // A masked-LM run returns the hidden states: MaskedLmLoss runs the head on
-  // the predicted positions only.
+  // A masked-LM run returns the hidden states (float32): MaskedLmLoss runs
+  // the head on the predicted positions only.
   const bool mlm = options_.masker != nullptr;
   if (k < 0) {
     torch::Tensor hidden = model_->RunLayers(model_->Embed(ids, types), mask, 0, model_->num_layers());
-    return mlm ? hidden : model_->Head(hidden);
+    return mlm ? hidden.to(torch::kFloat) : model_->Head(hidden).to(torch::kFloat);
   }
   // The prefix is deterministic when it runs in eval mode: always during
   // evaluation, and in training when frozen_eval_mode put it there.
@@ -344,7 +369,7 @@ torch::Tensor Trainer::Forward(const data::Batch& batch, const data::EncodedData
                          (!training || plan_.frozen_eval_mode);
   torch::Tensor hidden = PrefixHidden(batch, dataset, cache, k, ids, types, mask, cacheable);
   hidden = model_->RunLayers(hidden, mask, k, model_->num_layers());
-  return mlm ? hidden : model_->Head(hidden);
+  return mlm ? hidden.to(torch::kFloat) : model_->Head(hidden).to(torch::kFloat);
 }
 
 torch::Tensor Trainer::Loss(const torch::Tensor& logits, const torch::Tensor& labels) const {
@@ -352,6 +377,17 @@ torch::Tensor Trainer::Loss(const torch::Tensor& logits, const torch::Tensor& la
     return at::mse_loss(logits.squeeze(-1), labels.to(logits.scalar_type()));
   }
   return at::cross_entropy_loss(logits, labels);
+}
+
+bool Trainer::AnyRank(bool local) {
+  if (!options_.sync) return local;
+  return options_.sync->SumScalars({local ? 1.0 : 0.0}).front() > 0.0;
+}
+
+ResolvedHyperparameters Trainer::PlanHyperparameters() const {
+  ResolvedHyperparameters hp = options_.hp;
+  if (options_.sync) hp.batch_size *= options_.sync->world_size();
+  return hp;
 }
 
 bool Trainer::ShouldStop() const {
@@ -495,6 +531,16 @@ absl::Status Trainer::Train() {
   const auto start = Clock::now();
   absl::Status s = Guarded("training", [&] { return TrainLoop(); });
   summary_.train_seconds = Seconds(start);
+  summary_.skipped_steps = scaler_.skipped_steps();
+  summary_.peak_device_memory_bytes = QueryDeviceMemory(options_.device).peak_bytes;
+  if (absl::IsResourceExhausted(s)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "step ", summary_.steps + 1, ": out of ", options_.device.is_cuda() ? "device" : "host",
+        " memory with batch_size ", options_.hp.batch_size, " and max_seq_length ",
+        options_.hp.max_seq_length, " (this batch padded to ", batch_length_,
+        " tokens); lower batch_size or max_seq_length (gradient_accumulation_steps keeps the ",
+        "effective batch), or use precision bf16. ", s.message()));
+  }
   if (!s.ok()) return s;
   return Guarded("finishing", [&]() -> absl::Status {
     torch::NoGradGuard no_grad;
@@ -524,8 +570,10 @@ std::vector<std::vector<int64_t>> TrainingBatches(const data::EncodedDataset& tr
 
 absl::Status Trainer::TrainLoop() {
   const ResolvedHyperparameters& hp = options_.hp;
-  summary_.total_steps = TotalSteps(train_.size(), hp);
-  const int64_t warmup = WarmupSteps(summary_.total_steps, hp);
+  // Data-parallel: steps and batches follow the global batch (every rank's).
+  const ResolvedHyperparameters plan_hp = PlanHyperparameters();
+  summary_.total_steps = TotalSteps(train_.size(), plan_hp);
+  const int64_t warmup = WarmupSteps(summary_.total_steps, plan_hp);
   const int accum = hp.gradient_accumulation_steps;
 
   int64_t last_eval_step = -1;
@@ -556,14 +604,17 @@ absl::Status Trainer::TrainLoop() {
 
   for (int epoch = start_epoch; epoch < hp.epochs && !stop; ++epoch) {
     FT_RETURN_IF_ERROR(ApplyStagesAt(epoch + 1, step + 1));
-    const auto batches = TrainingBatches(train_, hp, epoch);
+    const auto batches = TrainingBatches(train_, plan_hp, epoch);
     const int64_t n_micro = static_cast<int64_t>(batches.size());
     double step_loss = 0.0;
     int64_t step_samples = 0;
     for (int64_t i = epoch == start_epoch ? start_micro : 0; i < n_micro && !stop; ++i) {
       const int64_t group_start = (i / accum) * accum;
       const int64_t group_size = std::min<int64_t>(accum, n_micro - group_start);
-      if (ShouldStop()) {
+      // Data-parallel ranks agree at step boundaries only, so that all of
+      // them stop before the same step.
+      const bool stop_now = options_.sync ? i == group_start && AnyRank(ShouldStop()) : ShouldStop();
+      if (stop_now) {
         // Save where the current step began (its partial gradients are
         // dropped), so a drained job resumes without losing finished steps.
         if (checkpoints && step > 0) {
@@ -578,42 +629,69 @@ absl::Status Trainer::TrainLoop() {
         step_start = Clock::now();
       }
 
-      data::Batch b = data::CollateBatch(train_, batches[i], pad_id_);
-      torch::Tensor mlm_labels;
-      if (options_.masker) mlm_labels = options_.masker->Apply(b, TrainMaskSeed(hp.seed, epoch));
-      torch::Tensor logits = Forward(b, train_, train_cache_, /*training=*/true);
-      torch::Tensor loss =
-          options_.masker
-              ? MaskedLmLoss(model_, logits, mlm_labels.to(options_.device), false).loss
-              : Loss(logits, b.labels.to(options_.device));
-      const double loss_value = loss.item<double>();
-      if (!std::isfinite(loss_value)) {
-        return absl::InvalidArgumentError(absl::StrCat("step ", step + 1, ": non-finite loss"));
+      // This rank's examples of the micro-batch, and their share of it: the
+      // loss is scaled by the share so that the ranks' summed gradients are
+      // the whole batch's mean gradient.
+      const std::vector<int64_t> mine =
+          options_.sync ? ShardOf(batches[i], options_.sync->rank(), hp.batch_size) : batches[i];
+      const double share =
+          static_cast<double>(mine.size()) / static_cast<double>(batches[i].size());
+      if (!mine.empty()) {
+        data::Batch b = data::CollateBatch(train_, mine, pad_id_);
+        batch_length_ = b.input_ids.size(1);
+        torch::Tensor mlm_labels;
+        if (options_.masker) mlm_labels = options_.masker->Apply(b, TrainMaskSeed(hp.seed, epoch));
+        torch::Tensor logits = Forward(b, train_, train_cache_, /*training=*/true);
+        torch::Tensor loss =
+            options_.masker
+                ? MaskedLmLoss(model_, logits, mlm_labels.to(options_.device), false).loss
+                : Loss(logits, b.labels.to(options_.device));
+        const double loss_value = loss.item<double>();
+        const bool finite_loss = std::isfinite(loss_value);
+        // Under fp16 an overflow is the loss scaler's to handle: the step's
+        // gradients will not be finite and it is skipped.
+        if (!finite_loss && !scaler_.enabled()) {
+          return absl::InvalidArgumentError(absl::StrCat("step ", step + 1, ": non-finite loss"));
+        }
+        scaler_.Scale(loss * (share / static_cast<double>(group_size))).backward();
+        if (finite_loss) step_loss += loss_value * share / static_cast<double>(group_size);
       }
-      (loss / static_cast<double>(group_size)).backward();
-      step_loss += loss_value / static_cast<double>(group_size);
       step_samples += static_cast<int64_t>(batches[i].size());
       if (i != group_start + group_size - 1) continue;
 
-      // One optimizer step.
+      // One optimizer step. With fp16's loss scaler the gradients are
+      // unscaled first, and a step whose gradients overflowed is skipped
+      // (it still counts as a step, as with GradScaler).
       const std::vector<torch::Tensor> trainable = TrainableParameters();
-      const double max_norm =
-          hp.max_grad_norm > 0 ? hp.max_grad_norm : std::numeric_limits<double>::infinity();
-      const double norm = torch::nn::utils::clip_grad_norm_(trainable, max_norm);
-      if (!std::isfinite(norm)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("step ", step + 1, ": non-finite gradient norm"));
+      if (options_.sync) {
+        options_.sync->AllReduceGradients(trainable);
+        summary_.allreduce_bytes_per_step = options_.sync->last_allreduce_bytes();
+        step_loss = options_.sync->SumScalars({step_loss}).front();
+      }
+      bool apply = true;
+      if (scaler_.enabled()) {
+        apply = scaler_.UnscaleAndCheck(trainable);
+        scaler_.Update(apply);
       }
       const double factor = LrFactor(hp.lr_schedule, step, summary_.total_steps, warmup);
-      auto& groups = optimizer_->param_groups();
-      for (size_t g = 0; g < groups.size(); ++g) {
-        static_cast<torch::optim::AdamWOptions&>(groups[g].options())
-            .lr(group_base_lr_[g] * factor);
-      }
-      if (options_.fused_adamw) {
-        FusedAdamWStep(*optimizer_, adamw_options_);
-      } else {
-        optimizer_->step();
+      if (apply) {
+        const double max_norm =
+            hp.max_grad_norm > 0 ? hp.max_grad_norm : std::numeric_limits<double>::infinity();
+        const double norm = torch::nn::utils::clip_grad_norm_(trainable, max_norm);
+        if (!std::isfinite(norm)) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("step ", step + 1, ": non-finite gradient norm"));
+        }
+        auto& groups = optimizer_->param_groups();
+        for (size_t g = 0; g < groups.size(); ++g) {
+          static_cast<torch::optim::AdamWOptions&>(groups[g].options())
+              .lr(group_base_lr_[g] * factor);
+        }
+        if (options_.fused_adamw) {
+          FusedAdamWStep(*optimizer_, adamw_options_);
+        } else {
+          optimizer_->step();
+        }
       }
       optimizer_->zero_grad();
       ++step;
@@ -638,6 +716,11 @@ absl::Status Trainer::TrainLoop() {
         tm->set_learning_rate(static_cast<float>(hp.learning_rate * factor));
         tm->set_samples_per_second(
             secs > 0 ? static_cast<float>(static_cast<double>(log_samples) / secs) : 0.0f);
+        const DeviceMemory memory = QueryDeviceMemory(options_.device);
+        tm->set_device_memory_allocated_bytes(memory.allocated_bytes);
+        tm->set_device_memory_reserved_bytes(memory.reserved_bytes);
+        tm->set_device_memory_peak_bytes(memory.peak_bytes);
+        tm->set_skipped_steps(scaler_.skipped_steps());
         Emit(std::move(event));
         log_loss_sum = 0.0;
         log_steps = 0;
@@ -645,10 +728,13 @@ absl::Status Trainer::TrainLoop() {
         log_start = Clock::now();
       }
       if (hp.eval_every_steps > 0 && step % hp.eval_every_steps == 0 && validation_.size() > 0) {
-        FT_ASSIGN_OR_RETURN(v1::EvalMetrics m, evaluate(epoch, i + 1));
-        m.set_step(step);
-        m.set_epoch(epoch_progress);
-        FT_RETURN_IF_ERROR(AfterEval(std::move(m), &stop));
+        if (IsLeader()) {
+          FT_ASSIGN_OR_RETURN(v1::EvalMetrics m, evaluate(epoch, i + 1));
+          m.set_step(step);
+          m.set_epoch(epoch_progress);
+          FT_RETURN_IF_ERROR(AfterEval(std::move(m), &stop));
+        }
+        stop = AnyRank(stop);  // rank 0's early stopping decides for all
         last_eval_step = step;
       }
       if (checkpoints && !stop && hp.checkpoint_every_steps > 0 &&
@@ -657,10 +743,13 @@ absl::Status Trainer::TrainLoop() {
       }
     }
     if (!stop && validation_.size() > 0 && last_eval_step != step) {
-      FT_ASSIGN_OR_RETURN(v1::EvalMetrics m, evaluate(epoch, n_micro));
-      m.set_step(step);
-      m.set_epoch(static_cast<float>(epoch + 1));
-      FT_RETURN_IF_ERROR(AfterEval(std::move(m), &stop));
+      if (IsLeader()) {
+        FT_ASSIGN_OR_RETURN(v1::EvalMetrics m, evaluate(epoch, n_micro));
+        m.set_step(step);
+        m.set_epoch(static_cast<float>(epoch + 1));
+        FT_RETURN_IF_ERROR(AfterEval(std::move(m), &stop));
+      }
+      stop = AnyRank(stop);
       last_eval_step = step;
     }
     if (checkpoints && !stop && epoch + 1 < hp.epochs) {
@@ -672,6 +761,9 @@ absl::Status Trainer::TrainLoop() {
 
 absl::Status Trainer::SaveCheckpoint(int epoch, int64_t next_micro, int64_t last_eval_step,
                                      const std::string& rng_state) {
+  // Data-parallel ranks hold the same weights; rank 0 writes for all (and
+  // every rank resumes from it).
+  if (!IsLeader()) return absl::OkStatus();
   CheckpointState state;
   state.step = summary_.steps;
   state.epoch = epoch;

@@ -43,6 +43,8 @@
 #include "server/train/fused_adamw.h"
 #include "server/train/hyperparameters.h"
 #include "server/train/masked_lm.h"
+#include "server/train/data_parallel.h"
+#include "server/train/precision.h"
 #include "server/train/prefix_store.h"
 
 namespace freezetune::train {
@@ -100,6 +102,10 @@ struct TrainerOptions {
   // masked with it (masked_lm.h) and the loss and evaluations are the
   // masked-token cross-entropy and accuracy; no prefix caching.
   std::shared_ptr<const MlmMasker> masker;
+  // Data-parallel: this process is one rank (see data_parallel.h); null
+  // trains alone. hp.batch_size is per rank. Only rank 0 evaluates, writes
+  // checkpoints and emits events.
+  std::shared_ptr<GradientSync> sync;
 };
 
 // What a finished (or stopped) run reports.
@@ -121,6 +127,12 @@ struct TrainerSummary {
   int64_t prefix_rows_from_shallower = 0;
   bool frozen_weights_verified = false;
   double train_seconds = 0.0;
+  // fp16: optimizer steps skipped for overflowing gradients (precision.h).
+  int64_t skipped_steps = 0;
+  // Most device memory held by tensors during the run (CUDA; 0 on CPU).
+  int64_t peak_device_memory_bytes = 0;
+  // Data-parallel: gradient bytes this rank all-reduced per optimizer step.
+  int64_t allreduce_bytes_per_step = 0;
 };
 
 class Trainer {
@@ -198,6 +210,14 @@ class Trainer {
   void Emit(v1::JobEvent event) const;
   // Applies options_.intra_op_threads; then polls should_stop.
   bool ShouldStop() const;
+  // Data-parallel: true on every rank when `local` is true on any (a
+  // collective; every rank must call it at the same point). Alone: `local`.
+  bool AnyRank(bool local);
+  // Rank 0, or training alone: evaluates, checkpoints, reports.
+  bool IsLeader() const { return !options_.sync || options_.sync->rank() == 0; }
+  // The hyperparameters batches are planned with: batch_size times the
+  // number of ranks (each rank then takes its shard).
+  ResolvedHyperparameters PlanHyperparameters() const;
   // Checkpoint at a step boundary: training continues at micro-batch
   // `next_micro` of 0-based `epoch`, with the CPU RNG in `rng_state`.
   absl::Status SaveCheckpoint(int epoch, int64_t next_micro, int64_t last_eval_step,
@@ -233,6 +253,12 @@ class Trainer {
   std::vector<double> group_base_lr_;  // base_lr * lr_scale per param group
   std::vector<bool> stage_applied_;
   int evals_without_improvement_ = 0;
+  // Mixed precision: the autocast dtype of Forward (float32: none), and the
+  // loss scaler (enabled for fp16 only).
+  torch::Dtype compute_dtype_ = torch::kFloat;
+  LossScaler scaler_{false};
+  // Padded length of the training batch in flight, for out-of-memory errors.
+  int64_t batch_length_ = 0;
 };
 
 // The training batches of 0-based `epoch`, as Train() runs them: seeded

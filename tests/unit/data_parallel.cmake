@@ -1,0 +1,11 @@
+# Data-parallel training on the CPU (issue 13): real freezetune-worker
+# processes, c10d Gloo over loopback.
+if(TARGET freezetune_train AND TARGET freezetune-worker)
+  freezetune_test(data_parallel_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/data_parallel_test.cc
+    DEPS freezetune_train protobuf::libprotobuf
+    TIMEOUT 600)
+  target_compile_definitions(data_parallel_test PRIVATE
+    FREEZETUNE_WORKER_BIN="$<TARGET_FILE:freezetune-worker>")
+  add_dependencies(data_parallel_test freezetune-worker)
+endif()
