@@ -19,7 +19,7 @@ RUN scripts/setup.sh --no-build && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN BUILD_DIR=/build FREEZETUNE_CMAKE_ARGS="-DFREEZETUNE_BUILD_TESTS=OFF" scripts/setup.sh \
  && install -d /opt/freezetune/bin \
- && install -m 0755 /build/server/freezetune-server /build/server/model/freezetune-model \
+ && install -m 0755 /build/server/freezetune-server /build/server/freezetune-worker /build/server/model/freezetune-model \
       /build/client/src/freezetune docker/grpc_health_check.py /opt/freezetune/bin/
 
 FROM ${DEBIAN_IMAGE} AS runtime

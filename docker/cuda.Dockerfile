@@ -38,7 +38,7 @@ RUN BUILD_DIR=/build FREEZETUNE_SKIP_PACKAGES="${BUILD_SKIP_PACKAGES}" \
     FREEZETUNE_CMAKE_ARGS="-DTorch_DIR=/opt/libtorch/share/cmake/Torch -DFREEZETUNE_BUILD_TESTS=OFF" \
     scripts/setup.sh \
  && install -d /opt/freezetune/bin \
- && install -m 0755 /build/server/freezetune-server /build/server/model/freezetune-model \
+ && install -m 0755 /build/server/freezetune-server /build/server/freezetune-worker /build/server/model/freezetune-model \
       /build/client/src/freezetune docker/grpc_health_check.py /opt/freezetune/bin/
 
 FROM nvidia/cuda:${CUDA_VERSION}-runtime-ubuntu${UBUNTU_VERSION} AS runtime

@@ -382,6 +382,8 @@ std::string FormatPlan(const v1::PlanFreezeResponse& plan) {
                         plan.num_layers(), plan.frozen_prefix_layers(),
                         plan.frozen_prefix_layers() < 0 ? " (embeddings train)" : "",
                         plan.frozen_eval_mode() ? "on" : "off");
+  absl::StrAppendFormat(&out, "data-parallel all-reduce %s bytes per step (trainable gradients)\n",
+                        FormatCount(plan.allreduce_bytes_per_step()));
   return out;
 }
 
@@ -429,6 +431,23 @@ std::string FormatSummary(const v1::Job& job, const Curves& curves) {
                                       values.back())});
     }
     rows.push_back({"train time", FormatClock(absl::Seconds(r.train_seconds()))});
+    if (r.precision() == v1::PRECISION_BF16 || r.precision() == v1::PRECISION_FP16) {
+      rows.push_back({"precision", absl::StrCat(r.precision() == v1::PRECISION_BF16 ? "bf16" : "fp16",
+                                                r.skipped_steps() > 0
+                                                    ? absl::StrCat(" (", r.skipped_steps(),
+                                                                   " steps skipped on overflow)")
+                                                    : "")});
+    }
+    if (r.data_parallel() > 1) {
+      rows.push_back({"data-parallel",
+                      absl::StrFormat("%d ranks, %s bytes all-reduced per step", r.data_parallel(),
+                                      FormatCount(r.allreduce_bytes_per_step()))});
+    }
+    if (r.peak_device_memory_bytes() > 0) {
+      rows.push_back({"peak device memory",
+                      absl::StrFormat("%.2f GiB", static_cast<double>(r.peak_device_memory_bytes()) /
+                                                      (1 << 30))});
+    }
     rows.push_back({"output", r.output_uri().empty() ? "-" : r.output_uri()});
   } else if (job.progress().total_steps() > 0) {
     rows.push_back({"steps", Progress(job.progress())});

@@ -4,6 +4,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -14,6 +15,8 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/base/ids.h"
@@ -24,6 +27,9 @@
 
 namespace freezetune::jobs {
 namespace {
+
+// Device slots a job takes at once: its data-parallel ranks (gang), else 1.
+int Ranks(const v1::FineTuneJob& spec) { return std::max(1, spec.resources().data_parallel()); }
 
 constexpr int kMaxClientRequestIdLength = 128;
 constexpr int kMaxDisplayNameLength = 256;
@@ -186,7 +192,8 @@ absl::Status JobManager::Recover() {
   FT_ASSIGN_OR_RETURN(std::vector<v1::Job> unfinished,
                       store_->JobsInStates({v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING}));
   for (v1::Job& job : unfinished) {
-    if (absl::Status device = scheduler_->CheckDevice(job.spec().device()); !device.ok()) {
+    if (absl::Status device = scheduler_->CheckDevice(job.spec().device(), Ranks(job.spec()));
+        !device.ok()) {
       // E.g. restarted on a machine without its GPU: it could never run, so
       // it fails instead of waiting forever.
       job.set_error_message(std::string(device.message()));
@@ -204,7 +211,7 @@ absl::Status JobManager::Recover() {
     }
     FT_RETURN_IF_ERROR(scheduler_->Enqueue(job.id(), job.spec().priority(), /*force=*/true,
                                            absl::FromUnixMicros(ToMicros(job.create_time())),
-                                           job.tenant(), job.spec().device()));
+                                           job.tenant(), job.spec().device(), Ranks(job.spec())));
     Log(LogLevel::kInfo, "job recovered and queued", job.id(),
         {{"last_sequence", absl::StrCat(job.last_sequence())}});
   }
@@ -251,7 +258,7 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const st
   if (existing.has_value()) return *std::move(existing);
 
   // Cheap early answers before the (possibly slow) validation.
-  FT_RETURN_IF_ERROR(scheduler_->CanAccept(tenant, spec.device()));
+  FT_RETURN_IF_ERROR(scheduler_->CanAccept(tenant, spec.device(), Ranks(spec)));
   FT_RETURN_IF_ERROR(CheckDeadline(deadline, "waiting to validate the job"));
   const std::string job_id = base::NewId("job");
   FT_ASSIGN_OR_RETURN(const std::string output_dir,
@@ -261,7 +268,7 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const st
   FT_RETURN_IF_ERROR(CheckDeadline(deadline, "validating the job"));
 
   absl::MutexLock lock(&submit_mu_);
-  FT_RETURN_IF_ERROR(scheduler_->CanAccept(tenant, spec.device()));
+  FT_RETURN_IF_ERROR(scheduler_->CanAccept(tenant, spec.device(), Ranks(spec)));
   v1::Job job;
   job.set_id(job_id);
   job.set_tenant(tenant);
@@ -282,7 +289,7 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const st
   if (metrics_ != nullptr) metrics_->JobCreated();
   absl::Status queued = scheduler_->Enqueue(job.id(), spec.priority(), /*force=*/true,
                                             absl::FromUnixMicros(ToMicros(job.create_time())),
-                                            tenant, spec.device());
+                                            tenant, spec.device(), Ranks(spec));
   if (!queued.ok()) {
     // Only possible while shutting down: the job stays QUEUED in the store
     // and is picked up at the next start.
@@ -383,7 +390,8 @@ absl::StatusOr<JobManager::NewJobs> JobManager::NewJobRecords(
   out.jobs.reserve(specs.size());
   absl::MutexLock lock(&submit_mu_);
   for (size_t i = 0; i < specs.size(); ++i) {
-    FT_RETURN_IF_ERROR(scheduler_->CanAccept(tenant, specs[i].device(), /*extra=*/i));
+    FT_RETURN_IF_ERROR(
+        scheduler_->CanAccept(tenant, specs[i].device(), Ranks(specs[i]), /*extra=*/i));
     v1::Job job;
     job.set_id(base::NewId("job"));
     FT_ASSIGN_OR_RETURN(const std::string output_dir,
@@ -408,7 +416,8 @@ void JobManager::EnqueueStored(const std::vector<v1::Job>& jobs) {
     if (metrics_ != nullptr) metrics_->JobCreated();
     absl::Status queued = scheduler_->Enqueue(
         job.id(), job.spec().priority(), /*force=*/true,
-        absl::FromUnixMicros(ToMicros(job.create_time())), job.tenant(), job.spec().device());
+        absl::FromUnixMicros(ToMicros(job.create_time())), job.tenant(), job.spec().device(),
+        Ranks(job.spec()));
     if (!queued.ok()) {
       // Only while shutting down: the job stays QUEUED in the store and is
       // picked up at the next start.
@@ -474,13 +483,22 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
   *job.mutable_start_time() = NowTimestamp();
   job.clear_progress();
   const std::string& device = scheduler_->slot_device(slot);
+  // A data-parallel job holds one slot per rank (gang scheduling).
+  std::vector<int> slots = scheduler_->SlotsOf(job_id);
+  if (slots.empty()) slots = {slot};
+  std::vector<std::string> devices;
+  for (int s : slots) devices.push_back(scheduler_->slot_device(s));
   // While the store refuses writes the job waits here, QUEUED, holding its
-  // slot (no other job could start either); it starts once the store
+  // slots (no other job could start either); it starts once the store
   // accepts writes, or stays QUEUED in the store for the next start.
   if (absl::Status s = RetryWhileUnwritable(job_id, "start", [&] {
         if (stop.requested()) return absl::CancelledError("stopped before it started");
-        return Transition(job, v1::JOB_STATE_RUNNING,
-                          absl::StrCat("running in slot ", slot, " (", device, ")"));
+        return Transition(
+            job, v1::JOB_STATE_RUNNING,
+            slots.size() == 1
+                ? absl::StrCat("running in slot ", slot, " (", device, ")")
+                : absl::StrCat("running in slots ", absl::StrJoin(slots, ", "), " (",
+                               absl::StrJoin(devices, ", "), ")"));
       });
       !s.ok()) {
     LogError("start", s, job_id);
@@ -492,6 +510,7 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
   train::RunContext context;
   context.job_id = job.id();
   context.device = device;
+  if (slots.size() > 1) context.devices = devices;
   context.uris = options_.uris;
   context.limits = options_.limits;
   // A sweep's trials read each other's frozen-prefix outputs.
@@ -503,11 +522,12 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
   absl::Status store_error;  // set once, before store_failed, on the emitting thread
   int64_t store_failed_step = 0;
   context.should_stop = [&stop, &store_failed] { return stop.requested() || store_failed.load(); };
+  // CPU threads are shared per slot: a data-parallel job's ranks each get
+  // one slot's share (train::RunContext::intra_op_threads).
   const bool on_cpu = device == "cpu";
-  if (on_cpu) ++running_cpu_jobs_;
-  absl::Cleanup cpu_job_done = [&] {
-    if (on_cpu) --running_cpu_jobs_;
-  };
+  const int cpu_slots = on_cpu ? static_cast<int>(slots.size()) : 0;
+  running_cpu_jobs_ += cpu_slots;
+  absl::Cleanup cpu_job_done = [&] { running_cpu_jobs_ -= cpu_slots; };
   if (on_cpu && options_.cpu_threads > 0) {
     context.intra_op_threads = [this] {
       return std::max(1, options_.cpu_threads / std::max(1, running_cpu_jobs_.load()));

@@ -39,7 +39,11 @@ bool Fits(const std::string& wanted, const std::string& slot_device) {
 }  // namespace
 
 Scheduler::Scheduler(const SchedulerOptions& options, RunFn run)
-    : options_(options), slot_devices_(SlotDevices(options)), run_(std::move(run)) {}
+    : options_(options),
+      slot_devices_(SlotDevices(options)),
+      run_(std::move(run)),
+      busy_(slot_devices_.size(), false),
+      held_(slot_devices_.size(), false) {}
 
 Scheduler::~Scheduler() { Shutdown(); }
 
@@ -55,7 +59,7 @@ void Scheduler::Start() {
   }
 }
 
-absl::Status Scheduler::CheckDevice(const std::string& device) const {
+absl::Status Scheduler::CheckDevice(const std::string& device, int slots) const {
   if (!WellFormedDevice(device)) {
     return absl::InvalidArgumentError(
         absl::StrCat("job.device: must be \"cpu\", \"cuda\" or \"cuda:N\" (got \"", device, "\")"));
@@ -68,13 +72,35 @@ absl::Status Scheduler::CheckDevice(const std::string& device) const {
         "job.device: no CUDA device \"", device, "\" on this server (its slots: ",
         absl::StrJoin(slot_devices_, ", "), ")"));
   }
+  const auto fitting = std::count_if(slot_devices_.begin(), slot_devices_.end(),
+                                     [&](const std::string& d) { return Fits(device, d); });
+  if (slots > fitting) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job.resources.data_parallel: ", slots, " ranks need ", slots, " slots for job.device \"",
+        device, "\" at once; this server has ", fitting, " (its slots: ",
+        absl::StrJoin(slot_devices_, ", "), ")"));
+  }
   return absl::OkStatus();
 }
 
+std::vector<int> Scheduler::SlotsOf(const std::string& job_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = running_.find(job_id);
+  return it == running_.end() ? std::vector<int>{} : it->second.slots;
+}
+
+std::vector<int> Scheduler::FreeSlotsLocked(const std::string& device, int except) const {
+  std::vector<int> free;
+  for (int s = 0; s < slot_count(); ++s) {
+    if (s != except && !busy_[s] && !held_[s] && Fits(device, slot_devices_[s])) free.push_back(s);
+  }
+  return free;
+}
+
 absl::Status Scheduler::CanAcceptLocked(const std::string& tenant, const std::string& device,
-                                        size_t extra) const {
+                                        int slots, size_t extra) const {
   if (shutting_down_) return absl::UnavailableError("server is shutting down");
-  if (absl::Status s = CheckDevice(device); !s.ok()) return s;
+  if (absl::Status s = CheckDevice(device, slots); !s.ok()) return s;
   if (queue_.size() + extra >= static_cast<size_t>(std::max(0, options_.max_queue))) {
     return absl::ResourceExhaustedError(
         absl::StrCat("queue is full (", queue_.size(), " jobs waiting); retry later"));
@@ -92,24 +118,24 @@ absl::Status Scheduler::CanAcceptLocked(const std::string& tenant, const std::st
 }
 
 absl::Status Scheduler::CanAccept(const std::string& tenant, const std::string& device,
-                                  size_t extra) const {
+                                  int slots, size_t extra) const {
   absl::MutexLock lock(&mu_);
-  return CanAcceptLocked(tenant, device, extra);
+  return CanAcceptLocked(tenant, device, slots, extra);
 }
 
 absl::Status Scheduler::Enqueue(const std::string& job_id, int priority, bool force,
                                 absl::Time queued_since, const std::string& tenant,
-                                const std::string& device) {
+                                const std::string& device, int slots) {
   absl::MutexLock lock(&mu_);
   if (shutting_down_) return absl::UnavailableError("server is shutting down");
   if (queued_ids_.count(job_id) > 0 || running_.count(job_id) > 0) {
     return absl::AlreadyExistsError(absl::StrCat("job ", job_id, " is already scheduled"));
   }
   if (!force) {
-    if (absl::Status s = CanAcceptLocked(tenant, device); !s.ok()) return s;
+    if (absl::Status s = CanAcceptLocked(tenant, device, slots); !s.ok()) return s;
   }
   QueueKey key{-priority, next_order_++};
-  queue_.emplace(key, Entry{job_id, queued_since, tenant, device});
+  queue_.emplace(key, Entry{job_id, queued_since, tenant, device, std::max(1, slots)});
   queued_ids_.emplace(job_id, key);
   ++queued_by_tenant_[tenant];
   ReportDepthLocked();
@@ -181,6 +207,7 @@ void Scheduler::ReportDepthLocked() {
 }
 
 std::map<Scheduler::QueueKey, Scheduler::Entry>::iterator Scheduler::RunnableLocked(int slot) {
+  if (held_[slot]) return queue_.end();
   const std::string& device = slot_devices_[slot];
   for (auto it = queue_.begin(); it != queue_.end(); ++it) {
     if (!Fits(it->second.device, device)) continue;
@@ -190,6 +217,13 @@ std::map<Scheduler::QueueKey, Scheduler::Entry>::iterator Scheduler::RunnableLoc
           running->second >= options_.max_running_per_tenant) {
         continue;
       }
+    }
+    if (it->second.slots > 1) {
+      // A gang job that could never fit (forced in at recovery) is skipped;
+      // one that fits later keeps this slot for itself until then.
+      if (!CheckDevice(it->second.device, it->second.slots).ok()) continue;
+      const auto free = FreeSlotsLocked(it->second.device, slot);
+      if (static_cast<int>(free.size()) < it->second.slots - 1) return queue_.end();
     }
     return it;
   }
@@ -218,16 +252,27 @@ void Scheduler::WorkerLoop(int slot) {
       auto next = RunnableLocked(slot);
       job_id = next->second.job_id;
       tenant = next->second.tenant;
+      std::vector<int> slots = {slot};
+      if (next->second.slots > 1) {
+        const auto free = FreeSlotsLocked(next->second.device, slot);
+        slots.insert(slots.end(), free.begin(), free.begin() + (next->second.slots - 1));
+      }
+      busy_[slot] = true;
+      for (size_t k = 1; k < slots.size(); ++k) held_[slots[k]] = true;
       queued_ids_.erase(job_id);
       if (--queued_by_tenant_[tenant] <= 0) queued_by_tenant_.erase(tenant);
       queue_.erase(next);
       flag = std::make_shared<StopFlag>();
-      running_.emplace(job_id, Running{flag, tenant});
+      running_.emplace(job_id, Running{flag, tenant, std::move(slots)});
       ++running_by_tenant_[tenant];
       ReportDepthLocked();
     }
     run_(job_id, slot, *flag);
     absl::MutexLock lock(&mu_);
+    busy_[slot] = false;
+    for (int s : running_[job_id].slots) {
+      if (s != slot) held_[s] = false;
+    }
     running_.erase(job_id);
     if (--running_by_tenant_[tenant] <= 0) running_by_tenant_.erase(tenant);
   }

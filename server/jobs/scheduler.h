@@ -12,6 +12,14 @@
 // worker takes the first queued job that fits its slot and whose tenant is
 // under max_running_per_tenant; jobs that do not fit keep their place.
 //
+// Gang jobs (data-parallel, `slots` > 1) take that many slots of their device
+// kind at once: the worker that picks one also holds slots-1 other idle
+// slots that fit, all under one lock, so two gang jobs never each hold part
+// of what they need (no deadlock). While a gang job waits at the head of the
+// queue for enough slots, the slots it could use start no later job, so it
+// is not starved by a stream of single-slot jobs. A held slot's worker
+// starts nothing until the gang job ends.
+//
 // Thread safety: every method may be called from any thread. A job id is
 // either queued, running (between being popped and its run function
 // returning) or unknown to the scheduler; popping a job and registering its
@@ -85,9 +93,10 @@ class Scheduler {
   // `queued_since` (default: now) feeds OldestQueuedSince().
   // `tenant` counts against the per-tenant limits; `device` is the job's
   // device constraint (see above): CanAccept's errors apply (also with force).
+  // `slots`: a gang job's slot count (see above); CanAccept's limits apply.
   absl::Status Enqueue(const std::string& job_id, int priority, bool force = false,
                        absl::Time queued_since = absl::Now(), const std::string& tenant = "",
-                       const std::string& device = "");
+                       const std::string& device = "", int slots = 1);
 
   // True when Enqueue (without force) would not fail for lack of room.
   bool HasRoom() const;
@@ -96,14 +105,20 @@ class Scheduler {
   // succeed now: UNAVAILABLE after Shutdown; INVALID_ARGUMENT "job.device:
   // ..." for a malformed device, and "job.device: no CUDA device ..." when
   // no slot can ever run it; RESOURCE_EXHAUSTED when the queue or the
-  // tenant's queued-job limit is full. `extra`: jobs of the same tenant the
-  // caller is about to enqueue besides this one.
+  // tenant's queued-job limit is full. `slots`: the job's ranks (a gang job
+  // needs that many slots). `extra`: jobs of the same tenant the caller is
+  // about to enqueue besides this one.
   absl::Status CanAccept(const std::string& tenant, const std::string& device,
-                         size_t extra = 0) const;
+                         int slots = 1, size_t extra = 0) const;
 
-  // Only the device part of CanAccept: OK when some slot can run a job
-  // asking for `device`.
-  absl::Status CheckDevice(const std::string& device) const;
+  // Only the device part of CanAccept: OK when `slots` slots can run a job
+  // asking for `device` (INVALID_ARGUMENT "job.resources.data_parallel: ..."
+  // when the server has fewer).
+  absl::Status CheckDevice(const std::string& device, int slots = 1) const;
+
+  // The slots a running job holds, its own first (one, unless a gang job);
+  // empty when it is not running.
+  std::vector<int> SlotsOf(const std::string& job_id) const;
 
   int slot_count() const { return static_cast<int>(slot_devices_.size()); }
   const std::string& slot_device(int slot) const { return slot_devices_[slot]; }
@@ -135,7 +150,10 @@ class Scheduler {
   std::map<QueueKey, Entry>::iterator RunnableLocked(int slot)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CanAcceptLocked(const std::string& tenant, const std::string& device,
-                               size_t extra = 0) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                               int slots, size_t extra) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Idle, unheld slots other than `except` that a job on `device` fits.
+  std::vector<int> FreeSlotsLocked(const std::string& device, int except) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const SchedulerOptions options_;
   const std::vector<std::string> slot_devices_;
@@ -149,13 +167,18 @@ class Scheduler {
     absl::Time queued_since;
     std::string tenant;
     std::string device;
+    int slots = 1;
   };
   std::map<QueueKey, Entry> queue_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, QueueKey> queued_ids_ ABSL_GUARDED_BY(mu_);
   struct Running {
     std::shared_ptr<StopFlag> flag;
     std::string tenant;
+    std::vector<int> slots;  // its own first
   };
+  // Per slot: running a job, or held by a gang job running on another slot.
+  std::vector<bool> busy_ ABSL_GUARDED_BY(mu_);
+  std::vector<bool> held_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Running> running_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> queued_by_tenant_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> running_by_tenant_ ABSL_GUARDED_BY(mu_);

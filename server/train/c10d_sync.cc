@@ -116,11 +116,16 @@ absl::StatusOr<std::unique_ptr<GradientSync>> ConnectC10dSync(const C10dSyncOpti
   try {
     c10d::TCPStoreOptions store_options;
     store_options.port = static_cast<std::uint16_t>(options.store_port);
-    store_options.isServer = false;
+    store_options.isServer = options.host_store;
+    if (options.host_store) {
+      store_options.numWorkers = static_cast<size_t>(options.world_size);
+      store_options.waitWorkers = false;
+    }
     store_options.timeout = options.timeout;
     auto store = c10::make_intrusive<c10d::TCPStore>(options.store_host, store_options);
     auto gloo = c10d::ProcessGroupGloo::Options::create(options.timeout);
-    gloo->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+    gloo->devices.push_back(
+        c10d::ProcessGroupGloo::createDeviceForHostname(options.gloo_hostname));
     auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, options.rank,
                                                               options.world_size, gloo);
     return std::unique_ptr<GradientSync>(new C10dSync(std::move(group), options));

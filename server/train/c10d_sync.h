@@ -24,6 +24,12 @@ namespace freezetune::train {
 struct C10dSyncOptions {
   std::string store_host = "127.0.0.1";
   int store_port = 0;
+  // This rank runs the TCPStore server on store_port (multi-node: rank 0;
+  // on one machine the launcher hosts it instead).
+  bool host_store = false;
+  // Address Gloo binds and announces for this rank's connections: loopback
+  // on one machine, the pod's IP across nodes.
+  std::string gloo_hostname = "127.0.0.1";
   int rank = 0;
   int world_size = 1;
   // Rendezvous and every collective.

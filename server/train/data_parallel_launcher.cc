@@ -136,7 +136,7 @@ absl::StatusOr<v1::JobResult> RunDataParallel(const v1::FineTuneJob& job,
   task.limits = context.limits;
   task.prefix_cache_bytes = context.prefix_store ? context.prefix_store->max_bytes() : 0;
   const int threads = context.intra_op_threads ? context.intra_op_threads() : 0;
-  task.threads = threads > 0 ? std::max(1, threads / n) : 0;
+  task.threads = threads > 0 ? threads : 0;  // per rank
   task.timeout_ms = context.data_parallel_timeout_ms;
   task.store_port = store->getPort();
   char path[] = "/tmp/freezetune-worker-task-XXXXXX";

@@ -13,8 +13,8 @@
 //    the rank, its pid and how it ended. A rank that hangs makes the others'
 //    next collective fail within the c10d timeout, which fails the job the
 //    same way; no path waits forever.
-// CPU ranks split the job's intra-op threads (context.intra_op_threads)
-// between them.
+// Each CPU rank uses context.intra_op_threads() threads (the server gives a
+// data-parallel job one share per slot it holds), read once at the start.
 //
 // Thread safety: one call per job; calls for different jobs are independent.
 #ifndef FREEZETUNE_SERVER_TRAIN_DATA_PARALLEL_LAUNCHER_H_

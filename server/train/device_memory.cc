@@ -51,9 +51,11 @@ bool IsOutOfMemory(const std::exception& e) {
   if (dynamic_cast<const std::bad_alloc*>(&e) != nullptr) return true;
   const char* what = e.what();
   // CUDA: "CUDA out of memory. Tried to allocate ..."; CPU (1.13):
-  // "DefaultCPUAllocator: not enough memory: you tried to allocate ...".
+  // "DefaultCPUAllocator: can't allocate memory: you tried to allocate ..."
+  // (or "not enough memory" from other versions).
   return std::strstr(what, "out of memory") != nullptr ||
-         std::strstr(what, "not enough memory") != nullptr;
+         std::strstr(what, "not enough memory") != nullptr ||
+         std::strstr(what, "can't allocate memory") != nullptr;
 }
 
 }  // namespace freezetune::train

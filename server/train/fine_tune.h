@@ -58,7 +58,8 @@ struct RunContext {
   // Polled at least once per step; true stops the run with CANCELLED.
   std::function<bool()> should_stop;
   // Optional: intra-op threads for a CPU run, polled before every batch
-  // (TrainerOptions::intra_op_threads).
+  // (TrainerOptions::intra_op_threads); per rank for a data-parallel job
+  // (read once, when its workers start).
   std::function<int()> intra_op_threads;
   // Optional: after every optimizer step this run takes
   // (TrainerOptions::on_step).

@@ -24,3 +24,22 @@ if(TARGET freezetune_train)
     target_compile_definitions(gpu_trainer_test PRIVATE FREEZETUNE_WITH_CUDA=1)
   endif()
 endif()
+
+# Multi-node data-parallel manifests (deploy/k8s/data-parallel): rendered with
+# kubectl kustomize and checked against freezetune-worker's flags.
+add_test(NAME deploy_dp_render
+  COMMAND ${FREEZETUNE_SYSTEM_PYTHON3_GPU} ${PROJECT_SOURCE_DIR}/tests/deploy/dp_render_test.py
+          ${PROJECT_SOURCE_DIR})
+set_tests_properties(deploy_dp_render PROPERTIES LABELS "deploy" TIMEOUT 120)
+
+# Precision and data-parallel jobs through the real server, the Python client
+# and the CLI: submit-time errors, a killed rank failing its job while the
+# server keeps running.
+if(TARGET freezetune-server AND TARGET freezetune-model AND TARGET freezetune AND TARGET freezetune_python_stubs)
+  add_test(NAME gpu_ops_e2e_test
+    COMMAND ${FREEZETUNE_SYSTEM_PYTHON3_GPU} ${PROJECT_SOURCE_DIR}/tests/integration/gpu_python_e2e.py
+      $<TARGET_FILE:freezetune-server> $<TARGET_FILE:freezetune-model> ${PROJECT_SOURCE_DIR})
+  set_tests_properties(gpu_ops_e2e_test PROPERTIES
+    TIMEOUT 600 LABELS "integration"
+    ENVIRONMENT "PYTHONPATH=${PROJECT_SOURCE_DIR}/client/python:${PROJECT_BINARY_DIR}/python;FREEZETUNE_CLI=$<TARGET_FILE:freezetune>")
+endif()

@@ -8,7 +8,7 @@
 //  - the job-limit flags (--max_dataset_bytes, --max_examples,
 //    --max_seq_length, --max_epochs, --max_model_parameters), each crossed
 //    alone, answered with the field that crossed it; a "cuda" job is
-//    FAILED_PRECONDITION on this CPU-only build, a "cpu" one runs;
+//    INVALID_ARGUMENT on this CPU-only build, a "cpu" one runs;
 //  - --unary_deadline;
 //  - --log_format=json: every stderr line is a JSON object, job lines carry
 //    job_id, the effective configuration shows the token file's path and

@@ -9,3 +9,11 @@ if(TARGET freezetune_train AND TARGET freezetune-worker)
     FREEZETUNE_WORKER_BIN="$<TARGET_FILE:freezetune-worker>")
   add_dependencies(data_parallel_test freezetune-worker)
 endif()
+
+# Gang scheduling of data-parallel jobs (server/jobs/scheduler.h).
+if(TARGET freezetune_jobs)
+  freezetune_test(jobs_gang_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/jobs_gang_test.cc
+    DEPS freezetune_jobs
+    LABELS jobs TIMEOUT 120)
+endif()

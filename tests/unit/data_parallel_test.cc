@@ -6,9 +6,17 @@
 //    step equal PlanFreeze's allreduce_bytes_per_step (trainable x 4);
 //  - a rank killed mid-job fails the job at once, naming the rank; a rank
 //    that hangs (SIGSTOP) fails it within the c10d timeout; cancelling stops
-//    every rank at the same step.
+//    every rank at the same step;
+//  - ranks started as Kubernetes pods would start them (deploy/README.md:
+//    rank 0 hosts the TCPStore, reports go to a TCP address) train too.
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <torch/torch.h>
 
@@ -17,6 +25,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -32,6 +41,9 @@
 #include "server/model/tokenizer.h"
 #include "server/train/data_parallel.h"
 #include "server/train/fine_tune.h"
+#include "server/train/worker_protocol.h"
+
+extern char** environ;
 
 namespace freezetune::train {
 namespace {
@@ -277,6 +289,121 @@ TEST_F(DataParallelTest, CancelStopsEveryRankAtTheSameStep) {
     checkpoint = checkpoint || entry.is_directory();
   }
   EXPECT_TRUE(checkpoint);
+}
+
+// A listening TCP socket on loopback; returns its fd and sets *port.
+int Listen(int* port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || ::listen(fd, 8) != 0) {
+    return -1;
+  }
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
+TEST(WorkerTaskTest, TheKubernetesExampleTaskParses) {
+  // deploy/k8s/data-parallel/task.json is what its Indexed Job mounts.
+  std::ifstream in(std::string(FREEZETUNE_SOURCE_DIR) + "/deploy/k8s/data-parallel/task.json");
+  std::stringstream text;
+  text << in.rdbuf();
+  absl::StatusOr<WorkerTask> task = ParseWorkerTask(text.str());
+  ASSERT_TRUE(task.ok()) << task.status();
+  EXPECT_EQ(task->job.resources().data_parallel(), 4);
+  EXPECT_EQ(task->devices.size(), 4u);
+  EXPECT_EQ(task->job.hyperparameters().precision(), v1::PRECISION_BF16);
+  const std::string round_trip = SerializeWorkerTask(*task);
+  absl::StatusOr<WorkerTask> again = ParseWorkerTask(round_trip);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->job.SerializeAsString(), task->job.SerializeAsString());
+  EXPECT_EQ(again->output_dir, task->output_dir);
+}
+
+TEST_F(DataParallelTest, RanksStartedAsPodsWouldBeTrainToo) {
+  // What the Indexed Job of deploy/k8s/data-parallel does, on loopback: the
+  // task from a file, rank 0 hosting the store on a fixed port, Gloo on the
+  // "pod" address, reports to a TCP receiver (the server's role).
+  int store_port = 0, report_port = 0;
+  const int probe = Listen(&store_port);  // a free port for the store
+  ::close(probe);
+  const int receiver = Listen(&report_port);
+  ASSERT_GE(receiver, 0);
+  WorkerTask task;
+  task.job = Job(2, 16);
+  task.job_id = "job-pods";
+  task.output_dir = root_ + "/pods";
+  task.devices = {"cpu", "cpu"};
+  task.timeout_ms = 60000;
+  task.threads = 1;
+  const std::string task_path = root_ + "/pods-task.json";
+  {
+    std::ofstream out(task_path);
+    out << SerializeWorkerTask(task);
+  }
+  std::vector<pid_t> pids;
+  for (int rank = 0; rank < 2; ++rank) {
+    std::vector<std::string> args = {FREEZETUNE_WORKER_BIN, "--task", task_path,
+                                     "--rank", std::to_string(rank), "--world_size", "2",
+                                     "--store_host", "127.0.0.1",
+                                     "--store_port", std::to_string(store_port),
+                                     "--gloo_hostname", "127.0.0.1",
+                                     "--store_rank=0",
+                                     "--report", "127.0.0.1:" + std::to_string(report_port)};
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid = -1;
+    ASSERT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0);
+    pids.push_back(pid);
+  }
+  // Each rank connects once; read until both sent their final status.
+  std::vector<int> conns;
+  std::vector<WorkerFrameReader> readers(2);
+  std::map<int, absl::Status> statuses;
+  int train_events = 0;
+  bool got_result = false;
+  const auto deadline = Clock::now() + std::chrono::seconds(240);
+  while (statuses.size() < 2 && Clock::now() < deadline) {
+    std::vector<pollfd> fds = {{receiver, POLLIN, 0}};
+    for (int c : conns) fds.push_back({c, POLLIN, 0});
+    ::poll(fds.data(), fds.size(), 200);
+    if (fds[0].revents & POLLIN) conns.push_back(::accept(receiver, nullptr, nullptr));
+    for (size_t k = 1; k < fds.size(); ++k) {
+      if (!(fds[k].revents & (POLLIN | POLLHUP))) continue;
+      char buf[65536];
+      const ssize_t n = ::read(fds[k].fd, buf, sizeof(buf));
+      if (n <= 0) continue;
+      WorkerFrameReader& reader = readers[k - 1];
+      reader.Append(buf, static_cast<size_t>(n));
+      while (auto frame = reader.Next()) {
+        if (frame->type == 'S') statuses[static_cast<int>(k - 1)] = DecodeStatus(frame->payload);
+        if (frame->type == 'R') got_result = true;
+        if (frame->type == 'E') {
+          v1::JobEvent e;
+          if (e.ParseFromString(frame->payload) && e.has_train()) ++train_events;
+        }
+      }
+    }
+  }
+  for (pid_t pid : pids) {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  }
+  for (int c : conns) ::close(c);
+  ::close(receiver);
+  ASSERT_EQ(statuses.size(), 2u);
+  for (const auto& [conn, status] : statuses) EXPECT_TRUE(status.ok()) << status;
+  EXPECT_TRUE(got_result);
+  EXPECT_EQ(train_events, 20);
+  // Its weights are those of the launcher-started 2-rank run.
+  if (std::filesystem::exists(root_ + "/two16/model.safetensors")) {
+    EXPECT_LT(MaxDiff(Weights(root_ + "/two16"), Weights(root_ + "/pods")), 1e-6);
+  }
 }
 
 }  // namespace

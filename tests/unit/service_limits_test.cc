@@ -1,7 +1,7 @@
 // Limits of the in-process Server, each crossed: max message size, max
 // concurrent streams per connection, keepalive enforcement (too_many_pings),
 // the server-side unary deadline, per-tenant queued and running limits, and
-// device slots (a "cuda" job on a CPU-only server is FAILED_PRECONDITION; a
+// device slots (a "cuda" job on a CPU-only server is INVALID_ARGUMENT; a
 // job runs with its slot's device). Plus a stalled watcher that never reads
 // while the job floods events: training and another watcher are not held up.
 // Jobs are scripted (TrainHooks), not trained.
@@ -358,7 +358,7 @@ TEST_F(LimitsTest, JobsRunOnTheSlotTheirDeviceAsksFor) {
         << device << " ran on " << done.result().output_uri();
   }
   v1::Job job;
-  EXPECT_EQ(Submit("short", &job, "", "cuda:2").error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(Submit("short", &job, "", "cuda:2").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 TEST_F(LimitsTest, StalledWatcherBlocksNeitherTrainingNorOtherWatchers) {

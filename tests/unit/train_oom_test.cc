@@ -37,7 +37,7 @@ int64_t VmSize() {
 }
 
 class OutOfMemoryTest : public ::testing::Test {
- protected:
+ public:
   void SetUp() override {
     char tmpl[] = "/tmp/freezetune_oom_test_XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
@@ -56,7 +56,7 @@ class OutOfMemoryTest : public ::testing::Test {
     model::SaveOptions save;
     save.label_names = {"0", "1"};
     ASSERT_TRUE(model::SaveModelDir(root_ + "/model", m, *tokenizer, save).ok());
-    // 512 examples of 500 words: every batch pads to 512 tokens.
+    // 512 examples of 500 words: every batch pads to 502 tokens ([CLS] + 500 + [SEP]).
     std::ofstream out(root_ + "/long.jsonl");
     for (int i = 0; i < 512; ++i) {
       std::string text;
@@ -69,6 +69,7 @@ class OutOfMemoryTest : public ::testing::Test {
     std::filesystem::remove_all(root_, ec);
   }
 
+  const std::string& root() const { return root_; }
   v1::FineTuneJob Job(int batch_size, int max_seq_length) const {
     v1::FineTuneJob job;
     job.set_model_uri("file://" + root_ + "/model");
@@ -84,39 +85,45 @@ class OutOfMemoryTest : public ::testing::Test {
   std::string root_;
 };
 
+void RunOutOfMemoryChild(const OutOfMemoryTest& t);
+
 // Exit codes of the child, so a failure says which check failed.
 enum : int { kOk = 0, kNoLimit = 10, kTrainedAnyway = 11, kWrongError = 12, kSmallJobFailed = 13 };
 
+// The child's part: cap the address space, run the big job (must fail
+// naming the batch shape), then a small one (must succeed). Exits with one
+// of the codes above.
+void RunOutOfMemoryChild(const OutOfMemoryTest& t) {
+  at::set_num_threads(1);
+  // Room for the model, the data and a small job, not for 512 x 512
+  // attention scores of 4 heads (4 GiB per layer at batch 1024).
+  const int64_t cap = VmSize() + (int64_t{1} << 30);
+  struct rlimit limit = {static_cast<rlim_t>(cap), static_cast<rlim_t>(cap)};
+  if (VmSize() <= 0 || setrlimit(RLIMIT_AS, &limit) != 0) std::exit(kNoLimit);
+  RunContext context;
+  context.device = "cpu";
+  context.output_dir = t.root() + "/out_big";
+  absl::StatusOr<v1::JobResult> big = RunFineTune(t.Job(1024, 512), context);
+  if (big.ok()) std::exit(kTrainedAnyway);
+  const std::string message(big.status().message());
+  std::fprintf(stderr, "big job: %s\n", big.status().ToString().c_str());
+  if (!absl::IsResourceExhausted(big.status()) ||
+      !absl::StartsWith(message, "step 1: out of host memory with batch_size 1024 and "
+                                 "max_seq_length 512 (this batch padded to 502 tokens)")) {
+    std::exit(kWrongError);
+  }
+  context.output_dir = t.root() + "/out_small";
+  absl::StatusOr<v1::JobResult> small = RunFineTune(t.Job(8, 32), context);
+  if (!small.ok()) {
+    std::fprintf(stderr, "small job: %s\n", small.status().ToString().c_str());
+    std::exit(kSmallJobFailed);
+  }
+  std::exit(kOk);
+}
+
 TEST_F(OutOfMemoryTest, FailsNamingTheBatchShapeThenTheNextJobRuns) {
-  EXPECT_EXIT(
-      {
-        at::set_num_threads(1);
-        // Room for the model, the data and a small job, not for 512 x 512
-        // attention scores of 4 heads (4 GiB per layer at batch 1024).
-        const int64_t cap = VmSize() + (int64_t{1} << 30);
-        struct rlimit limit = {static_cast<rlim_t>(cap), static_cast<rlim_t>(cap)};
-        if (VmSize() <= 0 || setrlimit(RLIMIT_AS, &limit) != 0) std::exit(kNoLimit);
-        RunContext context;
-        context.device = "cpu";
-        context.output_dir = root_ + "/out_big";
-        absl::StatusOr<v1::JobResult> big = RunFineTune(Job(1024, 512), context);
-        if (big.ok()) std::exit(kTrainedAnyway);
-        const std::string message(big.status().message());
-        std::fprintf(stderr, "big job: %s\n", big.status().ToString().c_str());
-        if (!absl::IsResourceExhausted(big.status()) ||
-            !absl::StartsWith(message, "step 1: out of host memory with batch_size 1024 and "
-                                       "max_seq_length 512 (this batch padded to 512 tokens)")) {
-          std::exit(kWrongError);
-        }
-        context.output_dir = root_ + "/out_small";
-        absl::StatusOr<v1::JobResult> small = RunFineTune(Job(8, 32), context);
-        if (!small.ok()) {
-          std::fprintf(stderr, "small job: %s\n", small.status().ToString().c_str());
-          std::exit(kSmallJobFailed);
-        }
-        std::exit(kOk);
-      },
-      ::testing::ExitedWithCode(kOk), "big job: RESOURCE_EXHAUSTED: step 1: out of host memory");
+  EXPECT_EXIT(RunOutOfMemoryChild(*this), ::testing::ExitedWithCode(kOk),
+              "big job: RESOURCE_EXHAUSTED: step 1: out of host memory");
 }
 
 }  // namespace
