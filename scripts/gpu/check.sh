@@ -65,6 +65,8 @@ TARGETS="freezetune-server freezetune-worker freezetune-model freezetune gpu_tra
 CUDA_ARCH=90
 JOBS=$(nproc)
 PYTHON=${PYTHON:-python3}
+# The job stage's device; cpu only to test the script itself without a GPU.
+JOB_DEVICE=${FREEZETUNE_CHECK_JOB_DEVICE:-cuda}
 while [ $# -gt 0 ]; do
   case "$1" in
     --bundle) BUNDLE=$2; shift 2 ;;
@@ -306,24 +308,32 @@ stage_job() {
     --layers 4 --hidden 256 --heads 4 --intermediate 1024 --max-position 128 --num-labels 2 --seed 7
   start_server "$dir/server"
   trap 'kill -TERM $SERVER_PID 2>/dev/null; wait $SERVER_PID 2>/dev/null || true' RETURN
-  set +e
   "$BUILD/client/src/freezetune" --server "$SERVER" submit --watch --json --name "gpu check" \
-    --device cuda --precision bf16 --freeze bottom:1 --epochs 1 \
+    --device "$JOB_DEVICE" --precision bf16 --freeze bottom:1 --epochs 1 \
     --model "file://$dir/model" --output "file://$dir/output" \
     --train "file://$data/sst2/train_first10000.tsv" --validation "file://$data/sst2/dev.tsv" \
-    --batch-size 32 --lr 1e-3 --max-seq-length 64 --eval-every 100 --log-every 20 >"$RESULTS/job_events.jsonl"
-  local rc=$?
+    --batch-size 32 --lr 1e-3 --max-seq-length 64 --eval-every 100 --log-every 20 \
+    >"$RESULTS/job_events.jsonl" &
+  local cli=$! rc
+  # The per-job device memory gauges exist while the job runs: scrape then.
+  : >"$RESULTS/job_memory_metrics.txt"
+  while kill -0 "$cli" 2>/dev/null; do
+    "$PYTHON" -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:$(cat "$dir/server/metrics_port")/metrics').read().decode())" \
+      2>/dev/null | grep -E '^freezetune_job_device_memory_bytes' >>"$RESULTS/job_memory_metrics.txt" || true
+    sleep 1
+  done
+  set +e
+  wait "$cli"
+  rc=$?
   set -e
-  local metrics_port
-  metrics_port=$(cat "$dir/server/metrics_port" 2>/dev/null || true)
-  if [ -n "$metrics_port" ]; then
-    "$PYTHON" -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:$metrics_port/metrics').read().decode())" \
-      | grep -E '^freezetune_(job_device_memory|device_memory)' >"$RESULTS/job_memory_metrics.txt" || true
-  fi
   cp "$dir/server/server.log" "$RESULTS/job_server.log"
   [ $rc -eq 0 ] || { echo "the job did not succeed (CLI exit $rc)"; return 1; }
-  grep -q '"cuda' "$RESULTS/job_events.jsonl" || { echo "no event names a cuda slot"; return 1; }
-  echo "job on cuda (bf16) SUCCEEDED; events in job_events.jsonl"
+  grep -q "running in slot [0-9]* ($JOB_DEVICE" "$RESULTS/job_events.jsonl" || {
+    echo "no event says the job ran on $JOB_DEVICE"; return 1; }
+  if [ "$JOB_DEVICE" != cpu ]; then
+    grep -q 'kind="peak"' "$RESULTS/job_memory_metrics.txt" || { echo "no device memory metrics were scraped"; return 1; }
+  fi
+  echo "job on $JOB_DEVICE (bf16) SUCCEEDED; events in job_events.jsonl"
 }
 
 stage_conformance() {

@@ -557,6 +557,12 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
         metrics_->TrainProgress(job.id(), t.loss(), t.learning_rate(), progress);
       }
     }
+    if (event.has_train() && metrics_ != nullptr &&
+        event.train().device_memory_reserved_bytes() > 0) {
+      metrics_->DeviceMemory(job.id(), event.train().device_memory_allocated_bytes(),
+                             event.train().device_memory_reserved_bytes(),
+                             event.train().device_memory_peak_bytes());
+    }
     if (event.has_eval() && metrics_ != nullptr) {
       metrics_->EvalProgress(job.id(), event.eval().loss(), event.eval().accuracy());
     }

@@ -135,6 +135,11 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const MetricsOptions& o
                                .Name("freezetune_sweep_best_metric")
                                .Help("Best selection metric of a running sweep so far.")
                                .Register(r);
+  m->job_device_memory_ = &prometheus::BuildGauge()
+                               .Name("freezetune_job_device_memory_bytes")
+                               .Help("Device memory of a running job's GPU (CUDA caching "
+                                     "allocator): kind=allocated|reserved|peak.")
+                               .Register(r);
   m->job_eval_accuracy_ = &prometheus::BuildGauge()
                                .Name("freezetune_job_eval_accuracy")
                                .Help("Validation accuracy (0..1) of a running job at its last "
@@ -265,6 +270,20 @@ void Metrics::EvalProgress(const std::string& job_id, double loss, double accura
   series.eval_accuracy->Set(accuracy);
 }
 
+void Metrics::DeviceMemory(const std::string& job_id, int64_t allocated, int64_t reserved,
+                           int64_t peak) {
+  absl::MutexLock lock(&mu_);
+  JobSeries& series = job_series_[job_id];
+  if (series.memory_allocated == nullptr) {
+    series.memory_allocated = &job_device_memory_->Add({{"job_id", job_id}, {"kind", "allocated"}});
+    series.memory_reserved = &job_device_memory_->Add({{"job_id", job_id}, {"kind", "reserved"}});
+    series.memory_peak = &job_device_memory_->Add({{"job_id", job_id}, {"kind", "peak"}});
+  }
+  series.memory_allocated->Set(static_cast<double>(allocated));
+  series.memory_reserved->Set(static_cast<double>(reserved));
+  series.memory_peak->Set(static_cast<double>(peak));
+}
+
 void Metrics::SetQueueOldestAge(double seconds) { queue_oldest_age_->Set(seconds); }
 
 void Metrics::SetCollectHook(std::function<void()> hook) {
@@ -288,6 +307,9 @@ void Metrics::JobEnded(const std::string& job_id) {
   if (s.last_step != nullptr) job_last_step_->Remove(s.last_step);
   if (s.eval_loss != nullptr) job_eval_loss_->Remove(s.eval_loss);
   if (s.eval_accuracy != nullptr) job_eval_accuracy_->Remove(s.eval_accuracy);
+  for (prometheus::Gauge* g : {s.memory_allocated, s.memory_reserved, s.memory_peak}) {
+    if (g != nullptr) job_device_memory_->Remove(g);
+  }
   job_series_.erase(it);
 }
 

@@ -92,6 +92,9 @@ class Metrics {
                      double progress);
   // Latest validation result of a running job.
   void EvalProgress(const std::string& job_id, double loss, double accuracy);
+  // A running job's device memory (CUDA caching allocator): bytes allocated
+  // by tensors, reserved by the allocator, and the peak allocated.
+  void DeviceMemory(const std::string& job_id, int64_t allocated, int64_t reserved, int64_t peak);
   // Drops the job's per-job series.
   void JobEnded(const std::string& job_id);
   // Age of the oldest queued job (0 when none).
@@ -147,6 +150,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>* job_last_step_ = nullptr;
   prometheus::Family<prometheus::Gauge>* job_eval_loss_ = nullptr;
   prometheus::Family<prometheus::Gauge>* job_eval_accuracy_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* job_device_memory_ = nullptr;
   prometheus::Gauge* queue_oldest_age_ = nullptr;
   prometheus::Family<prometheus::Counter>* rpc_requests_ = nullptr;
   prometheus::Family<prometheus::Histogram>* rpc_seconds_ = nullptr;
@@ -164,6 +168,9 @@ class Metrics {
     prometheus::Gauge* last_step = nullptr;
     prometheus::Gauge* eval_loss = nullptr;
     prometheus::Gauge* eval_accuracy = nullptr;
+    prometheus::Gauge* memory_allocated = nullptr;
+    prometheus::Gauge* memory_reserved = nullptr;
+    prometheus::Gauge* memory_peak = nullptr;
   };
   absl::Mutex mu_;
   std::map<std::string, JobSeries> job_series_ ABSL_GUARDED_BY(mu_);

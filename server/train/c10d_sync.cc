@@ -2,6 +2,12 @@
 #include "server/train/c10d_sync.h"
 
 #include <c10/util/Exception.h>
+// ProcessGroupGloo.hpp declares its class only under USE_C10D_GLOO, which
+// LibTorch's CMake targets normally define; a LibTorch built without Gloo
+// then fails to link here rather than to compile.
+#ifndef USE_C10D_GLOO
+#define USE_C10D_GLOO
+#endif
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/torch.h>

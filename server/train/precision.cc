@@ -128,8 +128,13 @@ AutocastScope::~AutocastScope() {
 }
 
 void ApplyTf32(bool allow) {
+  // Newer LibTorch versions steer towards setFloat32Precision; the switches
+  // below still exist there, and a deprecation must not fail the build.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
   at::globalContext().setAllowTF32CuBLAS(allow);
   at::globalContext().setAllowTF32CuDNN(allow);
+#pragma GCC diagnostic pop
 }
 
 LossScaler::LossScaler(bool enabled, Options options)
