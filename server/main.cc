@@ -141,6 +141,10 @@ ABSL_FLAG(int, max_seq_length, 512, "Largest hyperparameters.max_seq_length a jo
 ABSL_FLAG(int, max_epochs, 100, "Largest hyperparameters.epochs a job may ask for.");
 ABSL_FLAG(int64_t, max_model_parameters, int64_t{2} << 30,
           "Largest model (parameters, head included) a job may fine-tune.");
+ABSL_FLAG(absl::Duration, data_parallel_timeout, absl::Minutes(5),
+          "Data-parallel jobs: how long the ranks wait for each other, at the rendezvous and "
+          "in every collective, before the job fails (a hung rank). Cover rank 0's longest "
+          "evaluation, which the other ranks wait out.");
 ABSL_FLAG(int64_t, prefix_cache_bytes, int64_t{512} << 20,
           "Memory budget (bytes, for the whole process) for the outputs of deterministic frozen "
           "prefixes, kept so that later epochs and other jobs on the same model and data (a "
@@ -387,7 +391,8 @@ int main(int argc, char** argv) {
   options.jobs.limits.max_epochs = absl::GetFlag(FLAGS_max_epochs);
   options.jobs.limits.max_model_parameters = absl::GetFlag(FLAGS_max_model_parameters);
   options.hooks = freezetune::jobs::DefaultTrainHooks(absl::GetFlag(FLAGS_prefix_cache_bytes),
-                                                      absl::GetFlag(FLAGS_prefix_cache_shared));
+                                                      absl::GetFlag(FLAGS_prefix_cache_shared),
+                                                      absl::GetFlag(FLAGS_data_parallel_timeout));
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.max_concurrent_streams = std::max(0, absl::GetFlag(FLAGS_max_concurrent_streams));
   options.keepalive_min_ping_interval = absl::GetFlag(FLAGS_keepalive_min_ping_interval);

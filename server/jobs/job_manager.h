@@ -69,7 +69,10 @@ struct TrainHooks {
 // train::ValidateJob, train::PlanFreeze and train::RunFineTune. Defined in
 // train_hooks.cc, which is only built when
 // the freezetune_train library exists.
-TrainHooks DefaultTrainHooks(int64_t prefix_cache_bytes, bool prefix_cache_shared = false);
+// `data_parallel_timeout` bounds a data-parallel job's rendezvous and every
+// collective (train::RunContext::data_parallel_timeout_ms).
+TrainHooks DefaultTrainHooks(int64_t prefix_cache_bytes, bool prefix_cache_shared = false,
+                             absl::Duration data_parallel_timeout = absl::Minutes(5));
 
 // Completion callbacks (server/notify; wired by service/server.cc), as
 // functions so that jobs/ does not depend on them. Null members: a job with
