@@ -132,7 +132,7 @@ absl::Status Scheduler::Enqueue(const std::string& job_id, int priority, bool fo
     return absl::AlreadyExistsError(absl::StrCat("job ", job_id, " is already scheduled"));
   }
   if (!force) {
-    if (absl::Status s = CanAcceptLocked(tenant, device, slots); !s.ok()) return s;
+    if (absl::Status s = CanAcceptLocked(tenant, device, slots, /*extra=*/0); !s.ok()) return s;
   }
   QueueKey key{-priority, next_order_++};
   queue_.emplace(key, Entry{job_id, queued_since, tenant, device, std::max(1, slots)});
