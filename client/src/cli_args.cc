@@ -105,6 +105,10 @@ const std::vector<FlagDef>& AllFlags() {
       // sweep
       {"depths", "N,N,...,head-only", false,
        "freeze depths to try (N: embeddings + first N layers; head-only)"},
+      {"lrs", "LR,LR,...", false,
+       "learning rates to try with every depth (default: --lr only)"},
+      {"lora-ranks", "R,R,...", false,
+       "LoRA ranks to try with every LoRA candidate (--lora-targets; default: --lora-rank)"},
       {"sweep-metric", "NAME", false,
        "metric that picks the sweep's winner (default: --selection-metric)"},
       {"rungs", "STEP,STEP,...", false,
@@ -156,6 +160,8 @@ std::vector<std::string> SubmitFlags() {
 std::vector<std::string> SweepFlags() {
   std::vector<std::string> f = SubmitFlags();
   f.push_back("depths");
+  f.push_back("lrs");
+  f.push_back("lora-ranks");
   f.push_back("sweep-metric");
   f.push_back("rungs");
   f.push_back("reduction-factor");
@@ -239,7 +245,8 @@ const std::vector<CommandDef>& Commands() {
       {"sweep", "", "try several freeze depths, one job each, and pick the best", SweepFlags(),
        {"freezetune sweep --watch --depths 0,1,2,head-only --model file://$PWD/model "
         "--train file://$PWD/train.tsv --validation file://$PWD/dev.tsv",
-        "freezetune sweep --depths 0,2,4 --rungs 100,200 --eval-every 100 -f job.json"}},
+        "freezetune sweep --depths 0,2,4 --rungs 100,200 --eval-every 100 -f job.json",
+        "freezetune sweep --depths 2,4,head-only --lrs 1e-4,3e-4,1e-3 -f job.json"}},
       {"sweep-get", "SWEEP", "show one sweep's table", {},
        {"freezetune sweep-get sweep-1c2d3e4f5a6b", "freezetune sweep-get sweep-1c2d3e4f5a6b -o json"}},
       {"sweep-cancel", "SWEEP", "cancel a sweep and its unfinished trials", {"wait"},

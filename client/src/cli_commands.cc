@@ -385,15 +385,19 @@ int FollowSweep(const Ctx& c, const std::string& sweep_id, int64_t after) {
 
 int CmdSweep(const Ctx& c) {
   if (absl::Status s = NoPositional(c.args); !s.ok()) return Usage(c.err, s);
+  absl::StatusOr<v1::FineTuneJob> job = BuildJob(c.args);
+  if (!job.ok()) return Usage(c.err, job.status());
+  // A LoRA block (--lora-targets or -f) is one more candidate, after the
+  // depths: "freeze the bottom N" against "LoRA on the attention".
+  const bool lora_candidate = job->freeze().has_lora();
   std::optional<std::string> depths = c.args.Get("depths");
-  if (!depths.has_value()) {
+  if (!depths.has_value() && !lora_candidate) {
     return Usage(c.err, absl::InvalidArgumentError(
                             "sweep: --depths required, e.g. --depths 0,1,2,head-only"));
   }
-  absl::StatusOr<v1::FineTuneJob> job = BuildJob(c.args);
-  if (!job.ok()) return Usage(c.err, job.status());
   v1::SweepSpec spec;
   *spec.mutable_job() = *job;
+  if (lora_candidate) *spec.add_specs() = job->freeze();
   spec.mutable_job()->clear_freeze();
   spec.set_output_uri(job->output_uri());
   spec.mutable_job()->clear_output_uri();
@@ -402,7 +406,8 @@ int CmdSweep(const Ctx& c) {
   spec.mutable_job()->clear_notify();
   spec.set_display_name(job->display_name());
   spec.set_selection_metric(c.args.Get("sweep-metric").value_or(""));
-  for (absl::string_view part : absl::StrSplit(*depths, ',', absl::SkipWhitespace())) {
+  for (absl::string_view part :
+       absl::StrSplit(depths.value_or(""), ',', absl::SkipWhitespace())) {
     part = absl::StripAsciiWhitespace(part);
     int n;
     if (part == "head-only") {
@@ -413,6 +418,26 @@ int CmdSweep(const Ctx& c) {
       return Usage(c.err, absl::InvalidArgumentError(absl::StrCat(
                               "--depths: expected N >= 0 or head-only, got '", part, "'")));
     }
+  }
+  // Range and duplicate checks are the server's (errors name the field).
+  for (absl::string_view part :
+       absl::StrSplit(c.args.Get("lrs").value_or(""), ',', absl::SkipWhitespace())) {
+    float lr;
+    if (!absl::SimpleAtof(absl::StripAsciiWhitespace(part), &lr)) {
+      return Usage(c.err, absl::InvalidArgumentError(
+                              absl::StrCat("--lrs: expected numbers LR,LR,..., got '", part, "'")));
+    }
+    spec.add_learning_rates(lr);
+  }
+  for (absl::string_view part :
+       absl::StrSplit(c.args.Get("lora-ranks").value_or(""), ',', absl::SkipWhitespace())) {
+    int rank;
+    if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(part), &rank)) {
+      return Usage(c.err, absl::InvalidArgumentError(
+                              absl::StrCat("--lora-ranks: expected integers R,R,..., got '", part,
+                                           "'")));
+    }
+    spec.add_lora_ranks(rank);
   }
   if (std::optional<std::string> rungs = c.args.Get("rungs"); rungs.has_value()) {
     v1::SuccessiveHalving* halving = spec.mutable_successive_halving();

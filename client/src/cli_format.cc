@@ -308,16 +308,22 @@ std::string FormatSweepTable(const v1::Sweep& sweep) {
   std::string out = absl::StrCat("sweep ", sweep.id(), "  ", StateName(sweep.state()),
                                  "  metric ", sweep.selection_metric(),
                                  sweep.lower_is_better() ? " (lower is better)" : "", "\n");
-  absl::StrAppend(&out, absl::StrFormat("  %-12s %6s %12s %10s %8s %9s  %-14s %s\n", "candidate",
-                                        "depth", "trainable", "best", "step", "wall s",
-                                        "state", "job"));
+  // Labels grow with swept ranks and rates ("depth=2 lr=0.0003").
+  int label_width = 12;
+  for (const v1::SweepTrial& t : sweep.trials()) {
+    label_width = std::max(label_width, static_cast<int>(t.label().size()));
+  }
+  absl::StrAppend(&out, absl::StrFormat("  %-*s %6s %12s %10s %8s %9s  %-14s %s\n", label_width,
+                                        "candidate", "depth", "trainable", "best", "step",
+                                        "wall s", "state", "job"));
   for (int i = 0; i < sweep.trials_size(); ++i) {
     const v1::SweepTrial& t = sweep.trials(i);
     std::string state = StateName(t.state());
     if (t.state() == v1::TRIAL_STATE_PRUNED) absl::StrAppend(&state, "@", t.pruned_at_step());
     absl::StrAppend(
-        &out, absl::StrFormat("%s %-12s %6d %12d %10s %8s %9.1f  %-14s %s\n",
-                              i == sweep.winner_index() ? "*" : " ", t.label(), t.frozen_depth(),
+        &out, absl::StrFormat("%s %-*s %6d %12d %10s %8s %9.1f  %-14s %s\n",
+                              i == sweep.winner_index() ? "*" : " ", label_width, t.label(),
+                              t.frozen_depth(),
                               t.trainable_parameters(),
                               t.has_best() ? absl::StrFormat("%.4f", t.best_metric()) : "-",
                               t.has_best() ? absl::StrCat(t.best_step()) : "-", t.wall_seconds(),

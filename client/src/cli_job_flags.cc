@@ -456,6 +456,8 @@ std::string FlagForField(absl::string_view path) {
       {"notify", "notify-url"},
       {"notify.url", "notify-url"},
       {"freeze_depths", "depths"},
+      {"learning_rates", "lrs"},
+      {"lora_ranks", "lora-ranks"},
       {"include_head_only", "depths"},
       {"selection_metric", "sweep-metric"},
       {"successive_halving", "rungs"},

@@ -251,6 +251,9 @@ absl::StatusOr<v1::Sweep> SweepManager::Submit(const v1::SweepSpec& spec,
   for (const Candidate& c : candidates) {
     v1::FineTuneJob job = spec.job();
     *job.mutable_freeze() = c.freeze;
+    if (c.learning_rate.has_value()) {
+      job.mutable_hyperparameters()->set_learning_rate(*c.learning_rate);
+    }
     job.clear_output_uri();
     job.clear_client_request_id();
     job.set_display_name(absl::StrCat(spec.display_name().empty() ? sweep.id()
@@ -277,6 +280,8 @@ absl::StatusOr<v1::Sweep> SweepManager::Submit(const v1::SweepSpec& spec,
     trial->set_label(c.label);
     trial->set_frozen_depth(c.freeze.has_head_only() ? plan->num_layers() : c.depth);
     *trial->mutable_freeze() = c.freeze;
+    trial->set_learning_rate(job.hyperparameters().learning_rate());
+    trial->set_lora_rank(c.freeze.has_lora() ? c.freeze.lora().rank() : 0);
     trial->set_state(v1::TRIAL_STATE_PENDING);
     trial->set_trainable_parameters(plan->trainable_parameters());
     trial->set_total_parameters(plan->total_parameters());

@@ -1,16 +1,91 @@
 #include "server/sweeps/sweep_policy.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/common/status_macros.h"
 
 namespace freezetune::sweeps {
 namespace {
 
 constexpr int kDefaultReductionFactor = 2;
 constexpr int kMaxReductionFactor = 16;
+
+// Each candidate with a lora block once per rank in spec.lora_ranks; the
+// others as they are.
+absl::StatusOr<std::vector<Candidate>> CrossLoraRanks(const v1::SweepSpec& spec,
+                                                      std::vector<Candidate> candidates) {
+  if (spec.lora_ranks_size() == 0) return candidates;
+  for (int i = 0; i < spec.lora_ranks_size(); ++i) {
+    const std::string field = absl::StrCat("sweep.lora_ranks[", i, "]");
+    if (spec.lora_ranks(i) < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": must be >= 1 (got ", spec.lora_ranks(i), ")"));
+    }
+    for (int j = 0; j < i; ++j) {
+      if (spec.lora_ranks(j) == spec.lora_ranks(i)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ": ", spec.lora_ranks(i), " repeats lora_ranks[", j, "]"));
+      }
+    }
+  }
+  std::vector<Candidate> crossed;
+  bool any_lora = false;
+  for (Candidate& c : candidates) {
+    if (!c.freeze.has_lora()) {
+      crossed.push_back(std::move(c));
+      continue;
+    }
+    any_lora = true;
+    for (int i = 0; i < spec.lora_ranks_size(); ++i) {
+      Candidate r = c;
+      r.field = absl::StrCat(c.field, " with sweep.lora_ranks[", i, "]");
+      r.label = absl::StrCat(c.label, " r=", spec.lora_ranks(i));
+      r.freeze.mutable_lora()->set_rank(spec.lora_ranks(i));
+      crossed.push_back(std::move(r));
+    }
+  }
+  if (!any_lora) {
+    return absl::InvalidArgumentError(
+        "sweep.lora_ranks: no candidate has a lora block (give sweep.specs with lora)");
+  }
+  return crossed;
+}
+
+// Each candidate once per rate in spec.learning_rates.
+absl::StatusOr<std::vector<Candidate>> CrossLearningRates(const v1::SweepSpec& spec,
+                                                          std::vector<Candidate> candidates) {
+  if (spec.learning_rates_size() == 0) return candidates;
+  for (int i = 0; i < spec.learning_rates_size(); ++i) {
+    const std::string field = absl::StrCat("sweep.learning_rates[", i, "]");
+    const float lr = spec.learning_rates(i);
+    if (!std::isfinite(lr) || lr <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": must be > 0 and finite (got ", lr, ")"));
+    }
+    for (int j = 0; j < i; ++j) {
+      if (spec.learning_rates(j) == lr) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ": ", lr, " repeats learning_rates[", j, "]"));
+      }
+    }
+  }
+  std::vector<Candidate> crossed;
+  for (const Candidate& c : candidates) {
+    for (int i = 0; i < spec.learning_rates_size(); ++i) {
+      Candidate r = c;
+      r.field = absl::StrCat(c.field, " with sweep.learning_rates[", i, "]");
+      r.label = absl::StrCat(c.label, " lr=", absl::StrFormat("%g", spec.learning_rates(i)));
+      r.learning_rate = spec.learning_rates(i);
+      crossed.push_back(std::move(r));
+    }
+  }
+  return crossed;
+}
 
 }  // namespace
 
@@ -88,10 +163,12 @@ absl::StatusOr<std::vector<Candidate>> ExpandCandidates(const v1::SweepSpec& spe
     c.freeze = spec.specs(i);
     candidates.push_back(std::move(c));
   }
+  FT_ASSIGN_OR_RETURN(candidates, CrossLoraRanks(spec, std::move(candidates)));
+  FT_ASSIGN_OR_RETURN(candidates, CrossLearningRates(spec, std::move(candidates)));
   if (candidates.size() < 2) {
     return absl::InvalidArgumentError(
         "sweep.freeze_depths: at least 2 candidates required (freeze_depths, "
-        "include_head_only and specs together)");
+        "include_head_only and specs, times learning_rates and lora_ranks)");
   }
   return candidates;
 }
@@ -101,7 +178,10 @@ absl::StatusOr<Selection> ResolveSelection(const v1::SweepSpec& spec) {
   selection.metric = spec.selection_metric();
   if (selection.metric.empty()) selection.metric = spec.job().hyperparameters().selection_metric();
   if (selection.metric.empty()) {
-    selection.metric = spec.job().task().num_labels() == 1 ? "loss" : "accuracy";
+    // Regression and masked-LM trials are compared by their loss.
+    const bool by_loss = spec.job().task().num_labels() == 1 ||
+                         spec.job().task().type() == v1::TASK_TYPE_MASKED_LM;
+    selection.metric = by_loss ? "loss" : "accuracy";
   }
   double unused;
   if (!SweepMetricValue(v1::EvalMetrics(), selection.metric, &unused)) {

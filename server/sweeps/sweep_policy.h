@@ -39,13 +39,19 @@ bool Better(double a, double b, bool lower_is_better);
 // One candidate of a sweep, in candidate order.
 struct Candidate {
   std::string field;  // e.g. "sweep.freeze_depths[1]", for errors
-  std::string label;  // "depth=1", "head-only", "spec[0]"
+  std::string label;  // "depth=1", "head-only", "spec[0]", + " r=R", " lr=X"
   int32_t depth = -1;  // -1: head-only (filled from the plan) or explicit spec
   v1::FreezeSpec freeze;
+  // Set when the sweep crosses learning rates: the trial job's
+  // hyperparameters.learning_rate.
+  std::optional<float> learning_rate;
 };
 
-// The candidates of `spec` (depths, then head-only, then explicit specs);
-// INVALID_ARGUMENT naming the field for a negative depth or fewer than two.
+// The candidates of `spec`: depths, then head-only, then explicit specs,
+// each crossed with spec.lora_ranks (specs with a lora block only) and then
+// with spec.learning_rates, the rates varying fastest. INVALID_ARGUMENT
+// naming the field for a negative depth, a bad or duplicate rate or rank,
+// ranks without a LoRA candidate, or fewer than two candidates.
 absl::StatusOr<std::vector<Candidate>> ExpandCandidates(const v1::SweepSpec& spec);
 
 struct Selection {

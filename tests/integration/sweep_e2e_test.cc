@@ -309,6 +309,69 @@ TEST_F(SweepE2ETest, CliSweepWithRungsRunsSuccessiveHalving) {
   EXPECT_NE(err.find("sweep.successive_halving.rung_steps[1]"), std::string::npos) << err;
 }
 
+// `freezetune sweep --lrs ... --lora-ranks ...`: the depth and the LoRA
+// candidate (from --lora-targets) crossed with the ranks and the rates, one
+// row and one job per (candidate, rank, rate), each job trained with its
+// row's rate and rank.
+TEST_F(SweepE2ETest, CliSweepCrossesLearningRatesAndLoraRanks) {
+  const std::string server = "127.0.0.1:" + std::to_string(server_->port());
+  std::vector<std::string> args = {
+      "--server", server, "sweep", "--depths", "1", "--lora-targets",
+      "bert\\.encoder\\.layer\\.\\d+\\.attention\\.self\\.(query|value)", "--lora-ranks", "2,4",
+      "--lrs", "1e-3,3e-3", "--model", *model_uri_, "--train",
+      "file://" + *dir_ + "/small.jsonl", "--epochs", "1", "--batch-size", "8",
+      "--max-seq-length", "16", "--validation-split", "0.25", "--json"};
+  std::ostringstream out, err;
+  cli::CliEnv env;
+  ASSERT_EQ(cli::RunCli(args, env, out, err), 0) << err.str();
+  nlohmann::json submitted = nlohmann::json::parse(out.str().substr(0, out.str().find('\n')));
+  const std::string id = submitted["id"].get<std::string>();
+  auto done = client_->GetSweep(id);
+  ASSERT_TRUE(done.ok()) << done.status();
+  for (int i = 0; i < 600 && done->state() == v1::SWEEP_STATE_RUNNING; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    done = client_->GetSweep(id);
+    ASSERT_TRUE(done.ok()) << done.status();
+  }
+  ASSERT_EQ(done->state(), v1::SWEEP_STATE_SUCCEEDED) << done->error_message();
+  const std::vector<std::string> labels = {"depth=1 lr=0.001",       "depth=1 lr=0.003",
+                                           "spec[0] r=2 lr=0.001", "spec[0] r=2 lr=0.003",
+                                           "spec[0] r=4 lr=0.001", "spec[0] r=4 lr=0.003"};
+  ASSERT_EQ(done->trials_size(), static_cast<int>(labels.size()));
+  for (int i = 0; i < done->trials_size(); ++i) {
+    const v1::SweepTrial& t = done->trials(i);
+    EXPECT_EQ(t.label(), labels[i]);
+    EXPECT_FLOAT_EQ(t.learning_rate(), i % 2 == 0 ? 1e-3f : 3e-3f) << t.label();
+    EXPECT_EQ(t.lora_rank(), i < 2 ? 0 : (i < 4 ? 2 : 4)) << t.label();
+    auto job = client_->Get(t.job_id());
+    ASSERT_TRUE(job.ok()) << job.status();
+    EXPECT_EQ(job->state(), v1::JOB_STATE_SUCCEEDED) << t.label() << ": " << job->error_message();
+    EXPECT_FLOAT_EQ(job->spec().hyperparameters().learning_rate(), t.learning_rate());
+    EXPECT_EQ(job->spec().freeze().lora().rank(), t.lora_rank());
+  }
+  // A higher rank trains more adapter parameters; the rate changes none.
+  EXPECT_EQ(done->trials(2).trainable_parameters(), done->trials(3).trainable_parameters());
+  EXPECT_LT(done->trials(2).trainable_parameters(), done->trials(4).trainable_parameters());
+  EXPECT_GE(done->winner_index(), 0);
+
+  // Bad rates are caught by the CLI or named by the server.
+  std::ostringstream bad_out, bad_err;
+  args = {"--server", server, "sweep", "--depths", "1,head-only", "--lrs", "1e-3,fast",
+          "--model", *model_uri_, "--train", "file://" + *dir_ + "/small.jsonl"};
+  EXPECT_EQ(cli::RunCli(args, env, bad_out, bad_err), 2);
+  EXPECT_NE(bad_err.str().find("--lrs"), std::string::npos) << bad_err.str();
+  args[6] = "1e-3,1e-3";
+  std::ostringstream dup_out, dup_err;
+  EXPECT_NE(cli::RunCli(args, env, dup_out, dup_err), 0);
+  EXPECT_NE(dup_err.str().find("learning_rates[1]"), std::string::npos) << dup_err.str();
+  args[4] = "1";
+  args[5] = "--lora-ranks";
+  args[6] = "4";
+  std::ostringstream rank_out, rank_err;
+  EXPECT_NE(cli::RunCli(args, env, rank_out, rank_err), 0);
+  EXPECT_NE(rank_err.str().find("lora_ranks"), std::string::npos) << rank_err.str();
+}
+
 // ListSweeps through the client library and the CLI: newest first over two
 // pages, the state filter, and a bad page_token named in the error. Other
 // tests of this suite share the server, so checks are about our sweeps'

@@ -3,7 +3,8 @@
 
 Usage: sweep_python_e2e.py SERVER_BIN MODEL_BIN SOURCE_DIR
 Starts the server on 127.0.0.1:0, makes a tiny 2-layer model, then through
-freezetune.Client: submit_sweep over depths {0, 2, head-only}, watch_sweep to
+freezetune.Client: submit_sweep over depths {0, 2, head-only} (and over two
+learning rates), watch_sweep to
 the final event (gapless sequences), get_sweep, a resumed watch, and
 cancel_sweep of a finished sweep (FAILED_PRECONDITION) and of a running one
 (its trials end CANCELLED), and list_sweeps (two pages newest first, the
@@ -44,6 +45,24 @@ class SweepPythonE2E(real_server.RealServerTestCase):
         with self.assertRaises(FreezetuneError) as cm:
             self.client.cancel_sweep(sweep.id)
         self.assertEqual(cm.exception.code, grpc.StatusCode.FAILED_PRECONDITION)
+
+    def test_learning_rates_cross_the_depths(self):
+        spec = self.spec("small.jsonl", 1)
+        spec.update(freezeDepths=[2], includeHeadOnly=False, learningRates=[1e-3, 3e-3])
+        sweep = self.client.submit_sweep(spec)
+        self.assertEqual([t.label for t in sweep.trials], ["depth=2 lr=0.001", "depth=2 lr=0.003"])
+        list(self.client.watch_sweep(sweep.id))
+        done = self.client.get_sweep(sweep.id)
+        self.assertEqual(done.state, 2, done.error_message)  # SWEEP_STATE_SUCCEEDED
+        for t, lr in zip(done.trials, [1e-3, 3e-3]):
+            self.assertAlmostEqual(t.learning_rate, lr, places=7)
+            job = self.client.get(t.job_id)
+            self.assertAlmostEqual(job.spec.hyperparameters.learning_rate, lr, places=7)
+        spec["learningRates"] = [1e-3, -1.0]
+        with self.assertRaises(FreezetuneError) as cm:
+            self.client.submit_sweep(spec)
+        self.assertEqual(cm.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("sweep.learning_rates[1]", str(cm.exception))
 
     def test_cancel_running_sweep(self):
         sweep = self.client.submit_sweep(self.spec("large.jsonl", 50))

@@ -3,6 +3,8 @@
 // winner rule and successive halving's cuts.
 #include "server/sweeps/sweep_policy.h"
 
+#include <limits>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -59,6 +61,74 @@ TEST(SweepPolicyTest, CandidatesInOrderWithErrorsNamingTheField) {
   EXPECT_TRUE(absl::IsInvalidArgument(ExpandCandidates(one).status()));
 }
 
+TEST(SweepPolicyTest, LearningRatesAndLoraRanksCrossTheCandidates) {
+  v1::SweepSpec spec;
+  spec.add_freeze_depths(1);
+  v1::FreezeSpec* lora = spec.add_specs();
+  lora->mutable_lora()->set_rank(8);
+  lora->mutable_lora()->set_target_modules("bert\\.encoder\\.layer\\.\\d+\\.attention\\.self\\.query");
+  spec.add_lora_ranks(4);
+  spec.add_lora_ranks(16);
+  spec.add_learning_rates(1e-4f);
+  spec.add_learning_rates(1e-3f);
+  auto candidates = ExpandCandidates(spec);
+  ASSERT_TRUE(candidates.ok()) << candidates.status();
+  // depth=1 x 2 rates, then the LoRA spec x 2 ranks x 2 rates; rates fastest.
+  std::vector<std::string> labels;
+  for (const Candidate& c : *candidates) labels.push_back(c.label);
+  EXPECT_EQ(labels, (std::vector<std::string>{"depth=1 lr=0.0001", "depth=1 lr=0.001",
+                                              "spec[0] r=4 lr=0.0001", "spec[0] r=4 lr=0.001",
+                                              "spec[0] r=16 lr=0.0001",
+                                              "spec[0] r=16 lr=0.001"}));
+  const Candidate& last = candidates->back();
+  EXPECT_EQ(last.freeze.lora().rank(), 16);
+  EXPECT_EQ(last.freeze.lora().target_modules(), lora->lora().target_modules());
+  ASSERT_TRUE(last.learning_rate.has_value());
+  EXPECT_FLOAT_EQ(*last.learning_rate, 1e-3f);
+  EXPECT_EQ(last.field, "sweep.specs[0] with sweep.lora_ranks[1] with sweep.learning_rates[1]");
+  EXPECT_FALSE((*candidates)[0].freeze.has_lora());
+  EXPECT_EQ((*candidates)[0].freeze.bottom().num_layers(), 1);
+
+  // Without crosses nothing changes: no rate, the spec's own rank.
+  v1::SweepSpec plain = spec;
+  plain.clear_learning_rates();
+  plain.clear_lora_ranks();
+  candidates = ExpandCandidates(plain);
+  ASSERT_TRUE(candidates.ok()) << candidates.status();
+  ASSERT_EQ(candidates->size(), 2u);
+  EXPECT_FALSE((*candidates)[1].learning_rate.has_value());
+  EXPECT_EQ((*candidates)[1].freeze.lora().rank(), 8);
+  EXPECT_EQ((*candidates)[1].label, "spec[0]");
+
+  // One depth times two rates is enough candidates.
+  v1::SweepSpec one_depth;
+  one_depth.add_freeze_depths(2);
+  one_depth.add_learning_rates(3e-4f);
+  one_depth.add_learning_rates(1e-3f);
+  EXPECT_EQ(ExpandCandidates(one_depth).value_or(std::vector<Candidate>{}).size(), 2u);
+
+  // Bad rates and ranks name the field.
+  auto message = [](const v1::SweepSpec& s) {
+    return std::string(ExpandCandidates(s).status().message());
+  };
+  v1::SweepSpec bad = one_depth;
+  bad.set_learning_rates(1, 0.0f);
+  EXPECT_EQ(message(bad), "sweep.learning_rates[1]: must be > 0 and finite (got 0)");
+  bad.set_learning_rates(1, std::numeric_limits<float>::quiet_NaN());
+  EXPECT_EQ(message(bad).rfind("sweep.learning_rates[1]: must be > 0 and finite", 0), 0u);
+  bad.set_learning_rates(1, 3e-4f);
+  EXPECT_EQ(message(bad), "sweep.learning_rates[1]: 0.0003 repeats learning_rates[0]");
+  v1::SweepSpec ranks_without_lora = one_depth;
+  ranks_without_lora.add_lora_ranks(4);
+  EXPECT_EQ(message(ranks_without_lora).rfind("sweep.lora_ranks: no candidate has a lora block", 0),
+            0u);
+  v1::SweepSpec bad_rank = spec;
+  bad_rank.set_lora_ranks(0, 0);
+  EXPECT_EQ(message(bad_rank), "sweep.lora_ranks[0]: must be >= 1 (got 0)");
+  bad_rank.set_lora_ranks(0, 16);
+  EXPECT_EQ(message(bad_rank), "sweep.lora_ranks[1]: 16 repeats lora_ranks[0]");
+}
+
 TEST(SweepPolicyTest, SelectionDefaultsAndDirection) {
   v1::SweepSpec spec;
   EXPECT_EQ(ResolveSelection(spec)->metric, "accuracy");
@@ -66,6 +136,11 @@ TEST(SweepPolicyTest, SelectionDefaultsAndDirection) {
   spec.mutable_job()->mutable_task()->set_num_labels(1);
   EXPECT_EQ(ResolveSelection(spec)->metric, "loss");
   EXPECT_TRUE(ResolveSelection(spec)->lower_is_better);
+  // Masked-LM trials are compared by their masked-token loss.
+  v1::SweepSpec mlm;
+  mlm.mutable_job()->mutable_task()->set_type(v1::TASK_TYPE_MASKED_LM);
+  EXPECT_EQ(ResolveSelection(mlm)->metric, "loss");
+  EXPECT_TRUE(ResolveSelection(mlm)->lower_is_better);
   spec.mutable_job()->mutable_hyperparameters()->set_selection_metric("macro_f1");
   EXPECT_EQ(ResolveSelection(spec)->metric, "macro_f1");
   spec.set_selection_metric("mse");
