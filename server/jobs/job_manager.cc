@@ -179,13 +179,63 @@ JobManager::~JobManager() {
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
 
-void JobManager::Shutdown() {
+void JobManager::Shutdown(absl::Time deadline) {
   shutting_down_.store(true);
   if (!prober_stop_.HasBeenNotified()) prober_stop_.Notify();
-  if (scheduler_ != nullptr) scheduler_->Shutdown();
+  std::vector<std::string> still_running;
+  if (scheduler_ != nullptr) still_running = scheduler_->Shutdown(deadline);
+  for (const std::string& job_id : still_running) HandBack(job_id);
+  abandoned_runs_.store(still_running.size());
   if (prober_.joinable()) prober_.join();
   drained_.store(true);
   if (store_ != nullptr) store_->NotifyAll();
+}
+
+absl::Status JobManager::WriteAsRunner(RunGuard& guard, const std::string& job_id,
+                                       const std::function<absl::Status()>& write) {
+  absl::MutexLock lock(&guard.mu);
+  if (guard.handed_back) {
+    return absl::AbortedError(absl::StrCat("job ", job_id, " was handed back by the drain"));
+  }
+  return write();
+}
+
+void JobManager::HandBack(const std::string& job_id) {
+  std::shared_ptr<RunGuard> guard;
+  {
+    absl::MutexLock lock(&runs_mu_);
+    auto it = runs_.find(job_id);
+    if (it != runs_.end()) guard = it->second;
+  }
+  // No guard: the run has already recorded its end and makes no more writes.
+  if (guard == nullptr) return;
+  {
+    // Waits for a write the run has in progress; none follows.
+    absl::MutexLock lock(&guard->mu);
+    guard->handed_back = true;
+  }
+  absl::StatusOr<v1::Job> job = store_->GetJob(job_id);
+  if (!job.ok()) {
+    LogError("hand back", job.status(), job_id);
+    return;
+  }
+  // QUEUED: it never started; terminal: its end was recorded just before.
+  if (job->state() != v1::JOB_STATE_RUNNING) return;
+  job->clear_start_time();
+  // If this write fails the job stays RUNNING in the store, and the next
+  // start re-queues it all the same (Recover).
+  absl::Status recorded = Transition(
+      *job, v1::JOB_STATE_QUEUED,
+      "the drain's grace period ended during a training step; re-queued for the next start, "
+      "which resumes from the last checkpoint");
+  if (!recorded.ok()) {
+    LogError("hand back", recorded, job_id);
+    return;
+  }
+  Log(LogLevel::kWarning,
+      "job QUEUED: the drain's grace period ended during a training step (its thread is "
+      "abandoned; the steps since its last checkpoint are redone at the next start)",
+      job_id, {{"last_sequence", absl::StrCat(job->last_sequence())}});
 }
 
 absl::Status JobManager::Recover() {
@@ -480,6 +530,24 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
   }
   v1::Job job = *std::move(loaded);
   if (job.state() != v1::JOB_STATE_QUEUED) return;  // cancelled while queued
+  // Every store write of the job below goes through `as_runner`, so none
+  // lands after Shutdown handed the job back (HandBack).
+  auto guard = std::make_shared<RunGuard>();
+  {
+    absl::MutexLock lock(&runs_mu_);
+    runs_[job_id] = guard;
+  }
+  absl::Cleanup forget_guard = [&] {
+    absl::MutexLock lock(&runs_mu_);
+    runs_.erase(job_id);
+  };
+  auto as_runner = [&](const std::function<absl::Status()>& write) {
+    return WriteAsRunner(*guard, job_id, write);
+  };
+  auto handed_back = [&] {
+    absl::MutexLock lock(&guard->mu);
+    return guard->handed_back;
+  };
   *job.mutable_start_time() = NowTimestamp();
   job.clear_progress();
   const std::string& device = scheduler_->slot_device(slot);
@@ -493,12 +561,14 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
   // accepts writes, or stays QUEUED in the store for the next start.
   if (absl::Status s = RetryWhileUnwritable(job_id, "start", [&] {
         if (stop.requested()) return absl::CancelledError("stopped before it started");
-        return Transition(
-            job, v1::JOB_STATE_RUNNING,
-            slots.size() == 1
-                ? absl::StrCat("running in slot ", slot, " (", device, ")")
-                : absl::StrCat("running in slots ", absl::StrJoin(slots, ", "), " (",
-                               absl::StrJoin(devices, ", "), ")"));
+        return as_runner([&] {
+          return Transition(
+              job, v1::JOB_STATE_RUNNING,
+              slots.size() == 1
+                  ? absl::StrCat("running in slot ", slot, " (", device, ")")
+                  : absl::StrCat("running in slots ", absl::StrJoin(slots, ", "), " (",
+                                 absl::StrJoin(devices, ", "), ")"));
+        });
       });
       !s.ok()) {
     LogError("start", s, job_id);
@@ -544,7 +614,8 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
   const std::string remote_checkpoints =
       RemoteCheckpointPrefix(options_.checkpoint_uri, job.id());
   context.emit = [&](v1::JobEvent event) {
-    if (store_failed.load()) return;  // stopping: nothing more is stored
+    // Stopping, or handed back by the drain: nothing more is stored.
+    if (store_failed.load() || handed_back()) return;
     bool update = false;
     if (event.has_train()) {
       const v1::TrainMetrics& t = event.train();
@@ -577,7 +648,14 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
       LogError("upload checkpoint", s, job.id());
     }
     event.clear_sequence();
-    absl::StatusOr<v1::JobEvent> stored = Append(job, std::move(event), update);
+    absl::StatusOr<v1::JobEvent> stored;
+    if (absl::Status s = as_runner([&] {
+          stored = Append(job, std::move(event), update);
+          return absl::OkStatus();
+        });
+        !s.ok()) {
+      return;  // handed back: the run is abandoned and stores nothing more
+    }
     if (!stored.ok()) {
       LogError("append event (stopping the job)", stored.status(), job.id());
       store_error = stored.status();
@@ -626,32 +704,39 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
     // Counted before the final event is published, so that whoever sees the
     // event also sees the count.
     if (metrics_ != nullptr) metrics_->JobFinished(metrics::JobStateLabel::kSucceeded);
-    recorded = RetryWhileUnwritable(job.id(), "finish", [&]() -> absl::Status {
-      if (!result_stored) {
-        FT_RETURN_IF_ERROR(Append(job, result_event, false).status());
-        result_stored = true;
-      }
-      return Transition(job, v1::JOB_STATE_SUCCEEDED, "succeeded");
+    recorded = RetryWhileUnwritable(job.id(), "finish", [&] {
+      return as_runner([&]() -> absl::Status {
+        if (!result_stored) {
+          FT_RETURN_IF_ERROR(Append(job, result_event, false).status());
+          result_stored = true;
+        }
+        return Transition(job, v1::JOB_STATE_SUCCEEDED, "succeeded");
+      });
     });
   } else if (stop.shutdown.load() && !stop.cancelled.load()) {
     // Not the user's decision: run it again at the next start.
     job.clear_start_time();
-    recorded = Transition(job, v1::JOB_STATE_QUEUED,
-                          "interrupted by server shutdown; re-queued for the next start");
+    recorded = as_runner([&] {
+      return Transition(job, v1::JOB_STATE_QUEUED,
+                        "interrupted by server shutdown; re-queued for the next start");
+    });
   } else if (stop.cancelled.load() || result.status().code() == absl::StatusCode::kCancelled) {
     *job.mutable_end_time() = NowTimestamp();
     if (metrics_ != nullptr) metrics_->JobFinished(metrics::JobStateLabel::kCancelled);
     recorded = RetryWhileUnwritable(job.id(), "finish", [&] {
-      return Transition(job, v1::JOB_STATE_CANCELLED, "cancelled by request");
+      return as_runner(
+          [&] { return Transition(job, v1::JOB_STATE_CANCELLED, "cancelled by request"); });
     });
   } else {
     job.set_error_message(std::string(result.status().message()));
     *job.mutable_end_time() = NowTimestamp();
     if (metrics_ != nullptr) metrics_->JobFinished(metrics::JobStateLabel::kFailed);
     recorded = RetryWhileUnwritable(job.id(), "finish", [&] {
-      return Transition(job, v1::JOB_STATE_FAILED, job.error_message());
+      return as_runner(
+          [&] { return Transition(job, v1::JOB_STATE_FAILED, job.error_message()); });
     });
   }
+  if (handed_back()) return;  // the job's record is the drain's (HandBack)
   if (!recorded.ok()) LogError("finish", recorded, job.id());
   Log(result.ok() || job.state() == v1::JOB_STATE_QUEUED || job.state() == v1::JOB_STATE_CANCELLED
           ? LogLevel::kInfo

@@ -31,6 +31,7 @@
 #include <atomic>
 #include <thread>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -220,13 +221,27 @@ class JobManager {
   // The store, shared with the sweep manager. Owned by this manager.
   store::Store* store() const { return store_.get(); }
 
-  // Stops accepting jobs, stops running ones (they go back to QUEUED), joins
-  // the workers, marks the manager drained() and wakes every event-log
-  // subscriber so that watchers notice. Idempotent.
-  void Shutdown();
+  // Stops accepting jobs and stops running ones: each goes back to QUEUED
+  // and resumes from its newest checkpoint at the next start. A job whose
+  // run has not returned by `deadline` (it checks for stop only between
+  // micro-batches, so one step can outlast any grace period) is handed
+  // back instead (issue 14.2): from then on the store refuses its training
+  // thread's writes, the job is recorded QUEUED (the steps since its last
+  // checkpoint are redone), and its worker is left running, not joined;
+  // abandoned_runs() counts them and the caller must then end the process
+  // (std::_Exit) rather than destroy the manager, whose destructor would
+  // wait for those steps. Every store write is committed before it
+  // returns, so exiting loses nothing the store acknowledged. Then marks
+  // the manager drained() and wakes every event-log subscriber so that
+  // watchers notice. Idempotent; a later call (the destructor's) waits for
+  // the abandoned workers.
+  void Shutdown(absl::Time deadline = absl::InfiniteFuture());
   bool shutting_down() const { return shutting_down_.load(); }
-  // True once no worker runs: no job emits events any more.
+  // True once no job emits events any more: every worker has stopped or
+  // its job was handed back.
   bool drained() const { return drained_.load(); }
+  // Training threads Shutdown left running (their jobs handed back).
+  size_t abandoned_runs() const { return abandoned_runs_.load(); }
 
   size_t queue_depth() const { return scheduler_->queue_depth(); }
   const JobManagerOptions& options() const { return options_; }
@@ -235,6 +250,20 @@ class JobManager {
   JobManager(const JobManagerOptions& options, TrainHooks hooks, metrics::Metrics* metrics);
   absl::Status Recover();
   void RunJob(const std::string& job_id, int slot, const StopFlag& stop);
+  // One run's claim on its job's record. RunJob makes every store write of
+  // the job under `mu` and only while !handed_back; Shutdown sets
+  // handed_back at its deadline, after which the record is the drain's.
+  struct RunGuard {
+    absl::Mutex mu;
+    bool handed_back ABSL_GUARDED_BY(mu) = false;
+  };
+  // Runs `write` under the run's guard unless the job was handed back
+  // (ABORTED "job <id> was handed back by the drain"; nothing written).
+  static absl::Status WriteAsRunner(RunGuard& guard, const std::string& job_id,
+                                    const std::function<absl::Status()>& write);
+  // Shutdown at its deadline: refuses the run's further writes and records
+  // the job QUEUED if it is RUNNING in the store.
+  void HandBack(const std::string& job_id);
   // Appends `event` (setting job's last_sequence) and, when `update_job`,
   // the job record in the same transaction.
   absl::StatusOr<v1::JobEvent> Append(v1::Job& job, v1::JobEvent event, bool update_job);
@@ -263,6 +292,11 @@ class JobManager {
   std::atomic<int> running_cpu_jobs_{0};
   std::atomic<bool> shutting_down_{false};
   std::atomic<bool> drained_{false};
+  std::atomic<size_t> abandoned_runs_{0};
+  // The guards of the runs in progress, by job id. A leaf: never held
+  // across a store write or a RunGuard::mu.
+  absl::Mutex runs_mu_;
+  std::map<std::string, std::shared_ptr<RunGuard>> runs_ ABSL_GUARDED_BY(runs_mu_);
   absl::Notification prober_stop_;
   std::thread prober_;
   // Serializes the capacity check, insert and enqueue of Submit, and

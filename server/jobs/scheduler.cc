@@ -53,6 +53,7 @@ void Scheduler::Start() {
     absl::MutexLock lock(&mu_);
     if (started_ || shutting_down_) return;
     started_ = true;
+    live_workers_ = slot_count();
   }
   for (int slot = 0; slot < slot_count(); ++slot) {
     workers_.emplace_back([this, slot] { WorkerLoop(slot); });
@@ -170,7 +171,7 @@ Scheduler::CancelOutcome Scheduler::Cancel(const std::string& job_id) {
   return CancelOutcome::kNotFound;
 }
 
-void Scheduler::Shutdown() {
+std::vector<std::string> Scheduler::Shutdown(absl::Time deadline) {
   absl::MutexLock lifecycle(&lifecycle_mu_);
   {
     absl::MutexLock lock(&mu_);
@@ -180,9 +181,19 @@ void Scheduler::Shutdown() {
     queued_by_tenant_.clear();
     ReportDepthLocked();
     for (auto& [id, running] : running_) running.flag->shutdown.store(true);
+    // A worker's loop returns once its run function has (shutting_down_
+    // is set, so it takes no further job).
+    if (!mu_.AwaitWithDeadline(absl::Condition(
+                                   +[](int* live) { return *live == 0; }, &live_workers_),
+                               deadline)) {
+      std::vector<std::string> still_running;
+      for (const auto& [id, running] : running_) still_running.push_back(id);
+      return still_running;
+    }
   }
   for (std::thread& worker : workers_) worker.join();
   workers_.clear();
+  return {};
 }
 
 size_t Scheduler::queue_depth() const {
@@ -248,7 +259,10 @@ void Scheduler::WorkerLoop(int slot) {
             return w->self->shutting_down_ || w->self->RunnableLocked(w->slot) != w->self->queue_.end();
           },
           &waiter));
-      if (shutting_down_) return;
+      if (shutting_down_) {
+        --live_workers_;
+        return;
+      }
       auto next = RunnableLocked(slot);
       job_id = next->second.job_id;
       tenant = next->second.tenant;

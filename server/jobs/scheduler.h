@@ -132,8 +132,13 @@ class Scheduler {
 
   // Stops accepting jobs, forgets the queue (jobs stay in whatever state
   // the caller persisted), sets `shutdown` on every running job's flag and
-  // joins the workers. Idempotent.
-  void Shutdown();
+  // waits until `deadline` for the running jobs' run functions to return.
+  // Returns the ids of the jobs still running at the deadline (empty when
+  // every worker ended; they are then joined). Their workers are left
+  // running, not joined: a step cannot be interrupted, so the caller decides
+  // what becomes of those jobs (the server records them QUEUED and exits).
+  // A later call (the destructor's) waits for them again. Idempotent.
+  std::vector<std::string> Shutdown(absl::Time deadline = absl::InfiniteFuture());
 
   size_t queue_depth() const;
   // queued_since of the longest-waiting queued job; InfiniteFuture if none.
@@ -182,6 +187,8 @@ class Scheduler {
   std::map<std::string, Running> running_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> queued_by_tenant_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> running_by_tenant_ ABSL_GUARDED_BY(mu_);
+  // Workers whose loop has not returned yet (Shutdown waits for 0).
+  int live_workers_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::thread> workers_;  // touched only by Start/Shutdown
   absl::Mutex lifecycle_mu_;          // serializes Start and Shutdown
 };

@@ -5,6 +5,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -242,7 +243,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   return server;
 }
 
-Server::~Server() { Shutdown(absl::Now()); }
+// Without a Shutdown, running jobs stop at their next micro-batch (waited
+// for) and in-flight RPCs are cancelled at once.
+Server::~Server() { Drain(absl::InfiniteFuture(), absl::Now()); }
 
 void Server::SetServing(bool serving) {
   if (server_ == nullptr) return;
@@ -265,6 +268,13 @@ void Server::OnStoreWritable(bool writable) {
 }
 
 void Server::Shutdown(absl::Time deadline) {
+  // Jobs get the grace period less a reserve for what follows their
+  // deadline (handing back the ones still in a step, the gRPC shutdown).
+  const absl::Duration left = std::max(absl::ZeroDuration(), deadline - absl::Now());
+  Drain(deadline - std::min(absl::Seconds(1), left / 5), deadline);
+}
+
+void Server::Drain(absl::Time jobs_deadline, absl::Time rpc_deadline) {
   absl::MutexLock lock(&shutdown_mu_);
   if (shut_down_) return;
   shut_down_ = true;
@@ -275,11 +285,11 @@ void Server::Shutdown(absl::Time deadline) {
   }
   store_probe_.reset();
   if (sweeps_ != nullptr) sweeps_->Shutdown();
-  if (manager_ != nullptr) manager_->Shutdown();
+  if (manager_ != nullptr) manager_->Shutdown(jobs_deadline);
   // After the managers: jobs stopped by the drain are QUEUED, not ended.
   if (notifier_ != nullptr) notifier_->Stop();
   if (server_ != nullptr) {
-    server_->Shutdown(absl::ToChronoTime(deadline));
+    server_->Shutdown(absl::ToChronoTime(rpc_deadline));
     server_->Wait();
   }
   // Reactors are done; now the service (and its pool) can go.

@@ -4,7 +4,9 @@
 //
 // Start() returns a running server; Shutdown() drains it in the order the
 // design asks: health NOT_SERVING, no new jobs and running ones stopped
-// (they go back to QUEUED for the next start), the completion-callback
+// (they go back to QUEUED for the next start; one still inside a training
+// step shortly before the deadline is handed back and its thread abandoned,
+// see JobManager::Shutdown and abandoned_runs()), the completion-callback
 // worker stopped (pending callbacks stay queued for the next start), then
 // the gRPC server's Shutdown(deadline), which waits for in-flight RPCs until
 // the deadline and cancels the rest (open WatchJob streams end CANCELLED).
@@ -76,7 +78,8 @@ class Server {
   // UNAVAILABLE when an address cannot be bound; INVALID_ARGUMENT for
   // unreadable or inconsistent TLS files; the job store's errors as they are.
   static absl::StatusOr<std::unique_ptr<Server>> Start(ServerOptions options);
-  // Shutdown(now) if it has not run.
+  // If Shutdown has not run: waits for running jobs to stop (at most one
+  // step each) and cancels in-flight RPCs at once.
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -96,10 +99,19 @@ class Server {
   // draining.
   void OnStoreWritable(bool writable);
 
+  // The drain, all of it by `deadline`: running jobs until shortly before
+  // it (then handed back), in-flight RPCs until it.
   void Shutdown(absl::Time deadline);
+  // After Shutdown: training threads still running (JobManager::Shutdown).
+  // When not 0 the process must end with std::_Exit, not destroy the
+  // server (its destructor would wait for those steps).
+  size_t abandoned_runs() const { return manager_ != nullptr ? manager_->abandoned_runs() : 0; }
 
  private:
   Server() = default;
+  // Shutdown's steps: jobs stop (or are handed back) by `jobs_deadline`,
+  // RPCs are cancelled at `rpc_deadline`. Runs once.
+  void Drain(absl::Time jobs_deadline, absl::Time rpc_deadline);
 
   std::unique_ptr<metrics::Metrics> metrics_;
   std::unique_ptr<metrics::NotifyMetrics> notify_metrics_;

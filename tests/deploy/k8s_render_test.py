@@ -183,8 +183,11 @@ def check_tree(tree, docs, *, overlay):
     drain = duration_seconds(flags.get("FREEZETUNE_DRAIN_GRACE_PERIOD"))
     if drain is None:
         fail(where, f"cannot parse drain grace period {flags.get('FREEZETUNE_DRAIN_GRACE_PERIOD')!r}")
-    elif grace is None or grace <= drain:
-        fail(where, f"terminationGracePeriodSeconds {grace} must exceed the drain period {drain}s")
+    elif grace is None or grace < drain + 2:
+        # The server exits at most 1 s after --drain_grace_period (its
+        # backstop, server/main.cc); 1 s more for the process to end.
+        fail(where, f"terminationGracePeriodSeconds {grace} must be at least the drain period "
+                    f"{drain}s + 2s (the server exits at most 1 s after it)")
 
     # Resources.
     res = server.get("resources") or {}

@@ -24,3 +24,17 @@ if(TARGET freezetune-server AND TARGET freezetune-model)
     FREEZETUNE_MODEL_BIN="$<TARGET_FILE:freezetune-model>")
   add_dependencies(server_ops_test freezetune-server freezetune-model)
 endif()
+
+# The drain is bounded by --drain_grace_period (issue 14.2): SIGTERM during
+# a training step several seconds long, exit within the grace period, the
+# job QUEUED and resumed by a restart.
+if(TARGET freezetune-server AND TARGET freezetune-model)
+  freezetune_test(server_drain_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/integration/server_drain_test.cc
+    DEPS freezetune_grpc gRPC::grpc++
+    LABELS integration TIMEOUT 600)
+  target_compile_definitions(server_drain_test PRIVATE
+    FREEZETUNE_SERVER_BIN="$<TARGET_FILE:freezetune-server>"
+    FREEZETUNE_MODEL_BIN="$<TARGET_FILE:freezetune-model>")
+  add_dependencies(server_drain_test freezetune-server freezetune-model)
+endif()

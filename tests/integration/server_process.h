@@ -48,20 +48,37 @@ inline int RunToCompletion(const std::vector<std::string>& args, const std::stri
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-// Writes a 2-layer, hidden-32 BERT in Hugging Face format to `out` with the
+// The shape of a randomly initialised BERT (freezetune-model init).
+struct ModelShape {
+  int layers = 2;
+  int hidden = 32;
+  int heads = 2;
+  int intermediate = 64;
+  int max_position = 64;
+};
+
+// Writes a BERT of `shape` in Hugging Face format to `out` with the
 // repository's bert-base-uncased vocab, using the real freezetune-model tool;
 // false (with the tool's output in *error) on failure.
-inline bool MakeTinyModel(const std::string& model_bin, const std::string& out,
-                          std::string* error) {
+inline bool MakeModel(const std::string& model_bin, const std::string& out,
+                      const ModelShape& shape, std::string* error) {
   const std::string vocab =
       std::string(FREEZETUNE_SOURCE_DIR) + "/tests/fixtures/data/bert-base-uncased-vocab.txt";
   const std::string log = out + ".log";
-  int rc = RunToCompletion({model_bin, "init", "--out", out, "--vocab", vocab, "--layers", "2",
-                            "--hidden", "32", "--heads", "2", "--intermediate", "64",
-                            "--max-position", "64", "--seed", "7"},
-                           log);
+  int rc = RunToCompletion(
+      {model_bin, "init", "--out", out, "--vocab", vocab, "--layers",
+       std::to_string(shape.layers), "--hidden", std::to_string(shape.hidden), "--heads",
+       std::to_string(shape.heads), "--intermediate", std::to_string(shape.intermediate),
+       "--max-position", std::to_string(shape.max_position), "--seed", "7"},
+      log);
   if (rc != 0) *error = ReadWholeFile(log);
   return rc == 0;
+}
+
+// A 2-layer, hidden-32 BERT (ModelShape's defaults).
+inline bool MakeTinyModel(const std::string& model_bin, const std::string& out,
+                          std::string* error) {
+  return MakeModel(model_bin, out, ModelShape{}, error);
 }
 
 // Writes a 32-line two-class JSONL training set ("a great movie" = 1,

@@ -1,6 +1,7 @@
 // JobManager + Scheduler driven by an injected runner (the RunFineTune
 // signature): priority order, cancel queued/running/finished, bounded queue,
-// validation, recovery after shutdown and after a crash.
+// validation, recovery after shutdown and after a crash, a drain whose
+// deadline passes during a step (the job is handed back, issue 14.2).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -12,6 +13,8 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "server/jobs/job_manager.h"
 
@@ -71,6 +74,18 @@ class FakeTrainer {
           if (ctx.should_stop()) return absl::CancelledError("stopped");
           std::this_thread::sleep_for(milliseconds(2));
         }
+      }
+      if (name == "stuck") {
+        // One step that cannot be interrupted (a long micro-batch): it
+        // ignores should_stop until the gate opens, then stores its step.
+        gate.WaitForNotification();
+        v1::JobEvent e;
+        e.mutable_train()->set_step(1);
+        e.mutable_train()->set_total_steps(1);
+        ctx.emit(e);
+        v1::JobResult result;
+        result.set_steps(1);
+        return result;
       }
       if (name.rfind("threads", 0) == 0) {
         // Reports the thread share it is offered until the gate opens.
@@ -383,6 +398,54 @@ TEST_F(SchedulerTest, ShutdownRequeuesRunningJobsAndRestartRunsThem) {
   EXPECT_EQ(events[2].state_change().state(), v1::JOB_STATE_QUEUED);
   EXPECT_EQ(trainer_.Started(),
             (std::vector<std::string>{"blocker", "blocker", "after"}));
+}
+
+TEST_F(SchedulerTest, ShutdownDeadlineHandsBackAJobInAStepAndRefusesItsLaterWrites) {
+  Start();
+  v1::Job stuck = Submit(Spec("stuck"));
+  WaitFor(stuck.id(), v1::JOB_STATE_RUNNING);
+  const auto start = std::chrono::steady_clock::now();
+  manager_->Shutdown(absl::Now() + absl::Milliseconds(200));
+  // Returned at the deadline, not when the step ends (the gate is closed).
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  EXPECT_EQ(manager_->abandoned_runs(), 1u);
+  EXPECT_TRUE(manager_->drained());
+  v1::Job handed_back = *manager_->Get(stuck.id());
+  EXPECT_EQ(handed_back.state(), v1::JOB_STATE_QUEUED);
+  EXPECT_FALSE(handed_back.has_start_time());
+  std::vector<v1::JobEvent> events = Events(stuck.id());
+  ExpectGapless(events);
+  // queued, running, queued (handed back)
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[2].state_change().state(), v1::JOB_STATE_QUEUED);
+  EXPECT_NE(events[2].state_change().message().find("grace period ended during a training step"),
+            std::string::npos)
+      << events[2].state_change().message();
+
+  // The step ends: its train event, result and SUCCEEDED are refused.
+  trainer_.OpenGate();
+  manager_->Shutdown();  // waits for the abandoned worker this time
+  EXPECT_EQ(manager_->Get(stuck.id())->state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(Events(stuck.id()).size(), 3u);
+  manager_.reset();
+
+  // The next start runs it again.
+  Start();
+  WaitFor(stuck.id(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(trainer_.Started(), (std::vector<std::string>{"stuck", "stuck"}));
+}
+
+TEST_F(SchedulerTest, ShutdownWithTimeLeftLetsJobsRecordThemselves) {
+  Start();
+  v1::Job running = Submit(Spec("blocker"));
+  WaitFor(running.id(), v1::JOB_STATE_RUNNING);
+  manager_->Shutdown(absl::Now() + absl::Seconds(60));
+  EXPECT_EQ(manager_->abandoned_runs(), 0u);
+  std::vector<v1::JobEvent> events = Events(running.id());
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_NE(events[2].state_change().message().find("interrupted by server shutdown"),
+            std::string::npos)
+      << events[2].state_change().message();
 }
 
 TEST_F(SchedulerTest, OneManagerPerDataDir) {
