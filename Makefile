@@ -40,9 +40,12 @@ tsan:
 	cmake --build $(BUILD_DIR)-tsan --target $(TSAN_TESTS) -j2
 	cd $(BUILD_DIR)-tsan && ctest --output-on-failure -j2 -L '^(store|jobs|sweeps|service|tsan)$$'
 
+# The training benchmarks, then the kill -9 chaos run (10 cycles, 45 jobs,
+# 3 sweeps; a few minutes; fails if an acknowledged job or sweep is lost).
 bench: build
 	cmake --build $(BUILD_DIR) --target benchmarks
 	tests/bench/run.sh
+	$(BUILD_DIR)/tests/freezetune_chaos_bench $(BUILD_DIR)/server/freezetune-server 	  $(BUILD_DIR)/server/model/freezetune-model 10 45
 
 clean:
 	rm -rf $(BUILD_DIR) $(BUILD_DIR)-fuzz $(BUILD_DIR)-tsan var
