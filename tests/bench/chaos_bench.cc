@@ -47,6 +47,7 @@
 #include "freezetune/v1/freezetune.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "tests/integration/server_process.h"
+#include "tests/integration/server_test_util.h"
 
 namespace freezetune {
 namespace {
@@ -247,8 +248,11 @@ class Chaos {
       if (all_ended) break;
       std::this_thread::sleep_for(milliseconds(500));
     }
-    const std::vector<v1::Job> jobs = AllJobs();
-    const std::vector<v1::Sweep> sweeps = AllSweeps();
+    grpc::Status listed_jobs, listed_sweeps;
+    const std::vector<v1::Job> jobs = testing::ListAllJobs(stub_.get(), &listed_jobs);
+    const std::vector<v1::Sweep> sweeps = testing::ListAllSweeps(stub_.get(), &listed_sweeps);
+    if (!listed_jobs.ok()) Error("ListJobs: ", listed_jobs.error_message());
+    if (!listed_sweeps.ok()) Error("ListSweeps: ", listed_sweeps.error_message());
     std::map<std::string, std::vector<std::string>> jobs_per_key, sweeps_per_key;
     std::map<std::string, std::set<std::string>> jobs_by_sweep, trials_by_sweep;
     std::map<std::string, v1::JobState> job_state;
@@ -435,37 +439,8 @@ class Chaos {
     }
   }
 
-  std::vector<v1::Job> AllJobs() {
-    std::vector<v1::Job> jobs;
-    v1::ListJobsRequest request;
-    request.set_page_size(500);
-    while (true) {
-      grpc::ClientContext context;
-      context.set_deadline(std::chrono::system_clock::now() + seconds(30));
-      v1::ListJobsResponse page;
-      if (!stub_->ListJobs(&context, request, &page).ok()) break;
-      jobs.insert(jobs.end(), page.jobs().begin(), page.jobs().end());
-      if (page.next_page_token().empty()) break;
-      request.set_page_token(page.next_page_token());
-    }
-    return jobs;
-  }
-
-  std::vector<v1::Sweep> AllSweeps() {
-    std::vector<v1::Sweep> sweeps;
-    v1::ListSweepsRequest request;
-    request.set_page_size(500);
-    while (true) {
-      grpc::ClientContext context;
-      context.set_deadline(std::chrono::system_clock::now() + seconds(30));
-      v1::ListSweepsResponse page;
-      if (!stub_->ListSweeps(&context, request, &page).ok()) break;
-      sweeps.insert(sweeps.end(), page.sweeps().begin(), page.sweeps().end());
-      if (page.next_page_token().empty()) break;
-      request.set_page_token(page.next_page_token());
-    }
-    return sweeps;
-  }
+  std::vector<v1::Job> AllJobs() { return testing::ListAllJobs(stub_.get()); }
+  std::vector<v1::Sweep> AllSweeps() { return testing::ListAllSweeps(stub_.get()); }
 
   const std::string server_bin_;
   const std::string model_bin_;

@@ -1,6 +1,7 @@
 // Helpers shared by the service tests: a grpc.health.v1 Check through the
-// generic stub (Debian ships no compiled health.proto), and waiting for a
-// job to reach a state through the raw generated stub.
+// generic stub (Debian ships no compiled health.proto), waiting for a job to
+// reach a state through the raw generated stub, and listing every job or
+// sweep.
 #ifndef FREEZETUNE_TESTS_INTEGRATION_SERVER_TEST_UTIL_H_
 #define FREEZETUNE_TESTS_INTEGRATION_SERVER_TEST_UTIL_H_
 
@@ -110,6 +111,52 @@ inline v1::Job WaitForState(v1::FineTuneService::Stub* stub, const std::string& 
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return job;
+}
+
+// Every job, through ListJobs pages of 500 (30 s deadline each). On a
+// failed call, *status (if given) gets it and the jobs read so far are
+// returned.
+inline std::vector<v1::Job> ListAllJobs(v1::FineTuneService::Stub* stub,
+                                        grpc::Status* status = nullptr) {
+  std::vector<v1::Job> jobs;
+  v1::ListJobsRequest request;
+  request.set_page_size(500);
+  while (true) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    v1::ListJobsResponse page;
+    grpc::Status s = stub->ListJobs(&context, request, &page);
+    if (!s.ok()) {
+      if (status != nullptr) *status = s;
+      break;
+    }
+    jobs.insert(jobs.end(), page.jobs().begin(), page.jobs().end());
+    if (page.next_page_token().empty()) break;
+    request.set_page_token(page.next_page_token());
+  }
+  return jobs;
+}
+
+// As ListAllJobs, for sweeps.
+inline std::vector<v1::Sweep> ListAllSweeps(v1::FineTuneService::Stub* stub,
+                                            grpc::Status* status = nullptr) {
+  std::vector<v1::Sweep> sweeps;
+  v1::ListSweepsRequest request;
+  request.set_page_size(500);
+  while (true) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    v1::ListSweepsResponse page;
+    grpc::Status s = stub->ListSweeps(&context, request, &page);
+    if (!s.ok()) {
+      if (status != nullptr) *status = s;
+      break;
+    }
+    sweeps.insert(sweeps.end(), page.sweeps().begin(), page.sweeps().end());
+    if (page.next_page_token().empty()) break;
+    request.set_page_token(page.next_page_token());
+  }
+  return sweeps;
 }
 
 // Reads a whole WatchJob stream.

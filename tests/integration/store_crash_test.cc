@@ -94,36 +94,16 @@ class StoreCrashTest : public ::testing::Test {
   }
 
   std::vector<v1::Job> AllJobs() {
-    std::vector<v1::Job> jobs;
-    v1::ListJobsRequest request;
-    request.set_page_size(500);
-    while (true) {
-      grpc::ClientContext context;
-      v1::ListJobsResponse page;
-      grpc::Status s = stub_->ListJobs(&context, request, &page);
-      EXPECT_TRUE(s.ok()) << s.error_message();
-      if (!s.ok()) break;
-      jobs.insert(jobs.end(), page.jobs().begin(), page.jobs().end());
-      if (page.next_page_token().empty()) break;
-      request.set_page_token(page.next_page_token());
-    }
+    grpc::Status status;
+    std::vector<v1::Job> jobs = testing::ListAllJobs(stub_.get(), &status);
+    EXPECT_TRUE(status.ok()) << status.error_message();
     return jobs;
   }
 
   std::vector<v1::Sweep> AllSweeps() {
-    std::vector<v1::Sweep> sweeps;
-    v1::ListSweepsRequest request;
-    request.set_page_size(500);
-    while (true) {
-      grpc::ClientContext context;
-      v1::ListSweepsResponse page;
-      grpc::Status s = stub_->ListSweeps(&context, request, &page);
-      EXPECT_TRUE(s.ok()) << s.error_message();
-      if (!s.ok()) break;
-      sweeps.insert(sweeps.end(), page.sweeps().begin(), page.sweeps().end());
-      if (page.next_page_token().empty()) break;
-      request.set_page_token(page.next_page_token());
-    }
+    grpc::Status status;
+    std::vector<v1::Sweep> sweeps = testing::ListAllSweeps(stub_.get(), &status);
+    EXPECT_TRUE(status.ok()) << status.error_message();
     return sweeps;
   }
 
