@@ -27,7 +27,8 @@ endif()
 
 # The drain is bounded by --drain_grace_period (issue 14.2): SIGTERM during
 # a training step several seconds long, exit within the grace period, the
-# job QUEUED and resumed by a restart.
+# job QUEUED and resumed by a restart; SIGTERM during a completion callback
+# that never gets an answer, exit 1 s after the grace period.
 if(TARGET freezetune-server AND TARGET freezetune-model)
   freezetune_test(server_drain_test
     SOURCES ${PROJECT_SOURCE_DIR}/tests/integration/server_drain_test.cc

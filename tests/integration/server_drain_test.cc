@@ -5,6 +5,13 @@
 // machine) instead of finishing the step, with the job recorded QUEUED.
 // A restart on the same data dir resumes it from its step-1 checkpoint and
 // it SUCCEEDS. Before the fix the process waited for the step to end.
+// And a drain held up by a completion callback's POST to a receiver that
+// never answers ends 1 s after the grace period (the backstop in main.cc;
+// before it, the notifier's 10 s HTTP timeout).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -42,9 +49,14 @@ class ServerDrainTest : public ::testing::Test {
     dir_ = (fs::temp_directory_path() / ("ft_drain_" + std::to_string(::getpid()))).string();
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    // One step of batch 32 x 512 tokens through 5 layers of hidden 256 on one
-    // thread: about 12 s here (2026-11-30, AMD EPYC, 2 shared cores), twice
-    // what the test needs (below), so a machine twice as fast still tells.
+    server_ = std::make_unique<ServerProcess>(FREEZETUNE_SERVER_BIN, dir_);
+  }
+
+  // A model and data whose one training step takes many times the grace
+  // period: batch 32 x 512 tokens through 5 layers of hidden 256 on one
+  // thread, about 12 s here (2026-11-30, AMD EPYC, 2 shared cores), twice
+  // what the test needs, so a machine twice as fast still tells.
+  void MakeSlowStepModel() {
     testing::ModelShape shape;
     shape.layers = 5;
     shape.hidden = 256;
@@ -61,20 +73,19 @@ class ServerDrainTest : public ::testing::Test {
       train << "{\"text\": \"" << long_text << (i % 2 == 0 ? "great" : "dreadful")
             << "\", \"label\": " << (i % 2) << "}\n";
     }
-    server_ = std::make_unique<ServerProcess>(FREEZETUNE_SERVER_BIN, dir_);
   }
   void TearDown() override {
     if (server_ != nullptr) server_->Kill();
     if (!HasFailure()) fs::remove_all(dir_);
   }
 
-  void StartServer() {
+  void StartServer(const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> flags = {"--metrics_listen=", "--data_dir=" + dir_ + "/data",
+                                      "--data_roots=" + dir_, "--threads=1", "--cpu_slots=1",
+                                      "--drain_grace_period=" + std::to_string(kGraceSeconds) + "s"};
+    flags.insert(flags.end(), extra.begin(), extra.end());
     std::string error;
-    ASSERT_TRUE(server_->Start({"--metrics_listen=", "--data_dir=" + dir_ + "/data",
-                                "--data_roots=" + dir_, "--threads=1", "--cpu_slots=1",
-                                "--drain_grace_period=" + std::to_string(kGraceSeconds) + "s"},
-                               &error))
-        << error;
+    ASSERT_TRUE(server_->Start(flags, &error)) << error;
     stub_ = v1::FineTuneService::NewStub(server_->Channel());
   }
 
@@ -86,6 +97,7 @@ class ServerDrainTest : public ::testing::Test {
 double Seconds(const google::protobuf::Timestamp& t) { return t.seconds() + t.nanos() * 1e-9; }
 
 TEST_F(ServerDrainTest, ExitsWithinGracePeriodDuringASlowStepAndTheJobResumes) {
+  MakeSlowStepModel();
   StartServer();
   v1::FineTuneJob spec;
   spec.set_model_uri("file://" + dir_ + "/model");
@@ -168,6 +180,62 @@ TEST_F(ServerDrainTest, ExitsWithinGracePeriodDuringASlowStepAndTheJobResumes) {
   ASSERT_FALSE(events.empty());
   EXPECT_EQ(events.back().state_change().state(), v1::JOB_STATE_SUCCEEDED) << server_->Logs();
   ASSERT_TRUE(server_->Stop()) << server_->Logs();
+}
+
+// The backstop: a drain held up by something else than a step (here a
+// completion callback POSTed to a receiver that never answers; the notifier
+// waits up to 10 s for it) still ends 1 s after the grace period.
+TEST_F(ServerDrainTest, ExitsWithinGracePeriodDuringAHangingCallback) {
+  std::string error;
+  ASSERT_TRUE(testing::MakeTinyModel(FREEZETUNE_MODEL_BIN, dir_ + "/model", &error)) << error;
+  testing::WriteTinySentimentJsonl(dir_ + "/train.jsonl");
+  {
+    std::ofstream secrets(dir_ + "/secrets");
+    secrets << "* 0123456789abcdef-test-secret\n";
+  }
+  // Listens and never accepts: the kernel completes the connection, takes
+  // the request, and nothing ever answers.
+  int receiver = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(receiver, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(::bind(receiver, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(::listen(receiver, 8), 0);
+  ASSERT_EQ(::getsockname(receiver, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  const int port = ntohs(address.sin_port);
+
+  StartServer({"--notify_secret_file=" + dir_ + "/secrets", "--notify_allow_private_hosts"});
+  v1::FineTuneJob spec;
+  spec.set_model_uri("file://" + dir_ + "/model");
+  spec.mutable_train()->set_uri(dir_ + "/train.jsonl");
+  spec.mutable_hyperparameters()->set_epochs(1);
+  spec.mutable_hyperparameters()->set_batch_size(8);
+  spec.mutable_hyperparameters()->set_max_seq_length(16);
+  spec.mutable_notify()->set_url("http://127.0.0.1:" + std::to_string(port) + "/hook");
+  v1::Job job;
+  grpc::Status submitted = testing::Submit(stub_.get(), spec, &job);
+  ASSERT_TRUE(submitted.ok()) << submitted.error_message();
+  ASSERT_EQ(testing::WaitForState(stub_.get(), job.id(), v1::JOB_STATE_SUCCEEDED, seconds(120))
+                .state(),
+            v1::JOB_STATE_SUCCEEDED)
+      << server_->Logs();
+  // The callback's connection is waiting in the backlog: the POST is out.
+  pollfd pending{receiver, POLLIN, 0};
+  ASSERT_EQ(::poll(&pending, 1, 30000), 1) << "no callback came\n" << server_->Logs();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+
+  const auto sigterm = std::chrono::steady_clock::now();
+  ASSERT_TRUE(server_->Stop(seconds(60))) << server_->Logs();
+  const double exit_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - sigterm).count();
+  ::close(receiver);
+  std::printf("exit %.1f s after SIGTERM during a hanging callback (grace period %d s)\n",
+              exit_seconds, kGraceSeconds);
+  EXPECT_LT(exit_seconds, kExitWithinSeconds) << server_->Logs();
+  EXPECT_NE(server_->Logs().find("the drain outlasted --drain_grace_period"), std::string::npos)
+      << server_->Logs();
 }
 
 }  // namespace
