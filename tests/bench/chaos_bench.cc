@@ -6,8 +6,11 @@
 //   submit  while this cycle's jobs are submitted, all at once (a thread
 //           each), after a random time up to 4 times the mean submit
 //           latency measured so far (plus 1 ms);
-//   output  when a running job stores its last training step (its
-//           evaluation and output writing follow within milliseconds);
+//   output  after a running job stores its last training step, at a random
+//           point of the time a job took from there to SUCCEEDED
+//           (evaluation, output writing, the final events; measured once on
+//           an extra job); the report says how many of these kills found
+//           the output begun;
 //   sweep   while a SubmitSweep of 20 candidates is in flight, after a
 //           random time up to the mean SubmitSweep latency plus 1 ms (the first sweep
 //           cycle submits one whole sweep first to measure it; this cycle's
@@ -107,6 +110,7 @@ class Chaos {
     }
     ++starts_;
     stub_ = v1::FineTuneService::NewStub(server_->Channel());
+    ClassifyOutputKill();
     return true;
   }
 
@@ -214,7 +218,7 @@ class Chaos {
       }
       case 1: {  // output
         submit_all();
-        KillAtALastStep();
+        KillWhileFinishing();
         break;
       }
       default: {  // sweep
@@ -318,7 +322,10 @@ class Chaos {
         "\"jobs_acknowledged\": %zu, \"sweeps_submitted\": %zu, \"sweeps_acknowledged\": %zu, "
         "\"jobs_in_store\": %zu, \"sweeps_in_store\": %zu, \"submits_cut_by_a_kill\": %d, "
         "\"of_which_stored_before_the_kill\": %d, \"repeats_same_id\": %d, "
-        "\"mean_submit_ms\": %.1f, \"mean_submit_sweep_ms\": %.1f, \"errors\": %zu, "
+        "\"mean_submit_ms\": %.1f, \"mean_submit_sweep_ms\": %.1f, "
+        "\"finish_window_ms\": %.1f, \"output_kills_before_output\": %d, "
+        "\"output_kills_with_output_files\": %d, \"output_kills_after_the_end\": %d, "
+        "\"errors\": %zu, "
         "\"finished_in_time\": %s, \"wall_seconds\": %.1f}\n",
         kills_["submit"] + kills_["output"] + kills_["sweep"], kills_["submit"], kills_["output"],
         kills_["sweep"], starts_, ledger_.job_specs.size(), ledger_.job_ids.size(),
@@ -326,7 +333,8 @@ class Chaos {
         ledger_.retries, ledger_.stored_before_kill, ledger_.same_id_repeats,
         ledger_.job_submits > 0 ? ledger_.job_submit_ms / ledger_.job_submits : 0.0,
         ledger_.sweep_submits > 0 ? ledger_.sweep_submit_ms / ledger_.sweep_submits : 0.0,
-        ledger_.errors.size(), in_time ? "true" : "false", seconds_total);
+        finish_window_ms_, output_kills_before_output_, output_kills_during_output_,
+        output_kills_after_end_, ledger_.errors.size(), in_time ? "true" : "false", seconds_total);
     for (const std::string& e : ledger_.errors) std::fprintf(stderr, "chaos: %s\n", e.c_str());
   }
 
@@ -379,29 +387,41 @@ class Chaos {
     for (int i = 0; i < 2; ++i) repeat(keys[Uniform(0, static_cast<int>(keys.size()) - 1)]);
   }
 
-  // Follows a running job and kills the server when it stores its last
-  // training step; after 120 s without one, kills anyway.
-  void KillAtALastStep() {
+  // Follows a running job; once it stores its last training step, waits a
+  // random part of the finish window (an earlier job's time from its last
+  // step to SUCCEEDED: evaluation, output writing, the final events) and
+  // kills the server. Notes whether the job's output directory had files
+  // then (the output is written only at the end), for ClassifyOutputKill.
+  // After 120 s without such a job, kills anyway.
+  void KillWhileFinishing() {
+    const int window_us = FinishWindowMicros();
     const auto give_up = std::chrono::steady_clock::now() + seconds(120);
     while (std::chrono::steady_clock::now() < give_up) {
-      std::string running;
+      v1::Job running;
       for (const v1::Job& job : AllJobs()) {
-        if (job.state() == v1::JOB_STATE_RUNNING) running = job.id();
+        if (job.state() == v1::JOB_STATE_RUNNING) running = job;
       }
-      if (running.empty()) {
+      if (running.id().empty()) {
         std::this_thread::sleep_for(milliseconds(20));
         continue;
       }
       grpc::ClientContext context;
       context.set_deadline(std::chrono::system_clock::now() + seconds(60));
       v1::WatchJobRequest request;
-      request.set_job_id(running);
+      request.set_job_id(running.id());
       auto reader = stub_->WatchJob(&context, request);
       v1::JobEvent event;
       while (reader->Read(&event)) {
         if (event.has_train() && event.train().total_steps() > 0 &&
             event.train().step() == event.train().total_steps()) {
+          std::this_thread::sleep_for(std::chrono::microseconds(Uniform(0, window_us)));
           Kill("output");
+          std::string dir = running.output_uri();
+          if (dir.rfind("file://", 0) == 0) dir = dir.substr(7);
+          std::error_code ec;
+          output_kill_job_ = running.id();
+          output_kill_had_files_ = !dir.empty() && fs::is_directory(dir, ec) &&
+                                   !fs::is_empty(dir, ec);
           context.TryCancel();
           reader->Finish();
           return;
@@ -410,6 +430,50 @@ class Chaos {
       reader->Finish();
     }
     Kill("output");
+  }
+
+  // After the start that follows an output kill: whether the job had ended
+  // before the kill, was killed with its output (partly) written, or
+  // before its output.
+  void ClassifyOutputKill() {
+    if (output_kill_job_.empty()) return;
+    grpc::ClientContext context;
+    v1::GetJobRequest request;
+    request.set_job_id(output_kill_job_);
+    v1::Job job;
+    if (stub_->GetJob(&context, request, &job).ok() && job.state() == v1::JOB_STATE_SUCCEEDED) {
+      ++output_kills_after_end_;
+    } else if (output_kill_had_files_) {
+      ++output_kills_during_output_;
+    } else {
+      ++output_kills_before_output_;
+    }
+    output_kill_job_.clear();
+  }
+
+  // The time from the last training step to SUCCEEDED, in microseconds,
+  // of a job submitted for it (first call; the first priority, so it runs
+  // next) and remembered; 50 ms if it cannot be measured.
+  int FinishWindowMicros() {
+    if (finish_window_ms_ > 0) return static_cast<int>(finish_window_ms_ * 1000);
+    const std::string request_id = "chaos-job-finish-window";
+    ledger_.job_specs[request_id] = Job(request_id);
+    ledger_.job_specs[request_id].set_priority(100);
+    SubmitJob(request_id, false);
+    auto id = ledger_.job_ids.find(request_id);
+    if (id == ledger_.job_ids.end()) return 50000;
+    testing::WaitForState(stub_.get(), id->second, v1::JOB_STATE_SUCCEEDED, seconds(120));
+    std::vector<v1::JobEvent> events;
+    testing::WatchAll(stub_.get(), id->second, 0, &events, seconds(30));
+    double last_step = 0, succeeded = 0;
+    for (const v1::JobEvent& event : events) {
+      const double t = event.time().seconds() + event.time().nanos() * 1e-9;
+      if (event.has_train()) last_step = t;
+      if (event.state_change().state() == v1::JOB_STATE_SUCCEEDED) succeeded = t;
+    }
+    if (last_step <= 0 || succeeded <= last_step) return 50000;
+    finish_window_ms_ = (succeeded - last_step) * 1000;
+    return static_cast<int>(finish_window_ms_ * 1000);
   }
 
   // Events 1..N in order, the last one terminal.
@@ -452,6 +516,10 @@ class Chaos {
   Ledger ledger_;
   std::map<std::string, int> kills_;
   int starts_ = 0;
+  std::string output_kill_job_;
+  bool output_kill_had_files_ = false;
+  int output_kills_after_end_ = 0, output_kills_during_output_ = 0, output_kills_before_output_ = 0;
+  double finish_window_ms_ = 0;
   size_t jobs_total_ = 0;
   size_t sweeps_total_ = 0;
 };
