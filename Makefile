@@ -40,8 +40,9 @@ tsan:
 	cmake --build $(BUILD_DIR)-tsan --target $(TSAN_TESTS) -j2
 	cd $(BUILD_DIR)-tsan && ctest --output-on-failure -j2 -L '^(store|jobs|sweeps|service|tsan)$$'
 
-# The training benchmarks, then the kill -9 chaos run (10 cycles, 45 jobs,
-# 3 sweeps; a few minutes; fails if an acknowledged job or sweep is lost).
+# The training benchmarks, then the kill -9 chaos run (10 cycles, 45 jobs and
+# one to time the kills, 4 sweeps; about a minute; fails if an acknowledged
+# job or sweep is lost or duplicated).
 bench: build
 	cmake --build $(BUILD_DIR) --target benchmarks
 	tests/bench/run.sh
