@@ -14,9 +14,10 @@
 // interrupted by Shutdown() are put back to QUEUED the same way. A re-run
 // gets the same checkpoint_dir (<data_dir>/checkpoints/<job id>), and the
 // trainer resumes from the newest checkpoint there (it writes one when
-// stopped), so a drained job loses no finished steps; after a crash it loses
-// the steps since its last periodic checkpoint. A job's checkpoints are
-// deleted once it finishes.
+// stopped), so a drained job loses no finished steps; after a crash, or
+// when the drain's deadline came during one of its steps (Shutdown), it
+// loses the steps since its last periodic checkpoint. A job's checkpoints
+// are deleted once it finishes.
 //
 // Devices: a job runs on the device of the scheduler slot that picked it
 // (RunContext.device), within the constraint of FineTuneJob.device.
