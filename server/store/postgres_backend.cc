@@ -585,7 +585,19 @@ absl::Status PostgresBackend::LockServer() {
   if (r == nullptr || PQresultStatus(r.get()) != PGRES_TUPLES_OK) {
     return PgError(pg, r.get(), "server lock");
   }
-  if (std::strcmp(PQgetvalue(r.get(), 0, 0), "t") == 0) return absl::OkStatus();
+  if (std::strcmp(PQgetvalue(r.get(), 0, 0), "t") == 0) {
+    // The database's side of the keepalives too: if this host vanishes
+    // (node lost, no FIN), the server ends the session, and frees the lock
+    // for a replacement, in about a minute rather than the kernel's two
+    // hours. Ignored on a unix socket.
+    Result keepalive(PQexec(pg,
+                            "SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 10; "
+                            "SET tcp_keepalives_count = 3"));
+    if (keepalive == nullptr || PQresultStatus(keepalive.get()) != PGRES_COMMAND_OK) {
+      return PgError(pg, keepalive.get(), "server lock keepalives");
+    }
+    return absl::OkStatus();
+  }
   // Who holds it: application_name carries the holder's host name.
   Params split;
   split.Int(static_cast<uint32_t>(static_cast<uint64_t>(kServerLockKey) >> 32))
