@@ -245,8 +245,8 @@ const std::vector<CommandDef>& Commands() {
       {"sweep", "", "try several freeze depths, one job each, and pick the best", SweepFlags(),
        {"freezetune sweep --watch --depths 0,1,2,head-only --model file://$PWD/model "
         "--train file://$PWD/train.tsv --validation file://$PWD/dev.tsv",
-        "freezetune sweep --depths 0,2,4 --rungs 100,200 --eval-every 100 -f job.json",
-        "freezetune sweep --depths 2,4,head-only --lrs 1e-4,3e-4,1e-3 -f job.json"}},
+        "freezetune sweep --depths 0,2,4 --lrs 1e-4,1e-3 --rungs 100,200 --eval-every 100 "
+        "-f job.json"}},
       {"sweep-get", "SWEEP", "show one sweep's table", {},
        {"freezetune sweep-get sweep-1c2d3e4f5a6b", "freezetune sweep-get sweep-1c2d3e4f5a6b -o json"}},
       {"sweep-cancel", "SWEEP", "cancel a sweep and its unfinished trials", {"wait"},
