@@ -571,6 +571,21 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
         });
       });
       !s.ok()) {
+    // A cancel that reached the worker before the job started: nobody else
+    // will record it (Cancel left it to the worker), so the job ends here.
+    // A drain's stop leaves it QUEUED for the next start.
+    if (absl::IsCancelled(s) && stop.cancelled.load() && !stop.shutdown.load()) {
+      *job.mutable_end_time() = NowTimestamp();
+      s = as_runner([&] {
+        return Transition(job, v1::JOB_STATE_CANCELLED, "cancelled by request");
+      });
+      if (s.ok()) {
+        if (metrics_ != nullptr) metrics_->JobFinished(metrics::JobStateLabel::kCancelled);
+        Log(LogLevel::kInfo, "job CANCELLED before it started", job_id);
+        RemoveCheckpoints(job_id);
+        return;
+      }
+    }
     LogError("start", s, job_id);
     return;
   }
