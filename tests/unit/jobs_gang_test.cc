@@ -3,6 +3,7 @@
 // waiting gang job is not starved by later single-slot jobs; a job asking
 // for more slots than exist is INVALID_ARGUMENT; and the JobManager hands
 // the run one device per rank.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -133,7 +134,12 @@ TEST(GangSchedulingTest, AWaitingGangJobIsNotStarvedBySingles) {
   ASSERT_TRUE(scheduler.Enqueue("gang3", 0, false, absl::Now(), "", "cpu", 3).ok());
   ASSERT_TRUE(scheduler.Enqueue("later", 0).ok());
   std::this_thread::sleep_for(milliseconds(150));
-  EXPECT_EQ(rec.started(), (std::vector<std::string>{"a", "b"}));
+  // a and b start on two workers at once, in either order.
+  auto first_two = [](std::vector<std::string> started) {
+    if (started.size() >= 2) std::sort(started.begin(), started.begin() + 2);
+    return started;
+  };
+  EXPECT_EQ(first_two(rec.started()), (std::vector<std::string>{"a", "b"}));
   rec.Release("a");
   rec.Release("b");
   ASSERT_TRUE(rec.WaitStarted("gang3"));
@@ -142,7 +148,7 @@ TEST(GangSchedulingTest, AWaitingGangJobIsNotStarvedBySingles) {
   ASSERT_TRUE(rec.WaitStarted("later"));
   rec.Release("later");
   EXPECT_TRUE(rec.WaitFinished(4));
-  EXPECT_EQ(rec.started(), (std::vector<std::string>{"a", "b", "gang3", "later"}));
+  EXPECT_EQ(first_two(rec.started()), (std::vector<std::string>{"a", "b", "gang3", "later"}));
 }
 
 TEST(GangSchedulingTest, ManyGangAndSingleJobsAllFinishWithoutOverlap) {
