@@ -13,6 +13,8 @@
 #include <ATen/core/Generator.h>
 #include <torch/nn/module.h>
 
+#include "server/model/dropout_mask.h"
+
 namespace freezetune::model {
 
 // Where every dropout of one model draws its masks: a generator of the
@@ -21,13 +23,17 @@ struct DropoutRng {
   c10::optional<at::Generator> generator;
 };
 
-// Inverted dropout as at::dropout computes it on the CPU (a Bernoulli mask
-// scaled by 1 / (1 - p)), drawing from the model's DropoutRng. Identity in
-// eval mode or with p == 0.
+// Inverted dropout (a Bernoulli mask scaled by 1 / (1 - p)), drawing from
+// the model's DropoutRng. Identity in eval mode or with p == 0. CPU float
+// tensors take DropoutMask (dropout_mask.h: one generator draw per call, a
+// counter-based hash per element: masks differ from PyTorch's dropout for
+// the same seed); other tensors take at::dropout's arithmetic (bernoulli_,
+// then div_).
 struct SeededDropoutImpl : torch::nn::Module {
   SeededDropoutImpl(double p, std::shared_ptr<DropoutRng> rng) : p(p), rng(std::move(rng)) {}
   torch::Tensor forward(const torch::Tensor& x) {
     if (!is_training() || p == 0.0) return x;
+    if (DropoutMaskSupports(x)) return x * DropoutMask(x, p, rng->generator);
     torch::Tensor mask = at::empty_like(x).bernoulli_(1.0 - p, rng->generator);
     return x * mask.div_(1.0 - p);
   }

@@ -13,6 +13,9 @@ if(TARGET freezetune_model)
   freezetune_test(bert_test
     SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/bert_test.cc
     DEPS freezetune_model TIMEOUT 60 LABELS model)
+  freezetune_test(dropout_mask_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/dropout_mask_test.cc
+    DEPS freezetune_model TIMEOUT 60 LABELS model)
 endif()
 if(TARGET freezetune_model AND TARGET freezetune_tokenizer)
   freezetune_test(lora_test
