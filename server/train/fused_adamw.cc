@@ -92,6 +92,12 @@ void ReferenceUpdate(torch::Tensor& p, const torch::Tensor& grad,
 
 const char* FusedAdamWKernelName() { return TheKernel().name; }
 
+void DropGradients(torch::optim::Optimizer& optimizer) {
+  for (auto& group : optimizer.param_groups()) {
+    for (torch::Tensor& p : group.params()) p.mutable_grad() = torch::Tensor();
+  }
+}
+
 void FusedAdamWStep(torch::optim::AdamW& optimizer, const FusedAdamWOptions& options) {
   for (const auto& group : optimizer.param_groups()) {
     if (static_cast<const torch::optim::AdamWOptions&>(group.options()).amsgrad()) {

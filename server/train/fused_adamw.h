@@ -59,6 +59,22 @@ struct FusedAdamWOptions {
 // One AdamW step over every parameter of `optimizer` that has a gradient.
 void FusedAdamWStep(torch::optim::AdamW& optimizer, const FusedAdamWOptions& options = {});
 
+// Sets the gradient of every parameter `optimizer` holds to undefined
+// (torch.optim's zero_grad(set_to_none=True), PyTorch 2's default), where
+// optimizer.zero_grad() in LibTorch 1.13 fills them with zeros. The next
+// backward then stores each fresh gradient instead of adding it to a zeroed
+// tensor: no zeroing pass and no accumulation pass per parameter, and the
+// word embedding's dense gradient is taken over, not copied (5% + 2.5% of
+// a small model's CPU step, tests/bench/README.md). Same values (0 + g ==
+// g). The one difference: a parameter that got a gradient in an earlier
+// step but none in this one is skipped by the AdamW step instead of being
+// updated with a zero gradient. The trainer never has one: the parameters
+// its loss reaches do so in every step (a masked-LM batch predicts at least
+// one token per row), and the others (the pooler and classifier in a
+// masked-LM run) never get a gradient, so zero_grad() left them undefined
+// too.
+void DropGradients(torch::optim::Optimizer& optimizer);
+
 // Which kernel FusedAdamWStep uses on this machine: "avx512", "avx2" or
 // "default".
 const char* FusedAdamWKernelName();

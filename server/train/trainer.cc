@@ -582,7 +582,7 @@ absl::Status Trainer::TrainLoop() {
   FT_RETURN_IF_ERROR(MaybeResume(&start_epoch, &start_micro, &last_eval_step));
   const bool checkpoints = !options_.checkpoint_dir.empty();
   SetTrainMode();
-  optimizer_->zero_grad();
+  DropGradients(*optimizer_);
   int64_t step = summary_.steps;
   // Since the previous TrainMetrics event:
   double log_loss_sum = 0.0;
@@ -693,7 +693,7 @@ absl::Status Trainer::TrainLoop() {
           optimizer_->step();
         }
       }
-      optimizer_->zero_grad();
+      DropGradients(*optimizer_);
       ++step;
       summary_.steps = step;
       if (options_.on_step) options_.on_step(Seconds(step_start), step_samples);

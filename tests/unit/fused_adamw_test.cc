@@ -8,6 +8,9 @@
 
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/nn/functional/loss.h>
 
 #include <cmath>
 #include <cstring>
@@ -16,6 +19,8 @@
 #include <vector>
 
 #include "server/base/cpu_info.h"
+#include "server/model/bert.h"
+#include "server/model/bert_config.h"
 #include "server/train/fused_adamw_kernel.h"
 
 namespace freezetune::train {
@@ -269,6 +274,58 @@ TEST(FusedAdamWSparseRowsTest, OnlyRowsWithGradientMove) {
 TEST(FusedAdamWTest, KernelNameIsKnown) {
   const std::string name = FusedAdamWKernelName();
   EXPECT_TRUE(name == "avx512" || name == "avx2" || name == "default") << name;
+}
+
+// The trainer drops gradients between steps (DropGradients) instead of
+// zero-filling them (optimizer.zero_grad()): a small BERT trained with
+// dropout, accumulation over two micro-batches, clipping and the fused
+// AdamW ends bit for bit where zero-filled gradients take it.
+TEST(DropGradientsTest, TrainsBitForBitLikeZeroFilledGradients) {
+  auto config = model::ParseBertConfig(nlohmann::json({{"vocab_size", 60},
+                                                       {"hidden_size", 32},
+                                                       {"num_hidden_layers", 2},
+                                                       {"num_attention_heads", 4},
+                                                       {"intermediate_size", 64},
+                                                       {"max_position_embeddings", 16}})
+                                           .dump());
+  ASSERT_TRUE(config.ok()) << config.status();
+  std::vector<std::vector<torch::Tensor>> finals;
+  for (bool drop : {false, true}) {
+    torch::manual_seed(5);  // same weights, inputs and dropout masks for both
+    model::BertForSequenceClassification m(*config, 3);
+    m->train();
+    const torch::Tensor ids = torch::randint(1, 60, {2, 4, 12}, torch::kLong);
+    const torch::Tensor labels = torch::randint(0, 3, {2, 4}, torch::kLong);
+    const torch::Tensor mask = torch::ones({4, 12}, torch::kLong);
+    torch::optim::AdamW optimizer(m->parameters(),
+                                  torch::optim::AdamWOptions(1e-2).weight_decay(0.01));
+    for (int step = 0; step < 4; ++step) {
+      for (int64_t micro = 0; micro < 2; ++micro) {
+        torch::Tensor logits = m->forward(ids[micro], torch::Tensor(), mask);
+        (torch::nn::functional::cross_entropy(logits, labels[micro]) / 2.0).backward();
+      }
+      torch::nn::utils::clip_grad_norm_(m->parameters(), 1.0);
+      FusedAdamWStep(optimizer);
+      if (drop) {
+        DropGradients(optimizer);
+      } else {
+        optimizer.zero_grad();
+      }
+    }
+    std::vector<torch::Tensor> params;
+    for (const torch::Tensor& p : m->parameters()) {
+      EXPECT_EQ(p.grad().defined(), !drop);
+      params.push_back(p.detach().clone());
+    }
+    finals.push_back(params);
+  }
+  ASSERT_EQ(finals[0].size(), finals[1].size());
+  int64_t moved = 0;
+  for (size_t i = 0; i < finals[0].size(); ++i) {
+    EXPECT_TRUE(torch::equal(finals[0][i], finals[1][i])) << "parameter " << i;
+    moved += finals[0][i].numel();
+  }
+  EXPECT_GT(moved, 0);
 }
 
 }  // namespace
