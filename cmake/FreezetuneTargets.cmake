@@ -28,6 +28,19 @@ macro(freezetune_torch_target)
   target_compile_options(freezetune_torch INTERFACE ${_ft_torch_flags})
 endmacro()
 
+# Sources of `target` that call at::parallel_for:
+# freezetune_aten_parallel(TARGET source...). Debian's LibTorch uses ATen's
+# OpenMP backend, whose at::parallel_for is inline code with an
+# `omp parallel` pragma: compiled without OpenMP it silently runs on one
+# thread. Such sources get OpenMP's flags (and fail to build without them:
+# they #error when AT_PARALLEL_OPENMP is set and _OPENMP is not); the target
+# links libgomp, the runtime LibTorch itself uses. Only these sources, so
+# that the other torch sources keep their flags (and ccache entries).
+function(freezetune_aten_parallel target)
+  set_property(SOURCE ${ARGN} APPEND PROPERTY COMPILE_OPTIONS ${OpenMP_CXX_FLAGS})
+  target_link_libraries(${target} PRIVATE ${OpenMP_CXX_LIBRARIES})
+endfunction()
+
 # A GoogleTest binary registered with CTest:
 # freezetune_test(NAME SOURCES ... DEPS ... [LABELS ...] [TIMEOUT s])
 function(freezetune_test name)

@@ -8,6 +8,12 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/DistributionsHelper.h>
 
+// at::parallel_for runs in parallel only where this file is built with
+// OpenMP (freezetune_aten_parallel, cmake/FreezetuneTargets.cmake).
+#if AT_PARALLEL_OPENMP && !defined(_OPENMP)
+#error "build with OpenMP (freezetune_aten_parallel): at::parallel_for would run on one thread"
+#endif
+
 namespace freezetune::model {
 namespace {
 

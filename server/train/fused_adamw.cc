@@ -13,6 +13,12 @@
 #include "server/base/cpu_info.h"
 #include "server/train/fused_adamw_kernel.h"
 
+// at::parallel_for runs in parallel only where this file is built with
+// OpenMP (freezetune_aten_parallel, cmake/FreezetuneTargets.cmake).
+#if AT_PARALLEL_OPENMP && !defined(_OPENMP)
+#error "build with OpenMP (freezetune_aten_parallel): at::parallel_for would run on one thread"
+#endif
+
 namespace freezetune::train {
 namespace {
 
