@@ -31,7 +31,8 @@ const std::vector<FlagDef>& AllFlags() {
       {"file", "FILE", false,
        "JSON FineTuneJob (plan: PlanFreezeRequest, FineTuneJob or "
        "FreezeSpec); flags override its fields"},
-      {"model", "URI", false, "Hugging Face BERT directory"},
+      {"model", "URI", false, "Hugging Face BERT directory (or a delta output, with --base-model)"},
+      {"base-model", "URI", false, "the full model a delta --model applies to"},
       {"train", "URI", false, "training data (.jsonl, .csv, .tsv, .label; --task mlm: also .txt)"},
       {"validation", "URI", false, "validation data"},
       {"format", "jsonl|csv|tsv|trec|text", false,
@@ -63,8 +64,9 @@ const std::vector<FlagDef>& AllFlags() {
       {"lora-dropout", "X", false, "dropout on the LoRA input in [0, 1)"},
       {"lora-save", "RE", true,
        "module trained in full and saved with the adapter (repeatable; default: classifier)"},
-      {"output-format", "full|peft-adapter", false,
-       "full: Hugging Face model, LoRA merged (default); peft-adapter: a PEFT adapter directory"},
+      {"output-format", "full|peft-adapter|delta", false,
+       "full: Hugging Face model, LoRA merged (default); peft-adapter: a PEFT adapter directory; "
+       "delta: only the changed tensors, pinned to the base by SHA-256"},
       {"epochs", "N", false, "passes over the training data (default 3)"},
       {"batch-size", "N", false, "examples per micro-batch (default 32)"},
       {"lr", "X", false, "peak learning rate (default 5e-5)"},
@@ -145,7 +147,7 @@ std::vector<std::string> FreezeFlags() {
 std::vector<std::string> SubmitFlags() {
   std::vector<std::string> f = FreezeFlags();
   for (const char* n :
-       {"train", "validation", "format", "text-field", "text-pair-field",
+       {"base-model", "train", "validation", "format", "text-field", "text-pair-field",
         "label-field", "epochs", "batch-size", "lr", "weight-decay",
         "warmup-ratio", "lr-schedule", "max-seq-length", "seed", "log-every",
         "eval-every", "grad-accum", "max-grad-norm", "checkpoint-every",

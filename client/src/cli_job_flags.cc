@@ -110,10 +110,11 @@ absl::Status ApplyLoraFlags(const ParsedArgs& args, v1::FreezeSpec* freeze) {
 absl::StatusOr<v1::OutputFormat> ParseOutputFormat(absl::string_view text) {
   std::string l = absl::AsciiStrToLower(text);
   if (l == "full" || l == "merged") return v1::OUTPUT_FORMAT_FULL;
+  if (l == "delta") return v1::OUTPUT_FORMAT_DELTA;
   if (l == "peft-adapter" || l == "peft_adapter" || l == "adapter") {
     return v1::OUTPUT_FORMAT_PEFT_ADAPTER;
   }
-  return FlagError("output-format", "full or peft-adapter", text);
+  return FlagError("output-format", "full, peft-adapter or delta", text);
 }
 
 absl::StatusOr<v1::TaskType> ParseTask(absl::string_view text) {
@@ -298,6 +299,8 @@ absl::Status ApplyJobFlags(const ParsedArgs& args, v1::FineTuneJob* job) {
                                       job->mutable_task(), job->mutable_freeze());
   if (!s.ok()) return s;
 
+  StringFlag(args, "base-model",
+             [&](const std::string& v) { job->set_base_model_uri(v); });
   StringFlag(args, "train",
              [&](const std::string& v) { job->mutable_train()->set_uri(v); });
   StringFlag(args, "validation", [&](const std::string& v) {
@@ -411,6 +414,8 @@ std::string FlagForField(absl::string_view path) {
   // Kept next to ApplyJobFlags, which sets these fields from these flags.
   static const auto* kFields = new std::vector<std::pair<std::string, std::string>>{
       {"model_uri", "model"},
+      {"base_model_uri", "base-model"},
+      {"output_format", "output-format"},
       {"train", "train"},
       {"train.uri", "train"},
       {"validation", "validation"},

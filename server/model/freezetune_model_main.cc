@@ -28,6 +28,10 @@
 //     Base + PEFT LoRA adapter -> a full model directory with every adapter
 //     folded into its layer (W + lora_alpha / r * B A), as PEFT's
 //     merge_and_unload.
+//   freezetune-model apply-delta --delta DIR --base BASE_DIR --out OUT
+//     A delta output (job output_format DELTA) applied to its base -> the
+//     full model directory the job would have written; refused when the
+//     base's SHA-256 is not the one the delta records.
 //   freezetune-model system [--json]
 //     The CPU, the BLAS and OpenBLAS core this machine trains with, and why
 //     (the server's start-up tuning, base/process_tuning.h), as "key: value"
@@ -55,6 +59,7 @@
 #include <torch/utils.h>
 
 #include "absl/status/status.h"
+#include "server/model/delta_checkpoint.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -118,6 +123,10 @@ commands:
   merge-adapter  fold a PEFT LoRA adapter into its base: a full model directory
     --model DIR              the base model directory (required)
     --adapter DIR            the PEFT adapter directory (required)
+    --out DIR                output directory (required)
+  apply-delta  a delta output applied to its base: the full model directory
+    --delta DIR              the delta output (delta.json, delta.safetensors) (required)
+    --base DIR               the base model it was made from (required; SHA-256 checked)
     --out DIR                output directory (required)
   system    the CPU, BLAS and OpenBLAS core this machine trains with, and why
     --json                   one JSON object instead of "key: value" lines
@@ -528,6 +537,23 @@ absl::Status PredictMasked(const std::string& dir, const std::string& input, int
   return absl::OkStatus();
 }
 
+// apply-delta: base + delta -> the full model directory.
+absl::Status ApplyDelta(const Flags& flags) {
+  FT_ASSIGN_OR_RETURN(std::string delta, flags.Required("delta"));
+  FT_ASSIGN_OR_RETURN(std::string base, flags.Required("base"));
+  FT_ASSIGN_OR_RETURN(std::string out, flags.Required("out"));
+  FT_ASSIGN_OR_RETURN(ModelDirInfo info, InspectDeltaDir(delta, base, "--base"));
+  const bool mlm = IsMaskedLmConfig(info.config);
+  const int64_t num_labels = mlm ? 0 : NumLabelsOf(info.config);
+  FT_ASSIGN_OR_RETURN(LoadedModel loaded,
+                      LoadDeltaModelDir(delta, base, num_labels,
+                                        mlm ? BertHead::kMaskedLm : BertHead::kSequenceClassification,
+                                        "--base"));
+  SaveOptions save;
+  if (!mlm) save.label_names = LabelNamesOf(loaded.config, num_labels);
+  return SaveModelDir(out, loaded.model, *loaded.tokenizer, save);
+}
+
 absl::Status Predict(const Flags& flags) {
   FT_ASSIGN_OR_RETURN(std::string dir, flags.Required("model"));
   FT_ASSIGN_OR_RETURN(std::string input, flags.Required("input"));
@@ -677,6 +703,9 @@ int Run(int argc, char** argv) {
   } else if (command == "merge-adapter") {
     flags = Flags::Parse(argc, argv, {"model", "adapter", "out"}, {});
     handler = MergeAdapter;
+  } else if (command == "apply-delta") {
+    flags = Flags::Parse(argc, argv, {"delta", "base", "out"}, {});
+    handler = ApplyDelta;
   } else if (command == "system") {
     flags = Flags::Parse(argc, argv, {}, {"json", "no-blas-core-selection"});
     handler = System;

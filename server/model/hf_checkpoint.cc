@@ -353,10 +353,13 @@ absl::Status SaveModelDir(const std::string& dir, BertForSequenceClassification&
 
   try {
     NamedTensors tensors;
-    for (const auto& p : model->named_parameters()) tensors.emplace_back(p.key(), p.value());
+    for (const auto& p : model->named_parameters()) {
+      if (!options.only_parameters.empty() && options.only_parameters.count(p.key()) == 0) continue;
+      tensors.emplace_back(p.key(), p.value());
+    }
     // transformers refuses safetensors files without format metadata.
-    FT_RETURN_IF_ERROR(WriteSafetensors(Join(dir, "model.safetensors"), tensors, options.dtype,
-                                        {{"format", "pt"}}));
+    FT_RETURN_IF_ERROR(WriteSafetensors(Join(dir, options.weights_file.c_str()), tensors,
+                                        options.dtype, {{"format", "pt"}}));
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat(dir, ": ", e.what_without_backtrace()));
   }

@@ -12,6 +12,7 @@
 #define FREEZETUNE_SERVER_MODEL_HF_CHECKPOINT_H_
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,10 @@ struct SaveOptions {
   nlohmann::json freeze_plan;            // written as freeze_plan.json when not null
   nlohmann::json metrics;                // written as metrics.json when not null
   std::string dtype = "F32";             // "F32", "F16" or "BF16"
+  // Delta outputs (delta_checkpoint.h): the weights file's name, and when
+  // not empty, the only parameters written to it.
+  std::string weights_file = "model.safetensors";
+  std::set<std::string> only_parameters;
 };
 
 // Writes a BertForSequenceClassification directory that

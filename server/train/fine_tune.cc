@@ -32,6 +32,7 @@
 #include "server/train/train_history.h"
 #include "server/train/hyperparameters.h"
 #include "server/train/job_output.h"
+#include "server/model/delta_checkpoint.h"
 #include "server/train/task.h"
 #include "server/train/precision.h"
 #include "server/train/trainer.h"
@@ -69,12 +70,51 @@ absl::StatusOr<std::string> ResolveModelDir(const std::string& uri, const data::
   return data::ResolveLocalPath(uri, uris, field);
 }
 
+// The model a job names: a Hugging Face directory, or a delta output
+// (model/delta_checkpoint.h) together with the full directory it applies to.
+struct ModelSource {
+  std::string dir;       // model_uri resolved
+  std::string base_dir;  // base_model_uri resolved, verified against the delta; else empty
+};
+
+// Resolves model_uri and, when it is a delta, base_model_uri (required then,
+// and refused otherwise), checking the base's SHA-256 against the delta.
+absl::StatusOr<ModelSource> ResolveModelSource(const std::string& uri, const std::string& base_uri,
+                                               const data::UriOptions& uris,
+                                               const std::string& field,
+                                               const std::string& base_field) {
+  ModelSource source;
+  FT_ASSIGN_OR_RETURN(source.dir, ResolveModelDir(uri, uris, field));
+  if (!model::IsDeltaDir(source.dir)) {
+    if (!base_uri.empty()) {
+      return FieldError(base_field, absl::StrCat("only for a delta output; ", field,
+                                                 " is a full model directory"));
+    }
+    return source;
+  }
+  absl::StatusOr<model::DeltaManifest> manifest = model::ReadDeltaManifest(source.dir);
+  if (!manifest.ok()) return FieldError(field, std::string(manifest.status().message()));
+  if (base_uri.empty()) {
+    return FieldError(base_field, absl::StrCat("required: ", field,
+                                               " is a delta output (made from ",
+                                               manifest->base_name, ")"));
+  }
+  FT_ASSIGN_OR_RETURN(source.base_dir, ResolveModelDir(base_uri, uris, base_field));
+  FT_RETURN_IF_ERROR(model::VerifyDeltaBase(*manifest, source.base_dir, base_field));
+  return source;
+}
+
 // What is wrong with a model directory the caller named (a file missing,
 // config.json disagreeing with the weights) is the request's fault:
 // INVALID_ARGUMENT naming the field, as the API promises, not NOT_FOUND.
-absl::StatusOr<model::ModelDirInfo> InspectModel(const std::string& dir,
+// A delta directory gives its own config (and, with a base, the base's
+// tokenizer settings).
+absl::StatusOr<model::ModelDirInfo> InspectModel(const ModelSource& source,
                                                  const std::string& field) {
-  absl::StatusOr<model::ModelDirInfo> info = model::InspectModelDir(dir);
+  const std::string& dir = source.dir;
+  absl::StatusOr<model::ModelDirInfo> info =
+      model::IsDeltaDir(dir) ? model::InspectDeltaDir(dir, source.base_dir, field)
+                             : model::InspectModelDir(dir);
   if (!info.ok()) {
     absl::Status s = WithField(info.status(), field);
     if (s.code() == absl::StatusCode::kNotFound) {
@@ -126,9 +166,10 @@ absl::Status ValidateJobImpl(const v1::FineTuneJob& job, const data::UriOptions&
   if (data::IsS3Uri(job.output_uri())) {
     FT_RETURN_IF_ERROR(data::CheckS3OutputFree(job.output_uri(), uris, "job.output_uri"));
   }
-  FT_ASSIGN_OR_RETURN(const std::string model_dir,
-                      ResolveModelDir(job.model_uri(), uris, "job.model_uri"));
-  FT_ASSIGN_OR_RETURN(const model::ModelDirInfo info, InspectModel(model_dir, "job.model_uri"));
+  FT_ASSIGN_OR_RETURN(const ModelSource model,
+                      ResolveModelSource(job.model_uri(), job.base_model_uri(), uris,
+                                         "job.model_uri", "job.base_model_uri"));
+  FT_ASSIGN_OR_RETURN(const model::ModelDirInfo info, InspectModel(model, "job.model_uri"));
 
   if (!HasDataset(job.train())) return FieldError("job.train.uri", "required");
   FT_ASSIGN_OR_RETURN(const std::vector<data::RawExample> train,
@@ -197,9 +238,10 @@ absl::Status ValidateJobImpl(const v1::FineTuneJob& job, const data::UriOptions&
 
 absl::StatusOr<v1::PlanFreezeResponse> PlanFreezeImpl(const v1::PlanFreezeRequest& request,
                                                       const data::UriOptions& uris) {
-  FT_ASSIGN_OR_RETURN(const std::string model_dir,
-                      ResolveModelDir(request.model_uri(), uris, "model_uri"));
-  FT_ASSIGN_OR_RETURN(const model::ModelDirInfo info, InspectModel(model_dir, "model_uri"));
+  // A delta's own config.json gives the shapes: no base needed to plan.
+  ModelSource model;
+  FT_ASSIGN_OR_RETURN(model.dir, ResolveModelDir(request.model_uri(), uris, "model_uri"));
+  FT_ASSIGN_OR_RETURN(const model::ModelDirInfo info, InspectModel(model, "model_uri"));
   FT_RETURN_IF_ERROR(ValidateTask(request.task(), "", "task"));
   int64_t num_labels = 2;
   if (request.task().num_labels() < 0) return FieldError("task.num_labels", "must be >= 0");
@@ -243,8 +285,10 @@ absl::StatusOr<PreparedJob> PrepareJob(const v1::FineTuneJob& job, const RunCont
   FT_RETURN_IF_ERROR(ValidateOutputFormat(job));
   FT_RETURN_IF_ERROR(ValidateTask(job.task(), job.hyperparameters().selection_metric(), "job.task"));
   const bool mlm = IsMaskedLm(job.task());
-  FT_ASSIGN_OR_RETURN(const std::string model_dir,
-                      ResolveModelDir(job.model_uri(), context.uris, "job.model_uri"));
+  FT_ASSIGN_OR_RETURN(const ModelSource model,
+                      ResolveModelSource(job.model_uri(), job.base_model_uri(), context.uris,
+                                         "job.model_uri", "job.base_model_uri"));
+  const std::string& model_dir = model.dir;
   if (!HasDataset(job.train())) return FieldError("job.train.uri", "required");
   FT_ASSIGN_OR_RETURN(std::vector<data::RawExample> train_raw,
                       data::LoadDataset(job.train(), context.uris, "job.train", !mlm));
@@ -273,9 +317,16 @@ absl::StatusOr<PreparedJob> PrepareJob(const v1::FineTuneJob& job, const RunCont
     static absl::Mutex global_rng_mu(absl::kConstInit);
     absl::MutexLock lock(&global_rng_mu);
     torch::manual_seed(static_cast<uint64_t>(out.hp.seed));
-    FT_ASSIGN_OR_RETURN(out.loaded, model::LoadModelDir(model_dir, out.labels.num_labels(),
-                                                        HeadFor(job.task())));
+    if (model.base_dir.empty()) {
+      FT_ASSIGN_OR_RETURN(out.loaded, model::LoadModelDir(model_dir, out.labels.num_labels(),
+                                                          HeadFor(job.task())));
+    } else {
+      FT_ASSIGN_OR_RETURN(out.loaded, model::LoadDeltaModelDir(
+                                          model_dir, model.base_dir, out.labels.num_labels(),
+                                          HeadFor(job.task()), "job.base_model_uri"));
+    }
     out.model_dir = model_dir;
+    out.delta_base_dir = model.base_dir;
     // Compile against the loaded model's own parameters, so the plan names
     // exactly what the trainer will see, then add the adapters it asks for.
     std::vector<model::ParameterShape> shapes;

@@ -1,10 +1,12 @@
 // Job outputs by format (see job_output.h).
 #include "server/train/job_output.h"
 
+#include <iterator>
 #include <set>
 
 #include "absl/strings/str_cat.h"
 #include "server/common/status_macros.h"
+#include "server/model/delta_checkpoint.h"
 #include "server/model/hf_checkpoint.h"
 #include "server/model/peft_adapter.h"
 #include "server/train/precision.h"
@@ -15,6 +17,7 @@ absl::Status ValidateOutputFormat(const v1::FineTuneJob& job) {
   switch (job.output_format()) {
     case v1::OUTPUT_FORMAT_UNSPECIFIED:
     case v1::OUTPUT_FORMAT_FULL:
+    case v1::OUTPUT_FORMAT_DELTA:
       return absl::OkStatus();
     case v1::OUTPUT_FORMAT_PEFT_ADAPTER:
       if (!job.freeze().has_lora()) {
@@ -71,7 +74,38 @@ absl::Status WriteJobOutput(const v1::FineTuneJob& job, Trainer& trainer, const 
   save.label_names = prepared.labels.names;
   save.freeze_plan = plan;
   save.metrics = metrics;
-  return model::SaveModelDir(output_dir, m, *prepared.loaded.tokenizer, save);
+  if (job.output_format() != v1::OUTPUT_FORMAT_DELTA) {
+    return model::SaveModelDir(output_dir, m, *prepared.loaded.tokenizer, save);
+  }
+  // Delta: what may differ from the base. Everything else was frozen
+  // throughout and verified bit-identical after training.
+  std::set<std::string> changed;
+  for (const ParameterDecision& d : trainer.plan().parameters) {
+    if (!d.adapter && trainer.ever_trainable().count(d.name)) changed.insert(d.name);
+  }
+  if (trainer.plan().lora) {
+    for (const std::string& t : trainer.plan().lora->targets) changed.insert(t + ".weight");
+  }
+  for (const std::string& n : prepared.loaded.newly_initialized) changed.insert(n);
+  std::string delta_base = prepared.model_dir;
+  std::string delta_base_name = base_model_dir;
+  if (!prepared.delta_base_dir.empty()) {
+    // Started from a delta: keep its tensors, pin its base.
+    FT_ASSIGN_OR_RETURN(const model::DeltaManifest input,
+                        model::ReadDeltaManifest(prepared.model_dir));
+    changed.insert(input.tensors.begin(), input.tensors.end());
+    delta_base = prepared.delta_base_dir;
+    delta_base_name = job.base_model_uri();
+  }
+  // A name of the input's head that this model does not have (an MLM head
+  // under a classifier) is not carried over.
+  std::set<std::string> names;
+  for (const auto& p : m->named_parameters()) names.insert(p.key());
+  for (auto it = changed.begin(); it != changed.end();) {
+    it = names.count(*it) ? std::next(it) : changed.erase(it);
+  }
+  return model::SaveDeltaDir(output_dir, m, *prepared.loaded.tokenizer, save, changed, delta_base,
+                             delta_base_name);
 }
 
 }  // namespace freezetune::train

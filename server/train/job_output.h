@@ -1,6 +1,7 @@
 // A finished job's output directory in the job's output_format: the full
-// Hugging Face model (LoRA merged in) or a PEFT adapter directory. See
-// OutputFormat in freezetune.proto.
+// Hugging Face model (LoRA merged in), a PEFT adapter directory, or a delta
+// (the changed tensors pinned to the base's SHA-256). See OutputFormat in
+// freezetune.proto.
 //
 // Thread safety: runs on the job's training thread; touches only its model
 // and output directory.

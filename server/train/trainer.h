@@ -274,6 +274,8 @@ std::vector<std::vector<int64_t>> TrainingBatches(const data::EncodedDataset& tr
 // (classifier init, dropout).
 struct PreparedJob {
   std::string model_dir;  // job.model_uri resolved to a local directory
+  // When model_dir is a delta output: its base (job.base_model_uri resolved).
+  std::string delta_base_dir;
   model::LoadedModel loaded;
   data::LabelSpace labels;
   data::EncodedDataset train;

@@ -11,7 +11,9 @@ continued pretraining (TASK_TYPE_MASKED_LM) previewed, its bad inputs rejected
 naming the field, trained on plain text through the Python client and through
 the `freezetune` CLI ($FREEZETUNE_CLI_BIN, the C++ client), its
 BertForMaskedLM output checked against the float64 reference of
-mlm_numerics_test.py and used as the base of a classification job.
+mlm_numerics_test.py and used as the base of a classification job; a delta
+output (OUTPUT_FORMAT_DELTA) holding only the classifier, refused on a base
+with other bytes and accepted on its own, and `freezetune-model apply-delta`.
 """
 import json
 import os
@@ -198,6 +200,47 @@ class PeftE2E(real_server.RealServerTestCase):
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("job.task.masked_lm.mask_probability", r.stderr)
 
+    def test_delta_output_and_its_base(self):
+        job = self.job("small.jsonl", 1)
+        job["freeze"] = {"headOnly": {}}
+        job["outputFormat"] = "OUTPUT_FORMAT_DELTA"
+        final, _ = self.run_job(job)
+        self.assertTrue(final.result.frozen_weights_verified)
+        out = final.result.output_uri[len("file://"):]
+        with open(os.path.join(out, "delta.json")) as f:
+            manifest = json.load(f)
+        self.assertEqual(manifest["tensors"], ["classifier.weight", "classifier.bias"])
+        self.assertFalse(os.path.exists(os.path.join(out, "model.safetensors")))
+        # Another base (same shapes, other weights) is refused, naming the field.
+        other = self.dir + "/other_model"
+        if not os.path.exists(other):
+            vocab = os.path.join(real_server.SOURCE_DIR, "tests/fixtures/data/bert-base-uncased-vocab.txt")
+            subprocess.run([real_server.MODEL_BIN, "init", "--out", other, "--vocab", vocab, "--layers", "2",
+                            "--hidden", "32", "--heads", "2", "--intermediate", "64", "--max-position", "64",
+                            "--seed", "7"], check=True, capture_output=True)
+        nxt = self.job("small.jsonl", 1)
+        nxt["modelUri"] = "file://" + out
+        for base, prefix in ((None, "job.base_model_uri: required"),
+                             ("file://" + other, "job.base_model_uri: not the base this delta was made from")):
+            if base:
+                nxt["baseModelUri"] = base
+            with self.assertRaises(FreezetuneError) as raised:
+                self.client.submit(nxt)
+            self.assertEqual(raised.exception.code.name, "INVALID_ARGUMENT")
+            self.assertTrue(raised.exception.message.startswith(prefix), raised.exception.message)
+        nxt["baseModelUri"] = "file://" + self.dir + "/model"
+        second, _ = self.run_job(nxt)
+        self.assertTrue(second.result.frozen_weights_verified)
+        # Materialised on its base, the delta is a full model directory.
+        full = self.dir + "/applied"
+        r = subprocess.run([real_server.MODEL_BIN, "apply-delta", "--delta", out, "--base", self.dir + "/model",
+                            "--out", full], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(os.path.exists(os.path.join(full, "model.safetensors")))
+        r = subprocess.run([real_server.MODEL_BIN, "apply-delta", "--delta", out, "--base", other,
+                            "--out", self.dir + "/applied_wrong"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("not the base this delta was made from", r.stderr)
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

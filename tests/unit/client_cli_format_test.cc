@@ -482,6 +482,18 @@ TEST(JobFlagsTest, MaskedLmTaskFlags) {
   EXPECT_EQ(FlagForField("job.task"), "task");
 }
 
+TEST(JobFlagsTest, DeltaOutputAndBaseModel) {
+  absl::StatusOr<ParsedArgs> a = ParseArgs(
+      {"submit", "--model", "file:///d/delta", "--base-model", "file:///d/base", "--output-format",
+       "delta"});
+  ASSERT_TRUE(a.ok()) << a.status();
+  absl::StatusOr<v1::FineTuneJob> job = BuildJob(*a);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->base_model_uri(), "file:///d/base");
+  EXPECT_EQ(job->output_format(), v1::OUTPUT_FORMAT_DELTA);
+  EXPECT_EQ(FlagForField("job.base_model_uri"), "base-model");
+}
+
 TEST(JobFlagsTest, RecipesAndStates) {
   v1::FreezeSpec spec;
   ASSERT_TRUE(ApplyFreezeRecipe("bottom:3", &spec).ok());

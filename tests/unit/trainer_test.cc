@@ -15,6 +15,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
 #include <numeric>
 #include <random>
 #include <set>
@@ -28,6 +30,8 @@
 #include "google/protobuf/text_format.h"
 #include "gtest/gtest.h"
 #include "server/model/bert.h"
+#include "server/model/delta_checkpoint.h"
+#include "server/model/file_digest.h"
 #include "server/model/hf_checkpoint.h"
 #include "server/model/safetensors.h"
 #include "server/model/tokenizer.h"
@@ -1461,6 +1465,109 @@ TEST_F(ValidateJobTest, MaskedLmErrors) {
     }
   }
   EXPECT_EQ(trainable, 30522 + 32 * 32 + 32 + 2 * 32);
+}
+
+// ---- delta outputs -------------------------------------------------------
+
+std::set<std::string> TensorNames(const std::string& path) {
+  std::set<std::string> out;
+  auto tensors = model::ReadSafetensors(path);
+  EXPECT_TRUE(tensors.ok()) << tensors.status();
+  if (tensors.ok()) {
+    for (const auto& [name, t] : tensors->tensors) out.insert(name);
+  }
+  return out;
+}
+
+TEST_F(ValidateJobTest, DeltaOutputsHoldOnlyChangedTensorsAndNeedTheirBase) {
+  // Head-only: the classifier alone, pinned to the base by SHA-256.
+  v1::FineTuneJob job = Job("head_only {}", "epochs: 1");
+  job.set_output_format(v1::OUTPUT_FORMAT_DELTA);
+  RunContext c = Context("out_delta_head");
+  auto result = RunFineTune(job, c);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->frozen_weights_verified());
+  const std::string out = c.output_dir;
+  EXPECT_FALSE(fs::exists(out + "/model.safetensors"));
+  EXPECT_EQ(TensorNames(out + "/delta.safetensors"),
+            (std::set<std::string>{"classifier.bias", "classifier.weight"}));
+  auto manifest = model::ReadDeltaManifest(out);
+  ASSERT_TRUE(manifest.ok()) << manifest.status();
+  EXPECT_EQ(manifest->base_name, model_dir_);
+  EXPECT_EQ(manifest->sha256.at("model.safetensors"),
+            *model::Sha256File(model_dir_ + "/model.safetensors"));
+  EXPECT_LT(fs::file_size(out + "/delta.safetensors") * 1000,
+            fs::file_size(model_dir_ + "/model.safetensors"));
+  // Base + delta: the encoder is the base's, the classifier the delta's.
+  auto applied = model::LoadDeltaModelDir(out, model_dir_, 2, model::BertHead::kSequenceClassification,
+                                          "f");
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_TRUE(applied->newly_initialized.empty());
+  auto base = model::LoadModelDir(model_dir_, 2);
+  ASSERT_TRUE(base.ok());
+  auto delta = model::ReadSafetensors(out + "/delta.safetensors");
+  ASSERT_TRUE(delta.ok());
+  const std::map<std::string, torch::Tensor> delta_tensors(delta->tensors.begin(),
+                                                           delta->tensors.end());
+  for (const auto& p : applied->model->named_parameters()) {
+    const torch::Tensor expected = absl::StartsWith(p.key(), "classifier.")
+                                       ? delta_tensors.at(p.key())
+                                       : base->model->named_parameters()[p.key()];
+    EXPECT_TRUE(torch::equal(p.value(), expected)) << p.key();
+  }
+
+  // A delta is a model_uri together with its base; a later delta output keeps
+  // both deltas' tensors and pins the original base.
+  v1::FineTuneJob next = Job("bottom { num_layers: 1 }", "epochs: 1");
+  next.set_model_uri("file://" + out);
+  next.set_output_format(v1::OUTPUT_FORMAT_DELTA);
+  EXPECT_THAT(std::string(Validate(next).message()),
+              StartsWith("job.base_model_uri: required: job.model_uri is a delta output"));
+  next.set_base_model_uri("file://" + model_dir_);
+  EXPECT_TRUE(Validate(next).ok()) << Validate(next);
+  RunContext c2 = Context("out_delta_chain");
+  auto chained = RunFineTune(next, c2);
+  ASSERT_TRUE(chained.ok()) << chained.status();
+  const std::set<std::string> names = TensorNames(c2.output_dir + "/delta.safetensors");
+  EXPECT_TRUE(names.count("classifier.weight"));
+  EXPECT_TRUE(names.count("bert.encoder.layer.1.output.dense.weight"));
+  EXPECT_TRUE(names.count("bert.pooler.dense.weight"));
+  EXPECT_FALSE(names.count("bert.encoder.layer.0.output.dense.weight"));  // frozen
+  EXPECT_FALSE(names.count("bert.embeddings.word_embeddings.weight"));
+  auto chained_manifest = model::ReadDeltaManifest(c2.output_dir);
+  ASSERT_TRUE(chained_manifest.ok());
+  EXPECT_EQ(chained_manifest->sha256, manifest->sha256);
+
+  // A base whose bytes differ is refused, naming the field and both digests.
+  const std::string other = root_ + "/other_base";
+  fs::create_directories(other);
+  for (const char* f : {"model.safetensors", "vocab.txt", "tokenizer_config.json"}) {
+    fs::copy_file(model_dir_ + "/" + f, other + "/" + f, fs::copy_options::overwrite_existing);
+  }
+  std::string config;
+  {
+    std::ifstream in(model_dir_ + "/config.json");
+    config.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  WriteFile(other + "/config.json", config + "\n");
+  next.set_base_model_uri("file://" + other);
+  absl::Status s = Validate(next);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              StartsWith("job.base_model_uri: not the base this delta was made from: "));
+  EXPECT_THAT(std::string(s.message()), HasSubstr(manifest->sha256.at("config.json")));
+  EXPECT_FALSE(RunFineTune(next, Context("out_delta_wrong_base")).ok());
+  // base_model_uri is only for a delta.
+  v1::FineTuneJob full = Job("");
+  full.set_base_model_uri("file://" + model_dir_);
+  EXPECT_THAT(std::string(Validate(full).message()), StartsWith("job.base_model_uri: only for a delta"));
+  // PlanFreeze needs only the delta's config.
+  v1::PlanFreezeRequest plan_request;
+  plan_request.set_model_uri(out);
+  plan_request.mutable_freeze()->mutable_head_only();
+  auto plan = PlanFreeze(plan_request, data::UriOptions{});
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->trainable_parameters(), 2 * 32 + 2);
 }
 
 }  // namespace

@@ -1,0 +1,24 @@
+// SHA-256 of a file's bytes (OpenSSL's libcrypto), as lowercase hex: how a
+// delta output pins the base checkpoint it applies to.
+//
+// Thread safety: no shared state.
+#ifndef FREEZETUNE_SERVER_MODEL_FILE_DIGEST_H_
+#define FREEZETUNE_SERVER_MODEL_FILE_DIGEST_H_
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+
+namespace freezetune::model {
+
+// Streams the file (1 MiB reads). NOT_FOUND when it cannot be opened,
+// DATA_LOSS on a read error.
+absl::StatusOr<std::string> Sha256File(const std::string& path);
+
+// Of bytes in memory (tests, small files).
+std::string Sha256Hex(std::string_view bytes);
+
+}  // namespace freezetune::model
+
+#endif  // FREEZETUNE_SERVER_MODEL_FILE_DIGEST_H_
