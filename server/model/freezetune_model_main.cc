@@ -550,6 +550,10 @@ absl::Status ApplyDelta(const Flags& flags) {
                                         mlm ? BertHead::kMaskedLm : BertHead::kSequenceClassification,
                                         "--base"));
   SaveOptions save;
+  // A delta job writes in its base's dtype (job.output_dtype may not differ),
+  // so this is the dtype the job's full output would have had.
+  // (F32 for a base of mixed dtypes, as a full output writes.)
+  if (loaded.source_dtype == "F16" || loaded.source_dtype == "BF16") save.dtype = loaded.source_dtype;
   if (!mlm) save.label_names = LabelNamesOf(loaded.config, num_labels);
   return SaveModelDir(out, loaded.model, *loaded.tokenizer, save);
 }

@@ -207,6 +207,7 @@ absl::Status ValidateJobImpl(const v1::FineTuneJob& job, const data::UriOptions&
   if (!v1::WeightDtype_IsValid(job.output_dtype())) {
     return FieldError("job.output_dtype", absl::StrCat("unknown value ", job.output_dtype()));
   }
+  FT_RETURN_IF_ERROR(ValidateDeltaOutputDtype(job, info.source_dtype));
 
   const auto shapes =
       model::BertParameterShapes(info.config, labels.num_labels(), HeadFor(job.task()));
@@ -327,6 +328,7 @@ absl::StatusOr<PreparedJob> PrepareJob(const v1::FineTuneJob& job, const RunCont
     }
     out.model_dir = model_dir;
     out.delta_base_dir = model.base_dir;
+    FT_RETURN_IF_ERROR(ValidateDeltaOutputDtype(job, out.loaded.source_dtype));
     // Compile against the loaded model's own parameters, so the plan names
     // exactly what the trainer will see, then add the adapters it asks for.
     std::vector<model::ParameterShape> shapes;

@@ -36,6 +36,16 @@ absl::Status ValidateOutputFormat(const v1::FineTuneJob& job) {
   }
 }
 
+absl::Status ValidateDeltaOutputDtype(const v1::FineTuneJob& job, const std::string& source_dtype) {
+  if (job.output_format() != v1::OUTPUT_FORMAT_DELTA) return absl::OkStatus();
+  const std::string base = OutputDtype(v1::WEIGHT_DTYPE_UNSPECIFIED, source_dtype);
+  const std::string asked = OutputDtype(job.output_dtype(), source_dtype);
+  if (asked == base) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "job.output_dtype: a delta output keeps its base's dtype (", base, "), not ", asked,
+      "; leave it unset or write OUTPUT_FORMAT_FULL"));
+}
+
 absl::Status WriteJobOutput(const v1::FineTuneJob& job, Trainer& trainer, const PreparedJob& prepared,
                             const std::string& base_model_dir, const std::string& output_dir) {
   FT_RETURN_IF_ERROR(ValidateOutputFormat(job));

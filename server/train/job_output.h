@@ -20,6 +20,12 @@ namespace freezetune::train {
 // output needs freeze.lora). INVALID_ARGUMENT naming "job.output_format".
 absl::Status ValidateOutputFormat(const v1::FineTuneJob& job);
 
+// A delta output is in its base's dtype (`source_dtype`, as the model
+// directory reports it), so that base + delta is the full output bit for
+// bit: INVALID_ARGUMENT naming "job.output_dtype" when the job asks for
+// another one.
+absl::Status ValidateDeltaOutputDtype(const v1::FineTuneJob& job, const std::string& source_dtype);
+
 // Writes the trained model (on the CPU) to `output_dir`. `base_model_dir`
 // names the base model in adapter_config.json (base_model_name_or_path). For
 // OUTPUT_FORMAT_FULL this merges the model's LoRA adapters into its weights

@@ -2,7 +2,9 @@
 // arithmetic, the autocast scope, submit-time validation, and bf16 training
 // through the real trainer on a small BERT and real SST-2 sentences: frozen
 // weights bit-identical (in memory and in a BF16 output file), float32
-// master weights and optimizer state, the prefix cache holding bfloat16.
+// master weights and optimizer state, the prefix cache holding bfloat16; a
+// delta output of a BF16 base in BF16, base + delta equal to the full output
+// byte for byte.
 #include "server/train/precision.h"
 
 #include <ATen/ATen.h>
@@ -10,12 +12,14 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <string>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/model/bert.h"
+#include "server/model/delta_checkpoint.h"
 #include "server/model/hf_checkpoint.h"
 #include "server/model/safetensors.h"
 #include "server/model/tokenizer.h"
@@ -271,6 +275,60 @@ TEST_F(Bf16TrainingTest, Bf16CheckpointInBf16OutFrozenTensorsBitIdentical) {
   }
   EXPECT_EQ(frozen, 5 + 16);  // embeddings + layer 0
   EXPECT_GT(moved, 10);
+}
+
+// A delta output keeps the base's dtype, so that the base with the delta
+// applied (what `freezetune-model apply-delta` does: LoadDeltaModelDir, then
+// SaveModelDir in the base's dtype) is the same job's full output, byte for
+// byte; asking a delta for another dtype is refused at submit.
+TEST_F(Bf16TrainingTest, Bf16DeltaAppliedToItsBaseIsTheFullOutputByteForByte) {
+  RunContext full_context;
+  full_context.device = "cpu";
+  full_context.output_dir = root_ + "/delta_full";
+  ASSERT_TRUE(RunFineTune(Job(v1::PRECISION_BF16), full_context).ok());
+  v1::FineTuneJob job = Job(v1::PRECISION_BF16);
+  job.set_output_format(v1::OUTPUT_FORMAT_DELTA);
+  RunContext delta_context = full_context;
+  delta_context.output_dir = root_ + "/delta";
+  absl::StatusOr<v1::JobResult> result = RunFineTune(job, delta_context);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->frozen_weights_verified());
+
+  int stored = 0;
+  auto header = model::VisitSafetensors(
+      root_ + "/delta/delta.safetensors", {},
+      [&](const std::string& name, const std::string& dtype, const torch::Tensor&) {
+        EXPECT_EQ(dtype, "BF16") << name;
+        EXPECT_EQ(name.find("encoder.layer.0."), std::string::npos) << name << " was frozen";
+        EXPECT_EQ(name.find("embeddings."), std::string::npos) << name << " was frozen";
+        ++stored;
+        return absl::OkStatus();
+      });
+  ASSERT_TRUE(header.ok()) << header.status();
+  EXPECT_EQ(stored, 16 + 2 + 2);  // layer 1, pooler, classifier
+
+  absl::StatusOr<model::LoadedModel> applied = model::LoadDeltaModelDir(
+      root_ + "/delta", root_ + "/model", 2, model::BertHead::kSequenceClassification, "--base");
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->source_dtype, "BF16");
+  model::SaveOptions save;
+  save.dtype = applied->source_dtype;
+  save.label_names = {"0", "1"};
+  ASSERT_TRUE(
+      model::SaveModelDir(root_ + "/applied", applied->model, *applied->tokenizer, save).ok());
+  auto bytes = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  const std::string full = bytes(root_ + "/delta_full/model.safetensors");
+  ASSERT_FALSE(full.empty());
+  EXPECT_TRUE(bytes(root_ + "/applied/model.safetensors") == full);
+
+  job.set_output_dtype(v1::WEIGHT_DTYPE_F32);
+  absl::Status s = ValidateJob(job, data::UriOptions(), JobLimits());
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(std::string(s.message()),
+              StartsWith("job.output_dtype: a delta output keeps its base's dtype (BF16)"));
 }
 
 TEST_F(Bf16TrainingTest, Fp16OnTheCpuIsRejectedAtSubmit) {
