@@ -29,6 +29,29 @@ std::string Join(const std::string& dir, const std::string& name) {
 
 absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
+// The delta's config.json may differ from its base's only in the head's
+// labels: anything that shapes or computes the encoder must be the base's.
+absl::Status CheckSameEncoder(const BertConfig& delta, const BertConfig& base,
+                              const std::string& path) {
+  auto differs = [&path](const char* field) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", field, " differs from the base's config.json"));
+  };
+  if (delta.vocab_size != base.vocab_size) return differs("vocab_size");
+  if (delta.hidden_size != base.hidden_size) return differs("hidden_size");
+  if (delta.num_hidden_layers != base.num_hidden_layers) return differs("num_hidden_layers");
+  if (delta.num_attention_heads != base.num_attention_heads) return differs("num_attention_heads");
+  if (delta.intermediate_size != base.intermediate_size) return differs("intermediate_size");
+  if (delta.hidden_act != base.hidden_act) return differs("hidden_act");
+  if (delta.max_position_embeddings != base.max_position_embeddings) {
+    return differs("max_position_embeddings");
+  }
+  if (delta.type_vocab_size != base.type_vocab_size) return differs("type_vocab_size");
+  if (delta.layer_norm_eps != base.layer_norm_eps) return differs("layer_norm_eps");
+  if (delta.pad_token_id != base.pad_token_id) return differs("pad_token_id");
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 bool IsDeltaDir(const std::string& dir) {
@@ -138,8 +161,11 @@ absl::StatusOr<ModelDirInfo> InspectDeltaDir(const std::string& dir, const std::
       }
     }
   }
-  FT_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(Join(dir, "config.json")));
-  FT_ASSIGN_OR_RETURN(info.config, ParseBertConfig(text));
+  const std::string config_path = Join(dir, "config.json");
+  FT_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(config_path));
+  FT_ASSIGN_OR_RETURN(BertConfig config, ParseBertConfig(text));
+  if (!base_dir.empty()) FT_RETURN_IF_ERROR(CheckSameEncoder(config, info.config, config_path));
+  info.config = std::move(config);
   return info;
 }
 
@@ -152,9 +178,15 @@ absl::StatusOr<LoadedModel> LoadDeltaModelDir(const std::string& dir, const std:
   std::map<std::string, torch::Tensor> params;
   for (const auto& p : loaded.model->named_parameters()) params.emplace(p.key(), p.value());
   const std::string path = Join(dir, "delta.safetensors");
-  std::set<std::string> applied;
+  const std::set<std::string> listed(manifest.tensors.begin(), manifest.tensors.end());
+  std::set<std::string> seen, applied;
   torch::NoGradGuard no_grad;
   auto visit = [&](const std::string& name, const std::string&, const torch::Tensor& stored) -> absl::Status {
+    if (listed.count(name) == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": tensor ", name, " is not listed in delta.json"));
+    }
+    seen.insert(name);
     auto it = params.find(name);
     if (it == params.end()) {
       loaded.unused.push_back(name);  // e.g. an MLM head when loading for classification
@@ -173,13 +205,22 @@ absl::StatusOr<LoadedModel> LoadDeltaModelDir(const std::string& dir, const std:
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat(path, ": ", e.what_without_backtrace()));
   }
+  for (const std::string& name : listed) {
+    if (seen.count(name) == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": tensor ", name, " is listed in delta.json but not stored"));
+    }
+  }
   auto& fresh = loaded.newly_initialized;
   fresh.erase(std::remove_if(fresh.begin(), fresh.end(),
                              [&](const std::string& n) { return applied.count(n) > 0; }),
               fresh.end());
   // The delta's own config (its labels) describes the result.
-  FT_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(Join(dir, "config.json")));
-  FT_ASSIGN_OR_RETURN(loaded.config, ParseBertConfig(text));
+  const std::string config_path = Join(dir, "config.json");
+  FT_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(config_path));
+  FT_ASSIGN_OR_RETURN(BertConfig config, ParseBertConfig(text));
+  FT_RETURN_IF_ERROR(CheckSameEncoder(config, loaded.config, config_path));
+  loaded.config = std::move(config);
   return loaded;
 }
 

@@ -6,7 +6,8 @@
 //                                      "sha256": {"config.json": "<hex>",
 //                                                 "model.safetensors": "<hex>"}},
 //                             "tensors": ["classifier.weight", ...]}
-//   <dir>/delta.safetensors  those tensors (F32)
+//   <dir>/delta.safetensors  those tensors, in the dtype of the job's full
+//                            output (the base's)
 //   <dir>/config.json        the result's full config (labels included)
 //   vocab.txt, tokenizer_config.json, freeze_plan.json, metrics.json
 //
@@ -70,15 +71,19 @@ absl::Status SaveDeltaDir(const std::string& dir, BertForSequenceClassification&
 // The config of a delta (its own config.json) and, after VerifyDeltaBase, the
 // base's tokenizer settings and stored dtype. With `base_dir` empty (a
 // PlanFreeze, which needs only the shapes) the base is not read: the delta's
-// own tokenizer_config.json is used and source_dtype is "F32".
+// own tokenizer_config.json is used and source_dtype is "F32". With a base,
+// INVALID_ARGUMENT when the delta's config describes another encoder.
 absl::StatusOr<ModelDirInfo> InspectDeltaDir(const std::string& dir, const std::string& base_dir,
                                              std::string_view field);
 
 // Loads the base (LoadModelDir with `num_labels` and `head`) after
 // VerifyDeltaBase and copies the delta's tensors over it; a tensor the
-// delta supplies is not reported as newly initialised. INVALID_ARGUMENT when a
-// delta tensor names no parameter or has another shape (a head of another
-// label count is skipped, as LoadModelDir does).
+// delta supplies is not reported as newly initialised. delta.safetensors is
+// untrusted input: its header goes through the safetensors parser, and it is
+// INVALID_ARGUMENT when its tensors are not exactly those delta.json lists,
+// when a tensor of the model has another shape (a head of another label
+// count is skipped, as LoadModelDir does), or when the delta's config.json
+// describes another encoder than the base's (only the labels may differ).
 absl::StatusOr<LoadedModel> LoadDeltaModelDir(const std::string& dir, const std::string& base_dir,
                                               int64_t num_labels, BertHead head,
                                               std::string_view field);

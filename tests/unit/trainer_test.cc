@@ -1557,6 +1557,32 @@ TEST_F(ValidateJobTest, DeltaOutputsHoldOnlyChangedTensorsAndNeedTheirBase) {
               StartsWith("job.base_model_uri: not the base this delta was made from: "));
   EXPECT_THAT(std::string(s.message()), HasSubstr(manifest->sha256.at("config.json")));
   EXPECT_FALSE(RunFineTune(next, Context("out_delta_wrong_base")).ok());
+  // The delta itself is untrusted input: its tensors must be those delta.json
+  // lists, and its config may not describe another encoder than its base's.
+  const std::string tampered = root_ + "/tampered_delta";
+  fs::copy(out, tampered, fs::copy_options::recursive);
+  {
+    std::ifstream in(out + "/delta.json");
+    nlohmann::json m = nlohmann::json::parse(in);
+    m["tensors"].push_back("bert.pooler.dense.weight");
+    WriteFile(tampered + "/delta.json", m.dump());
+  }
+  auto listed = model::LoadDeltaModelDir(tampered, model_dir_, 2,
+                                         model::BertHead::kSequenceClassification, "f");
+  EXPECT_EQ(listed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(listed.status().message()),
+              HasSubstr("bert.pooler.dense.weight is listed in delta.json but not stored"));
+  fs::copy_file(out + "/delta.json", tampered + "/delta.json", fs::copy_options::overwrite_existing);
+  {
+    std::ifstream in(out + "/config.json");
+    nlohmann::json c = nlohmann::json::parse(in);
+    c["hidden_act"] = "relu";
+    WriteFile(tampered + "/config.json", c.dump());
+  }
+  next.set_model_uri("file://" + tampered);
+  next.set_base_model_uri("file://" + model_dir_);
+  EXPECT_THAT(std::string(Validate(next).message()),
+              StartsWith("job.model_uri: " + tampered + "/config.json: hidden_act differs"));
   // base_model_uri is only for a delta.
   v1::FineTuneJob full = Job("");
   full.set_base_model_uri("file://" + model_dir_);
