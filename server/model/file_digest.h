@@ -6,7 +6,6 @@
 #define FREEZETUNE_SERVER_MODEL_FILE_DIGEST_H_
 
 #include <string>
-#include <string_view>
 
 #include "absl/status/statusor.h"
 
@@ -15,9 +14,6 @@ namespace freezetune::model {
 // Streams the file (1 MiB reads). NOT_FOUND when it cannot be opened,
 // DATA_LOSS on a read error.
 absl::StatusOr<std::string> Sha256File(const std::string& path);
-
-// Of bytes in memory (tests, small files).
-std::string Sha256Hex(std::string_view bytes);
 
 }  // namespace freezetune::model
 

@@ -1479,6 +1479,14 @@ std::set<std::string> TensorNames(const std::string& path) {
   return out;
 }
 
+TEST(FileDigestTest, Sha256OfAFile) {
+  const std::string path = ::testing::TempDir() + "/digest_abc";
+  WriteFile(path, "abc");  // FIPS 180-2's first example
+  EXPECT_EQ(*model::Sha256File(path),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(model::Sha256File(path + ".missing").status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST_F(ValidateJobTest, DeltaOutputsHoldOnlyChangedTensorsAndNeedTheirBase) {
   // Head-only: the classifier alone, pinned to the base by SHA-256.
   v1::FineTuneJob job = Job("head_only {}", "epochs: 1");
