@@ -13,7 +13,8 @@ the `freezetune` CLI ($FREEZETUNE_CLI_BIN, the C++ client), its
 BertForMaskedLM output checked against the float64 reference of
 mlm_numerics_test.py and used as the base of a classification job; a delta
 output (OUTPUT_FORMAT_DELTA) holding only the classifier, refused on a base
-with other bytes and accepted on its own, and `freezetune-model apply-delta`.
+with other bytes and accepted on its own, and `freezetune-model apply-delta`
+giving the same job's full output byte for byte.
 """
 import json
 import os
@@ -236,11 +237,19 @@ class PeftE2E(real_server.RealServerTestCase):
         r = subprocess.run([real_server.MODEL_BIN, "apply-delta", "--delta", out, "--base", self.dir + "/model",
                             "--out", full], capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertTrue(os.path.exists(os.path.join(full, "model.safetensors")))
+        # ... the very bytes the same job writes as a full output, and the
+        # delta (the classifier alone) is a tiny fraction of them.
+        job["outputFormat"] = "OUTPUT_FORMAT_FULL"
+        whole, _ = self.run_job(job)
+        whole_weights = os.path.join(whole.result.output_uri[len("file://"):], "model.safetensors")
+        with open(whole_weights, "rb") as a, open(os.path.join(full, "model.safetensors"), "rb") as b:
+            self.assertTrue(a.read() == b.read(), "base + delta differs from the full output")
+        delta_size = os.path.getsize(os.path.join(out, "delta.safetensors"))
+        self.assertLess(delta_size * 1000, os.path.getsize(whole_weights))
         r = subprocess.run([real_server.MODEL_BIN, "apply-delta", "--delta", out, "--base", other,
                             "--out", self.dir + "/applied_wrong"], capture_output=True, text=True)
-        self.assertEqual(r.returncode, 1)
-        self.assertIn("not the base this delta was made from", r.stderr)
+        self.assertEqual(r.returncode, 2, r.stderr)  # a bad --base: a usage error, naming the flag
+        self.assertIn("apply-delta: --base: not the base this delta was made from", r.stderr)
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
