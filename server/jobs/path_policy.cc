@@ -159,6 +159,7 @@ std::string PathPolicy::ClaimKey(std::string_view s3_uri) {
 absl::Status PathPolicy::CheckJobInputs(const v1::FineTuneJob& job,
                                         const std::string& tenant) const {
   FT_RETURN_IF_ERROR(CheckInput(job.model_uri(), tenant, "job.model_uri"));
+  FT_RETURN_IF_ERROR(CheckInput(job.base_model_uri(), tenant, "job.base_model_uri"));
   FT_RETURN_IF_ERROR(CheckInput(job.train().uri(), tenant, "job.train.uri"));
   return CheckInput(job.validation().uri(), tenant, "job.validation.uri");
 }

@@ -72,7 +72,7 @@ class PathPolicy {
   absl::Status CheckInput(std::string_view uri, const std::string& tenant,
                           std::string_view field) const;
 
-  // The job's model and dataset URIs through CheckInput.
+  // The job's model, delta base and dataset URIs through CheckInput.
   absl::Status CheckJobInputs(const v1::FineTuneJob& job, const std::string& tenant) const;
 
   // INVALID_ARGUMENT "<field>: <path> is already the output of another job

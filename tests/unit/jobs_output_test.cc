@@ -317,6 +317,11 @@ TEST_F(OutputTest, ATenantCannotReadAnotherTenantsOutputs) {
     spec.set_model_uri(output);
     ExpectRefused(manager_->Submit(spec, "bob").status(), "job.model_uri",
                   "not one of this tenant's outputs");
+    // Nor as the base of a delta.
+    v1::FineTuneJob on_base = Spec("");
+    on_base.set_base_model_uri(output);
+    ExpectRefused(manager_->Submit(on_base, "bob").status(), "job.base_model_uri",
+                  "not one of this tenant's outputs");
     v1::PlanFreezeRequest plan;
     plan.set_model_uri(output);
     ExpectRefused(manager_->PlanFreeze(plan, "bob").status(), "model_uri",
