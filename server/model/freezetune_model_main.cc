@@ -59,7 +59,6 @@
 #include <torch/utils.h>
 
 #include "absl/status/status.h"
-#include "server/model/delta_checkpoint.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -70,6 +69,7 @@
 #include "server/model/atomic_file.h"
 #include "server/model/bert.h"
 #include "server/model/bert_config.h"
+#include "server/model/delta_checkpoint.h"
 #include "server/model/hf_checkpoint.h"
 #include "server/model/peft_adapter.h"
 #include "server/model/safetensors_format.h"
