@@ -5,6 +5,11 @@
 #ifndef FREEZETUNE_TESTS_INTEGRATION_SERVER_TEST_UTIL_H_
 #define FREEZETUNE_TESTS_INTEGRATION_SERVER_TEST_UTIL_H_
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <memory>
 #include <string>
@@ -172,6 +177,28 @@ inline grpc::Status WatchAll(v1::FineTuneService::Stub* stub, const std::string&
   v1::JobEvent event;
   while (reader->Read(&event)) events->push_back(event);
   return reader->Finish();
+}
+
+// The body and headers of an HTTP/1.0 GET of 127.0.0.1:port/path (for the
+// metrics endpoint); empty when nothing listens there.
+inline std::string HttpGet(int port, const std::string& path) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return "";
+  }
+  std::string request = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  (void)!write(fd, request.data(), request.size());
+  std::string response;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) response.append(buf, static_cast<size_t>(n));
+  close(fd);
+  return response;
 }
 
 }  // namespace freezetune::testing

@@ -68,26 +68,6 @@ jobs::TrainHooks ScriptedHooks() {
   return hooks;
 }
 
-std::string HttpGet(int port, const std::string& path) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  std::string request = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
-  (void)!write(fd, request.data(), request.size());
-  std::string response;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) response.append(buf, static_cast<size_t>(n));
-  close(fd);
-  return response;
-}
-
 class ServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -197,7 +177,7 @@ TEST_F(ServerTest, CancelRunningJobEndsItsLiveWatchWithCancelled) {
   const std::string series = "{job_id=\"" + job.id() + "\"}";
   std::string metrics;
   for (int i = 0; i < 1000; ++i) {
-    metrics = HttpGet(server_->metrics_port(), "/metrics");
+    metrics = testing::HttpGet(server_->metrics_port(), "/metrics");
     if (metrics.find("freezetune_job_eval_accuracy" + series) != std::string::npos) break;
     std::this_thread::sleep_for(milliseconds(10));
   }
@@ -219,7 +199,7 @@ TEST_F(ServerTest, CancelRunningJobEndsItsLiveWatchWithCancelled) {
   EXPECT_EQ(events.back().state_change().state(), v1::JOB_STATE_CANCELLED);
 
   // ...and go away when it ends.
-  metrics = HttpGet(server_->metrics_port(), "/metrics");
+  metrics = testing::HttpGet(server_->metrics_port(), "/metrics");
   EXPECT_EQ(metrics.find(series), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("freezetune_jobs_finished_total{state=\"cancelled\"} 1"),
             std::string::npos);
@@ -254,7 +234,7 @@ TEST_F(ServerTest, ClientCancellingAWatchReleasesItsSubscription) {
     std::this_thread::sleep_for(milliseconds(10));
   }
   EXPECT_EQ(server_->job_manager()->subscriber_count(), 0u);
-  std::string metrics = HttpGet(server_->metrics_port(), "/metrics");
+  std::string metrics = testing::HttpGet(server_->metrics_port(), "/metrics");
   EXPECT_NE(metrics.find("freezetune_watch_streams 0"), std::string::npos) << metrics;
 }
 
@@ -349,7 +329,7 @@ TEST_F(ServerTest, BadRequestsGetTheRightCodes) {
   }
   EXPECT_EQ(ListCount(), 0);
 
-  std::string metrics = HttpGet(server_->metrics_port(), "/metrics");
+  std::string metrics = testing::HttpGet(server_->metrics_port(), "/metrics");
   EXPECT_NE(metrics.find("freezetune_grpc_requests_total{code=\"INVALID_ARGUMENT\",method=\"SubmitJob\"} 2"),
             std::string::npos)
       << metrics;
@@ -380,14 +360,14 @@ TEST_F(ServerTest, ListPagesThroughJobsNewestFirst) {
   }
   ASSERT_EQ(listed.size(), 5u);
   EXPECT_EQ(listed, std::vector<std::string>(ids.rbegin(), ids.rend()));
-  std::string metrics = HttpGet(server_->metrics_port(), "/metrics");
+  std::string metrics = testing::HttpGet(server_->metrics_port(), "/metrics");
   EXPECT_NE(metrics.find("freezetune_jobs{state=\"succeeded\"} 5"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("freezetune_train_steps_total 25"), std::string::npos);
   EXPECT_NE(metrics.find("freezetune_train_samples_total 200"), std::string::npos);
   // One observation per step, not one per logging interval.
   EXPECT_NE(metrics.find("freezetune_train_step_duration_seconds_count 25"), std::string::npos);
   EXPECT_NE(metrics.find("freezetune_queue_oldest_age_seconds 0\n"), std::string::npos);
-  EXPECT_NE(HttpGet(server_->metrics_port(), "/nope").find("404"), std::string::npos);
+  EXPECT_NE(testing::HttpGet(server_->metrics_port(), "/nope").find("404"), std::string::npos);
 }
 
 // A sweep whose trials loop until cancelled.
@@ -448,7 +428,7 @@ TEST_F(ServerTest, WatchSweepSubscribesToTheSweepAndEndsAfterTheResult) {
   ASSERT_TRUE(saw_result);
   EXPECT_EQ(event.result().state(), v1::SWEEP_STATE_CANCELLED);
   EXPECT_EQ(WaitForSweepSubscribers(sweeps, sweep.id(), 0), 0u);
-  std::string metrics = HttpGet(server_->metrics_port(), "/metrics");
+  std::string metrics = testing::HttpGet(server_->metrics_port(), "/metrics");
   EXPECT_NE(metrics.find("freezetune_grpc_requests_total{code=\"OK\",method=\"WatchSweep\"} 1"),
             std::string::npos)
       << metrics;
@@ -494,7 +474,7 @@ TEST_F(ServerTest, ListSweepsValidatesItsFields) {
   status = list(bad, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(status.error_message(), "page_token: malformed");
-  std::string metrics = HttpGet(server_->metrics_port(), "/metrics");
+  std::string metrics = testing::HttpGet(server_->metrics_port(), "/metrics");
   EXPECT_NE(
       metrics.find("freezetune_grpc_requests_total{code=\"INVALID_ARGUMENT\",method=\"ListSweeps\"} 2"),
       std::string::npos)

@@ -66,26 +66,6 @@ jobs::TrainHooks LoopingHooks() {
   return hooks;
 }
 
-std::string HttpGet(int port, const std::string& path) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
-  std::string request = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
-  (void)!write(fd, request.data(), request.size());
-  std::string response;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) response.append(buf, static_cast<size_t>(n));
-  close(fd);
-  return response;
-}
-
 void Sql(const std::string& path, const std::string& sql) {
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
@@ -171,7 +151,7 @@ TEST(StoreFailureTest, FullStoreStopsTheJobRecordsItFailedAndReportsUnhealthy) {
   ASSERT_TRUE(WaitUntil([] { return g_returned.load() == 1; })) << "training never stopped";
   ASSERT_TRUE(WaitUntil([&] { return HealthStatus(channel, "") == kNotServing; }));
   const int metrics_port = (*server)->metrics_port();
-  std::string metrics = HttpGet(metrics_port, "/metrics");
+  std::string metrics = testing::HttpGet(metrics_port, "/metrics");
   EXPECT_NE(metrics.find("freezetune_store_writable 0"), std::string::npos) << metrics;
   EXPECT_EQ(metrics.find("freezetune_store_write_failures_total 0"), std::string::npos);
   {
@@ -206,7 +186,7 @@ TEST(StoreFailureTest, FullStoreStopsTheJobRecordsItFailedAndReportsUnhealthy) {
         << failed.error_message();
   }
   EXPECT_TRUE(WaitUntil([&] { return HealthStatus(channel, "") == kServing; }));
-  metrics = HttpGet(metrics_port, "/metrics");
+  metrics = testing::HttpGet(metrics_port, "/metrics");
   EXPECT_NE(metrics.find("freezetune_store_writable 1"), std::string::npos) << metrics;
   EXPECT_EQ(g_runs.load(), 1);
   server->reset();
