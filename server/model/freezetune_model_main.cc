@@ -48,6 +48,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -479,6 +480,28 @@ absl::Status MergeAdapter(const Flags& flags) {
   return SaveModelDir(out, loaded.model, *loaded.tokenizer, save);
 }
 
+// Each non-blank line of `input` (opened as `in`), parsed and encoded,
+// handed to `use` in order; stops at the first error (named by
+// "input:line"), and a read failure is DATA_LOSS.
+absl::Status ForEachEncodedLine(std::istream& in, const std::string& input,
+                                const WordPieceTokenizer& tokenizer, int64_t max_length,
+                                const std::function<absl::Status(const Encoding&)>& use) {
+  std::string line;
+  int64_t line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (IsBlank(line)) continue;
+    std::string text;
+    std::optional<std::string> pair;
+    FT_RETURN_IF_ERROR(ParseExample(line, absl::StrCat(input, ":", line_no), &text, &pair));
+    FT_RETURN_IF_ERROR(use(pair ? tokenizer.Encode(text, std::string_view(*pair),
+                                                   static_cast<int>(max_length))
+                                : tokenizer.Encode(text, std::nullopt, static_cast<int>(max_length))));
+  }
+  if (in.bad()) return absl::DataLossError(absl::StrCat(input, ": read failed"));
+  return absl::OkStatus();
+}
+
 bool IsMaskedLmConfig(const BertConfig& c) {
   auto it = c.raw.find("architectures");
   if (it == c.raw.end() || !it->is_array()) return false;
@@ -500,16 +523,7 @@ absl::Status PredictMasked(const std::string& dir, const std::string& input, int
   const auto mask_it = std::find(tokens.begin(), tokens.end(), "[MASK]");
   if (mask_it == tokens.end()) return absl::FailedPreconditionError(absl::StrCat(dir, ": no [MASK] token"));
   const int64_t mask_id = mask_it - tokens.begin();
-  std::string line;
-  int64_t line_no = 0;
-  while (std::getline(in, line)) {
-    ++line_no;
-    if (IsBlank(line)) continue;
-    std::string text;
-    std::optional<std::string> pair;
-    FT_RETURN_IF_ERROR(ParseExample(line, absl::StrCat(input, ":", line_no), &text, &pair));
-    const Encoding e = pair ? loaded.tokenizer->Encode(text, std::string_view(*pair), static_cast<int>(max_length))
-                            : loaded.tokenizer->Encode(text, std::nullopt, static_cast<int>(max_length));
+  return ForEachEncodedLine(in, input, *loaded.tokenizer, max_length, [&](const Encoding& e) {
     const int64_t t = static_cast<int64_t>(e.ids.size());
     at::Tensor ids = at::empty({1, t}, at::kLong);
     at::Tensor types = at::empty({1, t}, at::kLong);
@@ -532,9 +546,8 @@ absl::Status PredictMasked(const std::string& dir, const std::string& input, int
     }
     nlohmann::ordered_json out = {{"masked", masked}};
     std::cout << out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
-  }
-  if (in.bad()) return absl::DataLossError(absl::StrCat(input, ": read failed"));
-  return absl::OkStatus();
+    return absl::OkStatus();
+  });
 }
 
 // apply-delta: base + delta -> the full model directory.
@@ -631,21 +644,12 @@ absl::Status Predict(const Flags& flags) {
     window.clear();
   };
 
-  std::string line;
-  int64_t line_no = 0;
-  while (std::getline(in, line)) {
-    ++line_no;
-    if (IsBlank(line)) continue;
-    std::string text;
-    std::optional<std::string> pair;
-    FT_RETURN_IF_ERROR(ParseExample(line, absl::StrCat(input, ":", line_no), &text, &pair));
-    window.push_back(pair ? loaded.tokenizer->Encode(text, std::string_view(*pair),
-                                                     static_cast<int>(max_length))
-                          : loaded.tokenizer->Encode(text, std::nullopt,
-                                                     static_cast<int>(max_length)));
-    if (window.size() == window_size) run_window();
-  }
-  if (in.bad()) return absl::DataLossError(absl::StrCat(input, ": read failed"));
+  FT_RETURN_IF_ERROR(
+      ForEachEncodedLine(in, input, *loaded.tokenizer, max_length, [&](const Encoding& e) {
+        window.push_back(e);
+        if (window.size() == window_size) run_window();
+        return absl::OkStatus();
+      }));
   run_window();
   return absl::OkStatus();
 }
