@@ -65,6 +65,12 @@ ABSL_FLAG(std::string, job_store, "sqlite",
           "(a database replicas can share; its schema is created or migrated at start). Give "
           "the password through PGPASSWORD or PGPASSFILE rather than in the URI, where ps "
           "shows it; the URI is logged without its password.");
+ABSL_FLAG(absl::Duration, lease_duration, absl::Seconds(30),
+          "With a postgresql:// --job_store, replicas share one queue: a replica holds a lease "
+          "on each job it runs, and a job whose lease is not renewed for this long (its "
+          "replica died or lost the database) is re-queued for another replica.");
+ABSL_FLAG(absl::Duration, lease_renew_interval, absl::Seconds(10),
+          "How often a replica renews its leases (well under --lease_duration).");
 ABSL_FLAG(absl::Duration, store_probe_interval, absl::Seconds(5),
           "How often readiness checks that the job store answers: health is NOT_SERVING while "
           "it does not (a replica cut off from its PostgreSQL leaves the Service). 0: never.");
@@ -369,6 +375,12 @@ int main(int argc, char** argv) {
     absl::Status valid = freezetune::store::ValidatePostgresUri(job_store, "job_store");
     if (!valid.ok()) return fail(std::string(valid.message()));
     options.jobs.postgres_uri = job_store;
+  }
+  options.jobs.lease_duration = absl::GetFlag(FLAGS_lease_duration);
+  options.jobs.lease_renew_interval = absl::GetFlag(FLAGS_lease_renew_interval);
+  if (options.jobs.lease_renew_interval <= absl::ZeroDuration() ||
+      options.jobs.lease_renew_interval >= options.jobs.lease_duration) {
+    return fail("lease_renew_interval: must be positive and shorter than --lease_duration");
   }
   options.jobs.scheduler.cpu_slots = std::max(1, absl::GetFlag(FLAGS_cpu_slots));
   options.jobs.cpu_threads = threads;

@@ -80,6 +80,15 @@ absl::Status CheckDeadline(absl::Time deadline, const char* what) {
       absl::StrCat(what, " took longer than the server's deadline for the call; nothing was done"));
 }
 
+// <hostname>/<pid>: unique among the processes sharing a database.
+std::string DefaultReplicaId() {
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  return absl::StrCat(host, "/", ::getpid());
+}
+
+int64_t NowMicros() { return absl::ToUnixMicros(absl::Now()); }
+
 absl::Status MakeDir(const std::string& path) {
   std::error_code ec;
   std::filesystem::create_directories(path, ec);
@@ -112,8 +121,10 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const JobManagerO
     return absl::FailedPreconditionError(absl::StrCat(
         "data_dir: ", options.data_dir, " is in use by another freezetune-server"));
   }
+  manager->replica_id_ = options.replica_id.empty() ? DefaultReplicaId() : options.replica_id;
   store::StoreOptions store_options;
   store_options.postgres_uri = options.postgres_uri;
+  store_options.replica_id = manager->replica_id_;
   store_options.path = options.store_path.empty()
                            ? (std::filesystem::path(options.data_dir) / "freezetune.db").string()
                            : options.store_path;
@@ -123,6 +134,7 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const JobManagerO
           : options.legacy_sweeps_path;
   store_options.max_page_count = options.store_max_page_count;
   FT_ASSIGN_OR_RETURN(manager->store_, store::Store::Open(store_options));
+  manager->shared_queue_ = manager->store_->shared_queue();
   if (metrics != nullptr) {
     manager->store_->AddWriteListener(
         [metrics](const absl::Status& result) { metrics->StoreWrite(result.ok()); });
@@ -160,6 +172,19 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const JobManagerO
   manager->WarnIfStoreLost(store_options.path);
   manager->scheduler_->Start();
   manager->prober_ = std::thread([self] { self->ProbeLoop(); });
+  if (manager->shared_queue_) {
+    FT_RETURN_IF_ERROR(manager->store_->Listen([self](const store::Signal& signal) {
+      // Events already woke their watchers (Store::Listen); anything else
+      // may concern the claimer: a claimable job, a cancel, missed news.
+      if (signal.type != store::Signal::Type::kEvent) self->WakeClaimer();
+    }));
+    manager->claimer_ = std::thread([self] { self->ClaimLoop(); });
+    manager->keeper_ = std::thread([self] { self->KeepLeases(); });
+    Log(LogLevel::kInfo, "shared queue: this replica claims jobs from the job store", {},
+        {{"replica", manager->replica_id_},
+         {"lease", absl::FormatDuration(options.lease_duration)},
+         {"renew_every", absl::FormatDuration(options.lease_renew_interval)}});
+  }
   if (metrics != nullptr) {
     metrics->SetCollectHook([self, metrics] {
       absl::Time oldest = self->scheduler_->OldestQueuedSince();
@@ -182,10 +207,22 @@ JobManager::~JobManager() {
 void JobManager::Shutdown(absl::Time deadline) {
   shutting_down_.store(true);
   if (!prober_stop_.HasBeenNotified()) prober_stop_.Notify();
+  WakeClaimer();
+  if (claimer_.joinable()) claimer_.join();
   std::vector<std::string> still_running;
   if (scheduler_ != nullptr) still_running = scheduler_->Shutdown(deadline);
   for (const std::string& job_id : still_running) HandBack(job_id);
   abandoned_runs_.store(still_running.size());
+  // Jobs claimed but never started: other replicas may take them now, not
+  // when the leases expire. (The leases were renewed during the drain.)
+  std::vector<std::string> held;
+  {
+    absl::MutexLock lock(&leases_mu_);
+    for (const auto& [job_id, epoch] : leases_) held.push_back(job_id);
+  }
+  for (const std::string& job_id : held) ReleaseLeaseIfHeld(job_id);
+  if (!keeper_stop_.HasBeenNotified()) keeper_stop_.Notify();
+  if (keeper_.joinable()) keeper_.join();
   if (prober_.joinable()) prober_.join();
   drained_.store(true);
   if (store_ != nullptr) store_->NotifyAll();
@@ -239,8 +276,13 @@ void JobManager::HandBack(const std::string& job_id) {
 }
 
 absl::Status JobManager::Recover() {
-  FT_ASSIGN_OR_RETURN(std::vector<v1::Job> unfinished,
-                      store_->JobsInStates({v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING}));
+  // A shared queue has no recovery of its own: the claimer takes QUEUED
+  // jobs and the keeper takes over RUNNING ones whose lease expired.
+  std::vector<v1::Job> unfinished;
+  if (!shared_queue_) {
+    FT_ASSIGN_OR_RETURN(unfinished,
+                        store_->JobsInStates({v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING}));
+  }
   for (v1::Job& job : unfinished) {
     if (absl::Status device = scheduler_->CheckDevice(job.spec().device(), Ranks(job.spec()));
         !device.ok()) {
@@ -319,6 +361,17 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const st
 
   absl::MutexLock lock(&submit_mu_);
   FT_RETURN_IF_ERROR(scheduler_->CanAccept(tenant, spec.device(), Ranks(spec)));
+  if (shared_queue_ && options_.scheduler.max_queued_per_tenant > 0) {
+    // Counted over every replica; two replicas admitting at the same
+    // moment may each let one more in.
+    FT_ASSIGN_OR_RETURN(int64_t queued, store_->CountJobsInState(v1::JOB_STATE_QUEUED, tenant));
+    if (queued >= options_.scheduler.max_queued_per_tenant) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "tenant \"", tenant, "\" has ", queued,
+          " queued jobs across the replicas, its limit (max_queued_per_tenant ",
+          options_.scheduler.max_queued_per_tenant, "); retry when one starts"));
+    }
+  }
   v1::Job job;
   job.set_id(job_id);
   job.set_tenant(tenant);
@@ -337,6 +390,13 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const st
   }
   if (!created.created) return std::move(created.job);
   if (metrics_ != nullptr) metrics_->JobCreated();
+  if (shared_queue_) {
+    // Whichever replica has a slot first claims it (NOTIFY wakes them).
+    WakeClaimer();
+    Log(LogLevel::kInfo, "job queued", job.id(),
+        {{"tenant", tenant}, {"priority", absl::StrCat(spec.priority())}});
+    return std::move(created.job);
+  }
   absl::Status queued = scheduler_->Enqueue(job.id(), spec.priority(), /*force=*/true,
                                             absl::FromUnixMicros(ToMicros(job.create_time())),
                                             tenant, spec.device(), Ranks(spec));
@@ -378,6 +438,25 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id) {
   if (IsTerminal(job.state())) {
     return absl::FailedPreconditionError(
         absl::StrCat("job ", job_id, " already ", StateName(job.state())));
+  }
+  if (shared_queue_ && !HoldsLease(job_id)) {
+    // Another replica's, or nobody's: a QUEUED job nobody holds is taken
+    // and cancelled here; any other is left to its owner, told through the
+    // store (or to whoever takes it over).
+    store::ClaimRequest request;
+    request.owner = replica_id_;
+    request.now_micros = NowMicros();
+    request.expires_micros =
+        request.now_micros + absl::ToInt64Microseconds(options_.lease_duration);
+    request.only_id = job_id;
+    FT_ASSIGN_OR_RETURN(std::optional<store::JobLease> claimed, store_->ClaimJob(request));
+    if (!claimed.has_value()) {
+      FT_RETURN_IF_ERROR(store_->RequestCancel(job_id));
+      Log(LogLevel::kInfo, "job cancel requested of the replica that runs it", job_id);
+      return store_->GetJob(job_id);
+    }
+    absl::MutexLock lock(&leases_mu_);
+    leases_[job_id] = claimed->epoch;
   }
   absl::MutexLock lock(&submit_mu_);
   switch (scheduler_->Cancel(job_id)) {
@@ -461,6 +540,13 @@ absl::StatusOr<JobManager::NewJobs> JobManager::NewJobRecords(
 }
 
 void JobManager::EnqueueStored(const std::vector<v1::Job>& jobs) {
+  if (shared_queue_) {
+    if (metrics_ != nullptr) {
+      for (size_t i = 0; i < jobs.size(); ++i) metrics_->JobCreated();
+    }
+    WakeClaimer();
+    return;
+  }
   absl::MutexLock lock(&submit_mu_);
   for (const v1::Job& job : jobs) {
     if (metrics_ != nullptr) metrics_->JobCreated();
@@ -481,8 +567,18 @@ void JobManager::EnqueueStored(const std::vector<v1::Job>& jobs) {
 
 absl::StatusOr<v1::JobEvent> JobManager::Append(v1::Job& job, v1::JobEvent event,
                                                 bool update_job) {
-  FT_ASSIGN_OR_RETURN(v1::JobEvent stored, store_->AppendJobEvent(job.id(), std::move(event),
-                                                                 update_job ? &job : nullptr));
+  // A job that ends or goes back to the queue leaves this replica.
+  const bool release =
+      update_job && (IsTerminal(job.state()) || job.state() == v1::JOB_STATE_QUEUED);
+  FT_ASSIGN_OR_RETURN(std::optional<store::Fence> fence, FenceFor(job.id(), release));
+  FT_ASSIGN_OR_RETURN(v1::JobEvent stored,
+                      store_->AppendJobEvent(job.id(), std::move(event),
+                                             update_job ? &job : nullptr,
+                                             fence.has_value() ? &*fence : nullptr));
+  if (fence.has_value() && release) {
+    absl::MutexLock lock(&leases_mu_);
+    leases_.erase(job.id());
+  }
   job.set_last_sequence(stored.sequence());
   return stored;
 }
@@ -529,7 +625,10 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
     return;
   }
   v1::Job job = *std::move(loaded);
-  if (job.state() != v1::JOB_STATE_QUEUED) return;  // cancelled while queued
+  if (job.state() != v1::JOB_STATE_QUEUED) {  // cancelled while queued
+    ReleaseLeaseIfHeld(job_id);
+    return;
+  }
   // Every store write of the job below goes through `as_runner`, so none
   // lands after Shutdown handed the job back (HandBack).
   auto guard = std::make_shared<RunGuard>();
@@ -564,10 +663,11 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
         return as_runner([&] {
           return Transition(
               job, v1::JOB_STATE_RUNNING,
-              slots.size() == 1
-                  ? absl::StrCat("running in slot ", slot, " (", device, ")")
-                  : absl::StrCat("running in slots ", absl::StrJoin(slots, ", "), " (",
-                                 absl::StrJoin(devices, ", "), ")"));
+              absl::StrCat(slots.size() == 1
+                               ? absl::StrCat("running in slot ", slot, " (", device, ")")
+                               : absl::StrCat("running in slots ", absl::StrJoin(slots, ", "),
+                                              " (", absl::StrJoin(devices, ", "), ")"),
+                           shared_queue_ ? absl::StrCat(" on replica ", replica_id_) : ""));
         });
       });
       !s.ok()) {
@@ -587,6 +687,8 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
       }
     }
     LogError("start", s, job_id);
+    // Still QUEUED: another replica may run it.
+    if (!handed_back()) ReleaseLeaseIfHeld(job_id);
     return;
   }
   Log(LogLevel::kInfo, "job running", job.id(),
@@ -659,6 +761,11 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
       notice.mutable_notice()->set_message(event.state_change().message());
       event = std::move(notice);
     }
+    // A replica that lost the job uploads no checkpoint over its new
+    // owner's.
+    if (event.has_checkpoint() && !remote_checkpoints.empty() && !LeaseStillHeld(job.id())) {
+      return;
+    }
     if (absl::Status s = MirrorCheckpoint(remote_checkpoints, event, options_.uris); !s.ok()) {
       LogError("upload checkpoint", s, job.id());
     }
@@ -695,6 +802,9 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
     context.output_dir = *output_dir;
     context.checkpoint_dir = checkpoint_dir;
     result = hooks_.run(job.spec(), context);
+    if (result.ok() && !LeaseStillHeld(job.id())) {
+      result = absl::AbortedError("another replica took the job over; its output is not published");
+    }
     if (result.ok() && OutputIsRemote(job.spec())) {
       if (absl::Status p = PublishOutput(job.spec(), *output_dir, options_.uris, *result);
           !p.ok()) {
@@ -804,6 +914,206 @@ absl::Status JobManager::RetryWhileUnwritable(const std::string& job_id, const c
     status = write();
   }
   return status;
+}
+
+// --- The shared queue ------------------------------------------------------
+
+absl::StatusOr<std::optional<store::Fence>> JobManager::FenceFor(const std::string& job_id,
+                                                                 bool release) {
+  if (!shared_queue_) return std::optional<store::Fence>();
+  absl::MutexLock lock(&leases_mu_);
+  auto it = leases_.find(job_id);
+  if (it == leases_.end()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", job_id, ": replica ", replica_id_, " holds no lease on it; nothing written"));
+  }
+  return std::optional<store::Fence>(store::Fence{it->second, release});
+}
+
+bool JobManager::HoldsLease(const std::string& job_id) {
+  absl::MutexLock lock(&leases_mu_);
+  return leases_.count(job_id) > 0;
+}
+
+bool JobManager::LeaseStillHeld(const std::string& job_id) {
+  if (!shared_queue_) return true;
+  int64_t epoch = 0;
+  {
+    absl::MutexLock lock(&leases_mu_);
+    auto it = leases_.find(job_id);
+    if (it == leases_.end()) return false;
+    epoch = it->second;
+  }
+  absl::StatusOr<bool> renewed = store_->RenewLease(
+      job_id, epoch, NowMicros() + absl::ToInt64Microseconds(options_.lease_duration), nullptr);
+  if (!renewed.ok()) {
+    // Unknown: the caller goes ahead; the next fenced write decides.
+    LogError("check lease", renewed.status(), job_id);
+    return true;
+  }
+  if (!*renewed) LoseLease(job_id, epoch);
+  return *renewed;
+}
+
+void JobManager::WakeClaimer() {
+  absl::MutexLock lock(&wake_mu_);
+  wake_ = true;
+}
+
+void JobManager::ClaimLoop() {
+  while (!shutting_down_.load()) {
+    {
+      absl::MutexLock lock(&wake_mu_);
+      // The timeout is the backstop for a notification lost with the
+      // listening connection.
+      wake_mu_.AwaitWithTimeout(absl::Condition(&wake_), absl::Seconds(1));
+      wake_ = false;
+    }
+    if (shutting_down_.load()) break;
+    absl::StatusOr<std::vector<std::string>> cancels = store_->PendingCancels(replica_id_);
+    if (cancels.ok()) {
+      for (const std::string& job_id : *cancels) {
+        absl::StatusOr<v1::Job> cancelled = Cancel(job_id);
+        if (!cancelled.ok() && !absl::IsFailedPrecondition(cancelled.status())) {
+          LogError("cancel by request of another replica", cancelled.status(), job_id);
+        }
+      }
+    }
+    ClaimWhileIdle();
+  }
+}
+
+void JobManager::ClaimWhileIdle() {
+  while (!shutting_down_.load() && store_->writable()) {
+    const Scheduler::IdleSlots idle = scheduler_->IdleSlotsToClaimFor();
+    if (idle.cpu == 0 && idle.gpu == 0) return;
+    store::ClaimRequest request;
+    request.owner = replica_id_;
+    request.now_micros = NowMicros();
+    request.expires_micros =
+        request.now_micros + absl::ToInt64Microseconds(options_.lease_duration);
+    request.idle_cpu_slots = idle.cpu;
+    request.idle_gpu_slots = idle.gpu;
+    request.gpu_devices = options_.scheduler.gpu_devices;
+    request.max_running_per_tenant = options_.scheduler.max_running_per_tenant;
+    absl::StatusOr<std::optional<store::JobLease>> claimed = store_->ClaimJob(request);
+    if (!claimed.ok()) {
+      LogError("claim a job", claimed.status());
+      return;
+    }
+    if (!claimed->has_value()) return;
+    Adopt(**claimed, "");
+  }
+}
+
+void JobManager::Adopt(const store::JobLease& lease, const std::string& requeue_message) {
+  {
+    absl::MutexLock lock(&leases_mu_);
+    leases_[lease.id] = lease.epoch;
+  }
+  absl::StatusOr<v1::Job> job = store_->GetJob(lease.id);
+  absl::Status status = job.status();
+  if (status.ok() && lease.cancel_requested) {
+    *job->mutable_end_time() = NowTimestamp();
+    status = Transition(*job, v1::JOB_STATE_CANCELLED, "cancelled by request");
+    if (status.ok()) {
+      if (metrics_ != nullptr) metrics_->JobFinished(metrics::JobStateLabel::kCancelled);
+      Log(LogLevel::kInfo, "job CANCELLED (asked while no replica ran it)", lease.id);
+      RemoveCheckpoints(lease.id);
+    }
+  } else if (status.ok() && !requeue_message.empty()) {
+    job->clear_start_time();
+    status = Transition(*job, v1::JOB_STATE_QUEUED, requeue_message);
+    if (status.ok()) Log(LogLevel::kWarning, absl::StrCat("job ", requeue_message), lease.id);
+  } else if (status.ok()) {
+    status = scheduler_->Enqueue(job->id(), job->spec().priority(), /*force=*/true,
+                                 absl::FromUnixMicros(ToMicros(job->create_time())), job->tenant(),
+                                 job->spec().device(), Ranks(job->spec()));
+    if (status.ok()) {
+      Log(LogLevel::kInfo, "job claimed", lease.id,
+          {{"replica", replica_id_}, {"lease_epoch", absl::StrCat(lease.epoch)}});
+      return;
+    }
+  }
+  if (status.ok()) return;
+  LogError("take a claimed job", status, lease.id);
+  ReleaseLeaseIfHeld(lease.id);
+}
+
+void JobManager::ReleaseLeaseIfHeld(const std::string& job_id) {
+  int64_t epoch = 0;
+  {
+    absl::MutexLock lock(&leases_mu_);
+    auto it = leases_.find(job_id);
+    if (it == leases_.end()) return;
+    epoch = it->second;
+    leases_.erase(it);
+  }
+  if (absl::StatusOr<bool> released = store_->ReleaseLease(job_id, epoch); !released.ok()) {
+    LogError("release lease", released.status(), job_id);
+  }
+}
+
+void JobManager::KeepLeases() {
+  do {
+    const int64_t now = NowMicros();
+    const int64_t expires = now + absl::ToInt64Microseconds(options_.lease_duration);
+    std::map<std::string, int64_t> held;
+    {
+      absl::MutexLock lock(&leases_mu_);
+      held = leases_;
+    }
+    for (const auto& [job_id, epoch] : held) {
+      bool cancel_requested = false;
+      absl::StatusOr<bool> renewed =
+          store_->RenewLease(job_id, epoch, expires, &cancel_requested);
+      if (!renewed.ok()) {
+        // Retried at the next tick; if the store stays out of reach the
+        // lease expires and the fence stops this replica's writes.
+        LogError("renew lease", renewed.status(), job_id);
+      } else if (!*renewed) {
+        LoseLease(job_id, epoch);
+      } else if (cancel_requested) {
+        WakeClaimer();
+      }
+    }
+    if (shutting_down_.load()) continue;
+    absl::StatusOr<std::vector<store::JobLease>> taken =
+        store_->TakeExpiredLeases(replica_id_, now, expires);
+    if (!taken.ok()) {
+      LogError("take over expired leases", taken.status());
+      continue;
+    }
+    for (const store::JobLease& lease : *taken) {
+      Adopt(lease, absl::StrCat("re-queued: the lease of replica ",
+                                lease.previous_owner.empty() ? "(none)" : lease.previous_owner,
+                                " expired; the next run resumes from the last checkpoint"));
+    }
+  } while (!keeper_stop_.WaitForNotificationWithTimeout(options_.lease_renew_interval));
+}
+
+void JobManager::LoseLease(const std::string& job_id, int64_t epoch) {
+  {
+    absl::MutexLock lock(&leases_mu_);
+    auto it = leases_.find(job_id);
+    // Released meanwhile (the job ended), or a newer lease: nothing lost.
+    if (it == leases_.end() || it->second != epoch) return;
+    leases_.erase(it);
+  }
+  Log(LogLevel::kWarning,
+      "lease lost: another replica took the job over; its run here stops and stores nothing",
+      job_id, {{"lease_epoch", absl::StrCat(epoch)}});
+  std::shared_ptr<RunGuard> guard;
+  {
+    absl::MutexLock lock(&runs_mu_);
+    auto it = runs_.find(job_id);
+    if (it != runs_.end()) guard = it->second;
+  }
+  if (guard != nullptr) {
+    absl::MutexLock lock(&guard->mu);
+    guard->handed_back = true;
+  }
+  scheduler_->Cancel(job_id);  // stops the run, or drops it from the local queue
 }
 
 void JobManager::RemoveCheckpoints(const std::string& job_id) {

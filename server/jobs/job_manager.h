@@ -19,6 +19,23 @@
 // loses the steps since its last periodic checkpoint. A job's checkpoints
 // are deleted once it finishes.
 //
+// Replicas (issue 12.2): over a PostgreSQL store every replica serves the
+// whole API and shares one queue. Submit only stores the job; a claimer
+// thread takes a QUEUED job whenever this replica has an idle slot
+// (Store::ClaimJob, SKIP LOCKED) and queues it on the local scheduler,
+// holding its lease. A keeper thread renews the leases every
+// lease_renew_interval and takes over the RUNNING jobs whose lease expired
+// (their replica died or was cut off): they are re-queued, and whoever
+// claims them resumes from the last checkpoint under checkpoint_uri. Every
+// store write of a job carries its lease epoch (a Fence), so a replica that
+// lost its lease writes nothing more; it stops the run when its renewal
+// fails, and checks the lease again before it uploads a checkpoint or
+// publishes an output. Cancel on a replica that does not hold the job asks
+// the owner (NOTIFY), which stops it within a second; a QUEUED job nobody
+// holds is claimed and cancelled on the spot. Startup recovery is the
+// takeover: a restarted replica is a new owner, and the leases of its
+// previous process expire.
+//
 // Devices: a job runs on the device of the scheduler slot that picked it
 // (RunContext.device), within the constraint of FineTuneJob.device.
 //
@@ -122,6 +139,12 @@ struct JobManagerOptions {
   int cpu_threads = 0;
   // Completion callbacks; see NotifyHooks.
   NotifyHooks notify;
+  // The shared queue (PostgreSQL store; see the top of this file): this
+  // replica's name in leases and logs (empty: <hostname>/<pid>), how long a
+  // lease lasts unless renewed, and how often it is renewed.
+  std::string replica_id;
+  absl::Duration lease_duration = absl::Seconds(30);
+  absl::Duration lease_renew_interval = absl::Seconds(10);
 };
 
 class JobManager {
@@ -177,7 +200,7 @@ class JobManager {
 
   // QUEUED: becomes CANCELLED now. RUNNING: its stop flag is set and the job
   // is returned as it is (RUNNING); it becomes CANCELLED within one training
-  // step. Finished: FAILED_PRECONDITION "job <id> already SUCCEEDED".
+  // step (on another replica: once its owner hears of it, within a second). Finished: FAILED_PRECONDITION "job <id> already SUCCEEDED".
   // Unknown: NOT_FOUND.
   absl::StatusOr<v1::Job> Cancel(const std::string& job_id);
 
@@ -246,6 +269,8 @@ class JobManager {
 
   size_t queue_depth() const { return scheduler_->queue_depth(); }
   const JobManagerOptions& options() const { return options_; }
+  // This replica's name in leases (options.replica_id or its default).
+  const std::string& replica_id() const { return replica_id_; }
 
  private:
   JobManager(const JobManagerOptions& options, TrainHooks hooks, metrics::Metrics* metrics);
@@ -283,6 +308,31 @@ class JobManager {
   absl::Status RetryWhileUnwritable(const std::string& job_id, const char* what,
                                     const std::function<absl::Status()>& write);
 
+  // --- The shared queue ---
+  // The fence of a write of `job_id` (this replica's lease), releasing the
+  // lease when `release`; nullopt without a shared queue. FAILED_PRECONDITION
+  // when this replica holds no lease on the job.
+  absl::StatusOr<std::optional<store::Fence>> FenceFor(const std::string& job_id, bool release);
+  bool HoldsLease(const std::string& job_id);
+  // Renews this replica's lease on the job now: false when it was lost
+  // (then handled by LoseLease). True without a shared queue.
+  bool LeaseStillHeld(const std::string& job_id);
+  // Wakes the claimer (a job may be claimable, or a cancel is pending).
+  void WakeClaimer();
+  void ClaimLoop();
+  // Claims jobs while this replica has idle slots and nothing queued.
+  void ClaimWhileIdle();
+  // A lease just taken (a claim or a takeover): queues the job, or cancels
+  // it when that was asked meanwhile, or re-queues it (`requeue_message`,
+  // a takeover).
+  void Adopt(const store::JobLease& lease, const std::string& requeue_message);
+  // Ends this replica's lease on the job, if it holds one (the job stays
+  // as it is in the store, for another replica to claim).
+  void ReleaseLeaseIfHeld(const std::string& job_id);
+  void KeepLeases();
+  // Another replica took the job over: stop its run here, store nothing.
+  void LoseLease(const std::string& job_id, int64_t epoch);
+
   const JobManagerOptions options_;
   const TrainHooks hooks_;
   int lock_fd_ = -1;  // flock'ed <data_dir>/LOCK, held for the manager's life
@@ -300,6 +350,17 @@ class JobManager {
   std::map<std::string, std::shared_ptr<RunGuard>> runs_ ABSL_GUARDED_BY(runs_mu_);
   absl::Notification prober_stop_;
   std::thread prober_;
+  // The shared queue (store_->shared_queue()).
+  bool shared_queue_ = false;
+  std::string replica_id_;
+  // Leases this replica holds: job id -> epoch. A leaf lock.
+  absl::Mutex leases_mu_;
+  std::map<std::string, int64_t> leases_ ABSL_GUARDED_BY(leases_mu_);
+  absl::Mutex wake_mu_;
+  bool wake_ ABSL_GUARDED_BY(wake_mu_) = false;
+  std::thread claimer_;
+  absl::Notification keeper_stop_;
+  std::thread keeper_;
   // Serializes the capacity check, insert and enqueue of Submit, and
   // Cancel's state changes of jobs no worker owns.
   absl::Mutex submit_mu_;

@@ -196,6 +196,17 @@ std::vector<std::string> Scheduler::Shutdown(absl::Time deadline) {
   return {};
 }
 
+Scheduler::IdleSlots Scheduler::IdleSlotsToClaimFor() const {
+  absl::MutexLock lock(&mu_);
+  IdleSlots idle;
+  if (!started_ || shutting_down_ || !queue_.empty()) return idle;
+  for (int slot = 0; slot < slot_count(); ++slot) {
+    if (busy_[slot] || held_[slot]) continue;
+    ++(slot_devices_[slot] == "cpu" ? idle.cpu : idle.gpu);
+  }
+  return idle;
+}
+
 size_t Scheduler::queue_depth() const {
   absl::MutexLock lock(&mu_);
   return queue_.size();

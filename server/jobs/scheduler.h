@@ -140,6 +140,15 @@ class Scheduler {
   // A later call (the destructor's) waits for them again. Idempotent.
   std::vector<std::string> Shutdown(absl::Time deadline = absl::InfiniteFuture());
 
+  // Idle slots a shared queue may claim jobs for (JobManager): none while
+  // any job waits in this scheduler's own queue, or before Start or after
+  // Shutdown.
+  struct IdleSlots {
+    int cpu = 0;
+    int gpu = 0;
+  };
+  IdleSlots IdleSlotsToClaimFor() const;
+
   size_t queue_depth() const;
   // queued_since of the longest-waiting queued job; InfiniteFuture if none.
   absl::Time OldestQueuedSince() const;

@@ -16,6 +16,7 @@
 #define FREEZETUNE_SERVER_STORE_BACKEND_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -43,6 +44,11 @@ struct Row {
   // Serialized spec (FineTuneJob / SweepSpec) and record (Job / Sweep).
   std::string spec;
   std::string record;
+  // Jobs only, written at Create for the shared queue's claims (issue
+  // 12.2): FineTuneJob.priority, .device and the slots it takes at once.
+  int priority = 0;
+  std::string device;
+  int slots = 1;
 };
 
 // A record to create together with its first event (sequence 1).
@@ -61,6 +67,62 @@ struct OutputClaim {
   std::string path;    // canonical absolute directory, or s3:// key
   std::string owner;   // job or sweep id
   std::string tenant;  // the owner's tenant
+};
+
+// Issue 12.2, PostgreSQL only: replicas share one queue. A replica claims a
+// QUEUED job and holds its lease (owner, epoch, expiry) while it runs it,
+// renewing it. The epoch moves on at every claim, takeover and release, so
+// a write fenced with an older epoch (a replica that was paused or cut off
+// while another took the job over) is refused.
+struct Fence {
+  // The write is refused (ABORTED, nothing written) unless the job's lease
+  // epoch is this one.
+  int64_t epoch = 0;
+  // Once written, the lease ends (owner cleared, epoch + 1), so the job can
+  // be claimed again (it was re-queued) or never is (it ended).
+  bool release = false;
+};
+
+// A lease a replica holds.
+struct JobLease {
+  std::string id;
+  int64_t epoch = 0;
+  // Takeovers: who held the lease that expired (empty: nobody).
+  std::string previous_owner;
+  // Someone asked to cancel the job (RequestCancel) before this lease.
+  bool cancel_requested = false;
+};
+
+// What a replica's idle slots can run now (Backend::ClaimJob).
+struct ClaimRequest {
+  std::string owner;
+  int64_t now_micros = 0;
+  int64_t expires_micros = 0;
+  int idle_cpu_slots = 0;
+  int idle_gpu_slots = 0;
+  // The replica's GPU devices ("cuda:0", ...): a job asking for one of
+  // them, or for "cuda", may take a GPU slot.
+  std::vector<std::string> gpu_devices;
+  // Per tenant: jobs leased and unexpired at most; 0: no limit.
+  int max_running_per_tenant = 0;
+  // Non-empty: only this job (Cancel takes a queued job this way).
+  std::string only_id;
+};
+
+// A notification from another replica (Backend::Listen).
+struct Signal {
+  enum class Type {
+    kEvent,    // (kind, id) has a new event `sequence`, written by `origin`
+    kQueued,   // a job became claimable
+    kCancel,   // job `id`: its owner should stop it
+    kResync,   // the listening connection was lost and is back: some
+               // notifications may have been missed
+  };
+  Type type = Type::kEvent;
+  Kind kind = Kind::kJob;
+  std::string id;
+  int64_t sequence = 0;
+  std::string origin;
 };
 
 struct RowQuery {
@@ -116,9 +178,11 @@ class Backend {
   // returns its bytes. With `updated`, also replaces the row's state and
   // record, in the same transaction. Returns the sequence. NOT_FOUND if the
   // resource does not exist.
+  // With `fence` (jobs, shared queue only): refused as Fence says, and
+  // releases the lease when asked.
   virtual absl::StatusOr<int64_t> Append(Kind kind, const std::string& id,
                                          absl::FunctionRef<std::string(int64_t)> event,
-                                         const Row* updated) = 0;
+                                         const Row* updated, const Fence* fence = nullptr) = 0;
 
   // Events with sequence > after, ascending, at most `limit` (<= 0: all), as
   // (sequence, bytes). Empty for an unknown resource.
@@ -136,6 +200,57 @@ class Backend {
   // next real write).
   virtual absl::Status ProbeWrite() {
     return absl::UnimplementedError("job store: this backend has no write probe");
+  }
+
+  // --- The shared queue (issue 12.2; PostgreSQL). The defaults say
+  // UNIMPLEMENTED: an embedded engine serves one process, whose scheduler
+  // is the queue.
+
+  // Whether the methods below work.
+  virtual bool shared_queue() const { return false; }
+  // Takes the lease of the first QUEUED job (priority, then age) that the
+  // request's idle slots fit and whose lease is free or expired, skipping
+  // rows other replicas are claiming (SKIP LOCKED). nullopt: none.
+  virtual absl::StatusOr<std::optional<JobLease>> ClaimJob(const ClaimRequest& request) {
+    return Unshared();
+  }
+  // Extends the lease to `expires_micros`. False: the epoch moved on (the
+  // lease was lost). `cancel_requested` reports a pending RequestCancel.
+  virtual absl::StatusOr<bool> RenewLease(const std::string& id, int64_t epoch, int64_t expires_micros,
+                                          bool* cancel_requested) {
+    return Unshared();
+  }
+  // Takes over the leases of RUNNING jobs that expired before now_micros
+  // (their replica died or was cut off), bumping their epochs; the caller
+  // re-queues each with a releasing Fence.
+  virtual absl::StatusOr<std::vector<JobLease>> TakeExpiredLeases(const std::string& owner,
+                                                                  int64_t now_micros,
+                                                                  int64_t expires_micros) {
+    return Unshared();
+  }
+  // Ends a lease without a state change (a claimed job this replica will
+  // not start). False: the epoch had moved on.
+  virtual absl::StatusOr<bool> ReleaseLease(const std::string& id, int64_t epoch) { return Unshared(); }
+  // Marks an unfinished job for cancelling and tells its owner (kCancel).
+  virtual absl::Status RequestCancel(const std::string& id) { return Unshared(); }
+  // Jobs `owner` holds that were asked to cancel.
+  virtual absl::StatusOr<std::vector<std::string>> PendingCancels(const std::string& owner) {
+    return Unshared();
+  }
+  // Jobs of `tenant` in `state`.
+  virtual absl::StatusOr<int64_t> CountInState(Kind kind, int state, const std::string& tenant) {
+    return Unshared();
+  }
+  // Calls `on_signal` (on a thread of the backend's) for every notification
+  // other replicas' writes send, and kResync after a lost connection is
+  // back, until the backend is destroyed. At most one listener.
+  virtual absl::Status Listen(std::function<void(const Signal&)> on_signal) { return Unshared(); }
+  // Stops the listener (no more calls once it returns). Idempotent.
+  virtual void StopListening() {}
+
+ private:
+  static absl::Status Unshared() {
+    return absl::UnimplementedError("job store: this engine has no shared queue");
   }
 };
 

@@ -17,6 +17,16 @@ void EventTail::Publish(const std::string& key, int64_t sequence, std::string by
   while (tail.size() > tail_size_) tail.pop_front();
 }
 
+void EventTail::Forget(const std::string& key) {
+  absl::MutexLock lock(&mu_);
+  tails_.erase(key);
+}
+
+void EventTail::ForgetAll() {
+  absl::MutexLock lock(&mu_);
+  tails_.clear();
+}
+
 bool EventTail::Read(const std::string& key, int64_t after_sequence, int limit,
                      std::vector<std::pair<int64_t, std::string>>* out) const {
   absl::MutexLock lock(&mu_);

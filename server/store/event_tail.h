@@ -37,6 +37,10 @@ class EventTail {
   // (e.g. written by another process) starts the tail over.
   void Publish(const std::string& key, int64_t sequence, std::string bytes, bool final);
 
+  // Drops `key`'s tail (another process appended to it), or every tail.
+  void Forget(const std::string& key);
+  void ForgetAll();
+
   // Appends to `out` the tail's events with sequence > after_sequence (at
   // most `limit`, <= 0 for all). Returns false when the tail cannot prove it
   // holds every such event (no tail, or after_sequence + 1 is older than its

@@ -1,22 +1,31 @@
 #include "server/store/postgres_backend.h"
 
 #include <libpq-fe.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <functional>
+#include <optional>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "server/base/log.h"
 #include "server/common/status_macros.h"
 
@@ -27,8 +36,16 @@ namespace {
 // transaction-level one that serializes taking output claims (+ 02).
 constexpr int64_t kMigrationLockKey = 0x6674'7374'6f72'6501;
 constexpr int64_t kClaimsLockKey = 0x6674'7374'6f72'6502;
-// Session-level, held by the one server using the database (+ 03).
-constexpr int64_t kServerLockKey = 0x6674'7374'6f72'6503;
+// Transaction-level: serializes job claims while a per-tenant running limit
+// is counted (+ 04; 03 was the one-server lock of servers before 12.2).
+constexpr int64_t kTenantClaimLockKey = 0x6674'7374'6f72'6504;
+
+// NOTIFY channels (Backend::Listen): a resource's new event
+// ("kind|sequence|origin|id"), a job that became claimable (""), a job to
+// cancel ("id").
+constexpr char kEventsChannel[] = "freezetune_events";
+constexpr char kQueueChannel[] = "freezetune_queue";
+constexpr char kCancelChannel[] = "freezetune_cancel";
 
 // Version 1: the unified store (as SQLite's version 2). Ids and tenants
 // compare bytewise (COLLATE "C"), as SQLite does.
@@ -71,8 +88,26 @@ CREATE TABLE output_claims(
   tenant TEXT COLLATE "C" NOT NULL);
 )sql";
 
+// Version 3: the shared queue (issue 12.2). What a claim filters and orders
+// on, copied from the spec at insert (rows of version 2 take the defaults:
+// priority 0, any device, one slot), and the lease: its owner (NULL: none),
+// its epoch (bumped at every claim, takeover and release) and its expiry in
+// microseconds since the epoch; cancel_requested asks the owner to stop.
+constexpr const char* kSchemaV3 = R"sql(
+ALTER TABLE jobs
+  ADD COLUMN priority INTEGER NOT NULL DEFAULT 0,
+  ADD COLUMN device TEXT COLLATE "C" NOT NULL DEFAULT '',
+  ADD COLUMN slots INTEGER NOT NULL DEFAULT 1,
+  ADD COLUMN lease_owner TEXT COLLATE "C",
+  ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0,
+  ADD COLUMN lease_expires BIGINT NOT NULL DEFAULT 0,
+  ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT false;
+CREATE INDEX jobs_claimable ON jobs(priority DESC, create_time, id) WHERE state = 1;
+CREATE INDEX jobs_leased ON jobs(lease_owner) WHERE lease_owner IS NOT NULL;
+)sql";
+
 // kMigrations[v - 1] takes the schema from version v - 1 to v.
-constexpr const char* kMigrations[] = {kSchemaV1, kSchemaV2};
+constexpr const char* kMigrations[] = {kSchemaV1, kSchemaV2, kSchemaV3};
 constexpr int kSchemaVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
 const char* Table(Kind kind) { return kind == Kind::kJob ? "jobs" : "sweeps"; }
@@ -92,6 +127,7 @@ enum class Stmt {
   kList,
   kInStates,
   kCount,
+  kCountTenant,
 };
 
 struct StatementText {
@@ -120,7 +156,66 @@ constexpr StatementText kPerKind[] = {
      "SELECT {C} FROM {T} WHERE ((1::bigint << state) & $1::bigint) <> 0 "
      "ORDER BY create_time ASC, id ASC"},
     {Stmt::kCount, "count", "SELECT state, COUNT(*) FROM {T} GROUP BY state"},
+    {Stmt::kCountTenant, "count_tenant",
+     "SELECT COUNT(*) FROM {T} WHERE state = $1::integer AND tenant = $2"},
 };
+
+// --- The shared queue (jobs only) ---
+// Insert with the claim columns.
+constexpr char kInsertJob[] = "insert_job";
+constexpr char kInsertJobSql[] =
+    "INSERT INTO jobs(id, tenant, client_request_id, state, create_time, last_sequence, spec, "
+    "record, priority, device, slots) VALUES($1, $2, $3, $4::integer, $5::bigint, 1, $6, $7, "
+    "$8::integer, $9, $10::integer) ON CONFLICT (tenant, client_request_id) DO NOTHING";
+constexpr char kBumpJob[] = "bump_job";
+constexpr char kBumpJobSql[] =
+    "UPDATE jobs SET last_sequence = last_sequence + 1 WHERE id = $1 "
+    "RETURNING last_sequence, lease_epoch";
+// Ends the lease; returns the state so that a re-queued job is announced.
+constexpr char kRelease[] = "release";
+constexpr char kReleaseSql[] =
+    "UPDATE jobs SET lease_owner = NULL, lease_epoch = lease_epoch + 1 "
+    "WHERE id = $1 AND lease_epoch = $2::bigint RETURNING state";
+// $1 owner, $2 now, $3 expiry, $4/$5 idle CPU/GPU slots, $6 the GPU devices
+// (comma-separated), $7 running limit per tenant (0: none), $8 one job's id
+// (NULL: any; the slot filter is then skipped). "Running" for the limit:
+// leased and unexpired, which a claimed job not yet started also is.
+constexpr char kClaim[] = "claim";
+constexpr char kClaimSql[] =
+    "WITH candidate AS (SELECT c.id FROM jobs c "
+    "  WHERE c.state = 1 AND (c.lease_owner IS NULL OR c.lease_expires < $2::bigint) "
+    "  AND ($8::text IS NULL OR c.id = $8::text) "
+    "  AND ($8::text IS NOT NULL "
+    "       OR (c.device IN ('', 'cpu') AND c.slots <= $4::integer) "
+    "       OR ((c.device IN ('', 'cuda') OR c.device = ANY(string_to_array($6::text, ','))) "
+    "           AND c.slots <= $5::integer)) "
+    "  AND ($7::integer = 0 OR (SELECT COUNT(*) FROM jobs r WHERE r.tenant = c.tenant "
+    "       AND r.state IN (1, 2) AND r.lease_owner IS NOT NULL "
+    "       AND r.lease_expires >= $2::bigint) < $7::integer) "
+    "  ORDER BY c.priority DESC, c.create_time, c.id LIMIT 1 FOR UPDATE SKIP LOCKED) "
+    "UPDATE jobs j SET lease_owner = $1, lease_epoch = j.lease_epoch + 1, "
+    "lease_expires = $3::bigint FROM candidate WHERE j.id = candidate.id "
+    "RETURNING j.id, j.lease_epoch, j.cancel_requested";
+constexpr char kRenew[] = "renew";
+constexpr char kRenewSql[] =
+    "UPDATE jobs SET lease_expires = $3::bigint WHERE id = $1 AND lease_epoch = $2::bigint "
+    "AND lease_owner IS NOT NULL RETURNING cancel_requested";
+// RUNNING jobs whose lease expired, or that have none (left RUNNING by a
+// server before leases).
+constexpr char kTakeExpired[] = "take_expired";
+constexpr char kTakeExpiredSql[] =
+    "UPDATE jobs j SET lease_owner = $1, lease_epoch = j.lease_epoch + 1, "
+    "lease_expires = $3::bigint FROM (SELECT id, lease_owner FROM jobs WHERE state = 2 "
+    "AND (lease_owner IS NULL OR lease_expires < $2::bigint) FOR UPDATE SKIP LOCKED) old "
+    "WHERE j.id = old.id RETURNING j.id, j.lease_epoch, old.lease_owner, j.cancel_requested";
+constexpr char kRequestCancel[] = "request_cancel";
+constexpr char kRequestCancelSql[] =
+    "UPDATE jobs SET cancel_requested = true WHERE id = $1 AND state IN (1, 2)";
+constexpr char kPendingCancels[] = "pending_cancels";
+constexpr char kPendingCancelsSql[] =
+    "SELECT id FROM jobs WHERE lease_owner = $1 AND cancel_requested AND state IN (1, 2)";
+constexpr char kNotify[] = "notify";
+constexpr char kNotifySql[] = "SELECT pg_notify($1, $2)";
 
 constexpr char kInsertEvent[] = "insert_event";
 constexpr char kInsertEventSql[] =
@@ -348,10 +443,10 @@ class PostgresBackend final : public Backend {
  public:
   explicit PostgresBackend(PostgresOptions options) : options_(std::move(options)) {}
   ~PostgresBackend() override {
+    StopListening();
     absl::MutexLock lock(&mu_);
     for (Conn& c : idle_) PQfinish(c.pg);
     idle_.clear();
-    if (server_lock_ != nullptr) PQfinish(server_lock_);  // releases the lock
   }
 
   absl::Status Init();
@@ -368,10 +463,28 @@ class PostgresBackend final : public Backend {
   absl::Status Update(Kind kind, const Row& row) override;
   absl::StatusOr<int64_t> Append(Kind kind, const std::string& id,
                                  absl::FunctionRef<std::string(int64_t)> event,
-                                 const Row* updated) override;
+                                 const Row* updated, const Fence* fence) override;
   absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> ReadEvents(
       Kind kind, const std::string& id, int64_t after, int limit) override;
   absl::Status Ping() override;
+
+  bool shared_queue() const override { return true; }
+  absl::StatusOr<std::optional<JobLease>> ClaimJob(const ClaimRequest& request) override;
+  absl::StatusOr<bool> RenewLease(const std::string& id, int64_t epoch, int64_t expires_micros,
+                                  bool* cancel_requested) override;
+  absl::StatusOr<std::vector<JobLease>> TakeExpiredLeases(const std::string& owner,
+                                                          int64_t now_micros,
+                                                          int64_t expires_micros) override;
+  absl::StatusOr<bool> ReleaseLease(const std::string& id, int64_t epoch) override;
+  absl::Status RequestCancel(const std::string& id) override;
+  absl::StatusOr<std::vector<std::string>> PendingCancels(const std::string& owner) override;
+  absl::StatusOr<int64_t> CountInState(Kind kind, int state, const std::string& tenant) override;
+  absl::Status Listen(std::function<void(const Signal&)> on_signal) override;
+  void StopListening() override {
+    if (!listener_.joinable()) return;
+    if (!listen_stop_.HasBeenNotified()) listen_stop_.Notify();
+    listener_.join();
+  }
 
   // Pool: a connection for one call, opened (and prepared) on demand.
   absl::StatusOr<Lease> Acquire(bool prepare = true);
@@ -384,8 +497,12 @@ class PostgresBackend final : public Backend {
   absl::StatusOr<PGconn*> Connect();
   absl::Status PrepareAll(PGconn* pg);
   absl::Status Migrate();
-  // Opens server_lock_ and takes kServerLockKey on it (options_.exclusive).
-  absl::Status LockServer() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lock_mu_);
+  // NOTIFY on `channel`, delivered when the lease's transaction commits.
+  static absl::Status Notify(Lease& lease, const char* channel, const std::string& payload);
+  // A connection that LISTENs to every channel; nullptr if it cannot.
+  PGconn* ConnectListener();
+  // Owns `pg` (LISTENing); reconnects when it breaks.
+  void ListenLoop(PGconn* pg, std::function<void(const Signal&)> on_signal);
   absl::Status UpdateWith(Lease& lease, Kind kind, const Row& row);
   absl::StatusOr<std::vector<OutputClaim>> LiveClaims(Lease& lease, const std::string& path);
   // Inserts rows[i] and its first event. False (nothing more done) when
@@ -399,10 +516,9 @@ class PostgresBackend final : public Backend {
   std::vector<Conn> idle_ ABSL_GUARDED_BY(mu_);
   // Connections open, idle or leased.
   int open_ ABSL_GUARDED_BY(mu_) = 0;
-  // The connection holding kServerLockKey (exclusive); not pooled.
-  // A leaf: never held with mu_.
-  absl::Mutex lock_mu_;
-  PGconn* server_lock_ ABSL_GUARDED_BY(lock_mu_) = nullptr;
+  // Listen()'s thread and its stop signal.
+  absl::Notification listen_stop_;
+  std::thread listener_;
 };
 
 Lease::~Lease() {
@@ -461,6 +577,13 @@ absl::Status PostgresBackend::PrepareAll(PGconn* pg) {
   FT_RETURN_IF_ERROR(prepare(kLiveClaims, kLiveClaimsSql));
   FT_RETURN_IF_ERROR(prepare(kInsertClaim, kInsertClaimSql));
   FT_RETURN_IF_ERROR(prepare(kAdvisoryXactLock, kAdvisoryXactLockSql));
+  for (const auto& [name, sql] : {std::pair{kInsertJob, kInsertJobSql}, {kBumpJob, kBumpJobSql},
+                                  {kRelease, kReleaseSql}, {kClaim, kClaimSql},
+                                  {kRenew, kRenewSql}, {kTakeExpired, kTakeExpiredSql},
+                                  {kRequestCancel, kRequestCancelSql},
+                                  {kPendingCancels, kPendingCancelsSql}, {kNotify, kNotifySql}}) {
+    FT_RETURN_IF_ERROR(prepare(name, sql));
+  }
   return prepare(kReadEvents, kReadEventsSql);
 }
 
@@ -573,63 +696,9 @@ absl::Status PostgresBackend::Migrate() {
   return status.ok() ? unlocked : status;
 }
 
-absl::Status PostgresBackend::LockServer() {
-  if (server_lock_ != nullptr) PQfinish(server_lock_);
-  server_lock_ = nullptr;
-  FT_ASSIGN_OR_RETURN(PGconn* pg, Connect());
-  server_lock_ = pg;
-  Params key;
-  key.Int(kServerLockKey);
-  Result r(PQexecParams(pg, "SELECT pg_try_advisory_lock($1::bigint)", key.size(), nullptr,
-                        key.values(), key.lengths(), key.formats(), 0));
-  if (r == nullptr || PQresultStatus(r.get()) != PGRES_TUPLES_OK) {
-    return PgError(pg, r.get(), "server lock");
-  }
-  if (std::strcmp(PQgetvalue(r.get(), 0, 0), "t") == 0) {
-    // The database's side of the keepalives too: if this host vanishes
-    // (node lost, no FIN), the server ends the session, and frees the lock
-    // for a replacement, in about a minute rather than the kernel's two
-    // hours. Ignored on a unix socket.
-    Result keepalive(PQexec(pg,
-                            "SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 10; "
-                            "SET tcp_keepalives_count = 3"));
-    if (keepalive == nullptr || PQresultStatus(keepalive.get()) != PGRES_COMMAND_OK) {
-      return PgError(pg, keepalive.get(), "server lock keepalives");
-    }
-    return absl::OkStatus();
-  }
-  // Who holds it: application_name carries the holder's host name.
-  Params split;
-  split.Int(static_cast<uint32_t>(static_cast<uint64_t>(kServerLockKey) >> 32))
-      .Int(static_cast<uint32_t>(kServerLockKey & 0xffffffff));
-  Result holder(PQexecParams(
-      pg,
-      "SELECT a.application_name, COALESCE(host(a.client_addr), 'local socket'), "
-      "to_char(a.backend_start, 'YYYY-MM-DD\"T\"HH24:MI:SSOF') FROM pg_locks l "
-      "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
-      "AND l.classid = $1::bigint AND l.objid = $2::bigint AND l.objsubid = 1 AND l.granted",
-      split.size(), nullptr, split.values(), split.lengths(), split.formats(), 0));
-  std::string who = "another freezetune-server";
-  if (holder != nullptr && PQresultStatus(holder.get()) == PGRES_TUPLES_OK &&
-      PQntuples(holder.get()) > 0) {
-    who = absl::StrCat(PQgetvalue(holder.get(), 0, 0), " (connected from ",
-                       PQgetvalue(holder.get(), 0, 1), " since ", PQgetvalue(holder.get(), 0, 2),
-                       ")");
-  }
-  PQfinish(server_lock_);
-  server_lock_ = nullptr;
-  return absl::FailedPreconditionError(absl::StrCat(
-      "job_store: ", RedactPostgresUri(options_.uri), " is in use by ", who,
-      "; one server per database until replicas can share one (issue 12.2)"));
-}
-
 absl::Status PostgresBackend::Init() {
   if (options_.pool_size < 1) {
     return absl::InvalidArgumentError("job store: pool_size must be at least 1");
-  }
-  if (options_.exclusive) {
-    absl::MutexLock lock(&lock_mu_);
-    FT_RETURN_IF_ERROR(LockServer());
   }
   FT_RETURN_IF_ERROR(Migrate());
   // Proves the statements prepare against the migrated schema now, not at
@@ -671,7 +740,10 @@ absl::StatusOr<bool> PostgresBackend::InsertNew(Lease& lease, const NewRow& r) {
       .Int(r.row.create_micros)
       .Bytes(r.row.spec)
       .Bytes(r.row.record);
-  absl::StatusOr<Result> inserted = lease.Run(StatementName(r.kind, Stmt::kInsert), insert, "insert");
+  const bool job = r.kind == Kind::kJob;
+  if (job) insert.Int(r.row.priority).Text(r.row.device).Int(r.row.slots);
+  absl::StatusOr<Result> inserted =
+      lease.Run(job ? kInsertJob : StatementName(r.kind, Stmt::kInsert), insert, "insert");
   if (!inserted.ok()) {
     // unique_violation: ON CONFLICT covers (tenant, client_request_id), so
     // this is the primary key: the id is taken.
@@ -692,6 +764,7 @@ absl::StatusOr<bool> PostgresBackend::InsertNew(Lease& lease, const NewRow& r) {
                                   .Bytes(r.first_event),
                               "insert event")
                          .status());
+  if (job && r.row.state == 1) FT_RETURN_IF_ERROR(Notify(lease, kQueueChannel, ""));
   return true;
 }
 
@@ -821,16 +894,26 @@ absl::Status PostgresBackend::Update(Kind kind, const Row& row) {
 
 absl::StatusOr<int64_t> PostgresBackend::Append(Kind kind, const std::string& id,
                                                 absl::FunctionRef<std::string(int64_t)> event,
-                                                const Row* updated) {
+                                                const Row* updated, const Fence* fence) {
+  if (fence != nullptr && kind != Kind::kJob) {
+    return absl::InvalidArgumentError("job store: only jobs have leases");
+  }
   FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
   FT_RETURN_IF_ERROR(lease.Begin());
-  // The row lock taken here orders concurrent appenders until the commit.
-  FT_ASSIGN_OR_RETURN(Result bumped, lease.Run(StatementName(kind, Stmt::kBump),
-                                               Params().Text(id), "bump sequence"));
+  // The row lock taken here orders concurrent appenders (and lease changes)
+  // until the commit.
+  FT_ASSIGN_OR_RETURN(Result bumped,
+                      lease.Run(kind == Kind::kJob ? kBumpJob : StatementName(kind, Stmt::kBump),
+                                Params().Text(id), "bump sequence"));
   if (PQntuples(bumped.get()) == 0) {
     return absl::NotFoundError(absl::StrCat(Noun(kind), id, " not found"));
   }
   const int64_t sequence = CellInt(bumped.get(), 0, 0);
+  if (fence != nullptr && CellInt(bumped.get(), 0, 1) != fence->epoch) {
+    return absl::AbortedError(absl::StrCat(
+        "job store: job ", id, ": lease epoch ", fence->epoch, " was superseded by epoch ",
+        CellInt(bumped.get(), 0, 1), " (another replica took the job over); nothing written"));
+  }
   FT_RETURN_IF_ERROR(
       lease
           .Run(kInsertEvent,
@@ -838,6 +921,16 @@ absl::StatusOr<int64_t> PostgresBackend::Append(Kind kind, const std::string& id
                "insert event")
           .status());
   if (updated != nullptr) FT_RETURN_IF_ERROR(UpdateWith(lease, kind, *updated));
+  if (fence != nullptr && fence->release) {
+    FT_ASSIGN_OR_RETURN(Result released,
+                        lease.Run(kRelease, Params().Text(id).Int(fence->epoch), "release lease"));
+    if (PQntuples(released.get()) == 1 && CellInt(released.get(), 0, 0) == 1) {
+      FT_RETURN_IF_ERROR(Notify(lease, kQueueChannel, ""));
+    }
+  }
+  FT_RETURN_IF_ERROR(Notify(lease, kEventsChannel,
+                            absl::StrCat(static_cast<int>(kind), "|", sequence, "|",
+                                         options_.origin, "|", id)));
   FT_RETURN_IF_ERROR(lease.Commit());
   return sequence;
 }
@@ -861,15 +954,189 @@ absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> PostgresBackend::Re
   return events;
 }
 
-absl::Status PostgresBackend::Ping() {
-  if (options_.exclusive) {
-    absl::MutexLock lock(&lock_mu_);
-    // The server closed the lock's connection (a restart, an administrator):
-    // the lock went with it. Retake it, unless another server has.
-    if (server_lock_ == nullptr || !StillOpen(server_lock_)) {
-      FT_RETURN_IF_ERROR(LockServer());  // the store probe logs a failure once
+absl::Status PostgresBackend::Notify(Lease& lease, const char* channel,
+                                     const std::string& payload) {
+  return lease.Run(kNotify, Params().Text(channel).Text(payload), "notify").status();
+}
+
+absl::StatusOr<std::optional<JobLease>> PostgresBackend::ClaimJob(const ClaimRequest& request) {
+  // Params keeps pointers: the text must outlive it.
+  const std::string gpu_devices = absl::StrJoin(request.gpu_devices, ",");
+  Params params;
+  params.Text(request.owner)
+      .Int(request.now_micros)
+      .Int(request.expires_micros)
+      .Int(request.idle_cpu_slots)
+      .Int(request.idle_gpu_slots)
+      .Text(gpu_devices)
+      .Int(request.max_running_per_tenant)
+      .OptionalText(request.only_id);
+  FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
+  FT_RETURN_IF_ERROR(lease.Begin());
+  if (request.max_running_per_tenant > 0) {
+    // Two replicas counting a tenant's running jobs at once would both see
+    // room for one more.
+    FT_RETURN_IF_ERROR(
+        lease.Run(kAdvisoryXactLock, Params().Int(kTenantClaimLockKey), "claim lock").status());
+  }
+  FT_ASSIGN_OR_RETURN(Result r, lease.Run(kClaim, params, "claim a job"));
+  FT_RETURN_IF_ERROR(lease.Commit());
+  if (PQntuples(r.get()) == 0) return std::optional<JobLease>();
+  JobLease claimed;
+  claimed.id = CellBytes(r.get(), 0, 0);
+  claimed.epoch = CellInt(r.get(), 0, 1);
+  claimed.cancel_requested = CellInt(r.get(), 0, 2) != 0;
+  return std::optional<JobLease>(std::move(claimed));
+}
+
+absl::StatusOr<bool> PostgresBackend::RenewLease(const std::string& id, int64_t epoch, int64_t expires_micros,
+                                                 bool* cancel_requested) {
+  FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
+  FT_ASSIGN_OR_RETURN(Result r, lease.Run(kRenew,
+                                          Params().Text(id).Int(epoch).Int(expires_micros),
+                                          "renew lease"));
+  if (PQntuples(r.get()) == 0) return false;
+  if (cancel_requested != nullptr) *cancel_requested = CellInt(r.get(), 0, 0) != 0;
+  return true;
+}
+
+absl::StatusOr<std::vector<JobLease>> PostgresBackend::TakeExpiredLeases(const std::string& owner,
+                                                                         int64_t now_micros,
+                                                                         int64_t expires_micros) {
+  FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
+  FT_ASSIGN_OR_RETURN(Result r, lease.Run(kTakeExpired,
+                                          Params().Text(owner).Int(now_micros).Int(expires_micros),
+                                          "take over expired leases"));
+  std::vector<JobLease> taken;
+  for (int i = 0; i < PQntuples(r.get()); ++i) {
+    JobLease t;
+    t.id = CellBytes(r.get(), i, 0);
+    t.epoch = CellInt(r.get(), i, 1);
+    t.previous_owner = CellBytes(r.get(), i, 2);
+    t.cancel_requested = CellInt(r.get(), i, 3) != 0;
+    taken.push_back(std::move(t));
+  }
+  return taken;
+}
+
+absl::StatusOr<bool> PostgresBackend::ReleaseLease(const std::string& id, int64_t epoch) {
+  FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
+  FT_RETURN_IF_ERROR(lease.Begin());
+  FT_ASSIGN_OR_RETURN(Result r,
+                      lease.Run(kRelease, Params().Text(id).Int(epoch), "release lease"));
+  const bool released = PQntuples(r.get()) == 1;
+  if (released && CellInt(r.get(), 0, 0) == 1) {
+    FT_RETURN_IF_ERROR(Notify(lease, kQueueChannel, ""));
+  }
+  FT_RETURN_IF_ERROR(lease.Commit());
+  return released;
+}
+
+absl::Status PostgresBackend::RequestCancel(const std::string& id) {
+  FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
+  FT_RETURN_IF_ERROR(lease.Begin());
+  FT_RETURN_IF_ERROR(lease.Run(kRequestCancel, Params().Text(id), "request cancel").status());
+  FT_RETURN_IF_ERROR(Notify(lease, kCancelChannel, id));
+  return lease.Commit();
+}
+
+absl::StatusOr<std::vector<std::string>> PostgresBackend::PendingCancels(
+    const std::string& owner) {
+  FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
+  FT_ASSIGN_OR_RETURN(Result r,
+                      lease.Run(kPendingCancels, Params().Text(owner), "pending cancels"));
+  std::vector<std::string> ids;
+  for (int i = 0; i < PQntuples(r.get()); ++i) ids.push_back(CellBytes(r.get(), i, 0));
+  return ids;
+}
+
+absl::StatusOr<int64_t> PostgresBackend::CountInState(Kind kind, int state,
+                                                      const std::string& tenant) {
+  FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
+  FT_ASSIGN_OR_RETURN(Result r, lease.Run(StatementName(kind, Stmt::kCountTenant),
+                                          Params().Int(state).Text(tenant), "count"));
+  return CellInt(r.get(), 0, 0);
+}
+
+PGconn* PostgresBackend::ConnectListener() {
+  absl::StatusOr<PGconn*> pg = Connect();
+  if (!pg.ok()) return nullptr;
+  const std::string sql =
+      absl::StrCat("LISTEN ", kEventsChannel, "; LISTEN ", kQueueChannel, "; LISTEN ",
+                   kCancelChannel);
+  Result r(PQexec(*pg, sql.c_str()));
+  if (r == nullptr || PQresultStatus(r.get()) != PGRES_COMMAND_OK) {
+    PQfinish(*pg);
+    return nullptr;
+  }
+  return *pg;
+}
+
+absl::Status PostgresBackend::Listen(std::function<void(const Signal&)> on_signal) {
+  if (listener_.joinable()) return absl::FailedPreconditionError("job store: already listening");
+  PGconn* first = ConnectListener();
+  if (first == nullptr) {
+    return absl::UnavailableError(absl::StrCat("job store: cannot LISTEN on ",
+                                               RedactPostgresUri(options_.uri)));
+  }
+  // Listening from now on: whatever commits after Listen returns is heard.
+  listener_ = std::thread(
+      [this, first, on_signal = std::move(on_signal)] { ListenLoop(first, on_signal); });
+  return absl::OkStatus();
+}
+
+// Parses a payload of kEventsChannel; false for a malformed one.
+bool ParseEventPayload(const std::string& payload, Signal* signal) {
+  std::vector<std::string> parts = absl::StrSplit(payload, absl::MaxSplits('|', 3));
+  int kind = 0;
+  if (parts.size() != 4 || !absl::SimpleAtoi(parts[0], &kind) ||
+      (kind != static_cast<int>(Kind::kJob) && kind != static_cast<int>(Kind::kSweep)) ||
+      !absl::SimpleAtoi(parts[1], &signal->sequence)) {
+    return false;
+  }
+  signal->kind = static_cast<Kind>(kind);
+  signal->origin = std::move(parts[2]);
+  signal->id = std::move(parts[3]);
+  return true;
+}
+
+void PostgresBackend::ListenLoop(PGconn* pg, std::function<void(const Signal&)> on_signal) {
+  while (!listen_stop_.HasBeenNotified()) {
+    if (pg == nullptr || PQstatus(pg) != CONNECTION_OK) {
+      if (pg != nullptr) PQfinish(pg);
+      pg = nullptr;
+      if (listen_stop_.WaitForNotificationWithTimeout(absl::Seconds(1))) break;
+      pg = ConnectListener();
+      // Whatever was announced while no connection listened is lost.
+      if (pg != nullptr) {
+        Signal resync;
+        resync.type = Signal::Type::kResync;
+        on_signal(resync);
+      }
+      continue;
+    }
+    pollfd fd{PQsocket(pg), POLLIN, 0};
+    if (::poll(&fd, 1, /*timeout_ms=*/200) <= 0) continue;
+    if (PQconsumeInput(pg) == 0) continue;  // broken: reconnects above
+    while (PGnotify* n = PQnotifies(pg)) {
+      Signal signal;
+      const absl::string_view channel = n->relname;
+      if (channel == kEventsChannel) {
+        if (!ParseEventPayload(n->extra, &signal)) signal.type = Signal::Type::kResync;
+      } else if (channel == kQueueChannel) {
+        signal.type = Signal::Type::kQueued;
+      } else {
+        signal.type = Signal::Type::kCancel;
+        signal.id = n->extra;
+      }
+      PQfreemem(n);
+      on_signal(signal);
     }
   }
+  if (pg != nullptr) PQfinish(pg);
+}
+
+absl::Status PostgresBackend::Ping() {
   FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
   return lease.Exec("SELECT 1", "ping");
 }

@@ -11,6 +11,16 @@
 // SQLite's version 3. A database whose version is newer than this binary
 // knows is refused (FAILED_PRECONDITION).
 //
+// Replicas (issue 12.2): any number of servers share one database and one
+// queue. Version 3 gives jobs a lease (backend.h: Fence, ClaimJob): a claim
+// takes the first fitting QUEUED job with SELECT ... FOR UPDATE SKIP LOCKED,
+// so replicas claiming at once never take the same job nor wait for each
+// other; every fenced write re-checks the epoch under the row lock its
+// sequence bump takes. Writes announce themselves with NOTIFY (delivered at
+// commit): each event on freezetune_events, each claimable job on
+// freezetune_queue, each cancel request on freezetune_cancel; Listen()
+// holds a connection of its own that LISTENs to all three.
+//
 // Concurrency across connections and replicas: Append bumps the resource's
 // last_sequence with UPDATE ... RETURNING in the event's transaction (the row
 // lock orders concurrent appenders, so sequences stay gapless); Create's
@@ -54,14 +64,8 @@ struct PostgresOptions {
   int pool_size = 4;
   // Seconds libpq waits to connect (connect_timeout), unless the URI says.
   int connect_timeout_s = 10;
-  // Holds a session advisory lock on a connection of its own for as long as
-  // the backend lives, and refuses to open (FAILED_PRECONDITION naming the
-  // holder) while another backend holds it: one server per database, as
-  // one server per --data_dir for SQLite. Replicas sharing a database need
-  // job claims and leases (issue 12.2); until then two servers would both
-  // run every queued job. Ping() reports a lost lock connection, retaken if
-  // free. Tests that open several stores on one database turn it off.
-  bool exclusive = true;
+  // This replica's name in the NOTIFY payloads of its writes (Signal.origin).
+  std::string origin;
 };
 
 // True for a string that selects PostgreSQL (postgresql:// or postgres://).

@@ -152,7 +152,7 @@ class SqliteBackend final : public Backend {
   absl::Status Update(Kind kind, const Row& row) override;
   absl::StatusOr<int64_t> Append(Kind kind, const std::string& id,
                                  absl::FunctionRef<std::string(int64_t)> event,
-                                 const Row* updated) override;
+                                 const Row* updated, const Fence* fence) override;
   absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> ReadEvents(
       Kind kind, const std::string& id, int64_t after, int limit) override;
   absl::Status ProbeWrite() override;
@@ -662,7 +662,10 @@ absl::Status SqliteBackend::Update(Kind kind, const Row& row) {
 
 absl::StatusOr<int64_t> SqliteBackend::Append(Kind kind, const std::string& id,
                                               absl::FunctionRef<std::string(int64_t)> event,
-                                              const Row* updated) {
+                                              const Row* updated, const Fence* fence) {
+  if (fence != nullptr) {
+    return absl::UnimplementedError("job store: SQLite has no leases to fence writes with");
+  }
   absl::MutexLock lock(&mu_);
   FT_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
   auto fail = [this](absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {

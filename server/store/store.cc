@@ -1,5 +1,6 @@
 #include "server/store/store.h"
 
+#include <algorithm>
 #include <functional>
 #include <type_traits>
 #include <utility>
@@ -70,6 +71,9 @@ Row JobRow(const v1::Job& job) {
   row.create_micros = ToMicros(job.create_time());
   row.spec = job.spec().SerializeAsString();
   row.record = job.SerializeAsString();
+  row.priority = job.spec().priority();
+  row.device = job.spec().device();
+  row.slots = std::max(1, job.spec().resources().data_parallel());
   return row;
 }
 
@@ -185,9 +189,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) 
   if (!options.postgres_uri.empty()) {
     PostgresOptions postgres;
     postgres.uri = options.postgres_uri;
-    postgres.exclusive = options.postgres_exclusive;
+    postgres.origin = options.replica_id;
     FT_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, OpenPostgresBackend(postgres));
-    return std::make_unique<Store>(std::move(backend), options.tail_size);
+    return std::make_unique<Store>(std::move(backend), options.tail_size, options.replica_id);
   }
   SqliteOptions sqlite;
   sqlite.path = options.path;
@@ -198,8 +202,10 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) 
   return std::make_unique<Store>(std::move(backend), options.tail_size);
 }
 
-Store::Store(std::unique_ptr<Backend> backend, size_t tail_size)
-    : backend_(std::move(backend)), tail_(tail_size) {}
+Store::Store(std::unique_ptr<Backend> backend, size_t tail_size, std::string replica_id)
+    : backend_(std::move(backend)), replica_id_(std::move(replica_id)), tail_(tail_size) {}
+
+Store::~Store() { backend_->StopListening(); }
 
 absl::Mutex& Store::StripeFor(const std::string& key) {
   return append_stripes_[std::hash<std::string>()(key) % append_stripes_.size()];
@@ -288,7 +294,8 @@ absl::Status Store::UpdateJob(const v1::Job& job) {
 }
 
 absl::StatusOr<v1::JobEvent> Store::AppendJobEvent(const std::string& job_id, v1::JobEvent event,
-                                                   const v1::Job* updated_job) {
+                                                   const v1::Job* updated_job,
+                                                   const Fence* fence) {
   event.set_job_id(job_id);
   if (!event.has_time()) *event.mutable_time() = NowTimestamp();
   std::optional<Row> row;
@@ -300,7 +307,7 @@ absl::StatusOr<v1::JobEvent> Store::AppendJobEvent(const std::string& job_id, v1
         event.set_sequence(sequence);
         return event.SerializeAsString();
       },
-      row.has_value() ? &*row : nullptr, final));
+      row.has_value() ? &*row : nullptr, final, fence));
   return event;
 }
 
@@ -428,7 +435,7 @@ absl::StatusOr<std::vector<v1::SweepEvent>> Store::ReadSweepEvents(const std::st
 
 absl::Status Store::Append(Kind kind, const std::string& id,
                            absl::FunctionRef<std::string(int64_t)> serialize, const Row* updated,
-                           bool final) {
+                           bool final, const Fence* fence) {
   const std::string key = Key(kind, id);
   absl::Status written;
   {
@@ -440,7 +447,7 @@ absl::Status Store::Append(Kind kind, const std::string& id,
           bytes = serialize(seq);
           return bytes;
         },
-        updated);
+        updated, fence);
     written = sequence.status();
     if (sequence.ok()) tail_.Publish(key, *sequence, std::move(bytes), final);
   }
@@ -577,6 +584,55 @@ Store::SubscriptionId Store::Subscribe(Kind kind, const std::string& id,
 }
 
 void Store::Unsubscribe(SubscriptionId id) { hub_.Unsubscribe(id); }
+
+// --- The shared queue -----------------------------------------------------------
+
+absl::StatusOr<std::optional<JobLease>> Store::ClaimJob(const ClaimRequest& request) {
+  return TrackWrite(backend_->ClaimJob(request));
+}
+
+absl::StatusOr<bool> Store::RenewLease(const std::string& id, int64_t epoch, int64_t expires_micros,
+                                       bool* cancel_requested) {
+  return TrackWrite(backend_->RenewLease(id, epoch, expires_micros, cancel_requested));
+}
+
+absl::StatusOr<std::vector<JobLease>> Store::TakeExpiredLeases(const std::string& owner,
+                                                               int64_t now_micros,
+                                                               int64_t expires_micros) {
+  return TrackWrite(backend_->TakeExpiredLeases(owner, now_micros, expires_micros));
+}
+
+absl::StatusOr<bool> Store::ReleaseLease(const std::string& id, int64_t epoch) {
+  return TrackWrite(backend_->ReleaseLease(id, epoch));
+}
+
+absl::Status Store::RequestCancel(const std::string& job_id) {
+  return TrackWrite(backend_->RequestCancel(job_id));
+}
+
+absl::StatusOr<std::vector<std::string>> Store::PendingCancels(const std::string& owner) {
+  return backend_->PendingCancels(owner);
+}
+
+absl::StatusOr<int64_t> Store::CountJobsInState(v1::JobState state, const std::string& tenant) {
+  return backend_->CountInState(Kind::kJob, state, tenant);
+}
+
+absl::Status Store::Listen(std::function<void(const Signal&)> on_signal) {
+  return backend_->Listen([this, on_signal = std::move(on_signal)](const Signal& signal) {
+    if (signal.type == Signal::Type::kEvent) {
+      // This store's own writes were published and announced when written.
+      if (signal.origin == replica_id_) return;
+      const std::string key = Key(signal.kind, signal.id);
+      tail_.Forget(key);  // it lacks this event; readers go to the backend
+      hub_.Notify(key);
+    } else if (signal.type == Signal::Type::kResync) {
+      tail_.ForgetAll();
+      hub_.NotifyAll();
+    }
+    on_signal(signal);
+  });
+}
 
 void Store::NotifyAll() { hub_.NotifyAll(); }
 

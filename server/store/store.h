@@ -68,9 +68,9 @@ struct StoreOptions {
   // Non-empty: the PostgreSQL backend at this libpq URI
   // (postgres_backend.h); path and legacy_sweeps_path are then unused.
   std::string postgres_uri;
-  // PostgresOptions.exclusive: one server per database (tests that open
-  // several stores on one database turn it off).
-  bool postgres_exclusive = true;
+  // This process's name among the replicas sharing a PostgreSQL store
+  // (PostgresOptions.origin).
+  std::string replica_id;
   // SQLite file; created (with its tables) if missing, migrated to the
   // current schema if older. ":memory:" works for throwaway stores.
   std::string path;
@@ -111,8 +111,11 @@ class Store {
 
   static absl::StatusOr<std::unique_ptr<Store>> Open(const StoreOptions& options);
   // Over any backend (tests; other engines).
+  // `replica_id`: Signal.origin of this store's own writes (Listen).
   explicit Store(std::unique_ptr<Backend> backend,
-                 size_t tail_size = EventTail::kDefaultTailSize);
+                 size_t tail_size = EventTail::kDefaultTailSize, std::string replica_id = "");
+  // Stops listening before the members the listener uses go.
+  ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
@@ -156,8 +159,11 @@ class Store {
   // Appends `event` with the next sequence (setting job_id, and time if
   // unset) and, with `updated_job`, replaces the job record in the same
   // transaction. Returns the event as stored. NOT_FOUND for an unknown job.
+  // With `fence`, the write is refused (ABORTED) unless the job's lease
+  // epoch matches, and releases the lease when asked (backend.h: Fence).
   absl::StatusOr<v1::JobEvent> AppendJobEvent(const std::string& job_id, v1::JobEvent event,
-                                              const v1::Job* updated_job = nullptr);
+                                              const v1::Job* updated_job = nullptr,
+                                              const Fence* fence = nullptr);
   // Events with sequence > after_sequence, ascending, at most `limit` (<= 0:
   // all): from the in-memory tail when it has them, else from the backend.
   // Empty for an unknown job.
@@ -229,6 +235,25 @@ class Store {
   // when the backend has no probe.
   absl::Status ProbeWrite();
 
+  // --- The shared queue (issue 12.2; backend.h, PostgreSQL only) ----------
+
+  bool shared_queue() const { return backend_->shared_queue(); }
+  absl::StatusOr<std::optional<JobLease>> ClaimJob(const ClaimRequest& request);
+  absl::StatusOr<bool> RenewLease(const std::string& id, int64_t epoch, int64_t expires_micros,
+                                  bool* cancel_requested);
+  absl::StatusOr<std::vector<JobLease>> TakeExpiredLeases(const std::string& owner,
+                                                          int64_t now_micros,
+                                                          int64_t expires_micros);
+  absl::StatusOr<bool> ReleaseLease(const std::string& id, int64_t epoch);
+  absl::Status RequestCancel(const std::string& job_id);
+  absl::StatusOr<std::vector<std::string>> PendingCancels(const std::string& owner);
+  absl::StatusOr<int64_t> CountJobsInState(v1::JobState state, const std::string& tenant);
+  // Follows the other replicas' writes: their events wake this store's
+  // subscribers (so WatchJob on any replica is pushed, not polled); after a
+  // lost connection every subscriber is woken. `on_signal` then sees every
+  // signal (Backend::Listen), on the backend's thread.
+  absl::Status Listen(std::function<void(const Signal&)> on_signal);
+
   // --- Watching -----------------------------------------------------------
 
   using SubscriptionId = SubscriberHub::SubscriptionId;
@@ -251,7 +276,7 @@ class Store {
   // last event.
   absl::Status Append(Kind kind, const std::string& id,
                       absl::FunctionRef<std::string(int64_t)> serialize, const Row* updated,
-                      bool final);
+                      bool final, const Fence* fence = nullptr);
   // From the tail when it has them, else from the backend.
   absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> ReadEvents(
       Kind kind, const std::string& id, int64_t after_sequence, int limit);
@@ -264,6 +289,7 @@ class Store {
   absl::StatusOr<T> TrackWrite(absl::StatusOr<T> result);
 
   const std::unique_ptr<Backend> backend_;
+  const std::string replica_id_;
   EventTail tail_;
   std::array<absl::Mutex, 16> append_stripes_;
   // Keys being quarantined now (one placeholder write per corrupt row), and

@@ -24,3 +24,16 @@ if(TARGET freezetune-server AND TARGET freezetune-model)
     FREEZETUNE_MODEL_BIN="$<TARGET_FILE:freezetune-model>")
   add_dependencies(store_postgres_e2e_test freezetune-server freezetune-model)
 endif()
+
+# Issue 12.2: replicas sharing one PostgreSQL (claims, watch and cancel on
+# any replica, takeover after kill -9).
+if(TARGET freezetune-server AND TARGET freezetune-model)
+  freezetune_test(replicas_e2e_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/integration/replicas_e2e_test.cc
+    DEPS freezetune_grpc gRPC::grpc++ freezetune_test_postgres
+    LABELS integration store TIMEOUT 400)
+  target_compile_definitions(replicas_e2e_test PRIVATE
+    FREEZETUNE_SERVER_BIN="$<TARGET_FILE:freezetune-server>"
+    FREEZETUNE_MODEL_BIN="$<TARGET_FILE:freezetune-model>")
+  add_dependencies(replicas_e2e_test freezetune-server freezetune-model)
+endif()

@@ -2,9 +2,8 @@
 // job trains to SUCCEEDED with its jobs and events in a real PostgreSQL
 // (tests/support/postgres_instance.h); a new server process, on a NEW data
 // dir (so nothing can come from a local SQLite file), finds the job, replays
-// the same events and answers a retried submit with the same job (and while
-// the first runs, a second server on the same database is refused); the
-// password in the URI appears in no log line. Health is NOT_SERVING while the
+// the same events and answers a retried submit with the same job (servers
+// sharing one database: replicas_e2e_test.cc); the password in the URI appears in no log line. Health is NOT_SERVING while the
 // database refuses the server, SERVING again after. Bad --job_store values
 // fail at start with a message naming the flag.
 #include <unistd.h>
@@ -105,19 +104,6 @@ TEST_F(StorePostgresE2eTest, JobSucceedsAndARestartedServerFindsIt) {
   std::string error;
   ASSERT_TRUE(first.Start(Flags(*root_ + "/first/data"), &error)) << error;
   auto stub = v1::FineTuneService::NewStub(first.Channel());
-  // One server per database until replicas can share one (issue 12.2): a
-  // second server on the same database is refused at start, naming the
-  // first.
-  {
-    fs::create_directories(*root_ + "/intruder");
-    std::vector<std::string> argv = {FREEZETUNE_SERVER_BIN, "--listen=127.0.0.1:0"};
-    for (const std::string& f : Flags(*root_ + "/intruder/data")) argv.push_back(f);
-    const int rc = testing::RunToCompletion(argv, *root_ + "/intruder/server.log");
-    const std::string output = testing::ReadWholeFile(*root_ + "/intruder/server.log");
-    EXPECT_NE(rc, 0) << output;
-    EXPECT_NE(output.find("is in use by freezetune-server@"), std::string::npos) << output;
-    EXPECT_EQ(output.find(kPassword), std::string::npos) << output;
-  }
   v1::Job submitted;
   grpc::Status s = Submit(stub.get(), SmallJob(), &submitted);
   ASSERT_TRUE(s.ok()) << s.error_message() << first.Logs();

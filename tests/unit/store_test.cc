@@ -13,8 +13,10 @@
 // (the advisory lock); two stores on one database (two replicas) keep
 // client_request_id idempotency, gapless sequences and exclusive output
 // claims between them; a newer
-// schema is refused; a second server on one database is refused (until
-// replicas can share one); the readiness probe follows the database going away
+// schema is refused; the shared queue: claims take each job once (SKIP
+// LOCKED) in priority order and fit the idle slots, a replica that lost its
+// lease cannot write, per-tenant running limits hold across replicas, and
+// other replicas' writes are signalled (LISTEN/NOTIFY); the readiness probe follows the database going away
 // and coming back; an unreachable server is UNAVAILABLE; URIs are
 // validated and never logged with their password.
 #include "server/store/store.h"
@@ -37,6 +39,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
@@ -195,9 +198,6 @@ class PostgresFixture final : public BackendFixture {
   StoreOptions Options() const override {
     StoreOptions options;
     options.postgres_uri = uri_;
-    // A child killed -9 may hold the server lock a moment after waitpid;
-    // the lock has tests of its own.
-    options.postgres_exclusive = false;
     return options;
   }
 
@@ -938,12 +938,13 @@ INSTANTIATE_TEST_SUITE_P(Backends, StoreCrashTest, ::testing::Values("sqlite", "
   if (pg == nullptr && !pg##_skip.empty()) GTEST_SKIP() << pg##_skip; \
   ASSERT_NE(pg, nullptr)
 
-// Not exclusive (several stores on one database stand for replicas) unless
-// asked.
-std::unique_ptr<Store> OpenPostgresStore(const std::string& uri, bool exclusive = false) {
+// Several stores on one database stand for replicas; `replica_id` names
+// their writes in notifications.
+std::unique_ptr<Store> OpenPostgresStore(const std::string& uri,
+                                         const std::string& replica_id = "test-replica") {
   StoreOptions options;
   options.postgres_uri = uri;
-  options.postgres_exclusive = exclusive;
+  options.replica_id = replica_id;
   auto store = Store::Open(options);
   EXPECT_TRUE(store.ok()) << store.status();
   return store.ok() ? std::move(store).value() : nullptr;
@@ -964,7 +965,6 @@ TEST(PostgresStoreTest, ConcurrentOpensMigrateOnce) {
       while (ready.load() < kReplicas) std::this_thread::yield();
       PostgresOptions options;
       options.uri = uri;
-      options.exclusive = false;
       results[i] = OpenPostgresBackend(options).status();
     });
   }
@@ -1068,35 +1068,6 @@ TEST(PostgresStoreTest, TwoReplicasNeverTakeNestedOutputClaims) {
   }
 }
 
-// One server per database (until replicas can share one): a second
-// exclusive store is refused, naming the holder's host; once the first is
-// gone, it opens.
-TEST(PostgresStoreTest, SecondServerOnOneDatabaseIsRefused) {
-  FT_POSTGRES_OR_SKIP(pg);
-  const std::string uri = pg->Uri(PostgresEnvironment::FreshDatabase(pg, "exclusive"));
-  std::unique_ptr<Store> first = OpenPostgresStore(uri, /*exclusive=*/true);
-  ASSERT_NE(first, nullptr);
-  StoreOptions options;
-  options.postgres_uri = uri;
-  auto second = Store::Open(options);
-  EXPECT_TRUE(absl::IsFailedPrecondition(second.status())) << second.status();
-  char host[64] = {};
-  gethostname(host, sizeof(host) - 1);
-  EXPECT_NE(second.status().message().find(absl::StrCat("in use by freezetune-server@", host)),
-            std::string::npos)
-      << second.status();
-  EXPECT_TRUE(first->Ping().ok());
-  first.reset();  // closes the lock's connection
-  // The server ends the session asynchronously: allow it a moment.
-  absl::StatusOr<std::unique_ptr<Store>> reopened;
-  for (int i = 0; i < 100; ++i) {
-    reopened = Store::Open(options);
-    if (reopened.ok()) break;
-    absl::SleepFor(absl::Milliseconds(50));
-  }
-  EXPECT_TRUE(reopened.ok()) << reopened.status();
-}
-
 TEST(PostgresStoreTest, NewerSchemaIsRefused) {
   FT_POSTGRES_OR_SKIP(pg);
   const std::string db = PostgresEnvironment::FreshDatabase(pg, "newer_schema");
@@ -1136,8 +1107,7 @@ TEST(PostgresStoreTest, SurvivesTerminatedConnections) {
 TEST(PostgresStoreTest, ProbeFollowsReachability) {
   FT_POSTGRES_OR_SKIP(pg);
   const std::string db = PostgresEnvironment::FreshDatabase(pg, "probe");
-  // Exclusive: the probe also retakes the server lock once the database is back.
-  std::unique_ptr<Store> store = OpenPostgresStore(pg->Uri(db), /*exclusive=*/true);
+  std::unique_ptr<Store> store = OpenPostgresStore(pg->Uri(db));
   ASSERT_NE(store, nullptr);
   absl::Mutex mu;
   std::vector<bool> reports;
@@ -1191,6 +1161,250 @@ TEST(PostgresStoreTest, TextWithNulIsRefusedNotTruncated) {
   auto nul = store->CreateJob(MakeJob("job-b", 2, std::string("req\0x", 5)), Queued());
   EXPECT_TRUE(absl::IsInvalidArgument(nul.status())) << nul.status();
   EXPECT_TRUE(absl::IsNotFound(store->GetJob("job-b").status()));
+}
+
+// --- The shared queue (issue 12.2) ---
+
+int64_t NowMicros() { return absl::ToUnixMicros(absl::Now()); }
+
+ClaimRequest CpuClaim(const std::string& owner, int idle_cpu = 1) {
+  ClaimRequest request;
+  request.owner = owner;
+  request.now_micros = NowMicros();
+  request.expires_micros = request.now_micros + 60'000'000;
+  request.idle_cpu_slots = idle_cpu;
+  return request;
+}
+
+v1::Job PriorityJob(const std::string& id, int64_t create_micros, int priority,
+                    const std::string& tenant = "", const std::string& device = "") {
+  v1::Job job = MakeJob(id, create_micros, "", v1::JOB_STATE_QUEUED, tenant);
+  job.mutable_spec()->set_priority(priority);
+  job.mutable_spec()->set_device(device);
+  return job;
+}
+
+// Replicas claiming at once (SKIP LOCKED): every job is claimed exactly
+// once, however eight claimers on two stores race; a claim takes higher
+// priority first, then the older job.
+TEST(PostgresStoreTest, ClaimsTakeEachJobOnceInPriorityOrder) {
+  FT_POSTGRES_OR_SKIP(pg);
+  const std::string uri = pg->Uri(PostgresEnvironment::FreshDatabase(pg, "claims"));
+  std::unique_ptr<Store> a = OpenPostgresStore(uri, "replica-a");
+  std::unique_ptr<Store> b = OpenPostgresStore(uri, "replica-b");
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  ASSERT_TRUE(a->CreateJob(PriorityJob("old-low", 1, 0), Queued()).ok());
+  ASSERT_TRUE(a->CreateJob(PriorityJob("new-high", 2, 5), Queued()).ok());
+  auto first = b->ClaimJob(CpuClaim("replica-b"));
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(first->has_value());
+  EXPECT_EQ((*first)->id, "new-high");
+  EXPECT_EQ((*first)->epoch, 1);
+  auto second = a->ClaimJob(CpuClaim("replica-a"));
+  ASSERT_TRUE(second.ok() && second->has_value());
+  EXPECT_EQ((*second)->id, "old-low");
+  auto none = a->ClaimJob(CpuClaim("replica-a"));
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_value());
+
+  constexpr int kJobs = 40;
+  for (int i = 0; i < kJobs; ++i) {
+    ASSERT_TRUE(a->CreateJob(PriorityJob(absl::StrCat("job-", i), 100 + i, i % 3), Queued()).ok());
+  }
+  constexpr int kClaimers = 8;
+  std::atomic<int> ready{0};
+  absl::Mutex mu;
+  std::vector<std::string> claimed;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kClaimers; ++t) {
+    threads.emplace_back([&, t] {
+      Store* store = t % 2 == 0 ? a.get() : b.get();
+      ready.fetch_add(1);
+      while (ready.load() < kClaimers) std::this_thread::yield();
+      for (;;) {
+        auto got = store->ClaimJob(CpuClaim(absl::StrCat("claimer-", t)));
+        ASSERT_TRUE(got.ok()) << got.status();
+        if (!got->has_value()) return;
+        absl::MutexLock lock(&mu);
+        claimed.push_back((*got)->id);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::sort(claimed.begin(), claimed.end());
+  ASSERT_EQ(claimed.size(), static_cast<size_t>(kJobs));
+  EXPECT_EQ(std::adjacent_find(claimed.begin(), claimed.end()), claimed.end())
+      << "a job was claimed twice";
+}
+
+// A claim takes only jobs the idle slots can run: a CPU slot no CUDA job, a
+// GPU slot only the devices it has, and a gang job only as many slots as
+// are idle.
+TEST(PostgresStoreTest, ClaimsFitTheIdleSlots) {
+  FT_POSTGRES_OR_SKIP(pg);
+  std::unique_ptr<Store> store =
+      OpenPostgresStore(pg->Uri(PostgresEnvironment::FreshDatabase(pg, "claim_fit")));
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateJob(PriorityJob("on-cuda1", 1, 0, "", "cuda:1"), Queued()).ok());
+  v1::Job gang = PriorityJob("gang-of-2", 2, 0, "", "cpu");
+  gang.mutable_spec()->mutable_resources()->set_data_parallel(2);
+  ASSERT_TRUE(store->CreateJob(gang, Queued()).ok());
+  EXPECT_FALSE(store->ClaimJob(CpuClaim("r", /*idle_cpu=*/1))->has_value());
+  ClaimRequest gpu0 = CpuClaim("r", 0);
+  gpu0.idle_gpu_slots = 1;
+  gpu0.gpu_devices = {"cuda:0"};
+  EXPECT_FALSE(store->ClaimJob(gpu0)->has_value());
+  gpu0.gpu_devices = {"cuda:0", "cuda:1"};
+  auto cuda = store->ClaimJob(gpu0);
+  ASSERT_TRUE(cuda.ok()) << cuda.status();
+  ASSERT_TRUE(cuda->has_value());
+  EXPECT_EQ((*cuda)->id, "on-cuda1");
+  auto both = store->ClaimJob(CpuClaim("r", /*idle_cpu=*/2));
+  ASSERT_TRUE(both.ok() && both->has_value());
+  EXPECT_EQ((*both)->id, "gang-of-2");
+}
+
+// Fencing: once another replica took an expired lease over, the first
+// replica's writes are refused and leave nothing; its renewal says the
+// lease is lost. The new owner re-queues the job, releasing the lease, and
+// the job can be claimed again.
+TEST(PostgresStoreTest, WritesOfAReplicaThatLostItsLeaseAreRefused) {
+  FT_POSTGRES_OR_SKIP(pg);
+  const std::string uri = pg->Uri(PostgresEnvironment::FreshDatabase(pg, "fencing"));
+  std::unique_ptr<Store> a = OpenPostgresStore(uri, "replica-a");
+  std::unique_ptr<Store> b = OpenPostgresStore(uri, "replica-b");
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  ASSERT_TRUE(a->CreateJob(PriorityJob("job-1", 1, 0), Queued()).ok());
+  ClaimRequest short_lease = CpuClaim("replica-a");
+  short_lease.expires_micros = short_lease.now_micros + 1000;  // 1 ms
+  auto claimed = a->ClaimJob(short_lease);
+  ASSERT_TRUE(claimed.ok() && claimed->has_value()) << claimed.status();
+  const int64_t epoch_a = (*claimed)->epoch;
+  v1::Job running = PriorityJob("job-1", 1, 0);
+  running.set_state(v1::JOB_STATE_RUNNING);
+  const Fence fence_a{epoch_a, false};
+  ASSERT_TRUE(a->AppendJobEvent("job-1", Notice("running"), &running, &fence_a).ok());
+  // Not expired yet for a reader whose clock is behind: nothing taken.
+  auto early = b->TakeExpiredLeases("replica-b", short_lease.now_micros, NowMicros() + 60'000'000);
+  ASSERT_TRUE(early.ok()) << early.status();
+  EXPECT_TRUE(early->empty());
+  absl::SleepFor(absl::Milliseconds(5));
+  auto taken = b->TakeExpiredLeases("replica-b", NowMicros(), NowMicros() + 60'000'000);
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  ASSERT_EQ(taken->size(), 1u);
+  EXPECT_EQ((*taken)[0].id, "job-1");
+  EXPECT_EQ((*taken)[0].previous_owner, "replica-a");
+  const int64_t epoch_b = (*taken)[0].epoch;
+  EXPECT_GT(epoch_b, epoch_a);
+
+  auto stale = a->AppendJobEvent("job-1", Notice("stale write"), &running, &fence_a);
+  EXPECT_TRUE(absl::IsAborted(stale.status())) << stale.status();
+  EXPECT_NE(stale.status().message().find("superseded"), std::string::npos) << stale.status();
+  EXPECT_TRUE(a->writable()) << "a fenced write is not the store failing";
+  EXPECT_FALSE(*a->RenewLease("job-1", epoch_a, NowMicros() + 60'000'000, nullptr));
+  auto events = b->ReadJobEvents("job-1", 0, 0);
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 2u) << "the refused write left an event";
+
+  v1::Job requeued = running;
+  requeued.set_state(v1::JOB_STATE_QUEUED);
+  const Fence release_b{epoch_b, true};
+  ASSERT_TRUE(b->AppendJobEvent("job-1", Queued(), &requeued, &release_b).ok());
+  // Released: the old epoch cannot write, and a claim takes the job again.
+  auto after_release = b->AppendJobEvent("job-1", Notice("late"), nullptr, &release_b);
+  EXPECT_TRUE(absl::IsAborted(after_release.status())) << after_release.status();
+  auto again = a->ClaimJob(CpuClaim("replica-a"));
+  ASSERT_TRUE(again.ok() && again->has_value());
+  EXPECT_EQ((*again)->epoch, epoch_b + 2);  // + the release, + this claim
+}
+
+// Per-tenant running limits hold across replicas: leased jobs count,
+// whichever replica holds them.
+TEST(PostgresStoreTest, TenantRunningLimitHoldsAcrossReplicas) {
+  FT_POSTGRES_OR_SKIP(pg);
+  const std::string uri = pg->Uri(PostgresEnvironment::FreshDatabase(pg, "tenant_limit"));
+  std::unique_ptr<Store> a = OpenPostgresStore(uri, "replica-a");
+  std::unique_ptr<Store> b = OpenPostgresStore(uri, "replica-b");
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(a->CreateJob(PriorityJob(absl::StrCat("t1-", i), 1 + i, 0, "t1"), Queued()).ok());
+  }
+  ASSERT_TRUE(a->CreateJob(PriorityJob("t2-0", 10, 0, "t2"), Queued()).ok());
+  ClaimRequest limited_a = CpuClaim("replica-a");
+  limited_a.max_running_per_tenant = 1;
+  ClaimRequest limited_b = CpuClaim("replica-b");
+  limited_b.max_running_per_tenant = 1;
+  auto first = a->ClaimJob(limited_a);
+  ASSERT_TRUE(first.ok() && first->has_value());
+  EXPECT_EQ((*first)->id, "t1-0");
+  auto second = b->ClaimJob(limited_b);
+  ASSERT_TRUE(second.ok() && second->has_value());
+  EXPECT_EQ((*second)->id, "t2-0") << "t1 already runs its one job on replica a";
+  EXPECT_FALSE(b->ClaimJob(limited_b)->has_value());
+  EXPECT_EQ(*a->CountJobsInState(v1::JOB_STATE_QUEUED, "t1"), 3);
+}
+
+// Other replicas hear of writes through LISTEN/NOTIFY: an event wakes this
+// store's subscribers of that job (and the tail does not hide it), a cancel
+// request reaches the replica listening, and a queued job is announced.
+TEST(PostgresStoreTest, OtherReplicasWritesAreSignalled) {
+  FT_POSTGRES_OR_SKIP(pg);
+  const std::string uri = pg->Uri(PostgresEnvironment::FreshDatabase(pg, "signals"));
+  std::unique_ptr<Store> a = OpenPostgresStore(uri, "replica-a");
+  std::unique_ptr<Store> b = OpenPostgresStore(uri, "replica-b");
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  absl::Mutex mu;
+  std::vector<Signal> signals;
+  ASSERT_TRUE(b->Listen([&](const Signal& signal) {
+                 absl::MutexLock lock(&mu);
+                 signals.push_back(signal);
+               }).ok());
+  auto wait_for = [&](Signal::Type type) {
+    absl::MutexLock lock(&mu);
+    auto seen = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+      return std::any_of(signals.begin(), signals.end(),
+                         [&](const Signal& s) { return s.type == type; });
+    };
+    return mu.AwaitWithTimeout(absl::Condition(&seen), absl::Seconds(10));
+  };
+  ASSERT_TRUE(a->CreateJob(PriorityJob("job-1", 1, 0), Queued()).ok());
+  ASSERT_TRUE(wait_for(Signal::Type::kQueued));
+  // b's tail holds sequence 1 (read through it); a appends 2.
+  ASSERT_EQ(b->ReadJobEvents("job-1", 0, 0)->size(), 1u);
+  std::atomic<int> woken{0};
+  const auto subscription = b->Subscribe(Kind::kJob, "job-1", [&] { woken.fetch_add(1); });
+  ASSERT_TRUE(a->AppendJobEvent("job-1", Notice("from a")).ok());
+  ASSERT_TRUE(wait_for(Signal::Type::kEvent));
+  for (int i = 0; i < 200 && woken.load() == 0; ++i) absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_GE(woken.load(), 1);
+  auto events = b->ReadJobEvents("job-1", 1, 0);
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 1u);
+  EXPECT_EQ((*events)[0].notice().message(), "from a");
+  b->Unsubscribe(subscription);
+  {
+    absl::MutexLock lock(&mu);
+    const Signal& event = *std::find_if(signals.begin(), signals.end(), [](const Signal& s) {
+      return s.type == Signal::Type::kEvent;
+    });
+    EXPECT_EQ(event.origin, "replica-a");
+    EXPECT_EQ(event.id, "job-1");
+    EXPECT_EQ(event.sequence, 2);
+  }
+
+  auto claimed = b->ClaimJob(CpuClaim("replica-b"));
+  ASSERT_TRUE(claimed.ok() && claimed->has_value());
+  ASSERT_TRUE(a->RequestCancel("job-1").ok());
+  ASSERT_TRUE(wait_for(Signal::Type::kCancel));
+  EXPECT_EQ(*b->PendingCancels("replica-b"), std::vector<std::string>{"job-1"});
+  bool cancel_requested = false;
+  EXPECT_TRUE(*b->RenewLease("job-1", (*claimed)->epoch, NowMicros() + 60'000'000,
+                             &cancel_requested));
+  EXPECT_TRUE(cancel_requested);
 }
 
 TEST(PostgresUriTest, ValidationAndRedaction) {
