@@ -449,9 +449,9 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id) {
     request.expires_micros =
         request.now_micros + absl::ToInt64Microseconds(options_.lease_duration);
     request.only_id = job_id;
-    FT_ASSIGN_OR_RETURN(std::optional<store::JobLease> claimed, store_->ClaimJob(request));
+    FT_ASSIGN_OR_RETURN(std::optional<store::ResourceLease> claimed, store_->ClaimJob(request));
     if (!claimed.has_value()) {
-      FT_RETURN_IF_ERROR(store_->RequestCancel(job_id));
+      FT_RETURN_IF_ERROR(store_->RequestCancel(store::Kind::kJob, job_id));
       Log(LogLevel::kInfo, "job cancel requested of the replica that runs it", job_id);
       return store_->GetJob(job_id);
     }
@@ -945,7 +945,7 @@ bool JobManager::LeaseStillHeld(const std::string& job_id) {
     epoch = it->second;
   }
   absl::StatusOr<bool> renewed = store_->RenewLease(
-      job_id, epoch, NowMicros() + absl::ToInt64Microseconds(options_.lease_duration), nullptr);
+      store::Kind::kJob, job_id, epoch, NowMicros() + absl::ToInt64Microseconds(options_.lease_duration), nullptr);
   if (!renewed.ok()) {
     // Unknown: the caller goes ahead; the next fenced write decides.
     LogError("check lease", renewed.status(), job_id);
@@ -996,7 +996,7 @@ void JobManager::ClaimWhileIdle() {
     request.idle_gpu_slots = idle.gpu;
     request.gpu_devices = options_.scheduler.gpu_devices;
     request.max_running_per_tenant = options_.scheduler.max_running_per_tenant;
-    absl::StatusOr<std::optional<store::JobLease>> claimed = store_->ClaimJob(request);
+    absl::StatusOr<std::optional<store::ResourceLease>> claimed = store_->ClaimJob(request);
     if (!claimed.ok()) {
       LogError("claim a job", claimed.status());
       return;
@@ -1006,7 +1006,7 @@ void JobManager::ClaimWhileIdle() {
   }
 }
 
-void JobManager::Adopt(const store::JobLease& lease, const std::string& requeue_message) {
+void JobManager::Adopt(const store::ResourceLease& lease, const std::string& requeue_message) {
   {
     absl::MutexLock lock(&leases_mu_);
     leases_[lease.id] = lease.epoch;
@@ -1049,7 +1049,7 @@ void JobManager::ReleaseLeaseIfHeld(const std::string& job_id) {
     epoch = it->second;
     leases_.erase(it);
   }
-  if (absl::StatusOr<bool> released = store_->ReleaseLease(job_id, epoch); !released.ok()) {
+  if (absl::StatusOr<bool> released = store_->ReleaseLease(store::Kind::kJob, job_id, epoch); !released.ok()) {
     LogError("release lease", released.status(), job_id);
   }
 }
@@ -1066,7 +1066,7 @@ void JobManager::KeepLeases() {
     for (const auto& [job_id, epoch] : held) {
       bool cancel_requested = false;
       absl::StatusOr<bool> renewed =
-          store_->RenewLease(job_id, epoch, expires, &cancel_requested);
+          store_->RenewLease(store::Kind::kJob, job_id, epoch, expires, &cancel_requested);
       if (!renewed.ok()) {
         // Retried at the next tick; if the store stays out of reach the
         // lease expires and the fence stops this replica's writes.
@@ -1078,13 +1078,13 @@ void JobManager::KeepLeases() {
       }
     }
     if (shutting_down_.load()) continue;
-    absl::StatusOr<std::vector<store::JobLease>> taken =
+    absl::StatusOr<std::vector<store::ResourceLease>> taken =
         store_->TakeExpiredLeases(replica_id_, now, expires);
     if (!taken.ok()) {
       LogError("take over expired leases", taken.status());
       continue;
     }
-    for (const store::JobLease& lease : *taken) {
+    for (const store::ResourceLease& lease : *taken) {
       Adopt(lease, absl::StrCat("re-queued: the lease of replica ",
                                 lease.previous_owner.empty() ? "(none)" : lease.previous_owner,
                                 " expired; the next run resumes from the last checkpoint"));

@@ -325,7 +325,7 @@ class JobManager {
   // A lease just taken (a claim or a takeover): queues the job, or cancels
   // it when that was asked meanwhile, or re-queues it (`requeue_message`,
   // a takeover).
-  void Adopt(const store::JobLease& lease, const std::string& requeue_message);
+  void Adopt(const store::ResourceLease& lease, const std::string& requeue_message);
   // Ends this replica's lease on the job, if it holds one (the job stays
   // as it is in the store, for another replica to claim).
   void ReleaseLeaseIfHeld(const std::string& job_id);

@@ -71,25 +71,26 @@ struct OutputClaim {
 
 // Issue 12.2, PostgreSQL only: replicas share one queue. A replica claims a
 // QUEUED job and holds its lease (owner, epoch, expiry) while it runs it,
-// renewing it. The epoch moves on at every claim, takeover and release, so
-// a write fenced with an older epoch (a replica that was paused or cut off
-// while another took the job over) is refused.
+// renewing it; likewise a RUNNING sweep while it drives it. The epoch moves
+// on at every claim, takeover and release, so a write fenced with an older
+// epoch (a replica that was paused or cut off while another took the
+// resource over) is refused.
 struct Fence {
-  // The write is refused (ABORTED, nothing written) unless the job's lease
-  // epoch is this one.
+  // The write is refused (ABORTED, nothing written) unless the resource's
+  // lease epoch is this one.
   int64_t epoch = 0;
   // Once written, the lease ends (owner cleared, epoch + 1), so the job can
   // be claimed again (it was re-queued) or never is (it ended).
   bool release = false;
 };
 
-// A lease a replica holds.
-struct JobLease {
+// A lease a replica holds on a job or a sweep.
+struct ResourceLease {
   std::string id;
   int64_t epoch = 0;
   // Takeovers: who held the lease that expired (empty: nobody).
   std::string previous_owner;
-  // Someone asked to cancel the job (RequestCancel) before this lease.
+  // Someone asked to cancel it (RequestCancel).
   bool cancel_requested = false;
 };
 
@@ -178,8 +179,8 @@ class Backend {
   // returns its bytes. With `updated`, also replaces the row's state and
   // record, in the same transaction. Returns the sequence. NOT_FOUND if the
   // resource does not exist.
-  // With `fence` (jobs, shared queue only): refused as Fence says, and
-  // releases the lease when asked.
+  // With `fence` (shared queue only): refused as Fence says, and releases
+  // the lease when asked.
   virtual absl::StatusOr<int64_t> Append(Kind kind, const std::string& id,
                                          absl::FunctionRef<std::string(int64_t)> event,
                                          const Row* updated, const Fence* fence = nullptr) = 0;
@@ -211,28 +212,41 @@ class Backend {
   // Takes the lease of the first QUEUED job (priority, then age) that the
   // request's idle slots fit and whose lease is free or expired, skipping
   // rows other replicas are claiming (SKIP LOCKED). nullopt: none.
-  virtual absl::StatusOr<std::optional<JobLease>> ClaimJob(const ClaimRequest& request) {
+  virtual absl::StatusOr<std::optional<ResourceLease>> ClaimJob(const ClaimRequest& request) {
     return Unshared();
   }
   // Extends the lease to `expires_micros`. False: the epoch moved on (the
   // lease was lost). `cancel_requested` reports a pending RequestCancel.
-  virtual absl::StatusOr<bool> RenewLease(const std::string& id, int64_t epoch, int64_t expires_micros,
-                                          bool* cancel_requested) {
+  virtual absl::StatusOr<bool> RenewLease(Kind kind, const std::string& id, int64_t epoch,
+                                          int64_t expires_micros, bool* cancel_requested) {
     return Unshared();
   }
   // Takes over the leases of RUNNING jobs that expired before now_micros
   // (their replica died or was cut off), bumping their epochs; the caller
   // re-queues each with a releasing Fence.
-  virtual absl::StatusOr<std::vector<JobLease>> TakeExpiredLeases(const std::string& owner,
+  virtual absl::StatusOr<std::vector<ResourceLease>> TakeExpiredLeases(const std::string& owner,
                                                                   int64_t now_micros,
                                                                   int64_t expires_micros) {
     return Unshared();
   }
   // Ends a lease without a state change (a claimed job this replica will
-  // not start). False: the epoch had moved on.
-  virtual absl::StatusOr<bool> ReleaseLease(const std::string& id, int64_t epoch) { return Unshared(); }
-  // Marks an unfinished job for cancelling and tells its owner (kCancel).
-  virtual absl::Status RequestCancel(const std::string& id) { return Unshared(); }
+  // not start, a sweep it stops driving). False: the epoch had moved on.
+  virtual absl::StatusOr<bool> ReleaseLease(Kind kind, const std::string& id, int64_t epoch) {
+    return Unshared();
+  }
+  // Takes the leases of the sweeps in `state` (RUNNING) that nobody holds
+  // or whose lease expired, skipping rows other replicas are claiming.
+  virtual absl::StatusOr<std::vector<ResourceLease>> ClaimSweeps(const std::string& owner,
+                                                                 int state, int64_t now_micros,
+                                                                 int64_t expires_micros) {
+    return Unshared();
+  }
+  // Marks a resource in one of `unfinished_state_mask`'s states (bit s:
+  // state s) for cancelling and tells its owner (kCancel).
+  virtual absl::Status RequestCancel(Kind kind, const std::string& id,
+                                     int64_t unfinished_state_mask) {
+    return Unshared();
+  }
   // Jobs `owner` holds that were asked to cancel.
   virtual absl::StatusOr<std::vector<std::string>> PendingCancels(const std::string& owner) {
     return Unshared();

@@ -88,11 +88,12 @@ CREATE TABLE output_claims(
   tenant TEXT COLLATE "C" NOT NULL);
 )sql";
 
-// Version 3: the shared queue (issue 12.2). What a claim filters and orders
-// on, copied from the spec at insert (rows of version 2 take the defaults:
-// priority 0, any device, one slot), and the lease: its owner (NULL: none),
-// its epoch (bumped at every claim, takeover and release) and its expiry in
-// microseconds since the epoch; cancel_requested asks the owner to stop.
+// Version 3: the shared queue (issue 12.2). What a job claim filters and
+// orders on, copied from the spec at insert (rows of version 2 take the
+// defaults: priority 0, any device, one slot), and, for jobs and sweeps,
+// the lease: its owner (NULL: none), its epoch (bumped at every claim,
+// takeover and release) and its expiry in microseconds since the epoch;
+// cancel_requested asks the owner to stop.
 constexpr const char* kSchemaV3 = R"sql(
 ALTER TABLE jobs
   ADD COLUMN priority INTEGER NOT NULL DEFAULT 0,
@@ -104,6 +105,11 @@ ALTER TABLE jobs
   ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT false;
 CREATE INDEX jobs_claimable ON jobs(priority DESC, create_time, id) WHERE state = 1;
 CREATE INDEX jobs_leased ON jobs(lease_owner) WHERE lease_owner IS NOT NULL;
+ALTER TABLE sweeps
+  ADD COLUMN lease_owner TEXT COLLATE "C",
+  ADD COLUMN lease_epoch BIGINT NOT NULL DEFAULT 0,
+  ADD COLUMN lease_expires BIGINT NOT NULL DEFAULT 0,
+  ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT false;
 )sql";
 
 // kMigrations[v - 1] takes the schema from version v - 1 to v.
@@ -128,6 +134,9 @@ enum class Stmt {
   kInStates,
   kCount,
   kCountTenant,
+  kRelease,
+  kRenew,
+  kRequestCancel,
 };
 
 struct StatementText {
@@ -144,7 +153,8 @@ constexpr StatementText kPerKind[] = {
     {Stmt::kGet, "get", "SELECT {C} FROM {T} WHERE id = $1"},
     {Stmt::kUpdate, "update", "UPDATE {T} SET state = $2::integer, record = $3 WHERE id = $1"},
     {Stmt::kBump, "bump",
-     "UPDATE {T} SET last_sequence = last_sequence + 1 WHERE id = $1 RETURNING last_sequence"},
+     "UPDATE {T} SET last_sequence = last_sequence + 1 WHERE id = $1 "
+     "RETURNING last_sequence, lease_epoch"},
     {Stmt::kList, "list",
      "SELECT {C} FROM {T} "
      "WHERE ($1::bigint = 0 OR ((1::bigint << state) & $1::bigint) <> 0) "
@@ -158,6 +168,16 @@ constexpr StatementText kPerKind[] = {
     {Stmt::kCount, "count", "SELECT state, COUNT(*) FROM {T} GROUP BY state"},
     {Stmt::kCountTenant, "count_tenant",
      "SELECT COUNT(*) FROM {T} WHERE state = $1::integer AND tenant = $2"},
+    // Ends the lease; returns the state so that a re-queued job is announced.
+    {Stmt::kRelease, "release",
+     "UPDATE {T} SET lease_owner = NULL, lease_epoch = lease_epoch + 1 "
+     "WHERE id = $1 AND lease_epoch = $2::bigint RETURNING state"},
+    {Stmt::kRenew, "renew",
+     "UPDATE {T} SET lease_expires = $3::bigint WHERE id = $1 AND lease_epoch = $2::bigint "
+     "AND lease_owner IS NOT NULL RETURNING cancel_requested"},
+    {Stmt::kRequestCancel, "request_cancel",
+     "UPDATE {T} SET cancel_requested = true WHERE id = $1 "
+     "AND ((1::bigint << state) & $2::bigint) <> 0"},
 };
 
 // --- The shared queue (jobs only) ---
@@ -167,15 +187,6 @@ constexpr char kInsertJobSql[] =
     "INSERT INTO jobs(id, tenant, client_request_id, state, create_time, last_sequence, spec, "
     "record, priority, device, slots) VALUES($1, $2, $3, $4::integer, $5::bigint, 1, $6, $7, "
     "$8::integer, $9, $10::integer) ON CONFLICT (tenant, client_request_id) DO NOTHING";
-constexpr char kBumpJob[] = "bump_job";
-constexpr char kBumpJobSql[] =
-    "UPDATE jobs SET last_sequence = last_sequence + 1 WHERE id = $1 "
-    "RETURNING last_sequence, lease_epoch";
-// Ends the lease; returns the state so that a re-queued job is announced.
-constexpr char kRelease[] = "release";
-constexpr char kReleaseSql[] =
-    "UPDATE jobs SET lease_owner = NULL, lease_epoch = lease_epoch + 1 "
-    "WHERE id = $1 AND lease_epoch = $2::bigint RETURNING state";
 // $1 owner, $2 now, $3 expiry, $4/$5 idle CPU/GPU slots, $6 the GPU devices
 // (comma-separated), $7 running limit per tenant (0: none), $8 one job's id
 // (NULL: any; the slot filter is then skipped). "Running" for the limit:
@@ -196,10 +207,6 @@ constexpr char kClaimSql[] =
     "UPDATE jobs j SET lease_owner = $1, lease_epoch = j.lease_epoch + 1, "
     "lease_expires = $3::bigint FROM candidate WHERE j.id = candidate.id "
     "RETURNING j.id, j.lease_epoch, j.cancel_requested";
-constexpr char kRenew[] = "renew";
-constexpr char kRenewSql[] =
-    "UPDATE jobs SET lease_expires = $3::bigint WHERE id = $1 AND lease_epoch = $2::bigint "
-    "AND lease_owner IS NOT NULL RETURNING cancel_requested";
 // RUNNING jobs whose lease expired, or that have none (left RUNNING by a
 // server before leases).
 constexpr char kTakeExpired[] = "take_expired";
@@ -208,9 +215,15 @@ constexpr char kTakeExpiredSql[] =
     "lease_expires = $3::bigint FROM (SELECT id, lease_owner FROM jobs WHERE state = 2 "
     "AND (lease_owner IS NULL OR lease_expires < $2::bigint) FOR UPDATE SKIP LOCKED) old "
     "WHERE j.id = old.id RETURNING j.id, j.lease_epoch, old.lease_owner, j.cancel_requested";
-constexpr char kRequestCancel[] = "request_cancel";
-constexpr char kRequestCancelSql[] =
-    "UPDATE jobs SET cancel_requested = true WHERE id = $1 AND state IN (1, 2)";
+// Sweeps in state $4 (RUNNING) nobody drives, or whose driver's lease
+// expired.
+constexpr char kClaimSweeps[] = "claim_sweeps";
+constexpr char kClaimSweepsSql[] =
+    "UPDATE sweeps s SET lease_owner = $1, lease_epoch = s.lease_epoch + 1, "
+    "lease_expires = $3::bigint FROM (SELECT id, lease_owner FROM sweeps "
+    "WHERE state = $4::integer AND (lease_owner IS NULL OR lease_expires < $2::bigint) "
+    "FOR UPDATE SKIP LOCKED) old "
+    "WHERE s.id = old.id RETURNING s.id, s.lease_epoch, old.lease_owner, s.cancel_requested";
 constexpr char kPendingCancels[] = "pending_cancels";
 constexpr char kPendingCancelsSql[] =
     "SELECT id FROM jobs WHERE lease_owner = $1 AND cancel_requested AND state IN (1, 2)";
@@ -469,14 +482,18 @@ class PostgresBackend final : public Backend {
   absl::Status Ping() override;
 
   bool shared_queue() const override { return true; }
-  absl::StatusOr<std::optional<JobLease>> ClaimJob(const ClaimRequest& request) override;
-  absl::StatusOr<bool> RenewLease(const std::string& id, int64_t epoch, int64_t expires_micros,
-                                  bool* cancel_requested) override;
-  absl::StatusOr<std::vector<JobLease>> TakeExpiredLeases(const std::string& owner,
+  absl::StatusOr<std::optional<ResourceLease>> ClaimJob(const ClaimRequest& request) override;
+  absl::StatusOr<bool> RenewLease(Kind kind, const std::string& id, int64_t epoch,
+                                  int64_t expires_micros, bool* cancel_requested) override;
+  absl::StatusOr<std::vector<ResourceLease>> TakeExpiredLeases(const std::string& owner,
                                                           int64_t now_micros,
                                                           int64_t expires_micros) override;
-  absl::StatusOr<bool> ReleaseLease(const std::string& id, int64_t epoch) override;
-  absl::Status RequestCancel(const std::string& id) override;
+  absl::StatusOr<bool> ReleaseLease(Kind kind, const std::string& id, int64_t epoch) override;
+  absl::StatusOr<std::vector<ResourceLease>> ClaimSweeps(const std::string& owner, int state,
+                                                         int64_t now_micros,
+                                                         int64_t expires_micros) override;
+  absl::Status RequestCancel(Kind kind, const std::string& id,
+                             int64_t unfinished_state_mask) override;
   absl::StatusOr<std::vector<std::string>> PendingCancels(const std::string& owner) override;
   absl::StatusOr<int64_t> CountInState(Kind kind, int state, const std::string& tenant) override;
   absl::Status Listen(std::function<void(const Signal&)> on_signal) override;
@@ -577,11 +594,10 @@ absl::Status PostgresBackend::PrepareAll(PGconn* pg) {
   FT_RETURN_IF_ERROR(prepare(kLiveClaims, kLiveClaimsSql));
   FT_RETURN_IF_ERROR(prepare(kInsertClaim, kInsertClaimSql));
   FT_RETURN_IF_ERROR(prepare(kAdvisoryXactLock, kAdvisoryXactLockSql));
-  for (const auto& [name, sql] : {std::pair{kInsertJob, kInsertJobSql}, {kBumpJob, kBumpJobSql},
-                                  {kRelease, kReleaseSql}, {kClaim, kClaimSql},
-                                  {kRenew, kRenewSql}, {kTakeExpired, kTakeExpiredSql},
-                                  {kRequestCancel, kRequestCancelSql},
-                                  {kPendingCancels, kPendingCancelsSql}, {kNotify, kNotifySql}}) {
+  for (const auto& [name, sql] :
+       {std::pair{kInsertJob, kInsertJobSql}, {kClaim, kClaimSql},
+        {kTakeExpired, kTakeExpiredSql}, {kClaimSweeps, kClaimSweepsSql},
+        {kPendingCancels, kPendingCancelsSql}, {kNotify, kNotifySql}}) {
     FT_RETURN_IF_ERROR(prepare(name, sql));
   }
   return prepare(kReadEvents, kReadEventsSql);
@@ -895,24 +911,21 @@ absl::Status PostgresBackend::Update(Kind kind, const Row& row) {
 absl::StatusOr<int64_t> PostgresBackend::Append(Kind kind, const std::string& id,
                                                 absl::FunctionRef<std::string(int64_t)> event,
                                                 const Row* updated, const Fence* fence) {
-  if (fence != nullptr && kind != Kind::kJob) {
-    return absl::InvalidArgumentError("job store: only jobs have leases");
-  }
   FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
   FT_RETURN_IF_ERROR(lease.Begin());
   // The row lock taken here orders concurrent appenders (and lease changes)
   // until the commit.
-  FT_ASSIGN_OR_RETURN(Result bumped,
-                      lease.Run(kind == Kind::kJob ? kBumpJob : StatementName(kind, Stmt::kBump),
-                                Params().Text(id), "bump sequence"));
+  FT_ASSIGN_OR_RETURN(Result bumped, lease.Run(StatementName(kind, Stmt::kBump),
+                                               Params().Text(id), "bump sequence"));
   if (PQntuples(bumped.get()) == 0) {
     return absl::NotFoundError(absl::StrCat(Noun(kind), id, " not found"));
   }
   const int64_t sequence = CellInt(bumped.get(), 0, 0);
   if (fence != nullptr && CellInt(bumped.get(), 0, 1) != fence->epoch) {
     return absl::AbortedError(absl::StrCat(
-        "job store: job ", id, ": lease epoch ", fence->epoch, " was superseded by epoch ",
-        CellInt(bumped.get(), 0, 1), " (another replica took the job over); nothing written"));
+        "job store: ", Noun(kind), id, ": lease epoch ", fence->epoch,
+        " was superseded by epoch ", CellInt(bumped.get(), 0, 1),
+        " (another replica took it over); nothing written"));
   }
   FT_RETURN_IF_ERROR(
       lease
@@ -923,8 +936,10 @@ absl::StatusOr<int64_t> PostgresBackend::Append(Kind kind, const std::string& id
   if (updated != nullptr) FT_RETURN_IF_ERROR(UpdateWith(lease, kind, *updated));
   if (fence != nullptr && fence->release) {
     FT_ASSIGN_OR_RETURN(Result released,
-                        lease.Run(kRelease, Params().Text(id).Int(fence->epoch), "release lease"));
-    if (PQntuples(released.get()) == 1 && CellInt(released.get(), 0, 0) == 1) {
+                        lease.Run(StatementName(kind, Stmt::kRelease),
+                                  Params().Text(id).Int(fence->epoch), "release lease"));
+    if (kind == Kind::kJob && PQntuples(released.get()) == 1 &&
+        CellInt(released.get(), 0, 0) == 1) {
       FT_RETURN_IF_ERROR(Notify(lease, kQueueChannel, ""));
     }
   }
@@ -959,7 +974,7 @@ absl::Status PostgresBackend::Notify(Lease& lease, const char* channel,
   return lease.Run(kNotify, Params().Text(channel).Text(payload), "notify").status();
 }
 
-absl::StatusOr<std::optional<JobLease>> PostgresBackend::ClaimJob(const ClaimRequest& request) {
+absl::StatusOr<std::optional<ResourceLease>> PostgresBackend::ClaimJob(const ClaimRequest& request) {
   // Params keeps pointers: the text must outlive it.
   const std::string gpu_devices = absl::StrJoin(request.gpu_devices, ",");
   Params params;
@@ -981,18 +996,19 @@ absl::StatusOr<std::optional<JobLease>> PostgresBackend::ClaimJob(const ClaimReq
   }
   FT_ASSIGN_OR_RETURN(Result r, lease.Run(kClaim, params, "claim a job"));
   FT_RETURN_IF_ERROR(lease.Commit());
-  if (PQntuples(r.get()) == 0) return std::optional<JobLease>();
-  JobLease claimed;
+  if (PQntuples(r.get()) == 0) return std::optional<ResourceLease>();
+  ResourceLease claimed;
   claimed.id = CellBytes(r.get(), 0, 0);
   claimed.epoch = CellInt(r.get(), 0, 1);
   claimed.cancel_requested = CellInt(r.get(), 0, 2) != 0;
-  return std::optional<JobLease>(std::move(claimed));
+  return std::optional<ResourceLease>(std::move(claimed));
 }
 
-absl::StatusOr<bool> PostgresBackend::RenewLease(const std::string& id, int64_t epoch, int64_t expires_micros,
+absl::StatusOr<bool> PostgresBackend::RenewLease(Kind kind, const std::string& id,
+                                                 int64_t epoch, int64_t expires_micros,
                                                  bool* cancel_requested) {
   FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
-  FT_ASSIGN_OR_RETURN(Result r, lease.Run(kRenew,
+  FT_ASSIGN_OR_RETURN(Result r, lease.Run(StatementName(kind, Stmt::kRenew),
                                           Params().Text(id).Int(epoch).Int(expires_micros),
                                           "renew lease"));
   if (PQntuples(r.get()) == 0) return false;
@@ -1000,42 +1016,63 @@ absl::StatusOr<bool> PostgresBackend::RenewLease(const std::string& id, int64_t 
   return true;
 }
 
-absl::StatusOr<std::vector<JobLease>> PostgresBackend::TakeExpiredLeases(const std::string& owner,
+// The rows of a claim or takeover: id, epoch, previous owner, cancel_requested.
+std::vector<ResourceLease> ReadLeases(const PGresult* r) {
+  std::vector<ResourceLease> leases;
+  for (int i = 0; i < PQntuples(r); ++i) {
+    ResourceLease t;
+    t.id = CellBytes(r, i, 0);
+    t.epoch = CellInt(r, i, 1);
+    t.previous_owner = CellBytes(r, i, 2);
+    t.cancel_requested = CellInt(r, i, 3) != 0;
+    leases.push_back(std::move(t));
+  }
+  return leases;
+}
+
+absl::StatusOr<std::vector<ResourceLease>> PostgresBackend::TakeExpiredLeases(const std::string& owner,
                                                                          int64_t now_micros,
                                                                          int64_t expires_micros) {
   FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
   FT_ASSIGN_OR_RETURN(Result r, lease.Run(kTakeExpired,
                                           Params().Text(owner).Int(now_micros).Int(expires_micros),
                                           "take over expired leases"));
-  std::vector<JobLease> taken;
-  for (int i = 0; i < PQntuples(r.get()); ++i) {
-    JobLease t;
-    t.id = CellBytes(r.get(), i, 0);
-    t.epoch = CellInt(r.get(), i, 1);
-    t.previous_owner = CellBytes(r.get(), i, 2);
-    t.cancel_requested = CellInt(r.get(), i, 3) != 0;
-    taken.push_back(std::move(t));
-  }
-  return taken;
+  return ReadLeases(r.get());
 }
 
-absl::StatusOr<bool> PostgresBackend::ReleaseLease(const std::string& id, int64_t epoch) {
+absl::StatusOr<bool> PostgresBackend::ReleaseLease(Kind kind, const std::string& id,
+                                                   int64_t epoch) {
   FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
   FT_RETURN_IF_ERROR(lease.Begin());
-  FT_ASSIGN_OR_RETURN(Result r,
-                      lease.Run(kRelease, Params().Text(id).Int(epoch), "release lease"));
+  FT_ASSIGN_OR_RETURN(Result r, lease.Run(StatementName(kind, Stmt::kRelease),
+                                          Params().Text(id).Int(epoch), "release lease"));
   const bool released = PQntuples(r.get()) == 1;
-  if (released && CellInt(r.get(), 0, 0) == 1) {
+  if (kind == Kind::kJob && released && CellInt(r.get(), 0, 0) == 1) {
     FT_RETURN_IF_ERROR(Notify(lease, kQueueChannel, ""));
   }
   FT_RETURN_IF_ERROR(lease.Commit());
   return released;
 }
 
-absl::Status PostgresBackend::RequestCancel(const std::string& id) {
+absl::StatusOr<std::vector<ResourceLease>> PostgresBackend::ClaimSweeps(const std::string& owner,
+                                                                        int state,
+                                                                        int64_t now_micros,
+                                                                        int64_t expires_micros) {
+  FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
+  FT_ASSIGN_OR_RETURN(
+      Result r, lease.Run(kClaimSweeps,
+                          Params().Text(owner).Int(now_micros).Int(expires_micros).Int(state),
+                          "claim sweeps"));
+  return ReadLeases(r.get());
+}
+
+absl::Status PostgresBackend::RequestCancel(Kind kind, const std::string& id,
+                                            int64_t unfinished_state_mask) {
   FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
   FT_RETURN_IF_ERROR(lease.Begin());
-  FT_RETURN_IF_ERROR(lease.Run(kRequestCancel, Params().Text(id), "request cancel").status());
+  FT_RETURN_IF_ERROR(lease.Run(StatementName(kind, Stmt::kRequestCancel),
+                               Params().Text(id).Int(unfinished_state_mask), "request cancel")
+                         .status());
   FT_RETURN_IF_ERROR(Notify(lease, kCancelChannel, id));
   return lease.Commit();
 }

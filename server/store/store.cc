@@ -409,7 +409,8 @@ absl::StatusOr<std::map<v1::SweepState, int64_t>> Store::CountSweepsByState() {
 
 absl::StatusOr<v1::SweepEvent> Store::AppendSweepEvent(const std::string& sweep_id,
                                                        v1::SweepEvent event,
-                                                       const v1::Sweep* updated_sweep) {
+                                                       const v1::Sweep* updated_sweep,
+                                                       const Fence* fence) {
   event.set_sweep_id(sweep_id);
   if (!event.has_time()) *event.mutable_time() = NowTimestamp();
   std::optional<Row> row;
@@ -420,7 +421,7 @@ absl::StatusOr<v1::SweepEvent> Store::AppendSweepEvent(const std::string& sweep_
         event.set_sequence(sequence);
         return event.SerializeAsString();
       },
-      row.has_value() ? &*row : nullptr, /*final=*/event.has_result()));
+      row.has_value() ? &*row : nullptr, /*final=*/event.has_result(), fence));
   return event;
 }
 
@@ -587,27 +588,37 @@ void Store::Unsubscribe(SubscriptionId id) { hub_.Unsubscribe(id); }
 
 // --- The shared queue -----------------------------------------------------------
 
-absl::StatusOr<std::optional<JobLease>> Store::ClaimJob(const ClaimRequest& request) {
+absl::StatusOr<std::optional<ResourceLease>> Store::ClaimJob(const ClaimRequest& request) {
   return TrackWrite(backend_->ClaimJob(request));
 }
 
-absl::StatusOr<bool> Store::RenewLease(const std::string& id, int64_t epoch, int64_t expires_micros,
-                                       bool* cancel_requested) {
-  return TrackWrite(backend_->RenewLease(id, epoch, expires_micros, cancel_requested));
+absl::StatusOr<bool> Store::RenewLease(Kind kind, const std::string& id, int64_t epoch,
+                                       int64_t expires_micros, bool* cancel_requested) {
+  return TrackWrite(backend_->RenewLease(kind, id, epoch, expires_micros, cancel_requested));
 }
 
-absl::StatusOr<std::vector<JobLease>> Store::TakeExpiredLeases(const std::string& owner,
+absl::StatusOr<std::vector<ResourceLease>> Store::TakeExpiredLeases(const std::string& owner,
                                                                int64_t now_micros,
                                                                int64_t expires_micros) {
   return TrackWrite(backend_->TakeExpiredLeases(owner, now_micros, expires_micros));
 }
 
-absl::StatusOr<bool> Store::ReleaseLease(const std::string& id, int64_t epoch) {
-  return TrackWrite(backend_->ReleaseLease(id, epoch));
+absl::StatusOr<bool> Store::ReleaseLease(Kind kind, const std::string& id, int64_t epoch) {
+  return TrackWrite(backend_->ReleaseLease(kind, id, epoch));
 }
 
-absl::Status Store::RequestCancel(const std::string& job_id) {
-  return TrackWrite(backend_->RequestCancel(job_id));
+absl::StatusOr<std::vector<ResourceLease>> Store::ClaimSweeps(const std::string& owner,
+                                                              int64_t now_micros,
+                                                              int64_t expires_micros) {
+  return TrackWrite(
+      backend_->ClaimSweeps(owner, v1::SWEEP_STATE_RUNNING, now_micros, expires_micros));
+}
+
+absl::Status Store::RequestCancel(Kind kind, const std::string& id) {
+  const int64_t unfinished =
+      kind == Kind::kJob ? (int64_t{1} << v1::JOB_STATE_QUEUED) | (int64_t{1} << v1::JOB_STATE_RUNNING)
+                         : int64_t{1} << v1::SWEEP_STATE_RUNNING;
+  return TrackWrite(backend_->RequestCancel(kind, id, unfinished));
 }
 
 absl::StatusOr<std::vector<std::string>> Store::PendingCancels(const std::string& owner) {

@@ -202,7 +202,8 @@ class Store {
   // As AppendJobEvent.
   absl::StatusOr<v1::SweepEvent> AppendSweepEvent(const std::string& sweep_id,
                                                   v1::SweepEvent event,
-                                                  const v1::Sweep* updated_sweep = nullptr);
+                                                  const v1::Sweep* updated_sweep = nullptr,
+                                                  const Fence* fence = nullptr);
   absl::StatusOr<std::vector<v1::SweepEvent>> ReadSweepEvents(const std::string& sweep_id,
                                                               int64_t after_sequence, int limit);
 
@@ -238,14 +239,19 @@ class Store {
   // --- The shared queue (issue 12.2; backend.h, PostgreSQL only) ----------
 
   bool shared_queue() const { return backend_->shared_queue(); }
-  absl::StatusOr<std::optional<JobLease>> ClaimJob(const ClaimRequest& request);
-  absl::StatusOr<bool> RenewLease(const std::string& id, int64_t epoch, int64_t expires_micros,
-                                  bool* cancel_requested);
-  absl::StatusOr<std::vector<JobLease>> TakeExpiredLeases(const std::string& owner,
+  absl::StatusOr<std::optional<ResourceLease>> ClaimJob(const ClaimRequest& request);
+  absl::StatusOr<bool> RenewLease(Kind kind, const std::string& id, int64_t epoch,
+                                  int64_t expires_micros, bool* cancel_requested);
+  absl::StatusOr<std::vector<ResourceLease>> TakeExpiredLeases(const std::string& owner,
                                                           int64_t now_micros,
                                                           int64_t expires_micros);
-  absl::StatusOr<bool> ReleaseLease(const std::string& id, int64_t epoch);
-  absl::Status RequestCancel(const std::string& job_id);
+  absl::StatusOr<bool> ReleaseLease(Kind kind, const std::string& id, int64_t epoch);
+  // The RUNNING sweeps nobody drives (Backend::ClaimSweeps).
+  absl::StatusOr<std::vector<ResourceLease>> ClaimSweeps(const std::string& owner,
+                                                         int64_t now_micros,
+                                                         int64_t expires_micros);
+  // Asks the owner of an unfinished job or sweep to cancel it.
+  absl::Status RequestCancel(Kind kind, const std::string& id);
   absl::StatusOr<std::vector<std::string>> PendingCancels(const std::string& owner);
   absl::StatusOr<int64_t> CountJobsInState(v1::JobState state, const std::string& tenant);
   // Follows the other replicas' writes: their events wake this store's

@@ -73,7 +73,11 @@ std::string LocalPath(std::string uri) {
 
 SweepManager::SweepManager(jobs::JobManager* jobs, const SweepManagerOptions& options,
                            metrics::Metrics* metrics)
-    : jobs_(jobs), store_(jobs->store()), options_(options), metrics_(metrics) {}
+    : jobs_(jobs),
+      store_(jobs->store()),
+      options_(options),
+      metrics_(metrics),
+      shared_(store_->shared_queue()) {}
 
 absl::StatusOr<std::unique_ptr<SweepManager>> SweepManager::Create(
     jobs::JobManager* jobs, const SweepManagerOptions& options, metrics::Metrics* metrics) {
@@ -92,13 +96,26 @@ void SweepManager::Shutdown() {
     stop_ = true;
   }
   if (monitor_.joinable()) monitor_.join();
+  if (shared_) {
+    // Another replica may drive them now rather than when the leases expire.
+    std::map<std::string, std::shared_ptr<Running>> running;
+    {
+      absl::MutexLock lock(&mu_);
+      running.swap(running_);
+    }
+    for (const auto& [id, run] : running) {
+      absl::MutexLock lock(&run->mu);
+      if (!run->ended) (void)store_->ReleaseLease(store::Kind::kSweep, id, run->lease_epoch);
+    }
+  }
   // Wake every watcher so that one which has caught up sees stopped() and
   // ends now instead of waiting for events that will not come.
   stopped_.store(true);
   store_->NotifyAll();
 }
 
-std::shared_ptr<SweepManager::Running> SweepManager::Track(const v1::Sweep& sweep) {
+std::shared_ptr<SweepManager::Running> SweepManager::Track(const v1::Sweep& sweep,
+                                                          int64_t lease_epoch) {
   auto run = std::make_shared<Running>();
   {
     absl::MutexLock lock(&run->mu);
@@ -106,6 +123,15 @@ std::shared_ptr<SweepManager::Running> SweepManager::Track(const v1::Sweep& swee
     run->seen_job_sequence.assign(sweep.trials_size(), 0);
     run->halving = HalvingPolicy(sweep.spec().successive_halving(), sweep.lower_is_better(),
                                  sweep.trials_size());
+    run->lease_epoch = lease_epoch;
+    // What the ended trials of a halving sweep reached at each rung is
+    // rebuilt from their events once, so running trials are judged against
+    // it; running trials fold their own events as the monitor polls.
+    if (sweep.spec().has_successive_halving()) {
+      for (int i = 0; i < sweep.trials_size(); ++i) {
+        if (TrialEnded(sweep.trials(i).state())) FoldEvents(*run, i);
+      }
+    }
   }
   absl::MutexLock lock(&mu_);
   running_[sweep.id()] = run;
@@ -121,16 +147,9 @@ std::shared_ptr<SweepManager::Running> SweepManager::FindRunning(const std::stri
 absl::Status SweepManager::Load() {
   FT_ASSIGN_OR_RETURN(std::vector<v1::Sweep> running,
                       store_->SweepsInStates({v1::SWEEP_STATE_RUNNING}));
-  for (const v1::Sweep& sweep : running) {
-    std::shared_ptr<Running> run = Track(sweep);
-    // What the ended trials of a halving sweep reached at each rung is
-    // rebuilt from their events once, so running trials are judged against
-    // it; running trials fold their own events as the monitor polls.
-    if (!sweep.spec().has_successive_halving()) continue;
-    absl::MutexLock lock(&run->mu);
-    for (int i = 0; i < sweep.trials_size(); ++i) {
-      if (TrialEnded(sweep.trials(i).state())) FoldEvents(*run, i);
-    }
+  // A shared queue's sweeps are claimed by the monitor, one driver each.
+  if (!shared_) {
+    for (const v1::Sweep& sweep : running) Track(sweep);
   }
   FT_ASSIGN_OR_RETURN(auto counts, store_->CountSweepsByState());
   {
@@ -138,8 +157,66 @@ absl::Status SweepManager::Load() {
     counts_ = std::move(counts);
   }
   UpdateMetrics(nullptr);
-  for (const v1::Sweep& sweep : running) UpdateMetrics(&sweep);
+  if (!shared_) {
+    for (const v1::Sweep& sweep : running) UpdateMetrics(&sweep);
+  }
   return absl::OkStatus();
+}
+
+void SweepManager::ClaimSweeps() {
+  const absl::Time now = absl::Now();
+  absl::StatusOr<std::vector<store::ResourceLease>> claimed = store_->ClaimSweeps(
+      jobs_->replica_id(), absl::ToUnixMicros(now),
+      absl::ToUnixMicros(now + jobs_->options().lease_duration));
+  if (!claimed.ok()) {
+    base::Log(base::LogLevel::kError,
+              absl::StrCat("claim sweeps: ", claimed.status().ToString()));
+    return;
+  }
+  for (const store::ResourceLease& lease : *claimed) {
+    absl::StatusOr<v1::Sweep> sweep = store_->GetSweep(lease.id);
+    if (!sweep.ok()) {
+      (void)store_->ReleaseLease(store::Kind::kSweep, lease.id, lease.epoch);
+      continue;
+    }
+    Track(*sweep, lease.epoch);
+    UpdateMetrics(&*sweep);
+    base::Log(base::LogLevel::kInfo, "sweep driven by this replica", {},
+              {{"sweep_id", lease.id}, {"replica", jobs_->replica_id()},
+               {"previous_driver", lease.previous_owner.empty() ? "(none)" : lease.previous_owner}});
+    if (lease.cancel_requested) Cancel(lease.id).IgnoreError();
+  }
+}
+
+void SweepManager::KeepLeases() {
+  std::vector<std::shared_ptr<Running>> running;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, run] : running_) running.push_back(run);
+  }
+  const absl::Time expires = absl::Now() + jobs_->options().lease_duration;
+  for (const std::shared_ptr<Running>& run : running) {
+    std::string id;
+    bool cancel_requested = false;
+    absl::StatusOr<bool> renewed;
+    {
+      absl::MutexLock lock(&run->mu);
+      if (run->ended) continue;
+      id = run->sweep.id();
+      renewed = store_->RenewLease(store::Kind::kSweep, id, run->lease_epoch,
+                                   absl::ToUnixMicros(expires), &cancel_requested);
+    }
+    if (!renewed.ok()) continue;  // retried next time; the lease may expire
+    if (!*renewed) {
+      base::Log(base::LogLevel::kWarning, "sweep lease lost: another replica drives it now", {},
+                {{"sweep_id", id}});
+      absl::MutexLock lock(&mu_);
+      running_.erase(id);
+      continue;
+    }
+    if (cancel_requested) Cancel(id).IgnoreError();
+  }
+  ClaimSweeps();
 }
 
 absl::Status SweepManager::CancelOrphanTrials() {
@@ -186,8 +263,10 @@ void SweepManager::UpdateMetrics(const v1::Sweep* changed) {
 }
 
 void SweepManager::Emit(Running& run, v1::SweepEvent event) {
-  absl::StatusOr<v1::SweepEvent> stored =
-      store_->AppendSweepEvent(run.sweep.id(), std::move(event), &run.sweep);
+  // The final event ends this replica's lease.
+  const store::Fence fence{run.lease_epoch, event.has_result()};
+  absl::StatusOr<v1::SweepEvent> stored = store_->AppendSweepEvent(
+      run.sweep.id(), std::move(event), &run.sweep, shared_ ? &fence : nullptr);
   if (!stored.ok()) {
     base::Log(base::LogLevel::kError, absl::StrCat("store sweep event: ", stored.status().ToString()),
               {}, {{"sweep_id", run.sweep.id()}});
@@ -322,8 +401,12 @@ absl::StatusOr<v1::Sweep> SweepManager::Submit(const v1::SweepSpec& spec,
     absl::MutexLock lock(&mu_);
     ++counts_[v1::SWEEP_STATE_RUNNING];
   }
-  Track(created.sweep);
-  UpdateMetrics(&created.sweep);
+  if (shared_) {
+    ClaimSweeps();  // most likely this one; else another replica drives it
+  } else {
+    Track(created.sweep);
+    UpdateMetrics(&created.sweep);
+  }
   base::Log(base::LogLevel::kInfo, "sweep submitted", {},
             {{"sweep_id", sweep.id()}, {"trials", absl::StrCat(sweep.trials_size())},
              {"tenant", tenant}});
@@ -342,7 +425,14 @@ absl::StatusOr<v1::Sweep> SweepManager::Cancel(const std::string& sweep_id) {
   };
   if (run == nullptr) {
     FT_ASSIGN_OR_RETURN(v1::Sweep sweep, store_->GetSweep(sweep_id));
-    return already(sweep);
+    if (!shared_ || sweep.state() != v1::SWEEP_STATE_RUNNING) return already(sweep);
+    // Another replica drives it: its trials stop now (any replica can
+    // cancel a job), and the driver records the sweep CANCELLED.
+    for (const v1::SweepTrial& trial : sweep.trials()) {
+      if (!TrialEnded(trial.state())) jobs_->Cancel(trial.job_id()).IgnoreError();
+    }
+    FT_RETURN_IF_ERROR(store_->RequestCancel(store::Kind::kSweep, sweep_id));
+    return store_->GetSweep(sweep_id);
   }
   absl::MutexLock lock(&run->mu);
   if (run->ended) return already(run->sweep);
@@ -374,10 +464,17 @@ absl::StatusOr<std::vector<v1::SweepEvent>> SweepManager::ReadEvents(const std::
 
 void SweepManager::MonitorLoop() {
   while (true) {
-    std::vector<std::shared_ptr<Running>> running;
     {
       absl::MutexLock lock(&mu_);
       if (mu_.AwaitWithTimeout(absl::Condition(&stop_), options_.poll_interval)) return;
+    }
+    if (shared_ && absl::Now() >= next_lease_tick_) {
+      next_lease_tick_ = absl::Now() + jobs_->options().lease_renew_interval;
+      KeepLeases();
+    }
+    std::vector<std::shared_ptr<Running>> running;
+    {
+      absl::MutexLock lock(&mu_);
       for (const auto& [id, run] : running_) running.push_back(run);
     }
     // No manager lock from here on: each sweep under its own writer lock.

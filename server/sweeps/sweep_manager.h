@@ -16,6 +16,17 @@
 // the sweep's output directory and writes sweep.json (the final Sweep as
 // JSON) there.
 //
+// Replicas (issue 12.2): over a shared queue (a PostgreSQL store) each
+// RUNNING sweep is driven by one replica at a time, the one holding its
+// lease (store::Store::ClaimSweeps). Every replica's monitor renews its
+// leases and claims the sweeps nobody drives (new ones, or those of a
+// replica that died) every JobManagerOptions.lease_renew_interval, and
+// every sweep write carries the lease epoch. Cancel on another replica
+// cancels the trials at once and asks the driver, which records the sweep
+// CANCELLED at its next renewal. The winner's output is copied from where
+// its trial wrote it: with several replicas that must be storage they all
+// mount at the same path.
+//
 // Durability: the store is the source of truth (Get, List and ReadEvents
 // read it). At Create(), RUNNING sweeps are followed again; what their ended
 // trials reached at each halving rung is rebuilt from the trials' events.
@@ -139,13 +150,22 @@ class SweepManager {
     HalvingPolicy halving ABSL_GUARDED_BY(mu);
     // Set (with the final event stored) when the sweep ended.
     bool ended ABSL_GUARDED_BY(mu) = false;
+    // Shared queue: the epoch of this replica's lease on the sweep.
+    int64_t lease_epoch ABSL_GUARDED_BY(mu) = 0;
   };
 
   SweepManager(jobs::JobManager* jobs, const SweepManagerOptions& options,
                metrics::Metrics* metrics);
   absl::Status Load();
   absl::Status CancelOrphanTrials();
-  std::shared_ptr<Running> Track(const v1::Sweep& sweep);
+  // Follows `sweep` from now on (shared queue: under lease `lease_epoch`),
+  // rebuilding what its ended trials reached at each halving rung.
+  std::shared_ptr<Running> Track(const v1::Sweep& sweep, int64_t lease_epoch = 0);
+  // Shared queue: renews this replica's sweep leases (a lost one is no
+  // longer followed; a pending cancel is carried out) and takes the leases
+  // of the sweeps nobody drives.
+  void KeepLeases();
+  void ClaimSweeps();
   std::shared_ptr<Running> FindRunning(const std::string& sweep_id);
   void MonitorLoop();
   // Brings one running sweep up to date.
@@ -170,6 +190,9 @@ class SweepManager {
   std::map<std::string, std::shared_ptr<Running>> running_ ABSL_GUARDED_BY(mu_);
   std::map<v1::SweepState, int64_t> counts_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  // store_->shared_queue(), and when the monitor next keeps the leases.
+  const bool shared_;
+  absl::Time next_lease_tick_ = absl::InfinitePast();  // monitor thread only
   std::thread monitor_;
   // Set by Shutdown() after the monitor has stopped; see stopped().
   std::atomic<bool> stopped_{false};

@@ -8,7 +8,9 @@
 //     CancelJob there stops the job on its owner within 2 s;
 //   - kill -9 of the replica running a job: once its lease expires, the
 //     survivor takes the job over, re-queues it (an event says whose lease
-//     expired), runs it to SUCCEEDED, and the event log stays gapless.
+//     expired), runs it to SUCCEEDED, and the event log stays gapless;
+//   - a sweep is driven by one replica; kill -9 of it mid-sweep and the
+//     survivor takes the sweep over and finishes it, with one result event.
 #include <unistd.h>
 
 #include <algorithm>
@@ -268,6 +270,72 @@ TEST_F(ReplicasE2eTest, SurvivorTakesOverTheJobOfAKilledReplica) {
   }
   EXPECT_TRUE(requeued) << "no re-queue event naming " << owner_id;
   EXPECT_TRUE(survivor.Stop()) << survivor.Logs();
+}
+
+TEST_F(ReplicasE2eTest, SurvivorFinishesTheSweepOfAKilledReplica) {
+  ASSERT_TRUE(pg_->CreateDatabase("sweep").ok());
+  auto a = StartReplica("sweep", "a");
+  auto b = StartReplica("sweep", "b");
+  auto stub_a = v1::FineTuneService::NewStub(a->Channel());
+  v1::SubmitSweepRequest request;
+  v1::SweepSpec& spec = *request.mutable_sweep();
+  *spec.mutable_job() = Job(400);
+  spec.mutable_job()->mutable_hyperparameters()->set_validation_split(0.25f);
+  spec.add_freeze_depths(0);
+  spec.add_freeze_depths(1);
+  spec.set_include_head_only(true);
+  v1::Sweep sweep;
+  {
+    grpc::ClientContext context;
+    grpc::Status s = stub_a->SubmitSweep(&context, request, &sweep);
+    ASSERT_TRUE(s.ok()) << s.error_message() << a->Logs();
+  }
+  // The submitting replica drives it (it claims the new sweep at once).
+  auto deadline = steady_clock::now() + seconds(60);
+  while (a->Logs().find("sweep driven by this replica sweep_id=" + sweep.id()) ==
+             std::string::npos &&
+         steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_NE(a->Logs().find("sweep driven by this replica sweep_id=" + sweep.id()),
+            std::string::npos)
+      << a->Logs();
+  EXPECT_EQ(b->Logs().find("sweep driven by this replica sweep_id=" + sweep.id()),
+            std::string::npos);
+  // Some trial starts before the driver dies.
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  a->Kill();
+  auto stub_b = v1::FineTuneService::NewStub(b->Channel());
+  v1::Sweep done;
+  deadline = steady_clock::now() + seconds(300);
+  while (steady_clock::now() < deadline) {
+    grpc::ClientContext context;
+    v1::GetSweepRequest get;
+    get.set_sweep_id(sweep.id());
+    ASSERT_TRUE(stub_b->GetSweep(&context, get, &done).ok());
+    if (done.state() != v1::SWEEP_STATE_RUNNING) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(done.state(), v1::SWEEP_STATE_SUCCEEDED) << done.DebugString() << b->Logs();
+  EXPECT_GE(done.winner_index(), 0);
+  EXPECT_NE(b->Logs().find("sweep driven by this replica sweep_id=" + sweep.id()),
+            std::string::npos);
+  // One driver at a time: one result event, gapless sequences.
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + seconds(30));
+  v1::WatchSweepRequest watch;
+  watch.set_sweep_id(sweep.id());
+  auto reader = stub_b->WatchSweep(&context, watch);
+  v1::SweepEvent event;
+  int64_t expected = 1;
+  int results = 0;
+  while (reader->Read(&event)) {
+    EXPECT_EQ(event.sequence(), expected++);
+    results += event.has_result();
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(results, 1);
+  EXPECT_TRUE(b->Stop()) << b->Logs();
 }
 
 }  // namespace

@@ -1303,7 +1303,7 @@ TEST(PostgresStoreTest, WritesOfAReplicaThatLostItsLeaseAreRefused) {
   EXPECT_TRUE(absl::IsAborted(stale.status())) << stale.status();
   EXPECT_NE(stale.status().message().find("superseded"), std::string::npos) << stale.status();
   EXPECT_TRUE(a->writable()) << "a fenced write is not the store failing";
-  EXPECT_FALSE(*a->RenewLease("job-1", epoch_a, NowMicros() + 60'000'000, nullptr));
+  EXPECT_FALSE(*a->RenewLease(Kind::kJob, "job-1", epoch_a, NowMicros() + 60'000'000, nullptr));
   auto events = b->ReadJobEvents("job-1", 0, 0);
   ASSERT_TRUE(events.ok());
   ASSERT_EQ(events->size(), 2u) << "the refused write left an event";
@@ -1318,6 +1318,39 @@ TEST(PostgresStoreTest, WritesOfAReplicaThatLostItsLeaseAreRefused) {
   auto again = a->ClaimJob(CpuClaim("replica-a"));
   ASSERT_TRUE(again.ok() && again->has_value());
   EXPECT_EQ((*again)->epoch, epoch_b + 2);  // + the release, + this claim
+}
+
+// A RUNNING sweep has one driver at a time: a second replica's claim takes
+// nothing until the first's lease expires, and then the first's fenced
+// writes are refused.
+TEST(PostgresStoreTest, SweepsHaveOneDriverAtATime) {
+  FT_POSTGRES_OR_SKIP(pg);
+  const std::string uri = pg->Uri(PostgresEnvironment::FreshDatabase(pg, "sweep_leases"));
+  std::unique_ptr<Store> a = OpenPostgresStore(uri, "replica-a");
+  std::unique_ptr<Store> b = OpenPostgresStore(uri, "replica-b");
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  const std::vector<v1::Job> trials = Trials("sweep-1", 2, 1);
+  const v1::Sweep sweep = MakeSweep("sweep-1", 1, "", trials);
+  ASSERT_TRUE(a->CreateSweep(sweep, TableEvent(sweep), trials, Queued()).ok());
+  auto first = a->ClaimSweeps("replica-a", NowMicros(), NowMicros() + 1000);  // 1 ms
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(first->size(), 1u);
+  const Fence fence_a{(*first)[0].epoch, false};
+  ASSERT_TRUE(a->AppendSweepEvent("sweep-1", TableEvent(sweep), &sweep, &fence_a).ok());
+  // "Now" a minute back: the 1 ms lease has not expired for this claim.
+  auto none = b->ClaimSweeps("replica-b", NowMicros() - 60'000'000, NowMicros() + 60'000'000);
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty()) << "taken while the first lease was live";
+  absl::SleepFor(absl::Milliseconds(5));
+  auto second = b->ClaimSweeps("replica-b", NowMicros(), NowMicros() + 60'000'000);
+  ASSERT_TRUE(second.ok());
+  ASSERT_EQ(second->size(), 1u);
+  EXPECT_EQ((*second)[0].previous_owner, "replica-a");
+  auto stale = a->AppendSweepEvent("sweep-1", TableEvent(sweep), &sweep, &fence_a);
+  EXPECT_TRUE(absl::IsAborted(stale.status())) << stale.status();
+  const Fence fence_b{(*second)[0].epoch, false};
+  EXPECT_TRUE(b->AppendSweepEvent("sweep-1", TableEvent(sweep), &sweep, &fence_b).ok());
 }
 
 // Per-tenant running limits hold across replicas: leased jobs count,
@@ -1398,11 +1431,11 @@ TEST(PostgresStoreTest, OtherReplicasWritesAreSignalled) {
 
   auto claimed = b->ClaimJob(CpuClaim("replica-b"));
   ASSERT_TRUE(claimed.ok() && claimed->has_value());
-  ASSERT_TRUE(a->RequestCancel("job-1").ok());
+  ASSERT_TRUE(a->RequestCancel(Kind::kJob, "job-1").ok());
   ASSERT_TRUE(wait_for(Signal::Type::kCancel));
   EXPECT_EQ(*b->PendingCancels("replica-b"), std::vector<std::string>{"job-1"});
   bool cancel_requested = false;
-  EXPECT_TRUE(*b->RenewLease("job-1", (*claimed)->epoch, NowMicros() + 60'000'000,
+  EXPECT_TRUE(*b->RenewLease(Kind::kJob, "job-1", (*claimed)->epoch, NowMicros() + 60'000'000,
                              &cancel_requested));
   EXPECT_TRUE(cancel_requested);
 }
