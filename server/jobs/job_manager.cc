@@ -163,7 +163,9 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const JobManagerO
   path_options.allow_tenant_output_paths = options.allow_tenant_output_paths;
   manager->paths_ = std::make_unique<PathPolicy>(path_options, manager->store_.get());
   SchedulerOptions scheduler_options = options.scheduler;
-  scheduler_options.metrics = metrics;
+  // A shared queue's depth is the store's (set when scraped, below), the
+  // same number on every replica; the local queue holds only claimed jobs.
+  scheduler_options.metrics = manager->shared_queue_ ? nullptr : metrics;
   JobManager* self = manager.get();
   manager->scheduler_ = std::make_unique<Scheduler>(
       scheduler_options,
@@ -187,6 +189,10 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const JobManagerO
   }
   if (metrics != nullptr) {
     metrics->SetCollectHook([self, metrics] {
+      if (self->shared_queue_) {
+        absl::StatusOr<std::map<v1::JobState, int64_t>> counts = self->store_->CountJobsByState();
+        if (counts.ok()) metrics->SetQueueDepth((*counts)[v1::JOB_STATE_QUEUED]);
+      }
       absl::Time oldest = self->scheduler_->OldestQueuedSince();
       metrics->SetQueueOldestAge(
           oldest == absl::InfiniteFuture() ? 0 : absl::ToDoubleSeconds(absl::Now() - oldest));
