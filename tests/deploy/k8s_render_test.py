@@ -103,10 +103,22 @@ def check_tree(tree, docs, *, overlay):
             return None
         return items[0]
 
+    # The ha overlay runs several replicas on a shared store: no volume of
+    # its own (a ReadWriteOnce PVC would pin the Deployment to one pod).
+    ha = tree.endswith("/ha")
     dep, svc, cm = one("Deployment"), one("Service"), one("ConfigMap")
-    sa, netpol, pvc, secret = one("ServiceAccount"), one("NetworkPolicy"), \
-        one("PersistentVolumeClaim"), one("Secret")
-    if not all([dep, svc, cm, sa, netpol, pvc, secret]):
+    sa, netpol = one("ServiceAccount"), one("NetworkPolicy")
+    secret = next((d for d in by_kind.get("Secret", [])
+                   if d["metadata"]["name"] == "freezetune-secrets"), None)
+    if secret is None:
+        fail(tree, "no Secret freezetune-secrets")
+    if ha:
+        pvc = {}
+        if by_kind.get("PersistentVolumeClaim"):
+            fail(tree, "the ha overlay must not deploy a PersistentVolumeClaim")
+    else:
+        pvc = one("PersistentVolumeClaim")
+    if not all([dep, svc, cm, sa, netpol, secret]) or pvc is None:
         return
     where = f"{tree} Deployment"
     flags = cm.get("data") or {}
@@ -128,14 +140,15 @@ def check_tree(tree, docs, *, overlay):
     if cm["metadata"]["name"] not in refs:
         fail(where, f"envFrom does not reference the ConfigMap {cm['metadata']['name']}")
     args = server.get("args") or []
+    env = {e["name"]: e for e in server.get("env") or []}
     used = set()
     for a in args:
         if not a.startswith("--"):
             fail(where, f"arg {a!r} is not a --flag")
         for var in re.findall(r"\$\((\w+)\)", a):
             used.add(var)
-            if var not in flags:
-                fail(where, f"arg {a!r} uses $({var}), which the ConfigMap does not define")
+            if var not in flags and var not in env:
+                fail(where, f"arg {a!r} uses $({var}), which neither the ConfigMap nor env defines")
     for key in flags:
         if key not in used:
             fail(where, f"ConfigMap key {key} is not passed to any flag")
@@ -225,7 +238,10 @@ def check_tree(tree, docs, *, overlay):
         return (m, vols.get(m["name"])) if m else (None, None)
 
     m, v = mounted(flags.get("FREEZETUNE_DATA_DIR"))
-    if not v or (v.get("persistentVolumeClaim") or {}).get("claimName") != pvc["metadata"]["name"]:
+    if ha:
+        if not v or "emptyDir" not in v or "persistentVolumeClaim" in v:
+            fail(where, "--data_dir is not an emptyDir (scratch) in the ha overlay")
+    elif not v or (v.get("persistentVolumeClaim") or {}).get("claimName") != pvc["metadata"]["name"]:
         fail(where, f"the PVC {pvc['metadata']['name']} is not mounted at --data_dir "
                     f"{flags.get('FREEZETUNE_DATA_DIR')!r}")
     elif m.get("readOnly"):
@@ -288,8 +304,9 @@ def check_tree(tree, docs, *, overlay):
             fail(where_n, "an egress rule allows every port")
         for p in rule.get("ports") or []:
             egress_ports.add((p["port"], p.get("protocol", "TCP")))
-    # The egress must be exactly what the flags let the server fetch: DNS,
-    # 443 when http(s) URIs are allowed, 80 when plain http:// is too.
+    # The egress must be exactly what the flags let the server reach: DNS,
+    # 443 when http(s) URIs are allowed, 80 when plain http:// is too, and
+    # PostgreSQL (5432) for the ha overlay's shared job store.
     def flag_true(key, default):
         return str(flags.get(key, default)).strip().lower() in ("true", "1", "yes")
     allow_http = flag_true("FREEZETUNE_ALLOW_HTTP", "true")
@@ -299,10 +316,15 @@ def check_tree(tree, docs, *, overlay):
         want.add((443, "TCP"))
     if allow_plain:
         want.add((80, "TCP"))
+    if ha:
+        want.add((5432, "TCP"))
     if egress_ports != want:
         fail(where_n, f"egress ports {sorted(egress_ports)} disagree with --allow_http="
-                      f"{str(allow_http).lower()} --allow_plain_http={str(allow_plain).lower()}: "
-                      f"want {sorted(want)}")
+                      f"{str(allow_http).lower()} --allow_plain_http={str(allow_plain).lower()}"
+                      + (" and the shared PostgreSQL" if ha else "") + f": want {sorted(want)}")
+
+    if ha:
+        check_ha(tree, dep, server, env, flags, flag_names, by_kind, tmpl_labels)
 
     # GPU or not.
     limits = res.get("limits") or {}
@@ -336,6 +358,66 @@ def check_tree(tree, docs, *, overlay):
             if rule["spec"].get("groups") != want:
                 fail(tree, "PrometheusRule differs from deploy/prometheus/freezetune.rules.yml; "
                            "run /usr/bin/python3 tests/deploy/sync_prometheusrule.py")
+
+
+def check_ha(tree, dep, server, env, flags, flag_names, by_kind, tmpl_labels):
+    """Several replicas on one shared job store and object storage."""
+    where = f"{tree} Deployment"
+    spec = dep["spec"]
+    if (spec.get("replicas") or 1) < 3:
+        fail(where, f"replicas {spec.get('replicas')}, want at least 3")
+    strategy = spec.get("strategy") or {}
+    if strategy.get("type") != "RollingUpdate":
+        fail(where, f"strategy {strategy.get('type')!r}, want RollingUpdate")
+    elif str((strategy.get("rollingUpdate") or {}).get("maxUnavailable", "25%")) not in ("0", "0%"):
+        fail(where, "rollingUpdate.maxUnavailable is not 0: a rollout would drop below the replicas")
+    for f in ("--job_store", "--checkpoint_uri"):
+        if f not in flag_names:
+            fail(where, f"flag {f} is not passed")
+    if not flags.get("FREEZETUNE_CHECKPOINT_URI", "").startswith("s3://"):
+        fail(where, "FREEZETUNE_CHECKPOINT_URI is not an s3:// URI: replicas could not resume each other's jobs")
+    secrets = {d["metadata"]["name"]: d for d in by_kind.get("Secret", [])}
+    for var in ("FREEZETUNE_JOB_STORE", "PGPASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        ref = ((env.get(var) or {}).get("valueFrom") or {}).get("secretKeyRef")
+        if not ref:
+            fail(where, f"{var} does not come from a Secret (secretKeyRef)")
+            continue
+        s = secrets.get(ref.get("name"))
+        keys = set(((s or {}).get("data") or {})) | set(((s or {}).get("stringData") or {}))
+        if ref.get("key") not in keys:
+            fail(where, f"{var} refers to {ref.get('name')}/{ref.get('key')}, which the rendered Secrets lack")
+        if var in flags:
+            fail(where, f"{var} is also in the ConfigMap: credentials belong in the Secret")
+    pdbs = by_kind.get("PodDisruptionBudget", [])
+    if len(pdbs) != 1:
+        fail(tree, f"want exactly one PodDisruptionBudget, got {len(pdbs)}")
+    else:
+        pdb = pdbs[0]["spec"]
+        if not selector_matches((pdb.get("selector") or {}).get("matchLabels"), tmpl_labels) \
+                or not (pdb.get("selector") or {}).get("matchLabels"):
+            fail(tree, "PodDisruptionBudget does not select the server pods")
+        if "maxUnavailable" not in pdb and "minAvailable" not in pdb:
+            fail(tree, "PodDisruptionBudget sets neither maxUnavailable nor minAvailable")
+    hpas = by_kind.get("HorizontalPodAutoscaler", [])
+    if len(hpas) != 1:
+        fail(tree, f"want exactly one HorizontalPodAutoscaler, got {len(hpas)}")
+    else:
+        hpa = hpas[0]
+        if hpa["apiVersion"] != "autoscaling/v2":
+            fail(tree, f"HorizontalPodAutoscaler apiVersion {hpa['apiVersion']}, want autoscaling/v2")
+        target = hpa["spec"].get("scaleTargetRef") or {}
+        if target.get("kind") != "Deployment" or target.get("name") != dep["metadata"]["name"]:
+            fail(tree, f"HorizontalPodAutoscaler scales {target}, not the Deployment")
+        if (hpa["spec"].get("minReplicas") or 1) < (spec.get("replicas") or 1):
+            fail(tree, "HorizontalPodAutoscaler minReplicas is below the Deployment's replicas")
+        external = [m["external"]["metric"]["name"] for m in hpa["spec"].get("metrics") or []
+                    if m.get("type") == "External"]
+        if external != ["freezetune_queue_depth"]:
+            fail(tree, f"HorizontalPodAutoscaler external metrics {external}, want [freezetune_queue_depth]")
+        metrics_src = os.path.join(ROOT, "server", "metrics", "metrics.cc")
+        with open(metrics_src) as f:
+            if '"freezetune_queue_depth"' not in f.read():
+                fail(tree, "the HPA's metric freezetune_queue_depth is not exported by server/metrics")
 
 
 def main():
