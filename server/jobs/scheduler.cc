@@ -293,13 +293,16 @@ void Scheduler::WorkerLoop(int slot) {
       ReportDepthLocked();
     }
     run_(job_id, slot, *flag);
-    absl::MutexLock lock(&mu_);
-    busy_[slot] = false;
-    for (int s : running_[job_id].slots) {
-      if (s != slot) held_[s] = false;
+    {
+      absl::MutexLock lock(&mu_);
+      busy_[slot] = false;
+      for (int s : running_[job_id].slots) {
+        if (s != slot) held_[s] = false;
+      }
+      running_.erase(job_id);
+      if (--running_by_tenant_[tenant] <= 0) running_by_tenant_.erase(tenant);
     }
-    running_.erase(job_id);
-    if (--running_by_tenant_[tenant] <= 0) running_by_tenant_.erase(tenant);
+    if (options_.on_slots_freed) options_.on_slots_freed();
   }
 }
 

@@ -60,6 +60,9 @@ struct SchedulerOptions {
   int max_running_per_tenant = 0;
   // Optional, not owned, must outlive the scheduler: receives queue depth.
   metrics::Metrics* metrics = nullptr;
+  // Optional: called on the worker thread, with no scheduler lock held,
+  // each time a job's run has ended and its slots are free again.
+  std::function<void()> on_slots_freed;
 };
 
 // Why a running job should stop. Set by the scheduler, polled by the run
