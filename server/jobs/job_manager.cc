@@ -167,6 +167,8 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const JobManagerO
   // same number on every replica; the local queue holds only claimed jobs.
   scheduler_options.metrics = manager->shared_queue_ ? nullptr : metrics;
   JobManager* self = manager.get();
+  // A freed slot can take the next job of the shared queue at once.
+  if (manager->shared_queue_) scheduler_options.on_slots_freed = [self] { self->WakeClaimer(); };
   manager->scheduler_ = std::make_unique<Scheduler>(
       scheduler_options,
       [self](const std::string& id, int slot, const StopFlag& stop) { self->RunJob(id, slot, stop); });
@@ -673,7 +675,9 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
                                ? absl::StrCat("running in slot ", slot, " (", device, ")")
                                : absl::StrCat("running in slots ", absl::StrJoin(slots, ", "),
                                               " (", absl::StrJoin(devices, ", "), ")"),
-                           shared_queue_ ? absl::StrCat(" on replica ", replica_id_) : ""));
+                           shared_queue_ ? absl::StrCat(" on replica ", replica_id_,
+                                                        " (lease epoch ", LeaseEpoch(job_id), ")")
+                                         : ""));
         });
       });
       !s.ok()) {
@@ -936,9 +940,12 @@ absl::StatusOr<std::optional<store::Fence>> JobManager::FenceFor(const std::stri
   return std::optional<store::Fence>(store::Fence{it->second, release});
 }
 
-bool JobManager::HoldsLease(const std::string& job_id) {
+bool JobManager::HoldsLease(const std::string& job_id) { return LeaseEpoch(job_id) > 0; }
+
+int64_t JobManager::LeaseEpoch(const std::string& job_id) {
   absl::MutexLock lock(&leases_mu_);
-  return leases_.count(job_id) > 0;
+  auto it = leases_.find(job_id);
+  return it == leases_.end() ? 0 : it->second;
 }
 
 bool JobManager::LeaseStillHeld(const std::string& job_id) {
@@ -1002,7 +1009,9 @@ void JobManager::ClaimWhileIdle() {
     request.idle_gpu_slots = idle.gpu;
     request.gpu_devices = options_.scheduler.gpu_devices;
     request.max_running_per_tenant = options_.scheduler.max_running_per_tenant;
+    const absl::Time started = absl::Now();
     absl::StatusOr<std::optional<store::ResourceLease>> claimed = store_->ClaimJob(request);
+    if (metrics_ != nullptr) metrics_->JobClaim(absl::ToDoubleSeconds(absl::Now() - started));
     if (!claimed.ok()) {
       LogError("claim a job", claimed.status());
       return;
@@ -1073,6 +1082,9 @@ void JobManager::KeepLeases() {
       bool cancel_requested = false;
       absl::StatusOr<bool> renewed =
           store_->RenewLease(store::Kind::kJob, job_id, epoch, expires, &cancel_requested);
+      if (metrics_ != nullptr) {
+        metrics_->LeaseRenewal(!renewed.ok() ? "error" : *renewed ? "renewed" : "lost");
+      }
       if (!renewed.ok()) {
         // Retried at the next tick; if the store stays out of reach the
         // lease expires and the fence stops this replica's writes.
@@ -1091,6 +1103,7 @@ void JobManager::KeepLeases() {
       continue;
     }
     for (const store::ResourceLease& lease : *taken) {
+      if (metrics_ != nullptr) metrics_->LeaseTakeover();
       Adopt(lease, absl::StrCat("re-queued: the lease of replica ",
                                 lease.previous_owner.empty() ? "(none)" : lease.previous_owner,
                                 " expired; the next run resumes from the last checkpoint"));

@@ -314,6 +314,8 @@ class JobManager {
   // when this replica holds no lease on the job.
   absl::StatusOr<std::optional<store::Fence>> FenceFor(const std::string& job_id, bool release);
   bool HoldsLease(const std::string& job_id);
+  // The epoch of this replica's lease on the job; 0 when it holds none.
+  int64_t LeaseEpoch(const std::string& job_id);
   // Renews this replica's lease on the job now: false when it was lost
   // (then handled by LoseLease). True without a shared queue.
   bool LeaseStillHeld(const std::string& job_id);

@@ -79,6 +79,26 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const MetricsOptions& o
                                      "(their job or sweep marked FAILED).")
                                .Register(r)
                                .Add({});
+  m->lease_renewals_ = &prometheus::BuildCounter()
+                            .Name("freezetune_lease_renewals_total")
+                            .Help("Lease renewals of the jobs and sweeps this replica holds on "
+                                  "the shared queue, by result: renewed, lost (another replica "
+                                  "took it over), error (the store did not answer).")
+                            .Register(r);
+  for (const char* result : {"renewed", "lost", "error"}) m->lease_renewals_->Add({{"result", result}});
+  m->lease_takeovers_ = &prometheus::BuildCounter()
+                             .Name("freezetune_lease_takeovers_total")
+                             .Help("Jobs and sweeps whose lease expired that this replica took "
+                                   "over (their replica died or lost the store).")
+                             .Register(r)
+                             .Add({});
+  m->claim_seconds_ = &prometheus::BuildHistogram()
+                           .Name("freezetune_job_claim_duration_seconds")
+                           .Help("Duration of one claim of a queued job from the shared queue.")
+                           .Register(r)
+                           .Add({}, prometheus::Histogram::BucketBoundaries{
+                                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                        0.25, 0.5, 1, 2.5});
   m->train_steps_ = &prometheus::BuildCounter()
                          .Name("freezetune_train_steps_total")
                          .Help("Optimizer steps taken by all jobs.")
@@ -229,6 +249,14 @@ void Metrics::JobFinished(JobStateLabel state) {
 void Metrics::SetQueueDepth(int64_t depth) { queue_depth_->Set(static_cast<double>(depth)); }
 
 void Metrics::StoreRecordQuarantined() { store_quarantined_->Increment(); }
+
+void Metrics::LeaseRenewal(const std::string& result) {
+  lease_renewals_->Add({{"result", result}}).Increment();
+}
+
+void Metrics::LeaseTakeover() { lease_takeovers_->Increment(); }
+
+void Metrics::JobClaim(double seconds) { claim_seconds_->Observe(seconds); }
 
 void Metrics::StoreWrite(bool ok) {
   if (!ok) store_write_failures_->Increment();

@@ -83,6 +83,15 @@ class Metrics {
   // A corrupt store record was quarantined (its job or sweep marked FAILED).
   void StoreRecordQuarantined();
 
+  // The shared queue (issue 12.2). A lease renewal's outcome: "renewed",
+  // "lost" (another replica took the job or sweep over) or "error" (the
+  // store did not answer).
+  void LeaseRenewal(const std::string& result);
+  // A job or sweep whose lease expired was taken over by this replica.
+  void LeaseTakeover();
+  // How long one claim of a queued job took (the database round trip).
+  void JobClaim(double seconds);
+
   // One optimizer step a job took in this process: counted in
   // train_steps_total and train_samples_total, and its duration observed in
   // the step-duration histogram (one observation per step).
@@ -141,6 +150,9 @@ class Metrics {
   prometheus::Gauge* store_writable_ = nullptr;
   prometheus::Counter* store_write_failures_ = nullptr;
   prometheus::Counter* store_quarantined_ = nullptr;
+  prometheus::Family<prometheus::Counter>* lease_renewals_ = nullptr;
+  prometheus::Counter* lease_takeovers_ = nullptr;
+  prometheus::Histogram* claim_seconds_ = nullptr;
   prometheus::Counter* train_steps_ = nullptr;
   prometheus::Counter* train_samples_ = nullptr;
   prometheus::Histogram* step_seconds_ = nullptr;

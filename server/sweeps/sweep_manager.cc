@@ -174,6 +174,7 @@ void SweepManager::ClaimSweeps() {
     return;
   }
   for (const store::ResourceLease& lease : *claimed) {
+    if (metrics_ != nullptr && !lease.previous_owner.empty()) metrics_->LeaseTakeover();
     absl::StatusOr<v1::Sweep> sweep = store_->GetSweep(lease.id);
     if (!sweep.ok()) {
       (void)store_->ReleaseLease(store::Kind::kSweep, lease.id, lease.epoch);
@@ -205,6 +206,9 @@ void SweepManager::KeepLeases() {
       id = run->sweep.id();
       renewed = store_->RenewLease(store::Kind::kSweep, id, run->lease_epoch,
                                    absl::ToUnixMicros(expires), &cancel_requested);
+    }
+    if (metrics_ != nullptr) {
+      metrics_->LeaseRenewal(!renewed.ok() ? "error" : *renewed ? "renewed" : "lost");
     }
     if (!renewed.ok()) continue;  // retried next time; the lease may expire
     if (!*renewed) {
