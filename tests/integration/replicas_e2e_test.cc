@@ -4,8 +4,9 @@
 //   - jobs submitted to one replica are claimed by whichever has a free
 //     slot: both replicas run some, and every job runs exactly once;
 //   - WatchJob on the replica that does NOT run a job streams its live
-//     events (pushed through LISTEN/NOTIFY) with gapless sequences, and
-//     CancelJob there stops the job on its owner within 2 s;
+//     events (pushed through LISTEN/NOTIFY) with gapless sequences (their
+//     latency, p50/p99, is printed), and CancelJob there stops the job on
+//     its owner within 2 s;
 //   - kill -9 of the replica running a job: once its lease expires, the
 //     survivor takes the job over, re-queues it (an event says whose lease
 //     expired), runs it to SUCCEEDED, and the event log stays gapless;
@@ -15,6 +16,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <iostream>
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -24,6 +26,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/integration/replicas_test_util.h"
 #include "tests/integration/server_process.h"
 #include "tests/integration/server_test_util.h"
 #include "tests/support/postgres_instance.h"
@@ -35,6 +38,8 @@ namespace fs = std::filesystem;
 using std::chrono::seconds;
 using std::chrono::steady_clock;
 using testing::PostgresInstance;
+using testing::ExpectGapless;
+using testing::RunningMessages;
 using testing::ServerProcess;
 using testing::Submit;
 
@@ -96,33 +101,6 @@ class ReplicasE2eTest : public ::testing::Test {
     hp->set_learning_rate(1e-3f);
     hp->set_log_every_steps(1);
     return job;
-  }
-
-  static v1::Job Get(v1::FineTuneService::Stub* stub, const std::string& id) {
-    grpc::ClientContext context;
-    v1::GetJobRequest request;
-    request.set_job_id(id);
-    v1::Job job;
-    EXPECT_TRUE(stub->GetJob(&context, request, &job).ok());
-    return job;
-  }
-
-  // The RUNNING events' messages ("running in slot 0 (cpu) on replica
-  // <host>/<pid>").
-  static std::vector<std::string> RunningMessages(const std::vector<v1::JobEvent>& events) {
-    std::vector<std::string> messages;
-    for (const v1::JobEvent& e : events) {
-      if (e.has_state_change() && e.state_change().state() == v1::JOB_STATE_RUNNING) {
-        messages.push_back(e.state_change().message());
-      }
-    }
-    return messages;
-  }
-
-  static void ExpectGapless(const std::vector<v1::JobEvent>& events) {
-    for (size_t i = 0; i < events.size(); ++i) {
-      EXPECT_EQ(events[i].sequence(), static_cast<int64_t>(i + 1)) << "event " << i;
-    }
   }
 
   static std::string OnReplica(const ServerProcess& server) {
@@ -190,17 +168,35 @@ TEST_F(ReplicasE2eTest, WatchAndCancelOnTheReplicaThatDoesNotRunTheJob) {
   ServerProcess& other = a_runs ? *b : *a;
   auto other_stub = v1::FineTuneService::NewStub(other.Channel());
 
-  // A watch on the other replica sees live training events as they come.
+  // A watch on the other replica sees live training events as they come:
+  // the latency from an event's time (set when it is appended on the owner)
+  // to its arrival here.
   std::vector<v1::JobEvent> watched;
+  std::vector<double> latency_ms;
   grpc::Status watch_status;
-  std::atomic<bool> watch_done{false};
   std::thread watcher([&] {
-    watch_status = testing::WatchAll(other_stub.get(), job.id(), 0, &watched, seconds(120));
-    watch_done.store(true);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + seconds(120));
+    v1::WatchJobRequest request;
+    request.set_job_id(job.id());
+    auto reader = other_stub->WatchJob(&context, request);
+    v1::JobEvent event;
+    bool caught_up = false;
+    while (reader->Read(&event)) {
+      const double now_ms =
+          std::chrono::duration<double, std::milli>(std::chrono::system_clock::now().time_since_epoch())
+              .count();
+      const double written_ms = event.time().seconds() * 1e3 + event.time().nanos() / 1e6;
+      // The backlog read at the start is not live.
+      caught_up = caught_up || now_ms - written_ms < 1000;
+      if (caught_up && event.has_train()) latency_ms.push_back(now_ms - written_ms);
+      watched.push_back(event);
+    }
+    watch_status = reader->Finish();
   });
-  const int64_t seen_at_start = Get(other_stub.get(), job.id()).last_sequence();
+  const int64_t seen_at_start = testing::GetJobOrFail(other_stub.get(), job.id()).last_sequence();
   auto deadline = steady_clock::now() + seconds(30);
-  while (Get(other_stub.get(), job.id()).last_sequence() < seen_at_start + 5 &&
+  while (testing::GetJobOrFail(other_stub.get(), job.id()).last_sequence() < seen_at_start + 5 &&
          steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -223,9 +219,12 @@ TEST_F(ReplicasE2eTest, WatchAndCancelOnTheReplicaThatDoesNotRunTheJob) {
   ExpectGapless(watched);
   ASSERT_FALSE(watched.empty());
   EXPECT_EQ(watched.back().state_change().state(), v1::JOB_STATE_CANCELLED);
-  int train_events = 0;
-  for (const v1::JobEvent& e : watched) train_events += e.has_train();
-  EXPECT_GE(train_events, 5) << "the other replica's watch streamed live training events";
+  ASSERT_GE(latency_ms.size(), 5u) << "the other replica's watch streamed live training events";
+  std::sort(latency_ms.begin(), latency_ms.end());
+  std::cout << "watch on the other replica: " << latency_ms.size()
+            << " live events, latency p50 " << latency_ms[latency_ms.size() / 2] << " ms, p99 "
+            << latency_ms[std::min(latency_ms.size() - 1, latency_ms.size() * 99 / 100)]
+            << " ms\n";
   EXPECT_TRUE(a->Stop()) << a->Logs();
   EXPECT_TRUE(b->Stop()) << b->Logs();
 }

@@ -37,3 +37,16 @@ if(TARGET freezetune-server AND TARGET freezetune-model)
     FREEZETUNE_MODEL_BIN="$<TARGET_FILE:freezetune-model>")
   add_dependencies(replicas_e2e_test freezetune-server freezetune-model)
 endif()
+
+# Issue 12.2's chaos test: three replicas, PostgreSQL and s3rver; kill -9
+# and SIGSTOP; nothing lost or duplicated.
+if(TARGET freezetune-server AND TARGET freezetune-model)
+  freezetune_test(replicas_chaos_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/integration/replicas_chaos_test.cc
+    DEPS freezetune_grpc freezetune_data_io gRPC::grpc++ freezetune_test_postgres
+    LABELS integration store TIMEOUT 600)
+  target_compile_definitions(replicas_chaos_test PRIVATE
+    FREEZETUNE_SERVER_BIN="$<TARGET_FILE:freezetune-server>"
+    FREEZETUNE_MODEL_BIN="$<TARGET_FILE:freezetune-model>")
+  add_dependencies(replicas_chaos_test freezetune-server freezetune-model s3_test_server)
+endif()
