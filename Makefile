@@ -47,6 +47,8 @@ bench: build
 	cmake --build $(BUILD_DIR) --target benchmarks
 	tests/bench/run.sh
 	$(BUILD_DIR)/tests/freezetune_chaos_bench $(BUILD_DIR)/server/freezetune-server 	  $(BUILD_DIR)/server/model/freezetune-model 10 45
+	$(BUILD_DIR)/tests/freezetune_replicas_bench $(BUILD_DIR)/server/freezetune-server \
+	  $(BUILD_DIR)/server/model/freezetune-model 200
 
 clean:
 	rm -rf $(BUILD_DIR) $(BUILD_DIR)-fuzz $(BUILD_DIR)-tsan var

@@ -22,3 +22,19 @@ if(TARGET freezetune-server AND TARGET freezetune-model)
             $<TARGET_FILE:freezetune-model> 100 20 60)
   set_tests_properties(load_smoke_test PROPERTIES LABELS "integration;load" TIMEOUT 90)
 endif()
+
+# Replicas on one PostgreSQL (tests/bench/replicas_bench.cc): 1 vs 3
+# replicas, submit throughput, event latency, RSS. Numbers in
+# tests/bench/REPLICAS.md.
+if(TARGET freezetune-server AND TARGET freezetune-model AND TARGET freezetune_test_postgres)
+  add_executable(freezetune_replicas_bench ${PROJECT_SOURCE_DIR}/tests/bench/replicas_bench.cc)
+  target_link_libraries(freezetune_replicas_bench PRIVATE freezetune_grpc gRPC::grpc++
+    freezetune_test_postgres absl::synchronization absl::time)
+  target_include_directories(freezetune_replicas_bench PRIVATE ${PROJECT_SOURCE_DIR})
+  target_compile_definitions(freezetune_replicas_bench PRIVATE FREEZETUNE_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+  freezetune_warnings(freezetune_replicas_bench)
+  add_dependencies(freezetune_replicas_bench freezetune-server freezetune-model)
+  if(TARGET benchmarks)
+    add_dependencies(benchmarks freezetune_replicas_bench)
+  endif()
+endif()
