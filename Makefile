@@ -33,7 +33,7 @@ TSAN_TESTS := freezetune_base tsan_control store_test store_event_tail_test stor
   base_log_test jobs_scheduler_test jobs_output_test jobs_metrics_test sweeps_manager_test \
   sweeps_policy_test metrics_test service_status_mapping_test service_server_test \
   service_auth_test service_limits_test service_event_stream_test service_store_failure_test \
-  jobs_store_recovery_test jobs_gang_test
+  jobs_store_recovery_test jobs_gang_test jobs_shared_queue_test
 tsan:
 	CC=clang CXX=clang++ cmake -S . -B $(BUILD_DIR)-tsan -DFREEZETUNE_WITH_TORCH=OFF \
 	  -DFREEZETUNE_SANITIZE=thread -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

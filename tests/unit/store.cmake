@@ -22,3 +22,12 @@ if(FREEZETUNE_BUILD_SERVER)
     DEPS freezetune_store
     LABELS store TIMEOUT 60)
 endif()
+
+# Issue 12.2: two job managers on one real PostgreSQL share the queue
+# (claims, cancel from the other, lost lease, drain); also under TSan.
+if(FREEZETUNE_BUILD_SERVER AND TARGET freezetune_jobs)
+  freezetune_test(jobs_shared_queue_test
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/jobs_shared_queue_test.cc
+    DEPS freezetune_jobs freezetune_test_postgres
+    LABELS jobs store TIMEOUT 180)
+endif()
