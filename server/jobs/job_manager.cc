@@ -447,6 +447,7 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id) {
     return absl::FailedPreconditionError(
         absl::StrCat("job ", job_id, " already ", StateName(job.state())));
   }
+  bool claimed_to_cancel = false;
   if (shared_queue_ && !HoldsLease(job_id)) {
     // Another replica's, or nobody's: a QUEUED job nobody holds is taken
     // and cancelled here; any other is left to its owner, told through the
@@ -465,7 +466,13 @@ absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id) {
     }
     absl::MutexLock lock(&leases_mu_);
     leases_[job_id] = claimed->epoch;
+    claimed_to_cancel = true;
   }
+  // Taken only to cancel it: recording CANCELLED releases the lease; if
+  // that fails, the lease must not keep the job from the other replicas.
+  absl::Cleanup release_if_kept = [&] {
+    if (claimed_to_cancel) ReleaseLeaseIfHeld(job_id);
+  };
   absl::MutexLock lock(&submit_mu_);
   switch (scheduler_->Cancel(job_id)) {
     case Scheduler::CancelOutcome::kStopRequested:
