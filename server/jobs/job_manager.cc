@@ -80,11 +80,15 @@ absl::Status CheckDeadline(absl::Time deadline, const char* what) {
       absl::StrCat(what, " took longer than the server's deadline for the call; nothing was done"));
 }
 
-// <hostname>/<pid>: unique among the processes sharing a database.
-std::string DefaultReplicaId() {
+// <hostname>:<canonical data dir>: unique among the live processes sharing
+// a database (the data dir's LOCK admits one process), and the same for the
+// next process on that host and dir, which can then take over at once.
+std::string DefaultReplicaId(const std::string& data_dir) {
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);
-  return absl::StrCat(host, "/", ::getpid());
+  std::error_code ec;
+  const std::filesystem::path canonical = std::filesystem::canonical(data_dir, ec);
+  return absl::StrCat(host, ":", ec ? data_dir : canonical.string());
 }
 
 int64_t NowMicros() { return absl::ToUnixMicros(absl::Now()); }
@@ -121,7 +125,8 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const JobManagerO
     return absl::FailedPreconditionError(absl::StrCat(
         "data_dir: ", options.data_dir, " is in use by another freezetune-server"));
   }
-  manager->replica_id_ = options.replica_id.empty() ? DefaultReplicaId() : options.replica_id;
+  manager->replica_id_ =
+      options.replica_id.empty() ? DefaultReplicaId(options.data_dir) : options.replica_id;
   store::StoreOptions store_options;
   store_options.postgres_uri = options.postgres_uri;
   store_options.replica_id = manager->replica_id_;
@@ -177,6 +182,18 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const JobManagerO
   manager->scheduler_->Start();
   manager->prober_ = std::thread([self] { self->ProbeLoop(); });
   if (manager->shared_queue_) {
+    // This replica's previous process died holding leases (a clean stop
+    // releases them): its jobs go back to the queue now, not when the
+    // leases expire.
+    FT_ASSIGN_OR_RETURN(std::vector<store::ResourceLease> previous,
+                        manager->store_->TakeOverPreviousProcess(
+                            manager->replica_id_,
+                            NowMicros() + absl::ToInt64Microseconds(options.lease_duration)));
+    for (const store::ResourceLease& lease : previous) {
+      manager->Adopt(lease, absl::StrCat("re-queued: replica ", manager->replica_id_,
+                                         " restarted; the next run resumes from the last "
+                                         "checkpoint"));
+    }
     FT_RETURN_IF_ERROR(manager->store_->Listen([self](const store::Signal& signal) {
       // Events already woke their watchers (Store::Listen); anything else
       // may concern the claimer: a claimable job, a cancel, missed news.

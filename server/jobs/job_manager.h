@@ -32,9 +32,10 @@
 // fails, and checks the lease again before it uploads a checkpoint or
 // publishes an output. Cancel on a replica that does not hold the job asks
 // the owner (NOTIFY), which stops it within a second; a QUEUED job nobody
-// holds is claimed and cancelled on the spot. Startup recovery is the
-// takeover: a restarted replica is a new owner, and the leases of its
-// previous process expire.
+// holds is claimed and cancelled on the spot. Startup recovery: a replica
+// is named after its host and data dir, so a restarted one re-queues the
+// jobs its previous process held at once; those of a replica that does not
+// come back wait for their leases to expire.
 //
 // Devices: a job runs on the device of the scheduler slot that picked it
 // (RunContext.device), within the constraint of FineTuneJob.device.
@@ -140,8 +141,10 @@ struct JobManagerOptions {
   // Completion callbacks; see NotifyHooks.
   NotifyHooks notify;
   // The shared queue (PostgreSQL store; see the top of this file): this
-  // replica's name in leases and logs (empty: <hostname>/<pid>), how long a
-  // lease lasts unless renewed, and how often it is renewed.
+  // replica's name in leases and logs (empty: <hostname>:<data dir>); at
+  // most one live process may use a name, and one that starts under the
+  // name of one that died takes its jobs over at once. How long a lease
+  // lasts unless renewed, and how often it is renewed.
   std::string replica_id;
   absl::Duration lease_duration = absl::Seconds(30);
   absl::Duration lease_renew_interval = absl::Seconds(10);

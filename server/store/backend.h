@@ -229,6 +229,15 @@ class Backend {
                                                                   int64_t expires_micros) {
     return Unshared();
   }
+  // At a replica's start: the leases `owner` still holds belong to its
+  // previous process, which is gone (the caller guarantees one live process
+  // per owner name). Its claimed, unstarted jobs are released; its RUNNING
+  // jobs' leases are taken over (epoch bumped, expiring at `expires_micros`)
+  // and returned, for the caller to re-queue.
+  virtual absl::StatusOr<std::vector<ResourceLease>> TakeOverPreviousProcess(
+      const std::string& owner, int64_t expires_micros) {
+    return Unshared();
+  }
   // Ends a lease without a state change (a claimed job this replica will
   // not start, a sweep it stops driving). False: the epoch had moved on.
   virtual absl::StatusOr<bool> ReleaseLease(Kind kind, const std::string& id, int64_t epoch) {

@@ -215,6 +215,16 @@ constexpr char kTakeExpiredSql[] =
     "lease_expires = $3::bigint FROM (SELECT id, lease_owner FROM jobs WHERE state = 2 "
     "AND (lease_owner IS NULL OR lease_expires < $2::bigint) FOR UPDATE SKIP LOCKED) old "
     "WHERE j.id = old.id RETURNING j.id, j.lease_epoch, old.lease_owner, j.cancel_requested";
+// A restarted replica's previous process: its unstarted claims released,
+// its RUNNING jobs taken over.
+constexpr char kReleaseOwnQueued[] = "release_own_queued";
+constexpr char kReleaseOwnQueuedSql[] =
+    "UPDATE jobs SET lease_owner = NULL, lease_epoch = lease_epoch + 1 "
+    "WHERE lease_owner = $1 AND state = 1";
+constexpr char kTakeOwnRunning[] = "take_own_running";
+constexpr char kTakeOwnRunningSql[] =
+    "UPDATE jobs SET lease_epoch = lease_epoch + 1, lease_expires = $2::bigint "
+    "WHERE lease_owner = $1 AND state = 2 RETURNING id, lease_epoch, lease_owner, cancel_requested";
 // Sweeps in state $4 (RUNNING) nobody drives, or whose driver's lease
 // expired.
 constexpr char kClaimSweeps[] = "claim_sweeps";
@@ -489,6 +499,8 @@ class PostgresBackend final : public Backend {
                                                           int64_t now_micros,
                                                           int64_t expires_micros) override;
   absl::StatusOr<bool> ReleaseLease(Kind kind, const std::string& id, int64_t epoch) override;
+  absl::StatusOr<std::vector<ResourceLease>> TakeOverPreviousProcess(
+      const std::string& owner, int64_t expires_micros) override;
   absl::StatusOr<std::vector<ResourceLease>> ClaimSweeps(const std::string& owner, int state,
                                                          int64_t now_micros,
                                                          int64_t expires_micros) override;
@@ -597,6 +609,7 @@ absl::Status PostgresBackend::PrepareAll(PGconn* pg) {
   for (const auto& [name, sql] :
        {std::pair{kInsertJob, kInsertJobSql}, {kClaim, kClaimSql},
         {kTakeExpired, kTakeExpiredSql}, {kClaimSweeps, kClaimSweepsSql},
+        {kReleaseOwnQueued, kReleaseOwnQueuedSql}, {kTakeOwnRunning, kTakeOwnRunningSql},
         {kPendingCancels, kPendingCancelsSql}, {kNotify, kNotifySql}}) {
     FT_RETURN_IF_ERROR(prepare(name, sql));
   }
@@ -1052,6 +1065,22 @@ absl::StatusOr<bool> PostgresBackend::ReleaseLease(Kind kind, const std::string&
   }
   FT_RETURN_IF_ERROR(lease.Commit());
   return released;
+}
+
+absl::StatusOr<std::vector<ResourceLease>> PostgresBackend::TakeOverPreviousProcess(
+    const std::string& owner, int64_t expires_micros) {
+  FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
+  FT_RETURN_IF_ERROR(lease.Begin());
+  FT_ASSIGN_OR_RETURN(Result released, lease.Run(kReleaseOwnQueued, Params().Text(owner),
+                                                 "release the previous process's claims"));
+  if (std::strcmp(PQcmdTuples(released.get()), "0") != 0) {
+    FT_RETURN_IF_ERROR(Notify(lease, kQueueChannel, ""));
+  }
+  FT_ASSIGN_OR_RETURN(Result taken,
+                      lease.Run(kTakeOwnRunning, Params().Text(owner).Int(expires_micros),
+                                "take over the previous process's jobs"));
+  FT_RETURN_IF_ERROR(lease.Commit());
+  return ReadLeases(taken.get());
 }
 
 absl::StatusOr<std::vector<ResourceLease>> PostgresBackend::ClaimSweeps(const std::string& owner,

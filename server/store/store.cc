@@ -607,6 +607,11 @@ absl::StatusOr<bool> Store::ReleaseLease(Kind kind, const std::string& id, int64
   return TrackWrite(backend_->ReleaseLease(kind, id, epoch));
 }
 
+absl::StatusOr<std::vector<ResourceLease>> Store::TakeOverPreviousProcess(
+    const std::string& owner, int64_t expires_micros) {
+  return TrackWrite(backend_->TakeOverPreviousProcess(owner, expires_micros));
+}
+
 absl::StatusOr<std::vector<ResourceLease>> Store::ClaimSweeps(const std::string& owner,
                                                               int64_t now_micros,
                                                               int64_t expires_micros) {

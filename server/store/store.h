@@ -246,6 +246,9 @@ class Store {
                                                           int64_t now_micros,
                                                           int64_t expires_micros);
   absl::StatusOr<bool> ReleaseLease(Kind kind, const std::string& id, int64_t epoch);
+  // Backend::TakeOverPreviousProcess.
+  absl::StatusOr<std::vector<ResourceLease>> TakeOverPreviousProcess(const std::string& owner,
+                                                                     int64_t expires_micros);
   // The RUNNING sweeps nobody drives (Backend::ClaimSweeps).
   absl::StatusOr<std::vector<ResourceLease>> ClaimSweeps(const std::string& owner,
                                                          int64_t now_micros,

@@ -39,6 +39,7 @@ using std::chrono::seconds;
 using std::chrono::steady_clock;
 using testing::PostgresInstance;
 using testing::ExpectGapless;
+using testing::RanOn;
 using testing::RunningMessages;
 using testing::ServerProcess;
 using testing::Submit;
@@ -103,9 +104,6 @@ class ReplicasE2eTest : public ::testing::Test {
     return job;
   }
 
-  static std::string OnReplica(const ServerProcess& server) {
-    return "/" + std::to_string(server.pid());
-  }
 
   static PostgresInstance* pg_;
   static std::string* root_;
@@ -137,7 +135,7 @@ TEST_F(ReplicasE2eTest, JobsSubmittedToOneReplicaRunOnBothExactlyOnce) {
     const std::vector<std::string> running = RunningMessages(events);
     ASSERT_EQ(running.size(), 1u) << "job " << id << " ran more than once";
     for (const auto* server : {a.get(), b.get()}) {
-      if (running[0].find(OnReplica(*server)) != std::string::npos) {
+      if (RanOn(running[0], *server)) {
         ++runs_per_replica[server == a.get() ? "a" : "b"];
       }
     }
@@ -164,7 +162,7 @@ TEST_F(ReplicasE2eTest, WatchAndCancelOnTheReplicaThatDoesNotRunTheJob) {
               grpc::StatusCode::DEADLINE_EXCEEDED);
   const std::vector<std::string> messages = RunningMessages(so_far);
   ASSERT_EQ(messages.size(), 1u);
-  const bool a_runs = messages[0].find(OnReplica(*a)) != std::string::npos;
+  const bool a_runs = RanOn(messages[0], *a);
   ServerProcess& other = a_runs ? *b : *a;
   auto other_stub = v1::FineTuneService::NewStub(other.Channel());
 
@@ -246,13 +244,10 @@ TEST_F(ReplicasE2eTest, SurvivorTakesOverTheJobOfAKilledReplica) {
   (void)testing::WatchAll(stub_a.get(), job.id(), 0, &before, seconds(1));
   const std::vector<std::string> messages = RunningMessages(before);
   ASSERT_EQ(messages.size(), 1u);
-  const bool a_runs = messages[0].find(OnReplica(*a)) != std::string::npos;
+  const bool a_runs = RanOn(messages[0], *a);
   ServerProcess& owner = a_runs ? *a : *b;
   ServerProcess& survivor = a_runs ? *b : *a;
-  // "... on replica <owner id> (lease epoch N)"
-  const size_t owner_at = messages[0].find(" on replica ") + 12;
-  const std::string owner_id =
-      messages[0].substr(owner_at, messages[0].find(" (lease epoch") - owner_at);
+  const std::string owner_id = testing::RunnerId(messages[0]);
   owner.Kill();
   const auto killed = steady_clock::now();
   auto stub = v1::FineTuneService::NewStub(survivor.Channel());
@@ -265,7 +260,7 @@ TEST_F(ReplicasE2eTest, SurvivorTakesOverTheJobOfAKilledReplica) {
   ExpectGapless(events);
   const std::vector<std::string> runs = RunningMessages(events);
   ASSERT_EQ(runs.size(), 2u);
-  EXPECT_NE(runs[1].find(OnReplica(survivor)), std::string::npos) << runs[1];
+  EXPECT_TRUE(RanOn(runs[1], survivor)) << runs[1];
   bool requeued = false;
   for (const v1::JobEvent& e : events) {
     if (e.has_state_change() && e.state_change().state() == v1::JOB_STATE_QUEUED &&

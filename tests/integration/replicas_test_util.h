@@ -3,14 +3,14 @@
 #ifndef FREEZETUNE_TESTS_INTEGRATION_REPLICAS_TEST_UTIL_H_
 #define FREEZETUNE_TESTS_INTEGRATION_REPLICAS_TEST_UTIL_H_
 
-#include <sys/types.h>
-
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "freezetune/v1/freezetune.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "tests/integration/server_process.h"
 
 namespace freezetune::testing {
 
@@ -37,13 +37,29 @@ inline std::vector<std::string> RunningMessages(const std::vector<v1::JobEvent>&
   return messages;
 }
 
-// The replica's pid and the lease epoch in a RUNNING message; -1 when absent.
-inline pid_t RunnerPid(const std::string& running_message) {
-  const size_t replica = running_message.find(" on replica ");
-  const size_t slash = running_message.find('/', replica);
-  if (replica == std::string::npos || slash == std::string::npos) return -1;
-  return static_cast<pid_t>(std::stol(running_message.substr(slash + 1)));
+// The replica named in a RUNNING message ("... on replica <id> (lease
+// epoch N)"); empty when absent. A replica's id is
+// "<host>:<canonical data dir>".
+inline std::string RunnerId(const std::string& running_message) {
+  const size_t at = running_message.find(" on replica ");
+  const size_t end = running_message.find(" (lease epoch ");
+  if (at == std::string::npos || end == std::string::npos) return "";
+  return running_message.substr(at + 12, end - at - 12);
 }
+
+// Whether the RUNNING message names `server`, started (as these tests do)
+// with --data_dir=<the directory of its logs>/data.
+inline bool RanOn(const std::string& running_message, const ServerProcess& server) {
+  std::error_code ec;
+  const std::string data_dir =
+      std::filesystem::canonical(std::filesystem::path(server.log()).parent_path() / "data", ec)
+          .string();
+  const std::string id = RunnerId(running_message);
+  const std::string suffix = ":" + data_dir;
+  return !ec && id.size() > suffix.size() &&
+         id.compare(id.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
 inline int64_t LeaseEpoch(const std::string& running_message) {
   const size_t at = running_message.find("(lease epoch ");
   return at == std::string::npos ? -1 : std::stoll(running_message.substr(at + 13));

@@ -7,7 +7,9 @@
 //     stops the run and stores nothing more; the job is taken over when the
 //     lease expires and finishes;
 //   - a drain releases the leases: the other manager runs the job at once,
-//     not after the lease expires.
+//     not after the lease expires;
+//   - a manager that starts under the name of one that died re-queues the
+//     jobs that one held at once.
 #include <unistd.h>
 
 #include <atomic>
@@ -228,6 +230,33 @@ TEST_F(SharedQueueTest, ADrainReleasesItsLeasesAtOnce) {
   // Well before the 2 s lease would have expired.
   EXPECT_LT(steady_clock::now() - drained, std::chrono::milliseconds(1500));
   EXPECT_EQ(Runner(job.id()), "b");
+}
+
+TEST_F(SharedQueueTest, ARestartedReplicaRequeuesWhatItsPreviousProcessHeld) {
+  runs_.block = true;
+  runs_.block_once = true;
+  a_ = Start("a");
+  ASSERT_NE(a_, nullptr);
+  const v1::Job job = Submit(*a_);
+  ASSERT_EQ(WaitFor(*a_, job.id(), v1::JOB_STATE_RUNNING), v1::JOB_STATE_RUNNING);
+  // As if a process "b" had died holding the job with a lease valid for an
+  // hour.
+  ASSERT_TRUE(pg_->Query("jobs", "UPDATE jobs SET lease_owner = 'b', "
+                                 "lease_expires = lease_expires + 3600000000")
+                  .ok());
+  const auto restarted = steady_clock::now();
+  b_ = Start("b");
+  ASSERT_NE(b_, nullptr);
+  EXPECT_EQ(WaitFor(*b_, job.id(), v1::JOB_STATE_SUCCEEDED), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_LT(steady_clock::now() - restarted, std::chrono::seconds(5)) << "waited for the lease";
+  auto events = b_->ReadEvents(job.id(), 0, 0);
+  ASSERT_TRUE(events.ok());
+  bool requeued = false;
+  for (const v1::JobEvent& e : *events) {
+    requeued = requeued || e.state_change().message().find("replica b restarted") !=
+                               std::string::npos;
+  }
+  EXPECT_TRUE(requeued);
 }
 
 }  // namespace

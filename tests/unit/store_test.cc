@@ -32,6 +32,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -1351,6 +1352,46 @@ TEST(PostgresStoreTest, SweepsHaveOneDriverAtATime) {
   EXPECT_TRUE(absl::IsAborted(stale.status())) << stale.status();
   const Fence fence_b{(*second)[0].epoch, false};
   EXPECT_TRUE(b->AppendSweepEvent("sweep-1", TableEvent(sweep), &sweep, &fence_b).ok());
+}
+
+// A restarted replica (same name) takes over what its previous process
+// held at once: RUNNING jobs' leases (returned, epoch moved on), unstarted
+// claims released; other replicas' leases are left alone.
+TEST(PostgresStoreTest, ARestartedReplicaTakesOverItsPreviousProcesssLeases) {
+  FT_POSTGRES_OR_SKIP(pg);
+  std::unique_ptr<Store> store =
+      OpenPostgresStore(pg->Uri(PostgresEnvironment::FreshDatabase(pg, "previous_process")));
+  ASSERT_NE(store, nullptr);
+  for (const char* id : {"running-mine", "claimed-mine", "running-other"}) {
+    ASSERT_TRUE(store->CreateJob(PriorityJob(id, 1, 0), Queued()).ok());
+  }
+  std::map<std::string, int64_t> epochs;
+  for (const char* owner : {"me", "me", "other"}) {
+    auto claimed = store->ClaimJob(CpuClaim(owner));
+    ASSERT_TRUE(claimed.ok() && claimed->has_value());
+    epochs[(*claimed)->id] = (*claimed)->epoch;
+  }
+  // Claims go oldest first within a priority: ids in creation order.
+  v1::Job running = PriorityJob("running-mine", 1, 0);
+  running.set_state(v1::JOB_STATE_RUNNING);
+  const Fence mine{epochs["running-mine"], false};
+  ASSERT_TRUE(store->AppendJobEvent("running-mine", Notice("run"), &running, &mine).ok());
+  v1::Job other = PriorityJob("running-other", 1, 0);
+  other.set_state(v1::JOB_STATE_RUNNING);
+  const Fence theirs{epochs["running-other"], false};
+  ASSERT_TRUE(store->AppendJobEvent("running-other", Notice("run"), &other, &theirs).ok());
+
+  auto taken = store->TakeOverPreviousProcess("me", NowMicros() + 60'000'000);
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  ASSERT_EQ(taken->size(), 1u);
+  EXPECT_EQ((*taken)[0].id, "running-mine");
+  EXPECT_GT((*taken)[0].epoch, epochs["running-mine"]);
+  // The claimed job is free again; the other replica's lease still holds.
+  auto again = store->ClaimJob(CpuClaim("someone"));
+  ASSERT_TRUE(again.ok() && again->has_value());
+  EXPECT_EQ((*again)->id, "claimed-mine");
+  EXPECT_TRUE(*store->RenewLease(Kind::kJob, "running-other", epochs["running-other"],
+                                 NowMicros() + 60'000'000, nullptr));
 }
 
 // Per-tenant running limits hold across replicas: leased jobs count,
