@@ -3,7 +3,7 @@
 # result tables and ratios (tests/bench/README.md explains each number).
 #
 #   tests/bench/run.sh [steps] [cache] [headrss] [memory] [bertbase] [allocator] [e2e] [acceptance]
-#                      (default: steps cache memory)
+#                      [recipes]   (default: steps cache memory)
 #
 # Two PyTorch references run alternating with the C++ side: "pytorch" as a
 # user runs it (OpenBLAS's own core, glibc malloc defaults) and
@@ -26,6 +26,8 @@
 #              job file's, 42; PyTorch 42); names get a _seedN suffix
 #   BERT_THREADS  thread counts of the bertbase section (default "1 2")
 #   BERT_STEPS    steps per bertbase run (default 4, the first left out)
+#   RECIPES_ARGS  extra recipes_bench.py arguments (smaller sizes, --work DIR
+#              to keep the models and outputs, --sweep-lrs "" to skip the sweep)
 # Timings on a shared machine are noisy: rows of one run are comparable, and
 # the C++ and PyTorch runs of each recipe alternate, round after round.
 set -euo pipefail
@@ -46,8 +48,16 @@ MAXLEN=64
 SECTIONS=("$@")
 [[ ${#SECTIONS[@]} -gt 0 ]] || SECTIONS=(steps cache memory)
 
-for f in "$BIN/freezetune_train_vs_pytorch" "$MODEL_TOOL"; do
-  [[ -x "$f" ]] || { echo "run.sh: $f missing; build the 'benchmarks' target first" >&2; exit 1; }
+# The recipes section runs the real server and the Python client instead.
+NEEDED=("$MODEL_TOOL")
+for s in "${SECTIONS[@]}"; do
+  case "$s" in
+    recipes) NEEDED+=("$BUILD/server/freezetune-server" "$BUILD/python/freezetune/v1/freezetune_pb2.py") ;;
+    *) NEEDED+=("$BIN/freezetune_train_vs_pytorch") ;;
+  esac
+done
+for f in "${NEEDED[@]}"; do
+  [[ -e "$f" ]] || { echo "run.sh: $f missing; build the 'benchmarks' target first (recipes: freezetune-server, freezetune_python_stubs)" >&2; exit 1; }
 done
 [[ -f "$DATA/sst2/train.tsv" ]] || { echo "run.sh: no SST-2 under $DATA" >&2; exit 1; }
 
@@ -326,6 +336,19 @@ if has acceptance; then
       trec) pyjob trec "$DATA/trec/train_5500.label" "$DATA/trec/TREC_10.label" 10 32 ;;
     esac
   done
+fi
+
+if has recipes; then
+  # Issue 16 (tests/bench/RECIPES.md): MLM pretraining of a 4-layer, hidden-256
+  # BERT on the SST-2 + TREC + RTE training text, every freeze and adapter
+  # recipe on TREC and SST-2 from the pretrained and the random model, then
+  # the 3 learning rates x 5 depths sweep against the same 15 jobs run
+  # separately. All through freezetune-server and the Python client. About
+  # an hour on 2 shared cores; prints its own tables.
+  # shellcheck disable=SC2086  # RECIPES_ARGS is a list of words
+  PYTHONPATH="$ROOT/client/python:$BUILD/python${PYTHONPATH:+:$PYTHONPATH}" "$PY" \
+    "$ROOT/tests/bench/recipes_bench.py" "$BUILD/server/freezetune-server" "$MODEL_TOOL" "$DATA" \
+    --work "$WORK/recipes" --results "$RESULTS" ${RECIPES_ARGS:-}
 fi
 
 "$PY" "$ROOT/tests/bench/summarize.py" "$RESULTS"
