@@ -71,6 +71,13 @@ absl::Status WriteJobOutput(const v1::FineTuneJob& job, Trainer& trainer, const 
     for (const std::string& name : trainer.ever_trainable()) {
       if (adapters.count(name) == 0) options.saved_parameters.insert(name);
     }
+    // And what the base checkpoint lacks and this job initialised, trained or
+    // not (the pooler under a masked-LM base): the base alone cannot give it.
+    std::set<std::string> names;
+    for (const auto& p : m->named_parameters()) names.insert(p.key());
+    for (const std::string& name : prepared.loaded.newly_initialized) {
+      if (names.count(name) && adapters.count(name) == 0) options.saved_parameters.insert(name);
+    }
     options.label_names = prepared.labels.names;
     options.freeze_plan = plan;
     options.metrics = metrics;

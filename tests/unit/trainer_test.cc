@@ -33,6 +33,7 @@
 #include "server/model/delta_checkpoint.h"
 #include "server/model/file_digest.h"
 #include "server/model/hf_checkpoint.h"
+#include "server/model/peft_adapter.h"
 #include "server/model/safetensors.h"
 #include "server/model/tokenizer.h"
 #include "server/train/encode_cache.h"
@@ -1402,6 +1403,27 @@ TEST_F(MaskedLmTest, LearnsAndWritesABertForMaskedLM) {
   EXPECT_TRUE(mlm_out->newly_initialized.empty());
   const std::string w = "bert.encoder.layer.0.attention.self.query.weight";  // frozen by bottom(1)
   EXPECT_TRUE(torch::equal(mlm_out->model->named_parameters()[w], cls_out->model->named_parameters()[w]));
+
+  // A PEFT adapter on that base carries the fresh pooler too (frozen, but
+  // not in the base, so PeftModel.from_pretrained could not rebuild it).
+  v1::FineTuneJob lora = Job(kLoraSpec);
+  lora.set_model_uri("file://" + out);
+  lora.set_output_format(v1::OUTPUT_FORMAT_PEFT_ADAPTER);
+  RunContext lc = Context("out_mlm_then_lora");
+  ASSERT_TRUE(RunFineTune(lora, lc).ok());
+  auto adapter = model::ReadSafetensors(lc.output_dir + "/adapter_model.safetensors");
+  ASSERT_TRUE(adapter.ok()) << adapter.status();
+  std::map<std::string, torch::Tensor> saved(adapter->tensors.begin(), adapter->tensors.end());
+  EXPECT_TRUE(saved.count("base_model.model.bert.pooler.dense.weight"));
+  EXPECT_TRUE(saved.count("base_model.model.bert.pooler.dense.bias"));
+  EXPECT_TRUE(saved.count("base_model.model.classifier.weight"));
+  // The base plus the adapter is the trained model, pooler included.
+  auto base = model::LoadModelDir(out, 2);
+  ASSERT_TRUE(base.ok()) << base.status();
+  ASSERT_TRUE(model::LoadPeftAdapter(lc.output_dir, base->model).ok());
+  const std::string pooler = "bert.pooler.dense.weight";
+  EXPECT_TRUE(torch::equal(base->model->named_parameters()[pooler],
+                           saved.at("base_model.model." + pooler)));
 }
 
 TEST_F(MaskedLmTest, FreezeSpecsApplyAndTheTiedDecoderFollowsTheEmbeddings) {
