@@ -31,6 +31,9 @@ Usage: recipes_bench.py SERVER_BIN MODEL_BIN DATA_DIR [--work DIR]
    peak_device_memory_bytes is CUDA-only) are its own. Outputs: the full
    recipe writes the usual full model; the other freeze recipes a delta
    (OUTPUT_FORMAT_DELTA: only the changed tensors); LoRA a PEFT adapter.
+4. The sweep (--sweep-lrs, --sweep-args): sweep_bench.py on the pretrained
+   model, depths 0-3 and head-only crossed with the learning rates, a sweep
+   with successive halving against the same jobs run separately.
 
 Prints one Markdown table per dataset and appends one JSON line per job to
 --results (a job already there with the same dataset, init and recipe is not
@@ -88,9 +91,9 @@ p.add_argument("--mlm-val-lines", type=int, default=1000)
 p.add_argument("--datasets", default="trec,sst2")
 p.add_argument("--inits", default="pretrained,random")
 p.add_argument("--recipes", default=",".join(r[0] for r in recipes()))
-p.add_argument("--trec-epochs", type=int, default=3)
+p.add_argument("--trec-epochs", type=int, default=2)
 p.add_argument("--trec-train", type=int, default=0, help="the first N questions; 0: all")
-p.add_argument("--sst2-train", type=int, default=8000)
+p.add_argument("--sst2-train", type=int, default=6000)
 p.add_argument("--sst2-epochs", type=int, default=1)
 p.add_argument("--batch", type=int, default=32)
 p.add_argument("--max-len", type=int, default=64)
@@ -98,15 +101,16 @@ p.add_argument("--lr", type=float, default=3e-4, help="full and bottom-N")
 p.add_argument("--lr-light", type=float, default=1e-3, help="head-only, BitFit, LoRA")
 p.add_argument("--seed", type=int, default=42)
 p.add_argument("--sweep-lrs", default="1e-4,3e-4,1e-3",
-               help="then sweep_bench.py on the pretrained model with these learning rates "
-                    "(separate jobs vs sweep vs sweep + halving); empty: no sweep")
-p.add_argument("--sweep-args", default="", help="further sweep_bench.py arguments")
+               help="then sweep_bench.py on the pretrained model with these learning rates; "
+                    "empty: no sweep")
+p.add_argument("--sweep-args", default="--train-examples 6000 --rungs 40,100 --phases separate,halving",
+               help="further sweep_bench.py arguments")
 args = p.parse_args()
 
 work = args.work or tempfile.mkdtemp(prefix="ft_recipes_bench_")
 os.makedirs(work, exist_ok=True)
 data = os.path.abspath(args.data_dir)
-roots = [work, data]
+roots = [work, data] + ([os.path.dirname(os.path.abspath(args.pretrained))] if args.pretrained else [])
 results = []
 if args.results and os.path.exists(args.results):
     with open(args.results) as f:
@@ -321,8 +325,8 @@ try:
         here = os.path.dirname(os.path.abspath(__file__))
         subprocess.run([sys.executable, os.path.join(here, "sweep_bench.py"), args.server_bin,
                         args.model_bin, os.path.dirname(os.path.dirname(here)), "--model",
-                        models["pretrained"], "--lrs", args.sweep_lrs, "--phases",
-                        "separate,sweep,halving"] + (["--results", args.results] if args.results else [])
+                        models["pretrained"], "--lrs", args.sweep_lrs]
+                       + (["--results", args.results] if args.results else [])
                        + args.sweep_args.split(), check=True)
 finally:
     if not args.work:

@@ -112,10 +112,12 @@ def winner(rows):
     return best
 
 
-def run_jobs(one_server=None):
+def run_jobs(name, one_server=None):
     """Runs every candidate as a job, on one_server or each on a fresh
-    server; returns (seconds, winner row)."""
+    server; prints their table; returns (seconds, winner row)."""
     total, rows = 0.0, []
+    print("%s:\n\n| candidate | trainable params | best accuracy | step | wall s |" % name)
+    print("|---|---|---|---|---|")
     for i, (label, f, lr) in enumerate(candidates):
         srv = one_server or server("separate%d" % i)
         try:
@@ -124,7 +126,11 @@ def run_jobs(one_server=None):
             if srv is not one_server:
                 srv.close()
         total += secs
-        rows.append((label, job.result.best_eval.accuracy, job.result.trainable_parameters))
+        best = job.result.best_eval
+        rows.append((label, best.accuracy, job.result.trainable_parameters))
+        print("| %s | %d | %.4f | %d | %.1f |" % (label, rows[-1][2], best.accuracy, best.step, secs),
+              flush=True)
+    print()
     return total, winner(rows)
 
 
@@ -172,11 +178,11 @@ try:
             srv.close()
 
     if "separate" in phases:
-        times["separate"], winners["separate"] = run_jobs()
+        times["separate"], winners["separate"] = run_jobs("separate jobs")
     if "one-server" in phases:
         shared = server("one_server")
         try:
-            times["one-server"], winners["one-server"] = run_jobs(shared)
+            times["one-server"], winners["one-server"] = run_jobs("one-server jobs", shared)
         finally:
             shared.close()
     rungs = [int(s) for s in args.rungs.split(",") if s]
