@@ -129,9 +129,14 @@ class SharedQueueTest : public ::testing::Test {
     return now;
   }
 
-  // The manager whose run of `id` started last.
+  // The manager whose run of `id` started last, waiting for the first run
+  // to start (RUNNING is stored just before).
   std::string Runner(const std::string& id) {
     absl::MutexLock lock(&runs_.mu);
+    auto started = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(runs_.mu) {
+      return !runs_.by_job[id].empty();
+    };
+    runs_.mu.AwaitWithTimeout(absl::Condition(&started), absl::Seconds(30));
     const auto& seen = runs_.by_job[id];
     return seen.empty() ? "" : seen.back();
   }
