@@ -231,7 +231,8 @@ class Backend {
   }
   // At a replica's start: the leases `owner` still holds belong to its
   // previous process, which is gone (the caller guarantees one live process
-  // per owner name). Its claimed, unstarted jobs are released; its RUNNING
+  // per owner name). Its claimed, unstarted jobs and its sweeps are
+  // released (other replicas, or this one, claim them at once); its RUNNING
   // jobs' leases are taken over (epoch bumped, expiring at `expires_micros`)
   // and returned, for the caller to re-queue.
   virtual absl::StatusOr<std::vector<ResourceLease>> TakeOverPreviousProcess(

@@ -221,6 +221,9 @@ constexpr char kReleaseOwnQueued[] = "release_own_queued";
 constexpr char kReleaseOwnQueuedSql[] =
     "UPDATE jobs SET lease_owner = NULL, lease_epoch = lease_epoch + 1 "
     "WHERE lease_owner = $1 AND state = 1";
+constexpr char kReleaseOwnSweeps[] = "release_own_sweeps";
+constexpr char kReleaseOwnSweepsSql[] =
+    "UPDATE sweeps SET lease_owner = NULL, lease_epoch = lease_epoch + 1 WHERE lease_owner = $1";
 constexpr char kTakeOwnRunning[] = "take_own_running";
 constexpr char kTakeOwnRunningSql[] =
     "UPDATE jobs SET lease_epoch = lease_epoch + 1, lease_expires = $2::bigint "
@@ -609,7 +612,8 @@ absl::Status PostgresBackend::PrepareAll(PGconn* pg) {
   for (const auto& [name, sql] :
        {std::pair{kInsertJob, kInsertJobSql}, {kClaim, kClaimSql},
         {kTakeExpired, kTakeExpiredSql}, {kClaimSweeps, kClaimSweepsSql},
-        {kReleaseOwnQueued, kReleaseOwnQueuedSql}, {kTakeOwnRunning, kTakeOwnRunningSql},
+        {kReleaseOwnQueued, kReleaseOwnQueuedSql}, {kReleaseOwnSweeps, kReleaseOwnSweepsSql},
+        {kTakeOwnRunning, kTakeOwnRunningSql},
         {kPendingCancels, kPendingCancelsSql}, {kNotify, kNotifySql}}) {
     FT_RETURN_IF_ERROR(prepare(name, sql));
   }
@@ -1076,6 +1080,9 @@ absl::StatusOr<std::vector<ResourceLease>> PostgresBackend::TakeOverPreviousProc
   if (std::strcmp(PQcmdTuples(released.get()), "0") != 0) {
     FT_RETURN_IF_ERROR(Notify(lease, kQueueChannel, ""));
   }
+  FT_RETURN_IF_ERROR(lease.Run(kReleaseOwnSweeps, Params().Text(owner),
+                               "release the previous process's sweeps")
+                         .status());
   FT_ASSIGN_OR_RETURN(Result taken,
                       lease.Run(kTakeOwnRunning, Params().Text(owner).Int(expires_micros),
                                 "take over the previous process's jobs"));

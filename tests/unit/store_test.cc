@@ -1356,7 +1356,7 @@ TEST(PostgresStoreTest, SweepsHaveOneDriverAtATime) {
 
 // A restarted replica (same name) takes over what its previous process
 // held at once: RUNNING jobs' leases (returned, epoch moved on), unstarted
-// claims released; other replicas' leases are left alone.
+// claims and sweeps released; other replicas' leases are left alone.
 TEST(PostgresStoreTest, ARestartedReplicaTakesOverItsPreviousProcesssLeases) {
   FT_POSTGRES_OR_SKIP(pg);
   std::unique_ptr<Store> store =
@@ -1365,6 +1365,10 @@ TEST(PostgresStoreTest, ARestartedReplicaTakesOverItsPreviousProcesssLeases) {
   for (const char* id : {"running-mine", "claimed-mine", "running-other"}) {
     ASSERT_TRUE(store->CreateJob(PriorityJob(id, 1, 0), Queued()).ok());
   }
+  const std::vector<v1::Job> trials = Trials("sweep-mine", 1, 1);
+  const v1::Sweep sweep = MakeSweep("sweep-mine", 1, "", trials);
+  ASSERT_TRUE(store->CreateSweep(sweep, TableEvent(sweep), trials, Queued()).ok());
+  ASSERT_EQ(store->ClaimSweeps("me", NowMicros(), NowMicros() + 60'000'000)->size(), 1u);
   std::map<std::string, int64_t> epochs;
   for (const char* owner : {"me", "me", "other"}) {
     auto claimed = store->ClaimJob(CpuClaim(owner));
@@ -1392,6 +1396,8 @@ TEST(PostgresStoreTest, ARestartedReplicaTakesOverItsPreviousProcesssLeases) {
   EXPECT_EQ((*again)->id, "claimed-mine");
   EXPECT_TRUE(*store->RenewLease(Kind::kJob, "running-other", epochs["running-other"],
                                  NowMicros() + 60'000'000, nullptr));
+  EXPECT_EQ(store->ClaimSweeps("someone", NowMicros(), NowMicros() + 60'000'000)->size(), 1u)
+      << "the previous process's sweep is free again";
 }
 
 // Per-tenant running limits hold across replicas: leased jobs count,
