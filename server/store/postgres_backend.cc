@@ -246,6 +246,13 @@ constexpr char kNotifySql[] = "SELECT pg_notify($1, $2)";
 constexpr char kInsertEvent[] = "insert_event";
 constexpr char kInsertEventSql[] =
     "INSERT INTO events(kind, resource_id, sequence, event) VALUES($1::smallint, $2, $3::bigint, $4)";
+// The same, announcing it (NOTIFY channel $5, payload $6) in one round
+// trip: this is every training event's write.
+constexpr char kInsertEventNotify[] = "insert_event_notify";
+constexpr char kInsertEventNotifySql[] =
+    "WITH inserted AS (INSERT INTO events(kind, resource_id, sequence, event) "
+    "VALUES($1::smallint, $2, $3::bigint, $4) RETURNING 1) "
+    "SELECT pg_notify($5, $6) FROM inserted";
 // Nested: equal, $1 inside the claim, or the claim inside $1 (whole
 // components). Live: not owned by a FAILED (4) or CANCELLED (5) job.
 constexpr char kLiveClaims[] = "live_claims";
@@ -606,6 +613,7 @@ absl::Status PostgresBackend::PrepareAll(PGconn* pg) {
     }
   }
   FT_RETURN_IF_ERROR(prepare(kInsertEvent, kInsertEventSql));
+  FT_RETURN_IF_ERROR(prepare(kInsertEventNotify, kInsertEventNotifySql));
   FT_RETURN_IF_ERROR(prepare(kLiveClaims, kLiveClaimsSql));
   FT_RETURN_IF_ERROR(prepare(kInsertClaim, kInsertClaimSql));
   FT_RETURN_IF_ERROR(prepare(kAdvisoryXactLock, kAdvisoryXactLockSql));
@@ -944,12 +952,19 @@ absl::StatusOr<int64_t> PostgresBackend::Append(Kind kind, const std::string& id
         " was superseded by epoch ", CellInt(bumped.get(), 0, 1),
         " (another replica took it over); nothing written"));
   }
-  FT_RETURN_IF_ERROR(
-      lease
-          .Run(kInsertEvent,
-               Params().Int(static_cast<int>(kind)).Text(id).Int(sequence).Bytes(event(sequence)),
-               "insert event")
-          .status());
+  const std::string payload =
+      absl::StrCat(static_cast<int>(kind), "|", sequence, "|", options_.origin, "|", id);
+  FT_RETURN_IF_ERROR(lease
+                         .Run(kInsertEventNotify,
+                              Params()
+                                  .Int(static_cast<int>(kind))
+                                  .Text(id)
+                                  .Int(sequence)
+                                  .Bytes(event(sequence))
+                                  .Text(kEventsChannel)
+                                  .Text(payload),
+                              "insert event")
+                         .status());
   if (updated != nullptr) FT_RETURN_IF_ERROR(UpdateWith(lease, kind, *updated));
   if (fence != nullptr && fence->release) {
     FT_ASSIGN_OR_RETURN(Result released,
@@ -960,9 +975,6 @@ absl::StatusOr<int64_t> PostgresBackend::Append(Kind kind, const std::string& id
       FT_RETURN_IF_ERROR(Notify(lease, kQueueChannel, ""));
     }
   }
-  FT_RETURN_IF_ERROR(Notify(lease, kEventsChannel,
-                            absl::StrCat(static_cast<int>(kind), "|", sequence, "|",
-                                         options_.origin, "|", id)));
   FT_RETURN_IF_ERROR(lease.Commit());
   return sequence;
 }
