@@ -221,12 +221,15 @@ class Backend {
                                           int64_t expires_micros, bool* cancel_requested) {
     return Unshared();
   }
-  // Takes over the leases of RUNNING jobs that expired before now_micros
-  // (their replica died or was cut off), bumping their epochs; the caller
-  // re-queues each with a releasing Fence.
-  virtual absl::StatusOr<std::vector<ResourceLease>> TakeExpiredLeases(const std::string& owner,
-                                                                  int64_t now_micros,
-                                                                  int64_t expires_micros) {
+  // Takes the leases of the resources of `kind` in `state` that nobody
+  // holds or whose lease expired before now_micros (their replica died or
+  // was cut off), bumping their epochs and skipping rows other replicas are
+  // taking: RUNNING jobs to re-queue (with a releasing Fence), RUNNING
+  // sweeps to drive.
+  virtual absl::StatusOr<std::vector<ResourceLease>> TakeFreeLeases(Kind kind,
+                                                               const std::string& owner,
+                                                               int state, int64_t now_micros,
+                                                               int64_t expires_micros) {
     return Unshared();
   }
   // At a replica's start: the leases `owner` still holds belong to its
@@ -242,13 +245,6 @@ class Backend {
   // Ends a lease without a state change (a claimed job this replica will
   // not start, a sweep it stops driving). False: the epoch had moved on.
   virtual absl::StatusOr<bool> ReleaseLease(Kind kind, const std::string& id, int64_t epoch) {
-    return Unshared();
-  }
-  // Takes the leases of the sweeps in `state` (RUNNING) that nobody holds
-  // or whose lease expired, skipping rows other replicas are claiming.
-  virtual absl::StatusOr<std::vector<ResourceLease>> ClaimSweeps(const std::string& owner,
-                                                                 int state, int64_t now_micros,
-                                                                 int64_t expires_micros) {
     return Unshared();
   }
   // Marks a resource in one of `unfinished_state_mask`'s states (bit s:

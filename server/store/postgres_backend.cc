@@ -137,6 +137,7 @@ enum class Stmt {
   kRelease,
   kRenew,
   kRequestCancel,
+  kTakeFree,
 };
 
 struct StatementText {
@@ -178,6 +179,14 @@ constexpr StatementText kPerKind[] = {
     {Stmt::kRequestCancel, "request_cancel",
      "UPDATE {T} SET cancel_requested = true WHERE id = $1 "
      "AND ((1::bigint << state) & $2::bigint) <> 0"},
+    // Rows in state $4 with no lease (a new sweep; a job left RUNNING by a
+    // server before leases) or an expired one.
+    {Stmt::kTakeFree, "take_free",
+     "UPDATE {T} t SET lease_owner = $1, lease_epoch = t.lease_epoch + 1, "
+     "lease_expires = $3::bigint FROM (SELECT id, lease_owner FROM {T} "
+     "WHERE state = $4::integer AND (lease_owner IS NULL OR lease_expires < $2::bigint) "
+     "FOR UPDATE SKIP LOCKED) old "
+     "WHERE t.id = old.id RETURNING t.id, t.lease_epoch, old.lease_owner, t.cancel_requested"},
 };
 
 // --- The shared queue (jobs only) ---
@@ -207,14 +216,6 @@ constexpr char kClaimSql[] =
     "UPDATE jobs j SET lease_owner = $1, lease_epoch = j.lease_epoch + 1, "
     "lease_expires = $3::bigint FROM candidate WHERE j.id = candidate.id "
     "RETURNING j.id, j.lease_epoch, j.cancel_requested";
-// RUNNING jobs whose lease expired, or that have none (left RUNNING by a
-// server before leases).
-constexpr char kTakeExpired[] = "take_expired";
-constexpr char kTakeExpiredSql[] =
-    "UPDATE jobs j SET lease_owner = $1, lease_epoch = j.lease_epoch + 1, "
-    "lease_expires = $3::bigint FROM (SELECT id, lease_owner FROM jobs WHERE state = 2 "
-    "AND (lease_owner IS NULL OR lease_expires < $2::bigint) FOR UPDATE SKIP LOCKED) old "
-    "WHERE j.id = old.id RETURNING j.id, j.lease_epoch, old.lease_owner, j.cancel_requested";
 // A restarted replica's previous process: its unstarted claims released,
 // its RUNNING jobs taken over.
 constexpr char kReleaseOwnQueued[] = "release_own_queued";
@@ -228,15 +229,6 @@ constexpr char kTakeOwnRunning[] = "take_own_running";
 constexpr char kTakeOwnRunningSql[] =
     "UPDATE jobs SET lease_epoch = lease_epoch + 1, lease_expires = $2::bigint "
     "WHERE lease_owner = $1 AND state = 2 RETURNING id, lease_epoch, lease_owner, cancel_requested";
-// Sweeps in state $4 (RUNNING) nobody drives, or whose driver's lease
-// expired.
-constexpr char kClaimSweeps[] = "claim_sweeps";
-constexpr char kClaimSweepsSql[] =
-    "UPDATE sweeps s SET lease_owner = $1, lease_epoch = s.lease_epoch + 1, "
-    "lease_expires = $3::bigint FROM (SELECT id, lease_owner FROM sweeps "
-    "WHERE state = $4::integer AND (lease_owner IS NULL OR lease_expires < $2::bigint) "
-    "FOR UPDATE SKIP LOCKED) old "
-    "WHERE s.id = old.id RETURNING s.id, s.lease_epoch, old.lease_owner, s.cancel_requested";
 constexpr char kPendingCancels[] = "pending_cancels";
 constexpr char kPendingCancelsSql[] =
     "SELECT id FROM jobs WHERE lease_owner = $1 AND cancel_requested AND state IN (1, 2)";
@@ -505,15 +497,12 @@ class PostgresBackend final : public Backend {
   absl::StatusOr<std::optional<ResourceLease>> ClaimJob(const ClaimRequest& request) override;
   absl::StatusOr<bool> RenewLease(Kind kind, const std::string& id, int64_t epoch,
                                   int64_t expires_micros, bool* cancel_requested) override;
-  absl::StatusOr<std::vector<ResourceLease>> TakeExpiredLeases(const std::string& owner,
-                                                          int64_t now_micros,
-                                                          int64_t expires_micros) override;
+  absl::StatusOr<std::vector<ResourceLease>> TakeFreeLeases(Kind kind, const std::string& owner,
+                                                           int state, int64_t now_micros,
+                                                           int64_t expires_micros) override;
   absl::StatusOr<bool> ReleaseLease(Kind kind, const std::string& id, int64_t epoch) override;
   absl::StatusOr<std::vector<ResourceLease>> TakeOverPreviousProcess(
       const std::string& owner, int64_t expires_micros) override;
-  absl::StatusOr<std::vector<ResourceLease>> ClaimSweeps(const std::string& owner, int state,
-                                                         int64_t now_micros,
-                                                         int64_t expires_micros) override;
   absl::Status RequestCancel(Kind kind, const std::string& id,
                              int64_t unfinished_state_mask) override;
   absl::StatusOr<std::vector<std::string>> PendingCancels(const std::string& owner) override;
@@ -619,7 +608,6 @@ absl::Status PostgresBackend::PrepareAll(PGconn* pg) {
   FT_RETURN_IF_ERROR(prepare(kAdvisoryXactLock, kAdvisoryXactLockSql));
   for (const auto& [name, sql] :
        {std::pair{kInsertJob, kInsertJobSql}, {kClaim, kClaimSql},
-        {kTakeExpired, kTakeExpiredSql}, {kClaimSweeps, kClaimSweepsSql},
         {kReleaseOwnQueued, kReleaseOwnQueuedSql}, {kReleaseOwnSweeps, kReleaseOwnSweepsSql},
         {kTakeOwnRunning, kTakeOwnRunningSql},
         {kPendingCancels, kPendingCancelsSql}, {kNotify, kNotifySql}}) {
@@ -1059,13 +1047,14 @@ std::vector<ResourceLease> ReadLeases(const PGresult* r) {
   return leases;
 }
 
-absl::StatusOr<std::vector<ResourceLease>> PostgresBackend::TakeExpiredLeases(const std::string& owner,
-                                                                         int64_t now_micros,
-                                                                         int64_t expires_micros) {
+absl::StatusOr<std::vector<ResourceLease>> PostgresBackend::TakeFreeLeases(
+    Kind kind, const std::string& owner, int state, int64_t now_micros, int64_t expires_micros) {
   FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
-  FT_ASSIGN_OR_RETURN(Result r, lease.Run(kTakeExpired,
-                                          Params().Text(owner).Int(now_micros).Int(expires_micros),
-                                          "take over expired leases"));
+  FT_ASSIGN_OR_RETURN(
+      Result r,
+      lease.Run(StatementName(kind, Stmt::kTakeFree),
+                Params().Text(owner).Int(now_micros).Int(expires_micros).Int(state),
+                "take free leases"));
   return ReadLeases(r.get());
 }
 
@@ -1100,18 +1089,6 @@ absl::StatusOr<std::vector<ResourceLease>> PostgresBackend::TakeOverPreviousProc
                                 "take over the previous process's jobs"));
   FT_RETURN_IF_ERROR(lease.Commit());
   return ReadLeases(taken.get());
-}
-
-absl::StatusOr<std::vector<ResourceLease>> PostgresBackend::ClaimSweeps(const std::string& owner,
-                                                                        int state,
-                                                                        int64_t now_micros,
-                                                                        int64_t expires_micros) {
-  FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
-  FT_ASSIGN_OR_RETURN(
-      Result r, lease.Run(kClaimSweeps,
-                          Params().Text(owner).Int(now_micros).Int(expires_micros).Int(state),
-                          "claim sweeps"));
-  return ReadLeases(r.get());
 }
 
 absl::Status PostgresBackend::RequestCancel(Kind kind, const std::string& id,

@@ -600,7 +600,8 @@ absl::StatusOr<bool> Store::RenewLease(Kind kind, const std::string& id, int64_t
 absl::StatusOr<std::vector<ResourceLease>> Store::TakeExpiredLeases(const std::string& owner,
                                                                int64_t now_micros,
                                                                int64_t expires_micros) {
-  return TrackWrite(backend_->TakeExpiredLeases(owner, now_micros, expires_micros));
+  return TrackWrite(backend_->TakeFreeLeases(Kind::kJob, owner, v1::JOB_STATE_RUNNING, now_micros,
+                                             expires_micros));
 }
 
 absl::StatusOr<bool> Store::ReleaseLease(Kind kind, const std::string& id, int64_t epoch) {
@@ -616,7 +617,8 @@ absl::StatusOr<std::vector<ResourceLease>> Store::ClaimSweeps(const std::string&
                                                               int64_t now_micros,
                                                               int64_t expires_micros) {
   return TrackWrite(
-      backend_->ClaimSweeps(owner, v1::SWEEP_STATE_RUNNING, now_micros, expires_micros));
+      backend_->TakeFreeLeases(Kind::kSweep, owner, v1::SWEEP_STATE_RUNNING, now_micros,
+                               expires_micros));
 }
 
 absl::Status Store::RequestCancel(Kind kind, const std::string& id) {

@@ -242,6 +242,7 @@ class Store {
   absl::StatusOr<std::optional<ResourceLease>> ClaimJob(const ClaimRequest& request);
   absl::StatusOr<bool> RenewLease(Kind kind, const std::string& id, int64_t epoch,
                                   int64_t expires_micros, bool* cancel_requested);
+  // The RUNNING jobs whose lease expired (Backend::TakeFreeLeases).
   absl::StatusOr<std::vector<ResourceLease>> TakeExpiredLeases(const std::string& owner,
                                                           int64_t now_micros,
                                                           int64_t expires_micros);
@@ -249,7 +250,7 @@ class Store {
   // Backend::TakeOverPreviousProcess.
   absl::StatusOr<std::vector<ResourceLease>> TakeOverPreviousProcess(const std::string& owner,
                                                                      int64_t expires_micros);
-  // The RUNNING sweeps nobody drives (Backend::ClaimSweeps).
+  // The RUNNING sweeps nobody drives (Backend::TakeFreeLeases).
   absl::StatusOr<std::vector<ResourceLease>> ClaimSweeps(const std::string& owner,
                                                          int64_t now_micros,
                                                          int64_t expires_micros);
