@@ -165,7 +165,7 @@ int Run(int argc, char** argv) {
   const absl::Time deadline = absl::Now() + absl::Seconds(argc > 4 ? std::atoi(argv[4]) : 900);
   const std::string bindir = PostgresInstance::FindBinDir();
   if (bindir.empty()) {
-    std::fprintf(stderr, "PostgreSQL is not installed (scripts/setup.sh installs it)\n");
+    std::fprintf(stderr, "%s\n", PostgresInstance::kNotInstalled);
     return 1;
   }
   auto pg = PostgresInstance::Start(bindir);

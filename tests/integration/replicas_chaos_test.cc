@@ -55,8 +55,7 @@ class ReplicasChaosTest : public ::testing::Test {
   void SetUp() override {
     const std::string bindir = PostgresInstance::FindBinDir();
     if (bindir.empty()) {
-      GTEST_SKIP() << "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb; "
-                      "scripts/setup.sh installs it)";
+      GTEST_SKIP() << PostgresInstance::kNotInstalled;
     }
     ASSERT_TRUE(s3_.ok()) << s3_.startup_output();
     root_ = (fs::temp_directory_path() / ("ft_chaos_" + std::to_string(::getpid()))).string();

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/integration/postgres_e2e_suite.h"
 #include "tests/integration/replicas_test_util.h"
 #include "tests/integration/server_process.h"
 #include "tests/integration/server_test_util.h"
@@ -44,35 +45,9 @@ using testing::RunningMessages;
 using testing::ServerProcess;
 using testing::Submit;
 
-class ReplicasE2eTest : public ::testing::Test {
+class ReplicasE2eTest : public testing::PostgresE2eSuite {
  protected:
-  static void SetUpTestSuite() {
-    root_ = new std::string(
-        (fs::temp_directory_path() / ("ft_replicas_e2e_" + std::to_string(::getpid()))).string());
-    fs::remove_all(*root_);
-    fs::create_directories(*root_);
-    const std::string bindir = PostgresInstance::FindBinDir();
-    if (bindir.empty()) return;  // each test skips, saying why
-    auto pg = PostgresInstance::Start(bindir);
-    ASSERT_TRUE(pg.ok()) << pg.status();
-    pg_ = std::move(pg).value().release();
-    std::string error;
-    ASSERT_TRUE(testing::MakeTinyModel(FREEZETUNE_MODEL_BIN, *root_ + "/model", &error)) << error;
-    testing::WriteTinySentimentJsonl(*root_ + "/train.jsonl");
-  }
-  static void TearDownTestSuite() {
-    delete pg_;  // stops the server
-    pg_ = nullptr;
-    if (!::testing::Test::HasFailure()) fs::remove_all(*root_);
-    delete root_;
-  }
-
-  void SetUp() override {
-    if (pg_ == nullptr) {
-      GTEST_SKIP() << "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb; "
-                      "scripts/setup.sh installs it)";
-    }
-  }
+  static void SetUpTestSuite() { StartSuite("ft_replicas_e2e_"); }
 
   // Starts replica `name` on database `db` (its own data dir).
   std::unique_ptr<ServerProcess> StartReplica(const std::string& db, const std::string& name) {
@@ -105,12 +80,7 @@ class ReplicasE2eTest : public ::testing::Test {
   }
 
 
-  static PostgresInstance* pg_;
-  static std::string* root_;
 };
-
-PostgresInstance* ReplicasE2eTest::pg_ = nullptr;
-std::string* ReplicasE2eTest::root_ = nullptr;
 
 TEST_F(ReplicasE2eTest, JobsSubmittedToOneReplicaRunOnBothExactlyOnce) {
   ASSERT_TRUE(pg_->CreateDatabase("spread").ok());

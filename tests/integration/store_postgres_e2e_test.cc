@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/integration/postgres_e2e_suite.h"
 #include "tests/integration/server_process.h"
 #include "tests/integration/server_test_util.h"
 #include "tests/support/postgres_instance.h"
@@ -32,34 +33,12 @@ using testing::Submit;
 
 constexpr char kPassword[] = "e2e-secret-pw";
 
-class StorePostgresE2eTest : public ::testing::Test {
+class StorePostgresE2eTest : public testing::PostgresE2eSuite {
  protected:
   static void SetUpTestSuite() {
-    root_ = new std::string(
-        (fs::temp_directory_path() / ("ft_pg_e2e_" + std::to_string(::getpid()))).string());
-    fs::remove_all(*root_);
-    fs::create_directories(*root_);
-    const std::string bindir = PostgresInstance::FindBinDir();
-    if (bindir.empty()) return;  // each test skips, saying why
-    auto pg = PostgresInstance::Start(bindir);
-    ASSERT_TRUE(pg.ok()) << pg.status();
-    pg_ = std::move(pg).value().release();
-    ASSERT_TRUE(pg_->CreateDatabase("freezetune").ok());
-    std::string error;
-    ASSERT_TRUE(testing::MakeTinyModel(FREEZETUNE_MODEL_BIN, *root_ + "/model", &error)) << error;
-    testing::WriteTinySentimentJsonl(*root_ + "/train.jsonl");
-  }
-  static void TearDownTestSuite() {
-    delete pg_;  // stops the server
-    pg_ = nullptr;
-    if (!::testing::Test::HasFailure()) fs::remove_all(*root_);
-    delete root_;
-  }
-
-  void SetUp() override {
-    if (pg_ == nullptr) {
-      GTEST_SKIP() << "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb; "
-                      "scripts/setup.sh installs it)";
+    StartSuite("ft_pg_e2e_");
+    if (pg_ != nullptr) {
+      ASSERT_TRUE(pg_->CreateDatabase("freezetune").ok());
     }
   }
 
@@ -91,12 +70,7 @@ class StorePostgresE2eTest : public ::testing::Test {
     return job;
   }
 
-  static PostgresInstance* pg_;
-  static std::string* root_;
 };
-
-PostgresInstance* StorePostgresE2eTest::pg_ = nullptr;
-std::string* StorePostgresE2eTest::root_ = nullptr;
 
 TEST_F(StorePostgresE2eTest, JobSucceedsAndARestartedServerFindsIt) {
   ServerProcess first(FREEZETUNE_SERVER_BIN, *root_ + "/first");

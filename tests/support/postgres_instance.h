@@ -32,6 +32,10 @@ class PostgresInstance {
   // set, else the newest /usr/lib/postgresql/<version>/bin that has both,
   // else "" (PostgreSQL is not installed).
   static std::string FindBinDir();
+  // Why a test skips when FindBinDir() finds nothing.
+  static constexpr char kNotInstalled[] =
+      "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb; scripts/setup.sh "
+      "installs it)";
 
   // Starts a server from `bindir`. On failure the error carries the tail of
   // initdb's or the server's log.

@@ -79,8 +79,7 @@ class SharedQueueTest : public ::testing::Test {
   void SetUp() override {
     const std::string bindir = PostgresInstance::FindBinDir();
     if (bindir.empty()) {
-      GTEST_SKIP() << "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb; "
-                      "scripts/setup.sh installs it)";
+      GTEST_SKIP() << PostgresInstance::kNotInstalled;
     }
     auto pg = PostgresInstance::Start(bindir);
     ASSERT_TRUE(pg.ok()) << pg.status();

@@ -153,8 +153,7 @@ class PostgresEnvironment final : public ::testing::Environment {
   static testing::PostgresInstance* Get(std::string* skip) {
     static const std::string bindir = testing::PostgresInstance::FindBinDir();
     if (bindir.empty()) {
-      *skip = "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb; "
-              "scripts/setup.sh installs it)";
+      *skip = testing::PostgresInstance::kNotInstalled;
       return nullptr;
     }
     if (instance_ == nullptr && start_error_.ok()) {
