@@ -61,29 +61,13 @@ int Run(int argc, char** argv) {
   const std::string dir = (fs::temp_directory_path() / ("ft_load_" + std::to_string(getpid()))).string();
   fs::remove_all(dir);
   fs::create_directories(dir);
+  if (!bench::MakeTinyJobInputs(model_bin, dir)) return 1;
   {
-    // A tiny vocab and model keep each job about loading + 2 steps.
-    std::ofstream vocab(dir + "/vocab.txt");
-    for (const char* t : {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "great", "terrible",
-                          "movie", "film", "good", "bad", "i", "loved", "hated", "it"}) {
-      vocab << t << "\n";
-    }
-    std::ofstream train(dir + "/train.jsonl");
     std::ofstream big(dir + "/big.jsonl");  // the blockers': 100 steps an epoch
     for (int i = 0; i < 400; ++i) {
-      for (std::ofstream* out : {&train, &big}) {
-        if (out == &train && i >= 8) continue;
-        *out << "{\"text\": \"a great movie i loved it\", \"label\": 1}\n";
-        *out << "{\"text\": \"a terrible film i hated it\", \"label\": 0}\n";
-      }
+      big << "{\"text\": \"a great movie i loved it\", \"label\": 1}\n";
+      big << "{\"text\": \"a terrible film i hated it\", \"label\": 0}\n";
     }
-  }
-  if (testing::RunToCompletion({model_bin, "init", "--out", dir + "/model", "--vocab", dir + "/vocab.txt",
-                                "--layers", "1", "--hidden", "32", "--heads", "2", "--intermediate",
-                                "64", "--max-position", "32", "--num-labels", "2", "--seed", "1"},
-                               dir + "/model.log") != 0) {
-    std::fprintf(stderr, "model init failed:\n%s\n", testing::ReadWholeFile(dir + "/model.log").c_str());
-    return 1;
   }
 
   ServerProcess server(server_bin, dir);

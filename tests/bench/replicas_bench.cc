@@ -177,26 +177,7 @@ int Run(int argc, char** argv) {
       (fs::temp_directory_path() / ("ft_replicas_bench_" + std::to_string(getpid()))).string();
   fs::remove_all(dir);
   fs::create_directories(dir);
-  {
-    std::ofstream vocab(dir + "/vocab.txt");
-    for (const char* t : {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "great", "terrible",
-                          "movie", "film", "i", "loved", "hated", "it"}) {
-      vocab << t << "\n";
-    }
-    std::ofstream train(dir + "/train.jsonl");
-    for (int i = 0; i < 8; ++i) {
-      train << "{\"text\": \"a great movie i loved it\", \"label\": 1}\n";
-      train << "{\"text\": \"a terrible film i hated it\", \"label\": 0}\n";
-    }
-  }
-  if (testing::RunToCompletion({model_bin, "init", "--out", dir + "/model", "--vocab",
-                                dir + "/vocab.txt", "--layers", "1", "--hidden", "32", "--heads",
-                                "2", "--intermediate", "64", "--max-position", "32",
-                                "--num-labels", "2", "--seed", "1"},
-                               dir + "/model.log") != 0) {
-    std::fprintf(stderr, "model init failed\n");
-    return 1;
-  }
+  if (!bench::MakeTinyJobInputs(model_bin, dir)) return 1;
   std::vector<Result> results;
   results.push_back(RunBurst(server_bin, dir, nullptr, 1, jobs, deadline));
   for (int replicas : {1, 3}) {

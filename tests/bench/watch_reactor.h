@@ -1,5 +1,6 @@
-// The watch side of the load benchmarks (load_bench.cc, replicas_bench.cc):
-// a WatchJob stream on gRPC's callback API that checks the sequence and
+// What the load benchmarks (load_bench.cc, replicas_bench.cc) share: the
+// tiny model and training set their jobs use, and the watch side, a
+// WatchJob stream on gRPC's callback API that checks the sequence and
 // records the latency of live events (client receipt time - JobEvent.time,
 // set when the event is stored; events stored before the stream started are
 // history, not live delivery; same machine, same clock).
@@ -8,6 +9,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <fstream>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -19,8 +22,37 @@
 #include "absl/time/time.h"
 #include "freezetune/v1/freezetune.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "tests/integration/server_process.h"
 
 namespace freezetune::bench {
+
+// Writes `dir`/vocab.txt, a 1-layer hidden-32 BERT in `dir`/model and
+// `dir`/train.jsonl (16 sentences: each job is about loading + 2 steps).
+// False, with the model tool's output on stderr, when the model cannot be
+// made.
+inline bool MakeTinyJobInputs(const std::string& model_bin, const std::string& dir) {
+  {
+    std::ofstream vocab(dir + "/vocab.txt");
+    for (const char* t : {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "great", "terrible",
+                          "movie", "film", "good", "bad", "i", "loved", "hated", "it"}) {
+      vocab << t << "\n";
+    }
+    std::ofstream train(dir + "/train.jsonl");
+    for (int i = 0; i < 8; ++i) {
+      train << "{\"text\": \"a great movie i loved it\", \"label\": 1}\n";
+      train << "{\"text\": \"a terrible film i hated it\", \"label\": 0}\n";
+    }
+  }
+  if (testing::RunToCompletion({model_bin, "init", "--out", dir + "/model", "--vocab",
+                                dir + "/vocab.txt", "--layers", "1", "--hidden", "32", "--heads",
+                                "2", "--intermediate", "64", "--max-position", "32",
+                                "--num-labels", "2", "--seed", "1"},
+                               dir + "/model.log") == 0) {
+    return true;
+  }
+  std::fprintf(stderr, "model init failed:\n%s\n", testing::ReadWholeFile(dir + "/model.log").c_str());
+  return false;
+}
 
 // One WatchJob stream on the callback API: checks the sequence, records
 // latencies of live events, and reports how it ended.
