@@ -252,6 +252,10 @@ stage_configure() {
     fact "cmake_$key" "$value"
     case "$value" in "$PREFIX"*) ;; *) echo "$key is '$value', not under $PREFIX"; bad=1 ;; esac
   done
+  # Informational: without a usable sleef.h the fused AdamW keeps its portable loop.
+  for key in FREEZETUNE_SLEEF_INCLUDE_DIR FREEZETUNE_ADAMW_VECTORIZED; do
+    fact "cmake_$key" "$(grep -E "^$key:" "$BUILD/CMakeCache.txt" | cut -d= -f2- || true)"
+  done
   [ "$bad" -eq 0 ]
   echo "configured $BUILD against $PREFIX and $tdir"
 }

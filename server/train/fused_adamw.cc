@@ -30,15 +30,21 @@ struct Kernel {
 };
 
 // As ATen picks its own kernels: ATEN_CPU_CAPABILITY ("default", "avx2",
-// "avx512") caps the choice; otherwise the widest the CPU (and OS) supports.
+// "avx512") caps the choice; otherwise the widest the CPU (and OS) supports
+// among those built.
 Kernel ChooseKernel() {
   const base::CpuFeatures f = base::ReadCpuInfo().features;
   const char* env = std::getenv("ATEN_CPU_CAPABILITY");
   const std::string cap = env != nullptr ? env : "";
   const bool allow512 = cap.empty() || cap == "avx512";
   const bool allow2 = allow512 || cap == "avx2";
+#if FREEZETUNE_ADAMW_VECTORIZED
   if (allow512 && f.avx512_skylake() && f.fma) return {&adamw_kernel::UpdateAvx512, "avx512"};
   if (allow2 && f.avx2_fma()) return {&adamw_kernel::UpdateAvx2, "avx2"};
+#else  // built without the vector kernels (server/train/CMakeLists.txt)
+  (void)f;
+  (void)allow2;
+#endif
   return {&adamw_kernel::UpdateDefault, "default"};
 }
 

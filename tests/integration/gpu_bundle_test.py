@@ -16,7 +16,8 @@ as far as this (CPU-only) machine allows: everything but the GPU itself.
    through the unpacked prefix, as on the bare GPU machine; LibTorch is
    Debian's CPU one (/usr/lib/x86_64-linux-gnu/cmake/Torch).
 3. Checks: every stage ok in summary.json; CMake found gRPC, Abseil,
-   Protobuf and pkg-config in the prefix; the built CLI loads libgrpc++,
+   Protobuf, pkg-config and sleef.h in the prefix (and at::vec's AVX-512
+   headers compiled with it); the built CLI loads libgrpc++,
    libprotobuf and Abseil from the prefix (DT_RPATH) with nothing missing,
    and runs.
 Needs root (mount namespaces), apt and network access to the Debian archive
@@ -146,7 +147,7 @@ def main():
     names = {r.split("\t")[0] for r in rows}
     for must in ["libgrpc++-dev", "protobuf-compiler-grpc", "libabsl-dev", "prometheus-cpp-dev", "libre2-dev",
                  "libutf8proc-dev", "libsqlite3-dev", "nlohmann-json3-dev", "libc-ares2", "libcivetweb1",
-                 "pkgconf", "libgloo-dev"]:
+                 "pkgconf", "libgloo-dev", "libsleef-dev"]:
         if must not in names:
             fail(f"the bundle lacks {must}")
     for never in ["libc6", "libstdc++6", "libgcc-s1"]:
@@ -176,6 +177,10 @@ def main():
     for key in ["cmake_gRPC_DIR", "cmake_absl_DIR", "cmake_Protobuf_INCLUDE_DIR", "cmake_PKG_CONFIG_EXECUTABLE"]:
         if not facts.get(key, "").startswith(prefix):
             fail(f"{key} = {facts.get(key)!r} is not in the prefix")
+    if not facts.get("cmake_FREEZETUNE_SLEEF_INCLUDE_DIR", "").startswith(prefix) \
+            or facts.get("cmake_FREEZETUNE_ADAMW_VECTORIZED") != "1":
+        fail("the vector AdamW kernels were not configured with the prefix's sleef.h: "
+             f"{facts.get('cmake_FREEZETUNE_SLEEF_INCLUDE_DIR')!r}, {facts.get('cmake_FREEZETUNE_ADAMW_VECTORIZED')!r}")
     if facts.get("torch_cxx11_abi_cmake") != "1":
         fail(f"Debian's LibTorch ABI read as {facts.get('torch_cxx11_abi_cmake')!r}, expected 1")
 

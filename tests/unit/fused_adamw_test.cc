@@ -171,9 +171,14 @@ TEST(FusedAdamWKernelTest, EveryInstructionSetAgreesWithTheReference) {
     adamw_kernel::Fn fn;
     bool usable;
   };
-  const Isa isas[] = {{"default", &adamw_kernel::UpdateDefault, true},
-                      {"avx2", &adamw_kernel::UpdateAvx2, f.avx2_fma()},
-                      {"avx512", &adamw_kernel::UpdateAvx512, f.avx512_skylake() && f.fma}};
+  const Isa isas[] = {
+      {"default", &adamw_kernel::UpdateDefault, true},
+#if FREEZETUNE_ADAMW_VECTORIZED
+      {"avx2", &adamw_kernel::UpdateAvx2, f.avx2_fma()},
+      {"avx512", &adamw_kernel::UpdateAvx512, f.avx512_skylake() && f.fma},
+#endif
+  };
+  (void)f;
   const int64_t n = 1000 + 13;  // a tail for every vector width
   torch::manual_seed(3);
   const torch::Tensor p0 = torch::randn({n}), g = torch::randn({n});

@@ -27,6 +27,9 @@ if(TARGET freezetune_train AND TARGET freezetune_data AND TARGET freezetune_mode
     SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/fused_adamw_test.cc
     DEPS freezetune_train
     TIMEOUT 120)
+  if(FREEZETUNE_ADAMW_VECTORIZED)  # server/train/CMakeLists.txt: the AVX kernels are built
+    target_compile_definitions(fused_adamw_test PRIVATE FREEZETUNE_ADAMW_VECTORIZED=1)
+  endif()
   freezetune_test(masked_lm_test
     SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/masked_lm_test.cc
     DEPS freezetune_train
