@@ -3,7 +3,7 @@
 # result tables and ratios (tests/bench/README.md explains each number).
 #
 #   tests/bench/run.sh [steps] [cache] [headrss] [memory] [bertbase] [allocator] [e2e] [acceptance]
-#                      [recipes]   (default: steps cache memory)
+#                      [recipes] [mlm-memory]   (default: steps cache memory)
 #
 # Two PyTorch references run alternating with the C++ side: "pytorch" as a
 # user runs it (OpenBLAS's own core, glibc malloc defaults) and
@@ -52,7 +52,7 @@ SECTIONS=("$@")
 NEEDED=("$MODEL_TOOL")
 for s in "${SECTIONS[@]}"; do
   case "$s" in
-    recipes) NEEDED+=("$BUILD/server/freezetune-server" "$BUILD/python/freezetune/v1/freezetune_pb2.py") ;;
+    recipes|mlm-memory) NEEDED+=("$BUILD/server/freezetune-server" "$BUILD/python/freezetune/v1/freezetune_pb2.py") ;;
     *) NEEDED+=("$BIN/freezetune_train_vs_pytorch") ;;
   esac
 done
@@ -349,6 +349,14 @@ if has recipes; then
   PYTHONPATH="$ROOT/client/python:$BUILD/python${PYTHONPATH:+:$PYTHONPATH}" "$PY" \
     "$ROOT/tests/bench/recipes_bench.py" "$BUILD/server/freezetune-server" "$MODEL_TOOL" "$DATA" \
     --work "$WORK/recipes" --results "$RESULTS" ${RECIPES_ARGS:-}
+fi
+
+if has mlm-memory; then
+  # A masked-LM job's resident set under glibc with and without the server's
+  # malloc tuning, jemalloc and tcmalloc, alternating (RECIPES.md, "MLM
+  # memory"). About 5 minutes; prints its own table.
+  PYTHONPATH="$ROOT/client/python:$BUILD/python${PYTHONPATH:+:$PYTHONPATH}" "$PY" \
+    "$ROOT/tests/bench/mlm_memory_bench.py" "$BUILD/server/freezetune-server" "$MODEL_TOOL" "$DATA"
 fi
 
 "$PY" "$ROOT/tests/bench/summarize.py" "$RESULTS"
