@@ -24,6 +24,7 @@
 #include "server/common/status_macros.h"
 #include "server/data/s3_client.h"
 #include "server/jobs/remote_files.h"
+#include "server/store/postgres_backend.h"
 
 namespace freezetune::jobs {
 namespace {
@@ -127,6 +128,11 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const JobManagerO
   }
   manager->replica_id_ =
       options.replica_id.empty() ? DefaultReplicaId(options.data_dir) : options.replica_id;
+  if (metrics != nullptr) {
+    metrics->SetQueueName(options.postgres_uri.empty()
+                              ? absl::StrCat("sqlite:", manager->replica_id_)
+                              : store::RedactPostgresUri(options.postgres_uri));
+  }
   store::StoreOptions store_options;
   store_options.postgres_uri = options.postgres_uri;
   store_options.replica_id = manager->replica_id_;
@@ -208,13 +214,22 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const JobManagerO
   }
   if (metrics != nullptr) {
     metrics->SetCollectHook([self, metrics] {
+      // A shared queue's numbers are the store's: the other replicas'
+      // submits, claims and ends are seen nowhere else. A queue of its own
+      // is kept up to date as jobs move, and its age is the scheduler's.
+      std::optional<absl::Time> oldest;
       if (self->shared_queue_) {
-        absl::StatusOr<std::map<v1::JobState, int64_t>> counts = self->store_->CountJobsByState();
-        if (counts.ok()) metrics->SetQueueDepth((*counts)[v1::JOB_STATE_QUEUED]);
+        absl::StatusOr<store::Store::JobCounts> counts = self->store_->CountJobs();
+        if (!counts.ok()) return;  // the last values stay
+        self->SetJobsInStates(counts->by_state);
+        metrics->SetQueueDepth(counts->by_state[v1::JOB_STATE_QUEUED]);
+        oldest = counts->oldest_queued;
+      } else if (absl::Time since = self->scheduler_->OldestQueuedSince();
+                 since != absl::InfiniteFuture()) {
+        oldest = since;
       }
-      absl::Time oldest = self->scheduler_->OldestQueuedSince();
       metrics->SetQueueOldestAge(
-          oldest == absl::InfiniteFuture() ? 0 : absl::ToDoubleSeconds(absl::Now() - oldest));
+          oldest.has_value() ? std::max(0.0, absl::ToDoubleSeconds(absl::Now() - *oldest)) : 0);
     });
   }
   return manager;
@@ -334,12 +349,16 @@ absl::Status JobManager::Recover() {
   }
   if (metrics_ != nullptr) {
     FT_ASSIGN_OR_RETURN(auto counts, store_->CountJobsByState());
-    for (v1::JobState s : {v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING, v1::JOB_STATE_SUCCEEDED,
-                           v1::JOB_STATE_FAILED, v1::JOB_STATE_CANCELLED}) {
-      metrics_->SetJobsInState(ToMetricsState(s), counts.count(s) > 0 ? counts[s] : 0);
-    }
+    SetJobsInStates(counts);
   }
   return absl::OkStatus();
+}
+
+void JobManager::SetJobsInStates(std::map<v1::JobState, int64_t> counts) {
+  for (v1::JobState s : {v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING, v1::JOB_STATE_SUCCEEDED,
+                         v1::JOB_STATE_FAILED, v1::JOB_STATE_CANCELLED}) {
+    metrics_->SetJobsInState(ToMetricsState(s), counts[s]);
+  }
 }
 
 absl::Status JobManager::Validate(const v1::FineTuneJob& job, const std::string& tenant) {

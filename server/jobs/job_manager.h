@@ -303,6 +303,8 @@ class JobManager {
   // Logs an error when the store holds no job but <data_dir>/outputs is not
   // empty (issue 14.5).
   void WarnIfStoreLost(const std::string& store_path);
+  // freezetune_jobs{state} from the store's counts (metrics_ must be set).
+  void SetJobsInStates(std::map<v1::JobState, int64_t> counts);
   // Probes the store every store_retry_interval while it refuses writes.
   void ProbeLoop();
   // Retries `write` every store_retry_interval while the store refuses

@@ -39,7 +39,8 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const MetricsOptions& o
 
   m->jobs_by_state_ = &prometheus::BuildGauge()
                            .Name("freezetune_jobs")
-                           .Help("Jobs known to the server, by state.")
+                           .Help("Jobs in the server's store, by queue (replicas sharing a "
+                                 "PostgreSQL store report the same queue) and state.")
                            .Register(r);
   m->jobs_finished_ = &prometheus::BuildCounter()
                            .Name("freezetune_jobs_finished_total")
@@ -56,11 +57,12 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const MetricsOptions& o
                             .Help("Jobs accepted by SubmitJob.")
                             .Register(r)
                             .Add({});
-  m->queue_depth_ = &prometheus::BuildGauge()
-                         .Name("freezetune_queue_depth")
-                         .Help("Jobs waiting for a device slot.")
-                         .Register(r)
-                         .Add({});
+  m->queue_depth_family_ = &prometheus::BuildGauge()
+                                .Name("freezetune_queue_depth")
+                                .Help("Jobs waiting for a device slot, by queue (replicas "
+                                      "sharing a PostgreSQL store report the same queue).")
+                                .Register(r);
+  m->queue_depth_ = &m->queue_depth_family_->Add({});
   m->store_writable_ = &prometheus::BuildGauge()
                             .Name("freezetune_store_writable")
                             .Help("1 while the job store accepts writes, 0 from a write it "
@@ -165,11 +167,12 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const MetricsOptions& o
                                .Help("Validation accuracy (0..1) of a running job at its last "
                                      "evaluation.")
                                .Register(r);
-  m->queue_oldest_age_ = &prometheus::BuildGauge()
-                              .Name("freezetune_queue_oldest_age_seconds")
-                              .Help("Age of the oldest queued job; 0 when the queue is empty.")
-                              .Register(r)
-                              .Add({});
+  m->queue_oldest_age_family_ = &prometheus::BuildGauge()
+                                     .Name("freezetune_queue_oldest_age_seconds")
+                                     .Help("Age of the oldest queued job, by queue; 0 when "
+                                           "the queue is empty.")
+                                     .Register(r);
+  m->queue_oldest_age_ = &m->queue_oldest_age_family_->Add({});
   m->rpc_requests_ = &prometheus::BuildCounter()
                           .Name("freezetune_grpc_requests_total")
                           .Help("Finished gRPC calls by method and status code.")
@@ -244,6 +247,17 @@ void Metrics::JobCreated() {
 void Metrics::JobFinished(JobStateLabel state) {
   auto it = finished_counters_.find(state);
   if (it != finished_counters_.end()) it->second->Increment();
+}
+
+void Metrics::SetQueueName(const std::string& queue) {
+  for (auto& [state, gauge] : jobs_gauges_) {
+    jobs_by_state_->Remove(gauge);
+    gauge = &jobs_by_state_->Add({{"queue", queue}, {"state", ToLabel(state)}});
+  }
+  queue_depth_family_->Remove(queue_depth_);
+  queue_depth_ = &queue_depth_family_->Add({{"queue", queue}});
+  queue_oldest_age_family_->Remove(queue_oldest_age_);
+  queue_oldest_age_ = &queue_oldest_age_family_->Add({{"queue", queue}});
 }
 
 void Metrics::SetQueueDepth(int64_t depth) { queue_depth_->Set(static_cast<double>(depth)); }

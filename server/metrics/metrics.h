@@ -76,6 +76,11 @@ class Metrics {
   void JobStateChanged(JobStateLabel from, JobStateLabel to);  // moves one job between gauges
   void JobCreated();                                           // +1 queued, +1 submitted
   void JobFinished(JobStateLabel state);                       // finished_total{state}
+  // Labels the queue's gauges (freezetune_jobs, queue_depth,
+  // queue_oldest_age_seconds) with queue="<name>": one name per queue, so
+  // that replicas sharing a queue can be told apart from servers with queues
+  // of their own. Call once, before anything sets those gauges.
+  void SetQueueName(const std::string& queue);
   void SetQueueDepth(int64_t depth);
   // A store write the engine refused (ok = false: failures_total + 1,
   // store_writable 0), or the first one that succeeded after (writable 1).
@@ -146,6 +151,7 @@ class Metrics {
   prometheus::Counter* jobs_submitted_ = nullptr;
   prometheus::Family<prometheus::Counter>* jobs_finished_ = nullptr;
   std::map<JobStateLabel, prometheus::Counter*> finished_counters_;
+  prometheus::Family<prometheus::Gauge>* queue_depth_family_ = nullptr;
   prometheus::Gauge* queue_depth_ = nullptr;
   prometheus::Gauge* store_writable_ = nullptr;
   prometheus::Counter* store_write_failures_ = nullptr;
@@ -163,6 +169,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>* job_eval_loss_ = nullptr;
   prometheus::Family<prometheus::Gauge>* job_eval_accuracy_ = nullptr;
   prometheus::Family<prometheus::Gauge>* job_device_memory_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* queue_oldest_age_family_ = nullptr;
   prometheus::Gauge* queue_oldest_age_ = nullptr;
   prometheus::Family<prometheus::Counter>* rpc_requests_ = nullptr;
   prometheus::Family<prometheus::Histogram>* rpc_seconds_ = nullptr;

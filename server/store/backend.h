@@ -170,7 +170,12 @@ class Backend {
   virtual absl::StatusOr<std::vector<Row>> List(Kind kind, const RowQuery& query) = 0;
   // Rows in any state of `state_mask`, oldest first.
   virtual absl::StatusOr<std::vector<Row>> InStates(Kind kind, int64_t state_mask) = 0;
-  virtual absl::StatusOr<std::map<int, int64_t>> CountByState(Kind kind) = 0;
+  // Per state: how many rows, and the oldest one's create_micros.
+  struct StateCount {
+    int64_t rows = 0;
+    int64_t oldest_create_micros = 0;
+  };
+  virtual absl::StatusOr<std::map<int, StateCount>> CountByState(Kind kind) = 0;
 
   // Replaces state and record (not last_sequence). NOT_FOUND if missing.
   virtual absl::Status Update(Kind kind, const Row& row) = 0;

@@ -166,7 +166,7 @@ constexpr StatementText kPerKind[] = {
     {Stmt::kInStates, "in_states",
      "SELECT {C} FROM {T} WHERE ((1::bigint << state) & $1::bigint) <> 0 "
      "ORDER BY create_time ASC, id ASC"},
-    {Stmt::kCount, "count", "SELECT state, COUNT(*) FROM {T} GROUP BY state"},
+    {Stmt::kCount, "count", "SELECT state, COUNT(*), MIN(create_time) FROM {T} GROUP BY state"},
     {Stmt::kCountTenant, "count_tenant",
      "SELECT COUNT(*) FROM {T} WHERE state = $1::integer AND tenant = $2"},
     // Ends the lease; returns the state so that a re-queued job is announced.
@@ -484,7 +484,7 @@ class PostgresBackend final : public Backend {
                                               const std::string& request_id) override;
   absl::StatusOr<std::vector<Row>> List(Kind kind, const RowQuery& query) override;
   absl::StatusOr<std::vector<Row>> InStates(Kind kind, int64_t state_mask) override;
-  absl::StatusOr<std::map<int, int64_t>> CountByState(Kind kind) override;
+  absl::StatusOr<std::map<int, StateCount>> CountByState(Kind kind) override;
   absl::Status Update(Kind kind, const Row& row) override;
   absl::StatusOr<int64_t> Append(Kind kind, const std::string& id,
                                  absl::FunctionRef<std::string(int64_t)> event,
@@ -895,13 +895,14 @@ absl::StatusOr<std::vector<Row>> PostgresBackend::InStates(Kind kind, int64_t st
               "rows in states");
 }
 
-absl::StatusOr<std::map<int, int64_t>> PostgresBackend::CountByState(Kind kind) {
+absl::StatusOr<std::map<int, Backend::StateCount>> PostgresBackend::CountByState(Kind kind) {
   FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
   FT_ASSIGN_OR_RETURN(Result r,
                       lease.Run(StatementName(kind, Stmt::kCount), Params(), "count by state"));
-  std::map<int, int64_t> counts;
+  std::map<int, StateCount> counts;
   for (int i = 0; i < PQntuples(r.get()); ++i) {
-    counts[static_cast<int>(CellInt(r.get(), i, 0))] = CellInt(r.get(), i, 1);
+    counts[static_cast<int>(CellInt(r.get(), i, 0))] = {CellInt(r.get(), i, 1),
+                                                        CellInt(r.get(), i, 2)};
   }
   return counts;
 }

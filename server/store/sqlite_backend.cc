@@ -148,7 +148,7 @@ class SqliteBackend final : public Backend {
                                               const std::string& request_id) override;
   absl::StatusOr<std::vector<Row>> List(Kind kind, const RowQuery& query) override;
   absl::StatusOr<std::vector<Row>> InStates(Kind kind, int64_t state_mask) override;
-  absl::StatusOr<std::map<int, int64_t>> CountByState(Kind kind) override;
+  absl::StatusOr<std::map<int, StateCount>> CountByState(Kind kind) override;
   absl::Status Update(Kind kind, const Row& row) override;
   absl::StatusOr<int64_t> Append(Kind kind, const std::string& id,
                                  absl::FunctionRef<std::string(int64_t)> event,
@@ -402,7 +402,7 @@ absl::Status SqliteBackend::Prepare() {
                                                  "WHERE ((1 << state) & ?1) != 0 "
                                                  "ORDER BY create_time ASC, id ASC")));
     FT_RETURN_IF_ERROR(
-        prepare(&s.count_by_state, sql("SELECT state, COUNT(*) FROM $T GROUP BY state")));
+        prepare(&s.count_by_state, sql("SELECT state, COUNT(*), MIN(create_time) FROM $T GROUP BY state")));
   }
   FT_RETURN_IF_ERROR(prepare(&insert_event_,
                              "INSERT INTO events(kind, resource_id, sequence, event) "
@@ -627,16 +627,16 @@ absl::StatusOr<std::vector<Row>> SqliteBackend::InStates(Kind kind, int64_t stat
   return rows;
 }
 
-absl::StatusOr<std::map<int, int64_t>> SqliteBackend::CountByState(Kind kind) {
+absl::StatusOr<std::map<int, Backend::StateCount>> SqliteBackend::CountByState(Kind kind) {
   absl::MutexLock lock(&mu_);
   sqlite3_stmt* stmt = S(kind).count_by_state;
   StmtScope scope(stmt);
-  std::map<int, int64_t> counts;
+  std::map<int, StateCount> counts;
   while (true) {
     int rc = sqlite3_step(stmt);
     if (rc == SQLITE_DONE) break;
     if (rc != SQLITE_ROW) return SqlError("count by state");
-    counts[sqlite3_column_int(stmt, 0)] = sqlite3_column_int64(stmt, 1);
+    counts[sqlite3_column_int(stmt, 0)] = {sqlite3_column_int64(stmt, 1), sqlite3_column_int64(stmt, 2)};
   }
   return counts;
 }

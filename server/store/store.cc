@@ -281,10 +281,19 @@ absl::StatusOr<std::vector<v1::Job>> Store::JobsInStates(const std::vector<v1::J
 }
 
 absl::StatusOr<std::map<v1::JobState, int64_t>> Store::CountJobsByState() {
+  FT_ASSIGN_OR_RETURN(JobCounts counts, CountJobs());
+  return std::move(counts.by_state);
+}
+
+absl::StatusOr<Store::JobCounts> Store::CountJobs() {
   FT_ASSIGN_OR_RETURN(auto raw, backend_->CountByState(Kind::kJob));
-  std::map<v1::JobState, int64_t> counts;
+  JobCounts counts;
   for (const auto& [state, count] : raw) {
-    if (v1::JobState_IsValid(state)) counts[static_cast<v1::JobState>(state)] = count;
+    if (!v1::JobState_IsValid(state)) continue;
+    counts.by_state[static_cast<v1::JobState>(state)] = count.rows;
+    if (state == v1::JOB_STATE_QUEUED && count.rows > 0) {
+      counts.oldest_queued = absl::FromUnixMicros(count.oldest_create_micros);
+    }
   }
   return counts;
 }
@@ -402,7 +411,7 @@ absl::StatusOr<std::map<v1::SweepState, int64_t>> Store::CountSweepsByState() {
   FT_ASSIGN_OR_RETURN(auto raw, backend_->CountByState(Kind::kSweep));
   std::map<v1::SweepState, int64_t> counts;
   for (const auto& [state, count] : raw) {
-    if (v1::SweepState_IsValid(state)) counts[static_cast<v1::SweepState>(state)] = count;
+    if (v1::SweepState_IsValid(state)) counts[static_cast<v1::SweepState>(state)] = count.rows;
   }
   return counts;
 }

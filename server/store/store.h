@@ -56,6 +56,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "freezetune/v1/freezetune.pb.h"
 #include "server/store/backend.h"
 #include "server/store/event_tail.h"
@@ -153,6 +154,13 @@ class Store {
   // Every job in one of `states`, oldest first.
   absl::StatusOr<std::vector<v1::Job>> JobsInStates(const std::vector<v1::JobState>& states);
   absl::StatusOr<std::map<v1::JobState, int64_t>> CountJobsByState();
+  // The jobs of the whole store (on PostgreSQL, every replica's) by state,
+  // and when the oldest QUEUED one was created (nullopt: none is queued).
+  struct JobCounts {
+    std::map<v1::JobState, int64_t> by_state;
+    std::optional<absl::Time> oldest_queued;
+  };
+  absl::StatusOr<JobCounts> CountJobs();
   // Replaces the stored job (state and record); last_sequence is not
   // touched. NOT_FOUND if the job does not exist.
   absl::Status UpdateJob(const v1::Job& job);

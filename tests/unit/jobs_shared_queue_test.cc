@@ -9,7 +9,8 @@
 //   - a drain releases the leases: the other manager runs the job at once,
 //     not after the lease expires;
 //   - a manager that starts under the name of one that died re-queues the
-//     jobs that one held at once.
+//     jobs that one held at once;
+//   - the queue's metrics are the shared queue's on both, with one label.
 #include <unistd.h>
 
 #include <atomic>
@@ -19,10 +20,15 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
+#include "prometheus/text_serializer.h"
 #include "server/jobs/job_manager.h"
+#include "server/metrics/metrics.h"
+#include "server/store/postgres_backend.h"
 #include "tests/support/postgres_instance.h"
 
 namespace freezetune::jobs {
@@ -95,7 +101,7 @@ class SharedQueueTest : public ::testing::Test {
     fs::remove_all(root_);
   }
 
-  std::unique_ptr<JobManager> Start(const std::string& name) {
+  std::unique_ptr<JobManager> Start(const std::string& name, metrics::Metrics* metrics = nullptr) {
     JobManagerOptions options;
     options.data_dir = (root_ / name).string();
     options.postgres_uri = pg_->Uri("jobs");
@@ -103,7 +109,7 @@ class SharedQueueTest : public ::testing::Test {
     options.scheduler.cpu_slots = 1;
     options.lease_duration = absl::Seconds(2);
     options.lease_renew_interval = absl::Milliseconds(200);
-    auto manager = JobManager::Create(options, Hooks(name, &runs_));
+    auto manager = JobManager::Create(options, Hooks(name, &runs_), metrics);
     EXPECT_TRUE(manager.ok()) << manager.status();
     return manager.ok() ? std::move(manager).value() : nullptr;
   }
@@ -140,9 +146,18 @@ class SharedQueueTest : public ::testing::Test {
     return seen.empty() ? "" : seen.back();
   }
 
+  // What a scrape of `m` would show (its collect hook run first).
+  static std::string Scrape(metrics::Metrics& m) {
+    m.RunCollectHook();
+    return prometheus::TextSerializer().Serialize(m.registry()->Collect());
+  }
+
   std::unique_ptr<PostgresInstance> pg_;
   fs::path root_;
   Runs runs_;
+  // Outlive the managers (TearDown resets those first), whose collect hooks
+  // they hold.
+  std::unique_ptr<metrics::Metrics> metrics_a_, metrics_b_;
   std::unique_ptr<JobManager> a_, b_;
 };
 
@@ -164,6 +179,63 @@ TEST_F(SharedQueueTest, JobsSubmittedToOneRunOnBothOnce) {
   }
   EXPECT_GE(per_manager["a"], 1);
   EXPECT_GE(per_manager["b"], 1) << "b claimed none of the jobs submitted to a";
+}
+
+TEST_F(SharedQueueTest, QueueMetricsAreTheSharedQueuesOnEveryReplica) {
+  metrics::MetricsOptions no_endpoint;
+  no_endpoint.listen_address = "";
+  metrics_a_ = std::move(metrics::Metrics::Create(no_endpoint)).value();
+  metrics_b_ = std::move(metrics::Metrics::Create(no_endpoint)).value();
+  runs_.block = true;
+  a_ = Start("a", metrics_a_.get());
+  b_ = Start("b", metrics_b_.get());
+  ASSERT_NE(a_, nullptr);
+  ASSERT_NE(b_, nullptr);
+  // One slot each: two jobs run, three wait, whichever replica took them.
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(Submit(i % 2 == 0 ? *a_ : *b_).id());
+  const auto deadline = steady_clock::now() + std::chrono::seconds(30);
+  while (runs_.started.load() < 2 && steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(runs_.started.load(), 2);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the oldest has waited
+  const std::string queue = absl::StrCat("{queue=\"", store::RedactPostgresUri(pg_->Uri("jobs")));
+  auto oldest_age = [&](const std::string& text) {
+    const std::string name = absl::StrCat("freezetune_queue_oldest_age_seconds", queue, "\"} ");
+    const size_t at = text.find(name);
+    return at == std::string::npos ? -1.0 : std::stod(text.substr(at + name.size()));
+  };
+  for (metrics::Metrics* m : {metrics_a_.get(), metrics_b_.get()}) {
+    const std::string text = Scrape(*m);
+    EXPECT_NE(text.find(absl::StrCat("freezetune_queue_depth", queue, "\"} 3\n")), std::string::npos)
+        << text;
+    EXPECT_NE(text.find(absl::StrCat("freezetune_jobs", queue, "\",state=\"queued\"} 3\n")),
+              std::string::npos)
+        << text;
+    EXPECT_NE(text.find(absl::StrCat("freezetune_jobs", queue, "\",state=\"running\"} 2\n")),
+              std::string::npos)
+        << text;
+    EXPECT_GT(oldest_age(text), 0.0) << text;
+    EXPECT_LT(oldest_age(text), 30.0) << text;
+  }
+  // Every job ends through one manager; both see it.
+  for (const std::string& id : ids) {
+    ASSERT_TRUE(a_->Cancel(id).ok()) << id;
+    EXPECT_EQ(WaitFor(*a_, id, v1::JOB_STATE_CANCELLED), v1::JOB_STATE_CANCELLED) << id;
+  }
+  for (metrics::Metrics* m : {metrics_a_.get(), metrics_b_.get()}) {
+    const std::string text = Scrape(*m);
+    EXPECT_NE(text.find(absl::StrCat("freezetune_queue_depth", queue, "\"} 0\n")), std::string::npos)
+        << text;
+    EXPECT_NE(text.find(absl::StrCat("freezetune_jobs", queue, "\",state=\"cancelled\"} 5\n")),
+              std::string::npos)
+        << text;
+    EXPECT_NE(text.find(absl::StrCat("freezetune_jobs", queue, "\",state=\"running\"} 0\n")),
+              std::string::npos)
+        << text;
+    EXPECT_EQ(oldest_age(text), 0.0) << text;
+  }
 }
 
 TEST_F(SharedQueueTest, CancelOnTheOtherManagerStopsTheRun) {

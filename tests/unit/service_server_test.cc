@@ -14,6 +14,8 @@
 #include <filesystem>
 #include <thread>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/server_test_util.h"
@@ -361,12 +363,22 @@ TEST_F(ServerTest, ListPagesThroughJobsNewestFirst) {
   ASSERT_EQ(listed.size(), 5u);
   EXPECT_EQ(listed, std::vector<std::string>(ids.rbegin(), ids.rend()));
   std::string metrics = testing::HttpGet(server_->metrics_port(), "/metrics");
-  EXPECT_NE(metrics.find("freezetune_jobs{state=\"succeeded\"} 5"), std::string::npos) << metrics;
+  // A store of its own: queue="sqlite:<host>:<data dir>" on the queue's gauges.
+  const std::string queue_label = "freezetune_queue_depth{queue=\"sqlite:";
+  const size_t label_at = metrics.find(queue_label);
+  ASSERT_NE(label_at, std::string::npos) << metrics;
+  const size_t queue_begin = label_at + queue_label.size() - std::string("sqlite:").size();
+  const std::string queue = metrics.substr(queue_begin, metrics.find('"', queue_begin) - queue_begin);
+  EXPECT_TRUE(absl::EndsWith(queue, ":" + data_dir_)) << queue;
+  EXPECT_NE(metrics.find(absl::StrCat("freezetune_jobs{queue=\"", queue, "\",state=\"succeeded\"} 5")),
+            std::string::npos)
+      << metrics;
   EXPECT_NE(metrics.find("freezetune_train_steps_total 25"), std::string::npos);
   EXPECT_NE(metrics.find("freezetune_train_samples_total 200"), std::string::npos);
   // One observation per step, not one per logging interval.
   EXPECT_NE(metrics.find("freezetune_train_step_duration_seconds_count 25"), std::string::npos);
-  EXPECT_NE(metrics.find("freezetune_queue_oldest_age_seconds 0\n"), std::string::npos);
+  EXPECT_NE(metrics.find(absl::StrCat("freezetune_queue_oldest_age_seconds{queue=\"", queue, "\"} 0\n")),
+            std::string::npos);
   EXPECT_NE(testing::HttpGet(server_->metrics_port(), "/nope").find("404"), std::string::npos);
 }
 
