@@ -405,17 +405,6 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const st
 
   absl::MutexLock lock(&submit_mu_);
   FT_RETURN_IF_ERROR(scheduler_->CanAccept(tenant, spec.device(), Ranks(spec)));
-  if (shared_queue_ && options_.scheduler.max_queued_per_tenant > 0) {
-    // Counted over every replica; two replicas admitting at the same
-    // moment may each let one more in.
-    FT_ASSIGN_OR_RETURN(int64_t queued, store_->CountJobsInState(v1::JOB_STATE_QUEUED, tenant));
-    if (queued >= options_.scheduler.max_queued_per_tenant) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "tenant \"", tenant, "\" has ", queued,
-          " queued jobs across the replicas, its limit (max_queued_per_tenant ",
-          options_.scheduler.max_queued_per_tenant, "); retry when one starts"));
-    }
-  }
   v1::Job job;
   job.set_id(job_id);
   job.set_tenant(tenant);
@@ -427,10 +416,20 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const st
   // The claim is taken with the insert: of two submits naming one
   // directory (or nested ones) only the first is stored.
   const store::OutputClaim claim{output_dir, job.id(), tenant};
-  FT_ASSIGN_OR_RETURN(store::Store::CreateJobResult created,
-                      store_->CreateJob(job, QueuedEvent(), &claim));
+  // A shared queue's tenant limit is counted over every replica, in the
+  // insert's transaction; a queue of its own was checked by CanAccept.
+  FT_ASSIGN_OR_RETURN(
+      store::Store::CreateJobResult created,
+      store_->CreateJob(job, QueuedEvent(), &claim,
+                        shared_queue_ ? options_.scheduler.max_queued_per_tenant : 0));
   if (created.output_conflict.has_value()) {
     return PathPolicy::ClaimConflict("job.output_uri", output_dir, *created.output_conflict);
+  }
+  if (created.tenant_queued.has_value()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "tenant \"", tenant, "\" has ", *created.tenant_queued,
+        " queued jobs across the replicas, its limit (max_queued_per_tenant ",
+        options_.scheduler.max_queued_per_tenant, "); retry when one starts"));
   }
   if (!created.created) return std::move(created.job);
   if (metrics_ != nullptr) metrics_->JobCreated();

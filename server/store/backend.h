@@ -147,15 +147,24 @@ class Backend {
     std::string existing_id;
     // When !created: the live claim nested with one of `claims`.
     std::optional<OutputClaim> output_conflict;
+    // When !created because of `max_queued`: how many QUEUED jobs the
+    // tenant has without the new one.
+    std::optional<int64_t> tenant_queued;
   };
   // Inserts every row and its first event, and takes every claim, in one
   // transaction. When rows[0] has a client_request_id its (kind, tenant)
   // already used, nothing is written (existing_id). When a claim is nested
   // with a live claim (one taken earlier, or an earlier one of `claims`),
   // nothing is written (output_conflict). A dead claim of the same path is
-  // replaced. ALREADY_EXISTS when an id is taken.
+  // replaced. max_queued > 0 (rows is then one QUEUED job): when its tenant
+  // would have more than that many QUEUED jobs with it, nothing is written
+  // (tenant_queued); counted in the transaction, which on PostgreSQL holds a
+  // lock per tenant meanwhile, so that replicas admitting at once cannot
+  // both pass.
+  // ALREADY_EXISTS when an id is taken.
   virtual absl::StatusOr<CreateOutcome> Create(const std::vector<NewRow>& rows,
-                                               const std::vector<OutputClaim>& claims) = 0;
+                                               const std::vector<OutputClaim>& claims,
+                                               int64_t max_queued) = 0;
 
   // The live claims nested with `path` (equal, inside it, or containing it),
   // ordered by path.
@@ -260,10 +269,6 @@ class Backend {
   }
   // Jobs `owner` holds that were asked to cancel.
   virtual absl::StatusOr<std::vector<std::string>> PendingCancels(const std::string& owner) {
-    return Unshared();
-  }
-  // Jobs of `tenant` in `state`.
-  virtual absl::StatusOr<int64_t> CountInState(Kind kind, int state, const std::string& tenant) {
     return Unshared();
   }
   // Calls `on_signal` (on a thread of the backend's) for every notification

@@ -133,7 +133,6 @@ enum class Stmt {
   kList,
   kInStates,
   kCount,
-  kCountTenant,
   kRelease,
   kRenew,
   kRequestCancel,
@@ -167,8 +166,6 @@ constexpr StatementText kPerKind[] = {
      "SELECT {C} FROM {T} WHERE ((1::bigint << state) & $1::bigint) <> 0 "
      "ORDER BY create_time ASC, id ASC"},
     {Stmt::kCount, "count", "SELECT state, COUNT(*), MIN(create_time) FROM {T} GROUP BY state"},
-    {Stmt::kCountTenant, "count_tenant",
-     "SELECT COUNT(*) FROM {T} WHERE state = $1::integer AND tenant = $2"},
     // Ends the lease; returns the state so that a re-queued job is announced.
     {Stmt::kRelease, "release",
      "UPDATE {T} SET lease_owner = NULL, lease_epoch = lease_epoch + 1 "
@@ -260,6 +257,14 @@ constexpr char kInsertClaimSql[] =
     "ON CONFLICT (path) DO UPDATE SET owner = EXCLUDED.owner, tenant = EXCLUDED.tenant";
 constexpr char kAdvisoryXactLock[] = "advisory_xact_lock";
 constexpr char kAdvisoryXactLockSql[] = "SELECT pg_advisory_xact_lock($1::bigint)";
+// A tenant's admissions under --max_queued_per_tenant, one at a time: the
+// two-int key space ("ftqu", the tenant's hash) is apart from the bigint one.
+constexpr char kTenantQueueLock[] = "tenant_queue_lock";
+constexpr char kTenantQueueLockSql[] =
+    "SELECT pg_advisory_xact_lock(x'66747175'::integer, hashtext($1))";
+constexpr char kCountQueuedOfTenant[] = "count_queued_of_tenant";
+constexpr char kCountQueuedOfTenantSql[] =
+    "SELECT COUNT(*) FROM jobs WHERE state = 1 AND tenant = $1";
 constexpr char kReadEvents[] = "read_events";
 constexpr char kReadEventsSql[] =
     "SELECT sequence, event FROM events WHERE kind = $1::smallint AND resource_id = $2 "
@@ -477,7 +482,8 @@ class PostgresBackend final : public Backend {
   absl::Status Init();
 
   absl::StatusOr<CreateOutcome> Create(const std::vector<NewRow>& rows,
-                                       const std::vector<OutputClaim>& claims) override;
+                                       const std::vector<OutputClaim>& claims,
+                                       int64_t max_queued) override;
   absl::StatusOr<std::vector<OutputClaim>> LiveClaimsNestedWith(const std::string& path) override;
   absl::StatusOr<std::optional<Row>> Get(Kind kind, const std::string& id) override;
   absl::StatusOr<std::string> FindByRequestId(Kind kind, const std::string& tenant,
@@ -506,7 +512,6 @@ class PostgresBackend final : public Backend {
   absl::Status RequestCancel(Kind kind, const std::string& id,
                              int64_t unfinished_state_mask) override;
   absl::StatusOr<std::vector<std::string>> PendingCancels(const std::string& owner) override;
-  absl::StatusOr<int64_t> CountInState(Kind kind, int state, const std::string& tenant) override;
   absl::Status Listen(std::function<void(const Signal&)> on_signal) override;
   void StopListening() override {
     if (!listener_.joinable()) return;
@@ -606,6 +611,8 @@ absl::Status PostgresBackend::PrepareAll(PGconn* pg) {
   FT_RETURN_IF_ERROR(prepare(kLiveClaims, kLiveClaimsSql));
   FT_RETURN_IF_ERROR(prepare(kInsertClaim, kInsertClaimSql));
   FT_RETURN_IF_ERROR(prepare(kAdvisoryXactLock, kAdvisoryXactLockSql));
+  FT_RETURN_IF_ERROR(prepare(kTenantQueueLock, kTenantQueueLockSql));
+  FT_RETURN_IF_ERROR(prepare(kCountQueuedOfTenant, kCountQueuedOfTenantSql));
   for (const auto& [name, sql] :
        {std::pair{kInsertJob, kInsertJobSql}, {kClaim, kClaimSql},
         {kReleaseOwnQueued, kReleaseOwnQueuedSql}, {kReleaseOwnSweeps, kReleaseOwnSweepsSql},
@@ -798,7 +805,7 @@ absl::StatusOr<bool> PostgresBackend::InsertNew(Lease& lease, const NewRow& r) {
 }
 
 absl::StatusOr<Backend::CreateOutcome> PostgresBackend::Create(
-    const std::vector<NewRow>& rows, const std::vector<OutputClaim>& claims) {
+    const std::vector<NewRow>& rows, const std::vector<OutputClaim>& claims, int64_t max_queued) {
   if (rows.empty()) return absl::InvalidArgumentError("job store: nothing to create");
   for (const OutputClaim& claim : claims) {
     if (claim.path.empty() || claim.owner.empty()) {
@@ -828,13 +835,13 @@ absl::StatusOr<Backend::CreateOutcome> PostgresBackend::Create(
     if (PQntuples(found.get()) == 0) {
       return absl::AbortedError("job store: client_request_id conflict with a vanished row");
     }
-    return CreateOutcome{false, CellBytes(found.get(), 0, 0), std::nullopt};
+    return CreateOutcome{false, CellBytes(found.get(), 0, 0), std::nullopt, std::nullopt};
   }
   for (const OutputClaim& claim : claims) {
     FT_ASSIGN_OR_RETURN(std::vector<OutputClaim> live, LiveClaims(lease, claim.path));
     if (!live.empty()) {
       lease.Rollback();
-      return CreateOutcome{false, "", live.front()};
+      return CreateOutcome{false, "", live.front(), std::nullopt};
     }
     FT_RETURN_IF_ERROR(lease
                            .Run(kInsertClaim,
@@ -849,8 +856,21 @@ absl::StatusOr<Backend::CreateOutcome> PostgresBackend::Create(
           absl::StrCat(Noun(rows[i].kind), rows[i].row.id, ": client_request_id already used"));
     }
   }
+  if (max_queued > 0) {
+    // Held to the commit, so each admission counts every earlier one.
+    const std::string& tenant = rows.front().row.tenant;
+    FT_RETURN_IF_ERROR(
+        lease.Run(kTenantQueueLock, Params().Text(tenant), "tenant queue lock").status());
+    FT_ASSIGN_OR_RETURN(Result counted, lease.Run(kCountQueuedOfTenant, Params().Text(tenant),
+                                                  "count the tenant's queued jobs"));
+    const int64_t queued = CellInt(counted.get(), 0, 0);  // the new job's included
+    if (queued > max_queued) {
+      lease.Rollback();
+      return CreateOutcome{false, "", std::nullopt, queued - 1};
+    }
+  }
   FT_RETURN_IF_ERROR(lease.Commit());
-  return CreateOutcome{true, "", std::nullopt};
+  return CreateOutcome{true, "", std::nullopt, std::nullopt};
 }
 
 absl::StatusOr<std::optional<Row>> PostgresBackend::Get(Kind kind, const std::string& id) {
@@ -1111,14 +1131,6 @@ absl::StatusOr<std::vector<std::string>> PostgresBackend::PendingCancels(
   std::vector<std::string> ids;
   for (int i = 0; i < PQntuples(r.get()); ++i) ids.push_back(CellBytes(r.get(), i, 0));
   return ids;
-}
-
-absl::StatusOr<int64_t> PostgresBackend::CountInState(Kind kind, int state,
-                                                      const std::string& tenant) {
-  FT_ASSIGN_OR_RETURN(Lease lease, Acquire());
-  FT_ASSIGN_OR_RETURN(Result r, lease.Run(StatementName(kind, Stmt::kCountTenant),
-                                          Params().Int(state).Text(tenant), "count"));
-  return CellInt(r.get(), 0, 0);
 }
 
 PGconn* PostgresBackend::ConnectListener() {

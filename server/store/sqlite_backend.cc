@@ -141,7 +141,8 @@ class SqliteBackend final : public Backend {
   absl::Status Init(const SqliteOptions& options);
 
   absl::StatusOr<CreateOutcome> Create(const std::vector<NewRow>& rows,
-                                       const std::vector<OutputClaim>& claims) override;
+                                       const std::vector<OutputClaim>& claims,
+                                       int64_t max_queued) override;
   absl::StatusOr<std::vector<OutputClaim>> LiveClaimsNestedWith(const std::string& path) override;
   absl::StatusOr<std::optional<Row>> Get(Kind kind, const std::string& id) override;
   absl::StatusOr<std::string> FindByRequestId(Kind kind, const std::string& tenant,
@@ -198,6 +199,7 @@ class SqliteBackend final : public Backend {
   sqlite3_stmt* read_events_ ABSL_GUARDED_BY(mu_) = nullptr;
   sqlite3_stmt* live_claims_ ABSL_GUARDED_BY(mu_) = nullptr;
   sqlite3_stmt* insert_claim_ ABSL_GUARDED_BY(mu_) = nullptr;
+  sqlite3_stmt* count_queued_of_tenant_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 
 SqliteBackend::~SqliteBackend() {
@@ -212,6 +214,7 @@ SqliteBackend::~SqliteBackend() {
   if (read_events_ != nullptr) sqlite3_finalize(read_events_);
   if (live_claims_ != nullptr) sqlite3_finalize(live_claims_);
   if (insert_claim_ != nullptr) sqlite3_finalize(insert_claim_);
+  if (count_queued_of_tenant_ != nullptr) sqlite3_finalize(count_queued_of_tenant_);
   sqlite3_close(db_);
 }
 
@@ -421,6 +424,8 @@ absl::Status SqliteBackend::Prepare() {
   FT_RETURN_IF_ERROR(prepare(&insert_claim_,
                              "INSERT OR REPLACE INTO output_claims(path, owner, tenant) "
                              "VALUES(?1, ?2, ?3)"));
+  FT_RETURN_IF_ERROR(prepare(&count_queued_of_tenant_,
+                             "SELECT COUNT(*) FROM jobs WHERE state = 1 AND tenant = ?1"));
   return absl::OkStatus();
 }
 
@@ -511,7 +516,7 @@ absl::StatusOr<std::vector<OutputClaim>> SqliteBackend::LiveClaimsNestedWith(
 }
 
 absl::StatusOr<Backend::CreateOutcome> SqliteBackend::Create(
-    const std::vector<NewRow>& rows, const std::vector<OutputClaim>& claims) {
+    const std::vector<NewRow>& rows, const std::vector<OutputClaim>& claims, int64_t max_queued) {
   if (rows.empty()) return absl::InvalidArgumentError("job store: nothing to create");
   absl::MutexLock lock(&mu_);
   FT_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
@@ -526,7 +531,7 @@ absl::StatusOr<Backend::CreateOutcome> SqliteBackend::Create(
     if (!existing.ok()) return fail(existing.status());
     if (!existing->empty()) {
       (void)Exec("ROLLBACK");
-      return CreateOutcome{false, *std::move(existing), std::nullopt};
+      return CreateOutcome{false, *std::move(existing), std::nullopt, std::nullopt};
     }
   }
   for (const OutputClaim& claim : claims) {
@@ -537,7 +542,7 @@ absl::StatusOr<Backend::CreateOutcome> SqliteBackend::Create(
     if (!live.ok()) return fail(live.status());
     if (!live->empty()) {
       (void)Exec("ROLLBACK");
-      return CreateOutcome{false, "", live->front()};
+      return CreateOutcome{false, "", live->front(), std::nullopt};
     }
     if (absl::Status s = InsertClaimLocked(claim); !s.ok()) return fail(s);
   }
@@ -551,8 +556,20 @@ absl::StatusOr<Backend::CreateOutcome> SqliteBackend::Create(
     }
     if (absl::Status s = InsertEvent(r.kind, r.row.id, 1, r.first_event); !s.ok()) return fail(s);
   }
+  if (max_queued > 0) {
+    StmtScope scope(count_queued_of_tenant_);
+    BindText(count_queued_of_tenant_, 1, first.tenant);
+    if (sqlite3_step(count_queued_of_tenant_) != SQLITE_ROW) {
+      return fail(SqlError("count the tenant's queued jobs"));
+    }
+    const int64_t queued = sqlite3_column_int64(count_queued_of_tenant_, 0);  // the new job's included
+    if (queued > max_queued) {
+      (void)Exec("ROLLBACK");
+      return CreateOutcome{false, "", std::nullopt, queued - 1};
+    }
+  }
   if (absl::Status s = Exec("COMMIT"); !s.ok()) return fail(s);
-  return CreateOutcome{true, "", std::nullopt};
+  return CreateOutcome{true, "", std::nullopt, std::nullopt};
 }
 
 absl::Status SqliteBackend::ProbeWrite() {

@@ -215,7 +215,8 @@ absl::Mutex& Store::StripeFor(const std::string& key) {
 
 absl::StatusOr<Store::CreateJobResult> Store::CreateJob(const v1::Job& job,
                                                         const v1::JobEvent& first_event,
-                                                        const OutputClaim* output) {
+                                                        const OutputClaim* output,
+                                                        int64_t max_queued_for_tenant) {
   if (job.id().empty()) return absl::InvalidArgumentError("job store: job id is empty");
   v1::JobEvent event = first_event;
   event.set_job_id(job.id());
@@ -226,20 +227,21 @@ absl::StatusOr<Store::CreateJobResult> Store::CreateJob(const v1::Job& job,
   std::vector<OutputClaim> claims;
   if (output != nullptr) claims.push_back(*output);
   FT_ASSIGN_OR_RETURN(Backend::CreateOutcome outcome,
-                      TrackWrite(backend_->Create({NewRow{Kind::kJob, JobRow(job), bytes}}, claims)));
-  if (outcome.output_conflict.has_value()) {
-    return CreateJobResult{job, false, std::move(outcome.output_conflict)};
+                      TrackWrite(backend_->Create({NewRow{Kind::kJob, JobRow(job), bytes}}, claims,
+                                                  max_queued_for_tenant)));
+  if (outcome.output_conflict.has_value() || outcome.tenant_queued.has_value()) {
+    return CreateJobResult{job, false, std::move(outcome.output_conflict), outcome.tenant_queued};
   }
   if (!outcome.created) {
     FT_ASSIGN_OR_RETURN(v1::Job existing, GetJob(outcome.existing_id));
-    return CreateJobResult{std::move(existing), false, std::nullopt};
+    return CreateJobResult{std::move(existing), false, std::nullopt, std::nullopt};
   }
   // A new resource: nobody appends to it before this returns.
   tail_.Publish(key, 1, std::move(bytes), /*final=*/false);
   hub_.Notify(key);
   v1::Job stored = job;
   stored.set_last_sequence(1);
-  return CreateJobResult{std::move(stored), true, std::nullopt};
+  return CreateJobResult{std::move(stored), true, std::nullopt, std::nullopt};
 }
 
 absl::StatusOr<std::vector<OutputClaim>> Store::LiveClaimsNestedWith(const std::string& path) {
@@ -349,7 +351,7 @@ absl::StatusOr<Store::CreateSweepResult> Store::CreateSweep(const v1::Sweep& swe
     if (!job_event.has_time()) *job_event.mutable_time() = now;
     rows.push_back(NewRow{Kind::kJob, JobRow(trial), job_event.SerializeAsString()});
   }
-  FT_ASSIGN_OR_RETURN(Backend::CreateOutcome outcome, TrackWrite(backend_->Create(rows, outputs)));
+  FT_ASSIGN_OR_RETURN(Backend::CreateOutcome outcome, TrackWrite(backend_->Create(rows, outputs, /*max_queued=*/0)));
   if (outcome.output_conflict.has_value()) {
     return CreateSweepResult{sweep, false, std::move(outcome.output_conflict)};
   }
@@ -639,10 +641,6 @@ absl::Status Store::RequestCancel(Kind kind, const std::string& id) {
 
 absl::StatusOr<std::vector<std::string>> Store::PendingCancels(const std::string& owner) {
   return backend_->PendingCancels(owner);
-}
-
-absl::StatusOr<int64_t> Store::CountJobsInState(v1::JobState state, const std::string& tenant) {
-  return backend_->CountInState(Kind::kJob, state, tenant);
 }
 
 absl::Status Store::Listen(std::function<void(const Signal&)> on_signal) {

@@ -130,6 +130,9 @@ class Store {
     // The live claim that kept `output` from being taken; nothing was
     // written.
     std::optional<OutputClaim> output_conflict;
+    // Set when `max_queued_for_tenant` kept the job out (nothing was
+    // written): the tenant's QUEUED jobs.
+    std::optional<int64_t> tenant_queued;
   };
   // Inserts `job` (id, tenant, spec and create_time set) with `first_event`
   // as sequence 1, in one transaction. When job.spec.client_request_id is
@@ -137,9 +140,13 @@ class Store {
   // and the existing job is returned. With `output`, the job also claims
   // that directory in the same transaction (backend.h: OutputClaim); a live
   // claim nested with it is returned as output_conflict and nothing is
-  // written. ALREADY_EXISTS if job.id is taken.
+  // written. max_queued_for_tenant > 0: a job that would make its tenant's
+  // QUEUED jobs more than that is not written (tenant_queued); the count is
+  // exact across replicas (backend.h: Create). ALREADY_EXISTS if job.id is
+  // taken.
   absl::StatusOr<CreateJobResult> CreateJob(const v1::Job& job, const v1::JobEvent& first_event,
-                                            const OutputClaim* output = nullptr);
+                                            const OutputClaim* output = nullptr,
+                                            int64_t max_queued_for_tenant = 0);
   // The live output claims nested with canonical `path` (equal, inside it,
   // or containing it).
   absl::StatusOr<std::vector<OutputClaim>> LiveClaimsNestedWith(const std::string& path);
@@ -265,7 +272,6 @@ class Store {
   // Asks the owner of an unfinished job or sweep to cancel it.
   absl::Status RequestCancel(Kind kind, const std::string& id);
   absl::StatusOr<std::vector<std::string>> PendingCancels(const std::string& owner);
-  absl::StatusOr<int64_t> CountJobsInState(v1::JobState state, const std::string& tenant);
   // Follows the other replicas' writes: their events wake this store's
   // subscribers (so WatchJob on any replica is pushed, not polled); after a
   // lost connection every subscriber is woken. `on_signal` then sees every

@@ -109,6 +109,7 @@ class SharedQueueTest : public ::testing::Test {
     options.scheduler.cpu_slots = 1;
     options.lease_duration = absl::Seconds(2);
     options.lease_renew_interval = absl::Milliseconds(200);
+    options.scheduler.max_queued_per_tenant = max_queued_per_tenant_;
     auto manager = JobManager::Create(options, Hooks(name, &runs_), metrics);
     EXPECT_TRUE(manager.ok()) << manager.status();
     return manager.ok() ? std::move(manager).value() : nullptr;
@@ -155,6 +156,7 @@ class SharedQueueTest : public ::testing::Test {
   std::unique_ptr<PostgresInstance> pg_;
   fs::path root_;
   Runs runs_;
+  int max_queued_per_tenant_ = 0;
   // Outlive the managers (TearDown resets those first), whose collect hooks
   // they hold.
   std::unique_ptr<metrics::Metrics> metrics_a_, metrics_b_;
@@ -235,6 +237,36 @@ TEST_F(SharedQueueTest, QueueMetricsAreTheSharedQueuesOnEveryReplica) {
               std::string::npos)
         << text;
     EXPECT_EQ(oldest_age(text), 0.0) << text;
+  }
+}
+
+// --max_queued_per_tenant counts the tenant's queued jobs on every replica.
+TEST_F(SharedQueueTest, TheTenantQueueLimitCountsEveryReplicasJobs) {
+  max_queued_per_tenant_ = 2;
+  runs_.block = true;
+  a_ = Start("a");
+  b_ = Start("b");
+  ASSERT_NE(a_, nullptr);
+  ASSERT_NE(b_, nullptr);
+  // Two run (one slot each); then two wait, one submitted to each manager.
+  for (int i = 0; i < 4; ++i) {
+    Submit(i % 2 == 0 ? *a_ : *b_);
+    if (i == 1) {
+      const auto deadline = steady_clock::now() + std::chrono::seconds(30);
+      while (runs_.started.load() < 2 && steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      ASSERT_EQ(runs_.started.load(), 2);
+    }
+  }
+  for (JobManager* manager : {a_.get(), b_.get()}) {
+    v1::FineTuneJob spec;
+    spec.set_model_uri("/m");
+    auto over = manager->Submit(spec, "");
+    ASSERT_TRUE(absl::IsResourceExhausted(over.status())) << over.status();
+    EXPECT_NE(over.status().message().find("has 2 queued jobs across the replicas"),
+              std::string::npos)
+        << over.status();
   }
 }
 

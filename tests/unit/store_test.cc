@@ -238,6 +238,39 @@ class StoreTest : public ::testing::TestWithParam<std::string> {
   std::unique_ptr<Store> store_;
 };
 
+// --max_queued_per_tenant in the insert's transaction: a job over the
+// tenant's limit is not written; other tenants, and a retry of a job already
+// in, are not refused.
+TEST_P(StoreTest, CreateJobKeepsTheTenantsQueueLimit) {
+  constexpr int64_t kLimit = 2;
+  auto job = [](const std::string& id, const std::string& tenant, const std::string& request = "") {
+    return MakeJob(id, 1, request, v1::JOB_STATE_QUEUED, tenant);
+  };
+  ASSERT_TRUE(store_->CreateJob(job("t-1", "t", "req"), Queued(), nullptr, kLimit)->created);
+  ASSERT_TRUE(store_->CreateJob(job("t-2", "t"), Queued(), nullptr, kLimit)->created);
+  auto over = store_->CreateJob(job("t-3", "t"), Queued(), nullptr, kLimit);
+  ASSERT_TRUE(over.ok()) << over.status();
+  EXPECT_FALSE(over->created);
+  ASSERT_TRUE(over->tenant_queued.has_value());
+  EXPECT_EQ(*over->tenant_queued, kLimit);
+  EXPECT_TRUE(absl::IsNotFound(store_->GetJob("t-3").status()));
+  auto events = store_->ReadJobEvents("t-3", 0, 0);
+  EXPECT_TRUE(!events.ok() || events->empty());
+
+  auto retry = store_->CreateJob(job("t-4", "t", "req"), Queued(), nullptr, kLimit);
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_EQ(retry->job.id(), "t-1");
+  EXPECT_FALSE(retry->tenant_queued.has_value());
+  EXPECT_TRUE(store_->CreateJob(job("u-1", "u"), Queued(), nullptr, kLimit)->created);
+
+  // A job that leaves QUEUED frees its place.
+  v1::Job started = job("t-1", "t");
+  started.set_state(v1::JOB_STATE_RUNNING);
+  ASSERT_TRUE(store_->UpdateJob(started).ok());
+  EXPECT_TRUE(store_->CreateJob(job("t-5", "t"), Queued(), nullptr, kLimit)->created);
+  EXPECT_FALSE(store_->CreateJob(job("t-6", "t"), Queued(), nullptr, kLimit)->created);
+}
+
 TEST_P(StoreTest, CreateJobIsIdempotentPerTenantAndRequestId) {
   auto first = store_->CreateJob(MakeJob("job-a", 1, "req-1"), Queued());
   ASSERT_TRUE(first.ok()) << first.status();
@@ -1401,6 +1434,46 @@ TEST(PostgresStoreTest, ARestartedReplicaTakesOverItsPreviousProcesssLeases) {
 
 // Per-tenant running limits hold across replicas: leased jobs count,
 // whichever replica holds them.
+// Replicas admitting one tenant's jobs at once: the queue limit holds
+// exactly (each admission is counted under the tenant's lock).
+TEST(PostgresStoreTest, TenantQueueLimitHoldsAcrossReplicas) {
+  FT_POSTGRES_OR_SKIP(pg);
+  const std::string uri = pg->Uri(PostgresEnvironment::FreshDatabase(pg, "tenant_queue_limit"));
+  std::unique_ptr<Store> a = OpenPostgresStore(uri, "replica-a");
+  std::unique_ptr<Store> b = OpenPostgresStore(uri, "replica-b");
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  constexpr int kThreads = 8;
+  constexpr int kJobsEach = 5;
+  constexpr int64_t kLimit = 10;
+  std::atomic<int> ready{0};
+  std::atomic<int> created{0};
+  std::atomic<int> refused{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      Store* store = i % 2 == 0 ? a.get() : b.get();
+      ready.fetch_add(1);
+      while (ready.load() < kThreads) std::this_thread::yield();
+      for (int j = 0; j < kJobsEach; ++j) {
+        v1::Job job = MakeJob(absl::StrCat("job-", i, "-", j), 1, "", v1::JOB_STATE_QUEUED, "t");
+        auto result = store->CreateJob(job, Queued(), nullptr, kLimit);
+        ASSERT_TRUE(result.ok()) << result.status();
+        if (result->created) {
+          created.fetch_add(1);
+        } else {
+          refused.fetch_add(1);
+          EXPECT_EQ(result->tenant_queued.value_or(-1), kLimit);
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(created.load(), kLimit);
+  EXPECT_EQ(refused.load(), kThreads * kJobsEach - kLimit);
+  EXPECT_EQ(a->CountJobsByState()->at(v1::JOB_STATE_QUEUED), kLimit);
+}
+
 TEST(PostgresStoreTest, TenantRunningLimitHoldsAcrossReplicas) {
   FT_POSTGRES_OR_SKIP(pg);
   const std::string uri = pg->Uri(PostgresEnvironment::FreshDatabase(pg, "tenant_limit"));
@@ -1423,7 +1496,10 @@ TEST(PostgresStoreTest, TenantRunningLimitHoldsAcrossReplicas) {
   ASSERT_TRUE(second.ok() && second->has_value());
   EXPECT_EQ((*second)->id, "t2-0") << "t1 already runs its one job on replica a";
   EXPECT_FALSE(b->ClaimJob(limited_b)->has_value());
-  EXPECT_EQ(*a->CountJobsInState(v1::JOB_STATE_QUEUED, "t1"), 3);
+  ListQuery t1_queued;
+  t1_queued.states = {v1::JOB_STATE_QUEUED};
+  t1_queued.tenant = "t1";
+  EXPECT_EQ(a->ListJobs(t1_queued)->jobs_size(), 3);
 }
 
 // Other replicas hear of writes through LISTEN/NOTIFY: an event wakes this
