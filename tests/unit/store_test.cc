@@ -66,6 +66,21 @@ v1::Job MakeJob(const std::string& id, int64_t create_micros, const std::string&
   return job;
 }
 
+// Runs body(0) .. body(n - 1) on n threads released together, so that they
+// race; returns when all are done.
+void RaceOnThreads(int n, const std::function<void(int)>& body) {
+  std::atomic<int> ready{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i) {
+    threads.emplace_back([&, i] {
+      ready.fetch_add(1);
+      while (ready.load() < n) std::this_thread::yield();
+      body(i);
+    });
+  }
+  for (auto& t : threads) t.join();
+}
+
 v1::JobEvent Queued() {
   v1::JobEvent e;
   e.mutable_state_change()->set_state(v1::JOB_STATE_QUEUED);
@@ -989,19 +1004,12 @@ TEST(PostgresStoreTest, ConcurrentOpensMigrateOnce) {
   FT_POSTGRES_OR_SKIP(pg);
   const std::string uri = pg->Uri(PostgresEnvironment::FreshDatabase(pg, "concurrent_open"));
   constexpr int kReplicas = 6;
-  std::atomic<int> ready{0};
   std::vector<absl::Status> results(kReplicas);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kReplicas; ++i) {
-    threads.emplace_back([&, i] {
-      ready.fetch_add(1);
-      while (ready.load() < kReplicas) std::this_thread::yield();
-      PostgresOptions options;
-      options.uri = uri;
-      results[i] = OpenPostgresBackend(options).status();
-    });
-  }
-  for (auto& t : threads) t.join();
+  RaceOnThreads(kReplicas, [&](int i) {
+    PostgresOptions options;
+    options.uri = uri;
+    results[i] = OpenPostgresBackend(options).status();
+  });
   for (int i = 0; i < kReplicas; ++i) EXPECT_TRUE(results[i].ok()) << i << ": " << results[i];
   auto version = pg->Query(uri.substr(uri.rfind('/') + 1), "SELECT version FROM schema_version");
   ASSERT_TRUE(version.ok()) << version.status();
@@ -1020,22 +1028,15 @@ TEST(PostgresStoreTest, TwoReplicasShareIdempotencyAndSequences) {
   ASSERT_NE(a, nullptr);
   ASSERT_NE(b, nullptr);
   constexpr int kThreads = 8;
-  std::atomic<int> ready{0};
   std::vector<std::string> ids(kThreads);
   std::atomic<int> created{0};
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kThreads; ++i) {
-    threads.emplace_back([&, i] {
-      Store* store = i % 2 == 0 ? a.get() : b.get();
-      ready.fetch_add(1);
-      while (ready.load() < kThreads) std::this_thread::yield();
-      auto result = store->CreateJob(MakeJob(absl::StrCat("job-", i), i, "same-request"), Queued());
-      ASSERT_TRUE(result.ok()) << result.status();
-      if (result->created) created.fetch_add(1);
-      ids[i] = result->job.id();
-    });
-  }
-  for (auto& t : threads) t.join();
+  RaceOnThreads(kThreads, [&](int i) {
+    Store* store = i % 2 == 0 ? a.get() : b.get();
+    auto result = store->CreateJob(MakeJob(absl::StrCat("job-", i), i, "same-request"), Queued());
+    ASSERT_TRUE(result.ok()) << result.status();
+    if (result->created) created.fetch_add(1);
+    ids[i] = result->job.id();
+  });
   EXPECT_EQ(created.load(), 1);
   for (const std::string& id : ids) EXPECT_EQ(id, ids[0]);
   EXPECT_EQ(a->CountJobsByState()->at(v1::JOB_STATE_QUEUED), 1);
@@ -1074,27 +1075,20 @@ TEST(PostgresStoreTest, TwoReplicasNeverTakeNestedOutputClaims) {
   ASSERT_NE(b, nullptr);
   for (int round = 0; round < 5; ++round) {
     constexpr int kThreads = 8;
-    std::atomic<int> ready{0};
     std::atomic<int> won{0};
     std::atomic<int> conflicts{0};
-    std::vector<std::thread> threads;
-    for (int i = 0; i < kThreads; ++i) {
-      threads.emplace_back([&, i] {
-        // /r<round>, /r<round>/d1, /r<round>/d1/d2, ...: all nested.
-        std::string path = absl::StrCat("/r", round);
-        for (int d = 1; d <= i; ++d) absl::StrAppend(&path, "/d", d);
-        const std::string id = absl::StrCat("job-", round, "-", i);
-        const OutputClaim claim{path, id, ""};
-        Store* store = i % 2 == 0 ? a.get() : b.get();
-        ready.fetch_add(1);
-        while (ready.load() < kThreads) std::this_thread::yield();
-        auto result = store->CreateJob(MakeJob(id, i), Queued(), &claim);
-        ASSERT_TRUE(result.ok()) << result.status();
-        if (result->created) won.fetch_add(1);
-        if (result->output_conflict.has_value()) conflicts.fetch_add(1);
-      });
-    }
-    for (auto& t : threads) t.join();
+    RaceOnThreads(kThreads, [&](int i) {
+      // /r<round>, /r<round>/d1, /r<round>/d1/d2, ...: all nested.
+      std::string path = absl::StrCat("/r", round);
+      for (int d = 1; d <= i; ++d) absl::StrAppend(&path, "/d", d);
+      const std::string id = absl::StrCat("job-", round, "-", i);
+      const OutputClaim claim{path, id, ""};
+      Store* store = i % 2 == 0 ? a.get() : b.get();
+      auto result = store->CreateJob(MakeJob(id, i), Queued(), &claim);
+      ASSERT_TRUE(result.ok()) << result.status();
+      if (result->created) won.fetch_add(1);
+      if (result->output_conflict.has_value()) conflicts.fetch_add(1);
+    });
     EXPECT_EQ(won.load(), 1) << "round " << round;
     EXPECT_EQ(conflicts.load(), kThreads - 1) << "round " << round;
     EXPECT_EQ(a->LiveClaimsNestedWith(absl::StrCat("/r", round))->size(), 1u);
@@ -1246,25 +1240,18 @@ TEST(PostgresStoreTest, ClaimsTakeEachJobOnceInPriorityOrder) {
     ASSERT_TRUE(a->CreateJob(PriorityJob(absl::StrCat("job-", i), 100 + i, i % 3), Queued()).ok());
   }
   constexpr int kClaimers = 8;
-  std::atomic<int> ready{0};
   absl::Mutex mu;
   std::vector<std::string> claimed;
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kClaimers; ++t) {
-    threads.emplace_back([&, t] {
-      Store* store = t % 2 == 0 ? a.get() : b.get();
-      ready.fetch_add(1);
-      while (ready.load() < kClaimers) std::this_thread::yield();
-      for (;;) {
-        auto got = store->ClaimJob(CpuClaim(absl::StrCat("claimer-", t)));
-        ASSERT_TRUE(got.ok()) << got.status();
-        if (!got->has_value()) return;
-        absl::MutexLock lock(&mu);
-        claimed.push_back((*got)->id);
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
+  RaceOnThreads(kClaimers, [&](int t) {
+    Store* store = t % 2 == 0 ? a.get() : b.get();
+    for (;;) {
+      auto got = store->ClaimJob(CpuClaim(absl::StrCat("claimer-", t)));
+      ASSERT_TRUE(got.ok()) << got.status();
+      if (!got->has_value()) return;
+      absl::MutexLock lock(&mu);
+      claimed.push_back((*got)->id);
+    }
+  });
   std::sort(claimed.begin(), claimed.end());
   ASSERT_EQ(claimed.size(), static_cast<size_t>(kJobs));
   EXPECT_EQ(std::adjacent_find(claimed.begin(), claimed.end()), claimed.end())
@@ -1446,29 +1433,22 @@ TEST(PostgresStoreTest, TenantQueueLimitHoldsAcrossReplicas) {
   constexpr int kThreads = 8;
   constexpr int kJobsEach = 5;
   constexpr int64_t kLimit = 10;
-  std::atomic<int> ready{0};
   std::atomic<int> created{0};
   std::atomic<int> refused{0};
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kThreads; ++i) {
-    threads.emplace_back([&, i] {
-      Store* store = i % 2 == 0 ? a.get() : b.get();
-      ready.fetch_add(1);
-      while (ready.load() < kThreads) std::this_thread::yield();
-      for (int j = 0; j < kJobsEach; ++j) {
-        v1::Job job = MakeJob(absl::StrCat("job-", i, "-", j), 1, "", v1::JOB_STATE_QUEUED, "t");
-        auto result = store->CreateJob(job, Queued(), nullptr, kLimit);
-        ASSERT_TRUE(result.ok()) << result.status();
-        if (result->created) {
-          created.fetch_add(1);
-        } else {
-          refused.fetch_add(1);
-          EXPECT_EQ(result->tenant_queued.value_or(-1), kLimit);
-        }
+  RaceOnThreads(kThreads, [&](int i) {
+    Store* store = i % 2 == 0 ? a.get() : b.get();
+    for (int j = 0; j < kJobsEach; ++j) {
+      v1::Job job = MakeJob(absl::StrCat("job-", i, "-", j), 1, "", v1::JOB_STATE_QUEUED, "t");
+      auto result = store->CreateJob(job, Queued(), nullptr, kLimit);
+      ASSERT_TRUE(result.ok()) << result.status();
+      if (result->created) {
+        created.fetch_add(1);
+      } else {
+        refused.fetch_add(1);
+        EXPECT_EQ(result->tenant_queued.value_or(-1), kLimit);
       }
-    });
-  }
-  for (auto& t : threads) t.join();
+    }
+  });
   EXPECT_EQ(created.load(), kLimit);
   EXPECT_EQ(refused.load(), kThreads * kJobsEach - kLimit);
   EXPECT_EQ(a->CountJobsByState()->at(v1::JOB_STATE_QUEUED), kLimit);
