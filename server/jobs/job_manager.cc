@@ -416,21 +416,13 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const st
   // The claim is taken with the insert: of two submits naming one
   // directory (or nested ones) only the first is stored.
   const store::OutputClaim claim{output_dir, job.id(), tenant};
-  // A shared queue's tenant limit is counted over every replica, in the
-  // insert's transaction; a queue of its own was checked by CanAccept.
   FT_ASSIGN_OR_RETURN(
       store::Store::CreateJobResult created,
-      store_->CreateJob(job, QueuedEvent(), &claim,
-                        shared_queue_ ? options_.scheduler.max_queued_per_tenant : 0));
+      store_->CreateJob(job, QueuedEvent(), &claim, StoreQueueLimitPerTenant()));
   if (created.output_conflict.has_value()) {
     return PathPolicy::ClaimConflict("job.output_uri", output_dir, *created.output_conflict);
   }
-  if (created.tenant_queued.has_value()) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "tenant \"", tenant, "\" has ", *created.tenant_queued,
-        " queued jobs across the replicas, its limit (max_queued_per_tenant ",
-        options_.scheduler.max_queued_per_tenant, "); retry when one starts"));
-  }
+  if (created.tenant_queued.has_value()) return TenantQueueFull(tenant, *created.tenant_queued, 1);
   if (!created.created) return std::move(created.job);
   if (metrics_ != nullptr) metrics_->JobCreated();
   if (shared_queue_) {
@@ -587,6 +579,18 @@ absl::StatusOr<JobManager::NewJobs> JobManager::NewJobRecords(
     out.jobs.push_back(std::move(job));
   }
   return out;
+}
+
+int64_t JobManager::StoreQueueLimitPerTenant() const {
+  return shared_queue_ ? options_.scheduler.max_queued_per_tenant : 0;
+}
+
+absl::Status JobManager::TenantQueueFull(const std::string& tenant, int64_t queued,
+                                         int64_t adding) const {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "tenant \"", tenant, "\" has ", queued, " queued jobs across the replicas; ", adding,
+      " more would exceed its limit (max_queued_per_tenant ",
+      options_.scheduler.max_queued_per_tenant, "); retry when one starts"));
 }
 
 void JobManager::EnqueueStored(const std::vector<v1::Job>& jobs) {

@@ -136,6 +136,16 @@ struct RowQuery {
   int limit = 50;
 };
 
+// Row.state of a QUEUED job (v1::JOB_STATE_QUEUED; store.cc checks).
+inline constexpr int kQueuedJobState = 1;
+
+// How many of `rows` are QUEUED jobs.
+inline int64_t QueuedJobsAmong(const std::vector<NewRow>& rows) {
+  int64_t n = 0;
+  for (const NewRow& r : rows) n += r.kind == Kind::kJob && r.row.state == kQueuedJobState;
+  return n;
+}
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -148,7 +158,7 @@ class Backend {
     // When !created: the live claim nested with one of `claims`.
     std::optional<OutputClaim> output_conflict;
     // When !created because of `max_queued`: how many QUEUED jobs the
-    // tenant has without the new one.
+    // tenant has without the new ones.
     std::optional<int64_t> tenant_queued;
   };
   // Inserts every row and its first event, and takes every claim, in one
@@ -156,8 +166,8 @@ class Backend {
   // already used, nothing is written (existing_id). When a claim is nested
   // with a live claim (one taken earlier, or an earlier one of `claims`),
   // nothing is written (output_conflict). A dead claim of the same path is
-  // replaced. max_queued > 0 (rows is then one QUEUED job): when its tenant
-  // would have more than that many QUEUED jobs with it, nothing is written
+  // replaced. max_queued > 0: when rows[0]'s tenant would have more than
+  // that many QUEUED jobs with the new ones, nothing is written
   // (tenant_queued); counted in the transaction, which on PostgreSQL holds a
   // lock per tenant meanwhile, so that replicas admitting at once cannot
   // both pass.

@@ -863,10 +863,10 @@ absl::StatusOr<Backend::CreateOutcome> PostgresBackend::Create(
         lease.Run(kTenantQueueLock, Params().Text(tenant), "tenant queue lock").status());
     FT_ASSIGN_OR_RETURN(Result counted, lease.Run(kCountQueuedOfTenant, Params().Text(tenant),
                                                   "count the tenant's queued jobs"));
-    const int64_t queued = CellInt(counted.get(), 0, 0);  // the new job's included
+    const int64_t queued = CellInt(counted.get(), 0, 0);  // the new ones included
     if (queued > max_queued) {
       lease.Rollback();
-      return CreateOutcome{false, "", std::nullopt, queued - 1};
+      return CreateOutcome{false, "", std::nullopt, queued - QueuedJobsAmong(rows)};
     }
   }
   FT_RETURN_IF_ERROR(lease.Commit());

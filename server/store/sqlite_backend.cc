@@ -562,10 +562,10 @@ absl::StatusOr<Backend::CreateOutcome> SqliteBackend::Create(
     if (sqlite3_step(count_queued_of_tenant_) != SQLITE_ROW) {
       return fail(SqlError("count the tenant's queued jobs"));
     }
-    const int64_t queued = sqlite3_column_int64(count_queued_of_tenant_, 0);  // the new job's included
+    const int64_t queued = sqlite3_column_int64(count_queued_of_tenant_, 0);  // the new ones included
     if (queued > max_queued) {
       (void)Exec("ROLLBACK");
-      return CreateOutcome{false, "", std::nullopt, queued - 1};
+      return CreateOutcome{false, "", std::nullopt, queued - QueuedJobsAmong(rows)};
     }
   }
   if (absl::Status s = Exec("COMMIT"); !s.ok()) return fail(s);

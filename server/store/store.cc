@@ -211,6 +211,8 @@ absl::Mutex& Store::StripeFor(const std::string& key) {
   return append_stripes_[std::hash<std::string>()(key) % append_stripes_.size()];
 }
 
+static_assert(kQueuedJobState == v1::JOB_STATE_QUEUED, "backend.h: kQueuedJobState");
+
 // --- Jobs -------------------------------------------------------------------
 
 absl::StatusOr<Store::CreateJobResult> Store::CreateJob(const v1::Job& job,
@@ -334,7 +336,8 @@ absl::StatusOr<Store::CreateSweepResult> Store::CreateSweep(const v1::Sweep& swe
                                                             const v1::SweepEvent& first_event,
                                                             const std::vector<v1::Job>& trials,
                                                             const v1::JobEvent& trial_first_event,
-                                                            const std::vector<OutputClaim>& outputs) {
+                                                            const std::vector<OutputClaim>& outputs,
+                                                            int64_t max_queued_for_tenant) {
   if (sweep.id().empty()) return absl::InvalidArgumentError("job store: sweep id is empty");
   const google::protobuf::Timestamp now = NowTimestamp();
   std::vector<NewRow> rows;
@@ -351,13 +354,15 @@ absl::StatusOr<Store::CreateSweepResult> Store::CreateSweep(const v1::Sweep& swe
     if (!job_event.has_time()) *job_event.mutable_time() = now;
     rows.push_back(NewRow{Kind::kJob, JobRow(trial), job_event.SerializeAsString()});
   }
-  FT_ASSIGN_OR_RETURN(Backend::CreateOutcome outcome, TrackWrite(backend_->Create(rows, outputs, /*max_queued=*/0)));
-  if (outcome.output_conflict.has_value()) {
-    return CreateSweepResult{sweep, false, std::move(outcome.output_conflict)};
+  FT_ASSIGN_OR_RETURN(Backend::CreateOutcome outcome,
+                      TrackWrite(backend_->Create(rows, outputs, max_queued_for_tenant)));
+  if (outcome.output_conflict.has_value() || outcome.tenant_queued.has_value()) {
+    return CreateSweepResult{sweep, false, std::move(outcome.output_conflict),
+                             outcome.tenant_queued};
   }
   if (!outcome.created) {
     FT_ASSIGN_OR_RETURN(v1::Sweep existing, GetSweep(outcome.existing_id));
-    return CreateSweepResult{std::move(existing), false, std::nullopt};
+    return CreateSweepResult{std::move(existing), false, std::nullopt, std::nullopt};
   }
   // New resources: nobody else appends to them before this returns.
   for (NewRow& row : rows) {
@@ -367,7 +372,7 @@ absl::StatusOr<Store::CreateSweepResult> Store::CreateSweep(const v1::Sweep& swe
   }
   v1::Sweep stored = sweep;
   stored.set_last_sequence(1);
-  return CreateSweepResult{std::move(stored), true, std::nullopt};
+  return CreateSweepResult{std::move(stored), true, std::nullopt, std::nullopt};
 }
 
 absl::StatusOr<std::optional<v1::Sweep>> Store::FindSweepByClientRequestId(

@@ -195,17 +195,22 @@ class Store {
     bool created = false;
     // The live claim nested with one of `outputs`.
     std::optional<OutputClaim> output_conflict;
+    // Set when `max_queued_for_tenant` kept the sweep out (nothing was
+    // written): the tenant's QUEUED jobs, without the trials.
+    std::optional<int64_t> tenant_queued;
   };
   // Inserts the sweep with `first_event` and every trial job with
   // `trial_first_event` (each as its sequence 1), and takes every claim of
   // `outputs` (the sweep's and its trials'), in ONE transaction: a crash
   // leaves either all of them or none. Idempotent on (tenant,
-  // sweep.spec.client_request_id) as CreateJob.
+  // sweep.spec.client_request_id), and keeps max_queued_for_tenant counting
+  // the queued trials, as CreateJob.
   absl::StatusOr<CreateSweepResult> CreateSweep(const v1::Sweep& sweep,
                                                 const v1::SweepEvent& first_event,
                                                 const std::vector<v1::Job>& trials,
                                                 const v1::JobEvent& trial_first_event,
-                                                const std::vector<OutputClaim>& outputs = {});
+                                                const std::vector<OutputClaim>& outputs = {},
+                                                int64_t max_queued_for_tenant = 0);
   absl::StatusOr<std::optional<v1::Sweep>> FindSweepByClientRequestId(
       const std::string& tenant, const std::string& request_id);
   // NOT_FOUND "sweep <id> not found".

@@ -458,6 +458,23 @@ TEST_P(StoreTest, PersistsAcrossReopen) {
   EXPECT_EQ(store_->AppendJobEvent("job-a", Notice("after reopen"))->sequence(), 3);
 }
 
+// A sweep's queued trials count against the tenant's queue limit as jobs do.
+TEST_P(StoreTest, CreateSweepCountsItsTrialsAgainstTheTenantsQueueLimit) {
+  constexpr int64_t kLimit = 3;
+  ASSERT_TRUE(store_->CreateJob(MakeJob("job-a", 1), Queued(), nullptr, kLimit)->created);
+  std::vector<v1::Job> two = Trials("sweep-a", 2, 2);
+  v1::Sweep a = MakeSweep("sweep-a", 2, "", two);
+  ASSERT_TRUE(store_->CreateSweep(a, TableEvent(a), two, Queued(), {}, kLimit)->created);
+  std::vector<v1::Job> one = Trials("sweep-b", 1, 3);
+  v1::Sweep b = MakeSweep("sweep-b", 3, "", one);
+  auto over = store_->CreateSweep(b, TableEvent(b), one, Queued(), {}, kLimit);
+  ASSERT_TRUE(over.ok()) << over.status();
+  EXPECT_FALSE(over->created);
+  EXPECT_EQ(over->tenant_queued.value_or(-1), 3);
+  EXPECT_TRUE(absl::IsNotFound(store_->GetSweep("sweep-b").status()));
+  EXPECT_TRUE(absl::IsNotFound(store_->GetJob("sweep-b-trial-0").status()));
+}
+
 TEST_P(StoreTest, SweepAndTrialsAreCreatedTogetherAndIdempotently) {
   std::vector<v1::Job> trials = Trials("sweep-a", 3, 10);
   v1::Sweep sweep = MakeSweep("sweep-a", 10, "sweep-req", trials, "t1");
