@@ -48,6 +48,20 @@ std::string TuneMalloc() {
 }
 
 int64_t ReleaseFreeMemory() {
+  // The allocator that serves this process: jemalloc's purge of every arena
+  // (MALLCTL_ARENAS_ALL is 4096), tcmalloc's release of its free pages, or
+  // glibc's trim. Looked up at run time: neither is linked in.
+  using Mallctl = int (*)(const char*, void*, size_t*, void*, size_t);
+  if (auto* mallctl = reinterpret_cast<Mallctl>(dlsym(RTLD_DEFAULT, "mallctl"))) {
+    mallctl("arena.4096.purge", nullptr, nullptr, nullptr, 0);
+    return 0;
+  }
+  using Release = void (*)();
+  if (auto* release =
+          reinterpret_cast<Release>(dlsym(RTLD_DEFAULT, "MallocExtension_ReleaseFreeMemory"))) {
+    release();
+    return 0;
+  }
   const struct mallinfo2 before = mallinfo2();
   malloc_trim(0);
   const struct mallinfo2 after = mallinfo2();

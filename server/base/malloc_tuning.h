@@ -27,8 +27,10 @@ namespace freezetune::base {
 // Returns what it did, for logs.
 std::string TuneMalloc();
 
-// Returns the allocator's cached free memory to the kernel (malloc_trim);
-// call when a job ends. Returns the bytes the heap shrank by, when known.
+// Returns the allocator's cached free memory to the kernel: glibc's
+// malloc_trim, or jemalloc's or tcmalloc's own release when one of them
+// serves the process; call when a job ends. Returns the bytes glibc's heap
+// shrank by (0 under the others).
 int64_t ReleaseFreeMemory();
 
 }  // namespace freezetune::base

@@ -1,5 +1,6 @@
 # Unit tests of server/base (torch-free): CPU features, BLAS core selection,
-# the start-up re-exec that applies it, structured log lines.
+# the start-up re-exec that applies it, the allocator's release of a job's
+# memory, structured log lines.
 if(TARGET freezetune_base)
   freezetune_test(base_log_test
     SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/base_log_test.cc
