@@ -1015,6 +1015,15 @@ std::unique_ptr<Store> OpenPostgresStore(const std::string& uri,
   return store.ok() ? std::move(store).value() : nullptr;
 }
 
+// Two stores on one database, as the replicas "replica-a" and "replica-b".
+void OpenTwoReplicas(const std::string& uri, std::unique_ptr<Store>* a,
+                     std::unique_ptr<Store>* b) {
+  *a = OpenPostgresStore(uri, "replica-a");
+  *b = OpenPostgresStore(uri, "replica-b");
+  ASSERT_NE(*a, nullptr);
+  ASSERT_NE(*b, nullptr);
+}
+
 // Replicas starting together: each opens the empty database at once; the
 // advisory lock makes one create the schema and the others find it current.
 TEST(PostgresStoreTest, ConcurrentOpensMigrateOnce) {
@@ -1040,10 +1049,8 @@ TEST(PostgresStoreTest, ConcurrentOpensMigrateOnce) {
 TEST(PostgresStoreTest, TwoReplicasShareIdempotencyAndSequences) {
   FT_POSTGRES_OR_SKIP(pg);
   const std::string uri = pg->Uri(PostgresEnvironment::FreshDatabase(pg, "two_replicas"));
-  std::unique_ptr<Store> a = OpenPostgresStore(uri);
-  std::unique_ptr<Store> b = OpenPostgresStore(uri);
-  ASSERT_NE(a, nullptr);
-  ASSERT_NE(b, nullptr);
+  std::unique_ptr<Store> a, b;
+  ASSERT_NO_FATAL_FAILURE(OpenTwoReplicas(uri, &a, &b));
   constexpr int kThreads = 8;
   std::vector<std::string> ids(kThreads);
   std::atomic<int> created{0};
@@ -1086,10 +1093,8 @@ TEST(PostgresStoreTest, TwoReplicasShareIdempotencyAndSequences) {
 TEST(PostgresStoreTest, TwoReplicasNeverTakeNestedOutputClaims) {
   FT_POSTGRES_OR_SKIP(pg);
   const std::string uri = pg->Uri(PostgresEnvironment::FreshDatabase(pg, "claims_race"));
-  std::unique_ptr<Store> a = OpenPostgresStore(uri);
-  std::unique_ptr<Store> b = OpenPostgresStore(uri);
-  ASSERT_NE(a, nullptr);
-  ASSERT_NE(b, nullptr);
+  std::unique_ptr<Store> a, b;
+  ASSERT_NO_FATAL_FAILURE(OpenTwoReplicas(uri, &a, &b));
   for (int round = 0; round < 5; ++round) {
     constexpr int kThreads = 8;
     std::atomic<int> won{0};
@@ -1234,10 +1239,8 @@ v1::Job PriorityJob(const std::string& id, int64_t create_micros, int priority,
 TEST(PostgresStoreTest, ClaimsTakeEachJobOnceInPriorityOrder) {
   FT_POSTGRES_OR_SKIP(pg);
   const std::string uri = pg->Uri(PostgresEnvironment::FreshDatabase(pg, "claims"));
-  std::unique_ptr<Store> a = OpenPostgresStore(uri, "replica-a");
-  std::unique_ptr<Store> b = OpenPostgresStore(uri, "replica-b");
-  ASSERT_NE(a, nullptr);
-  ASSERT_NE(b, nullptr);
+  std::unique_ptr<Store> a, b;
+  ASSERT_NO_FATAL_FAILURE(OpenTwoReplicas(uri, &a, &b));
   ASSERT_TRUE(a->CreateJob(PriorityJob("old-low", 1, 0), Queued()).ok());
   ASSERT_TRUE(a->CreateJob(PriorityJob("new-high", 2, 5), Queued()).ok());
   auto first = b->ClaimJob(CpuClaim("replica-b"));
@@ -1309,10 +1312,8 @@ TEST(PostgresStoreTest, ClaimsFitTheIdleSlots) {
 TEST(PostgresStoreTest, WritesOfAReplicaThatLostItsLeaseAreRefused) {
   FT_POSTGRES_OR_SKIP(pg);
   const std::string uri = pg->Uri(PostgresEnvironment::FreshDatabase(pg, "fencing"));
-  std::unique_ptr<Store> a = OpenPostgresStore(uri, "replica-a");
-  std::unique_ptr<Store> b = OpenPostgresStore(uri, "replica-b");
-  ASSERT_NE(a, nullptr);
-  ASSERT_NE(b, nullptr);
+  std::unique_ptr<Store> a, b;
+  ASSERT_NO_FATAL_FAILURE(OpenTwoReplicas(uri, &a, &b));
   ASSERT_TRUE(a->CreateJob(PriorityJob("job-1", 1, 0), Queued()).ok());
   ClaimRequest short_lease = CpuClaim("replica-a");
   short_lease.expires_micros = short_lease.now_micros + 1000;  // 1 ms
@@ -1363,10 +1364,8 @@ TEST(PostgresStoreTest, WritesOfAReplicaThatLostItsLeaseAreRefused) {
 TEST(PostgresStoreTest, SweepsHaveOneDriverAtATime) {
   FT_POSTGRES_OR_SKIP(pg);
   const std::string uri = pg->Uri(PostgresEnvironment::FreshDatabase(pg, "sweep_leases"));
-  std::unique_ptr<Store> a = OpenPostgresStore(uri, "replica-a");
-  std::unique_ptr<Store> b = OpenPostgresStore(uri, "replica-b");
-  ASSERT_NE(a, nullptr);
-  ASSERT_NE(b, nullptr);
+  std::unique_ptr<Store> a, b;
+  ASSERT_NO_FATAL_FAILURE(OpenTwoReplicas(uri, &a, &b));
   const std::vector<v1::Job> trials = Trials("sweep-1", 2, 1);
   const v1::Sweep sweep = MakeSweep("sweep-1", 1, "", trials);
   ASSERT_TRUE(a->CreateSweep(sweep, TableEvent(sweep), trials, Queued()).ok());
@@ -1436,17 +1435,13 @@ TEST(PostgresStoreTest, ARestartedReplicaTakesOverItsPreviousProcesssLeases) {
       << "the previous process's sweep is free again";
 }
 
-// Per-tenant running limits hold across replicas: leased jobs count,
-// whichever replica holds them.
 // Replicas admitting one tenant's jobs at once: the queue limit holds
 // exactly (each admission is counted under the tenant's lock).
 TEST(PostgresStoreTest, TenantQueueLimitHoldsAcrossReplicas) {
   FT_POSTGRES_OR_SKIP(pg);
   const std::string uri = pg->Uri(PostgresEnvironment::FreshDatabase(pg, "tenant_queue_limit"));
-  std::unique_ptr<Store> a = OpenPostgresStore(uri, "replica-a");
-  std::unique_ptr<Store> b = OpenPostgresStore(uri, "replica-b");
-  ASSERT_NE(a, nullptr);
-  ASSERT_NE(b, nullptr);
+  std::unique_ptr<Store> a, b;
+  ASSERT_NO_FATAL_FAILURE(OpenTwoReplicas(uri, &a, &b));
   constexpr int kThreads = 8;
   constexpr int kJobsEach = 5;
   constexpr int64_t kLimit = 10;
@@ -1471,13 +1466,13 @@ TEST(PostgresStoreTest, TenantQueueLimitHoldsAcrossReplicas) {
   EXPECT_EQ(a->CountJobsByState()->at(v1::JOB_STATE_QUEUED), kLimit);
 }
 
+// Per-tenant running limits hold across replicas: leased jobs count,
+// whichever replica holds them.
 TEST(PostgresStoreTest, TenantRunningLimitHoldsAcrossReplicas) {
   FT_POSTGRES_OR_SKIP(pg);
   const std::string uri = pg->Uri(PostgresEnvironment::FreshDatabase(pg, "tenant_limit"));
-  std::unique_ptr<Store> a = OpenPostgresStore(uri, "replica-a");
-  std::unique_ptr<Store> b = OpenPostgresStore(uri, "replica-b");
-  ASSERT_NE(a, nullptr);
-  ASSERT_NE(b, nullptr);
+  std::unique_ptr<Store> a, b;
+  ASSERT_NO_FATAL_FAILURE(OpenTwoReplicas(uri, &a, &b));
   for (int i = 0; i < 3; ++i) {
     ASSERT_TRUE(a->CreateJob(PriorityJob(absl::StrCat("t1-", i), 1 + i, 0, "t1"), Queued()).ok());
   }
@@ -1505,10 +1500,8 @@ TEST(PostgresStoreTest, TenantRunningLimitHoldsAcrossReplicas) {
 TEST(PostgresStoreTest, OtherReplicasWritesAreSignalled) {
   FT_POSTGRES_OR_SKIP(pg);
   const std::string uri = pg->Uri(PostgresEnvironment::FreshDatabase(pg, "signals"));
-  std::unique_ptr<Store> a = OpenPostgresStore(uri, "replica-a");
-  std::unique_ptr<Store> b = OpenPostgresStore(uri, "replica-b");
-  ASSERT_NE(a, nullptr);
-  ASSERT_NE(b, nullptr);
+  std::unique_ptr<Store> a, b;
+  ASSERT_NO_FATAL_FAILURE(OpenTwoReplicas(uri, &a, &b));
   absl::Mutex mu;
   std::vector<Signal> signals;
   ASSERT_TRUE(b->Listen([&](const Signal& signal) {
