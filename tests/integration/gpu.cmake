@@ -11,6 +11,15 @@ add_test(NAME gpu_bundle_configure
           ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR}/gpu-bundle-test)
 set_tests_properties(gpu_bundle_configure PROPERTIES LABELS "gpu-script" TIMEOUT 1500)
 
+# check.sh's job stage, run on the CPU against this build (it needs the
+# server, the model tool and the CLI).
+if(TARGET freezetune-server AND TARGET freezetune-model AND TARGET freezetune)
+  add_test(NAME gpu_check_job_stage_cpu
+    COMMAND ${PROJECT_SOURCE_DIR}/tests/integration/gpu_check_job_cpu.sh
+            ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+  set_tests_properties(gpu_check_job_stage_cpu PROPERTIES LABELS "gpu-script" TIMEOUT 300)
+endif()
+
 # Tests that need a CUDA device (label gpu): skipped where LibTorch sees none,
 # failed instead when FREEZETUNE_REQUIRE_GPU=1 (scripts/gpu/check.sh runs
 # `ctest -L gpu` that way on the GPU machine).
