@@ -85,7 +85,9 @@ ABSL_FLAG(int, cpu_slots, 2,
 ABSL_FLAG(int, threads, 0,
           "Intra-op threads for CPU training, split evenly among the CPU jobs running at the "
           "moment (a job alone gets all of them). 0: hardware concurrency.");
-ABSL_FLAG(int, max_queue, 1000, "Queued jobs at most; SubmitJob beyond is RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int, max_queue, 1000,
+          "Queued jobs at most; SubmitJob beyond is RESOURCE_EXHAUSTED. With a postgresql:// "
+          "--job_store, counted over every replica's queued jobs.");
 ABSL_FLAG(std::string, port_file, "",
           "If set, the bound gRPC port is written here (atomically) once serving.");
 ABSL_FLAG(absl::Duration, drain_grace_period, absl::Seconds(10),

@@ -418,11 +418,11 @@ absl::StatusOr<v1::Job> JobManager::Submit(const v1::FineTuneJob& spec, const st
   const store::OutputClaim claim{output_dir, job.id(), tenant};
   FT_ASSIGN_OR_RETURN(
       store::Store::CreateJobResult created,
-      store_->CreateJob(job, QueuedEvent(), &claim, StoreQueueLimitPerTenant()));
+      store_->CreateJob(job, QueuedEvent(), &claim, StoreQueueLimits()));
   if (created.output_conflict.has_value()) {
     return PathPolicy::ClaimConflict("job.output_uri", output_dir, *created.output_conflict);
   }
-  if (created.tenant_queued.has_value()) return TenantQueueFull(tenant, *created.tenant_queued, 1);
+  if (created.queue_full.has_value()) return QueueFullError(tenant, *created.queue_full, 1);
   if (!created.created) return std::move(created.job);
   if (metrics_ != nullptr) metrics_->JobCreated();
   if (shared_queue_) {
@@ -581,14 +581,20 @@ absl::StatusOr<JobManager::NewJobs> JobManager::NewJobRecords(
   return out;
 }
 
-int64_t JobManager::StoreQueueLimitPerTenant() const {
-  return shared_queue_ ? options_.scheduler.max_queued_per_tenant : 0;
+store::QueueLimits JobManager::StoreQueueLimits() const {
+  if (!shared_queue_) return {};
+  return {options_.scheduler.max_queue, options_.scheduler.max_queued_per_tenant};
 }
 
-absl::Status JobManager::TenantQueueFull(const std::string& tenant, int64_t queued,
-                                         int64_t adding) const {
+absl::Status JobManager::QueueFullError(const std::string& tenant, const store::QueueFull& full,
+                                        int64_t adding) const {
+  if (!full.tenant) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "queue is full (", full.queued, " jobs waiting across the replicas; ", adding,
+        " more would exceed max_queue ", options_.scheduler.max_queue, "); retry later"));
+  }
   return absl::ResourceExhaustedError(absl::StrCat(
-      "tenant \"", tenant, "\" has ", queued, " queued jobs across the replicas; ", adding,
+      "tenant \"", tenant, "\" has ", full.queued, " queued jobs across the replicas; ", adding,
       " more would exceed its limit (max_queued_per_tenant ",
       options_.scheduler.max_queued_per_tenant, "); retry when one starts"));
 }

@@ -243,13 +243,14 @@ class JobManager {
   absl::StatusOr<NewJobs> NewJobRecords(const std::vector<v1::FineTuneJob>& specs,
                                         const std::string& tenant, const std::string& sweep_id);
   void EnqueueStored(const std::vector<v1::Job>& jobs);
-  // --max_queued_per_tenant for the store to count at the insert (a shared
-  // queue's, over every replica); 0 where the scheduler counts it (a queue
-  // of its own), checked by Submit and NewJobRecords.
-  int64_t StoreQueueLimitPerTenant() const;
+  // --max_queue and --max_queued_per_tenant for the store to count at the
+  // insert (a shared queue's, over every replica); none where the scheduler
+  // counts them (a queue of its own), checked by Submit and NewJobRecords.
+  store::QueueLimits StoreQueueLimits() const;
   // RESOURCE_EXHAUSTED for a submit of `adding` jobs the store's count
-  // refused: the tenant has `queued` QUEUED jobs.
-  absl::Status TenantQueueFull(const std::string& tenant, int64_t queued, int64_t adding) const;
+  // refused.
+  absl::Status QueueFullError(const std::string& tenant, const store::QueueFull& full,
+                              int64_t adding) const;
   static v1::JobEvent QueuedEvent();
 
   // The store, shared with the sweep manager. Owned by this manager.

@@ -139,11 +139,29 @@ struct RowQuery {
 // Row.state of a QUEUED job (v1::JOB_STATE_QUEUED; store.cc checks).
 inline constexpr int kQueuedJobState = 1;
 
-// How many of `rows` are QUEUED jobs.
-inline int64_t QueuedJobsAmong(const std::vector<NewRow>& rows) {
-  int64_t n = 0;
-  for (const NewRow& r : rows) n += r.kind == Kind::kJob && r.row.state == kQueuedJobState;
-  return n;
+// Admission limits counted in Backend::Create's transaction; 0: none.
+struct QueueLimits {
+  int64_t total = 0;       // QUEUED jobs in the store
+  int64_t per_tenant = 0;  // QUEUED jobs of the new rows' tenant
+};
+// Which limit kept new rows out, and how many QUEUED jobs (the store's, or
+// the tenant's) there are without them.
+struct QueueFull {
+  bool tenant = false;
+  int64_t queued = 0;
+};
+
+// Which of `limits` the store's QUEUED jobs (`queued`, the tenant's
+// `tenant_queued`), counted with the new `rows`, exceed; nullopt if none.
+inline std::optional<QueueFull> OverLimits(const QueueLimits& limits, int64_t queued,
+                                           int64_t tenant_queued, const std::vector<NewRow>& rows) {
+  int64_t adding = 0;
+  for (const NewRow& r : rows) adding += r.kind == Kind::kJob && r.row.state == kQueuedJobState;
+  if (limits.total > 0 && queued > limits.total) return QueueFull{false, queued - adding};
+  if (limits.per_tenant > 0 && tenant_queued > limits.per_tenant) {
+    return QueueFull{true, tenant_queued - adding};
+  }
+  return std::nullopt;
 }
 
 class Backend {
@@ -157,24 +175,24 @@ class Backend {
     std::string existing_id;
     // When !created: the live claim nested with one of `claims`.
     std::optional<OutputClaim> output_conflict;
-    // When !created because of `max_queued`: how many QUEUED jobs the
-    // tenant has without the new ones.
-    std::optional<int64_t> tenant_queued;
+    // When !created because of `limits`.
+    std::optional<QueueFull> queue_full;
   };
   // Inserts every row and its first event, and takes every claim, in one
   // transaction. When rows[0] has a client_request_id its (kind, tenant)
   // already used, nothing is written (existing_id). When a claim is nested
   // with a live claim (one taken earlier, or an earlier one of `claims`),
   // nothing is written (output_conflict). A dead claim of the same path is
-  // replaced. max_queued > 0: when rows[0]'s tenant would have more than
-  // that many QUEUED jobs with the new ones, nothing is written
-  // (tenant_queued); counted in the transaction, which on PostgreSQL holds a
-  // lock per tenant meanwhile, so that replicas admitting at once cannot
-  // both pass.
-  // ALREADY_EXISTS when an id is taken.
+  // replaced. When the store, or rows[0]'s tenant, would have more QUEUED
+  // jobs with the new ones than `limits` allow, nothing is written
+  // (queue_full); counted in the transaction. On PostgreSQL the tenant's
+  // count is taken under a lock per tenant held to the commit, so replicas
+  // admitting at once cannot both pass it; the store's is not (concurrent
+  // admissions may each let one more in). ALREADY_EXISTS when an id is
+  // taken.
   virtual absl::StatusOr<CreateOutcome> Create(const std::vector<NewRow>& rows,
                                                const std::vector<OutputClaim>& claims,
-                                               int64_t max_queued) = 0;
+                                               const QueueLimits& limits) = 0;
 
   // The live claims nested with `path` (equal, inside it, or containing it),
   // ordered by path.

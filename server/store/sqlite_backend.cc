@@ -142,7 +142,7 @@ class SqliteBackend final : public Backend {
 
   absl::StatusOr<CreateOutcome> Create(const std::vector<NewRow>& rows,
                                        const std::vector<OutputClaim>& claims,
-                                       int64_t max_queued) override;
+                                       const QueueLimits& limits) override;
   absl::StatusOr<std::vector<OutputClaim>> LiveClaimsNestedWith(const std::string& path) override;
   absl::StatusOr<std::optional<Row>> Get(Kind kind, const std::string& id) override;
   absl::StatusOr<std::string> FindByRequestId(Kind kind, const std::string& tenant,
@@ -199,7 +199,7 @@ class SqliteBackend final : public Backend {
   sqlite3_stmt* read_events_ ABSL_GUARDED_BY(mu_) = nullptr;
   sqlite3_stmt* live_claims_ ABSL_GUARDED_BY(mu_) = nullptr;
   sqlite3_stmt* insert_claim_ ABSL_GUARDED_BY(mu_) = nullptr;
-  sqlite3_stmt* count_queued_of_tenant_ ABSL_GUARDED_BY(mu_) = nullptr;
+  sqlite3_stmt* count_queued_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 
 SqliteBackend::~SqliteBackend() {
@@ -214,7 +214,7 @@ SqliteBackend::~SqliteBackend() {
   if (read_events_ != nullptr) sqlite3_finalize(read_events_);
   if (live_claims_ != nullptr) sqlite3_finalize(live_claims_);
   if (insert_claim_ != nullptr) sqlite3_finalize(insert_claim_);
-  if (count_queued_of_tenant_ != nullptr) sqlite3_finalize(count_queued_of_tenant_);
+  if (count_queued_ != nullptr) sqlite3_finalize(count_queued_);
   sqlite3_close(db_);
 }
 
@@ -424,8 +424,8 @@ absl::Status SqliteBackend::Prepare() {
   FT_RETURN_IF_ERROR(prepare(&insert_claim_,
                              "INSERT OR REPLACE INTO output_claims(path, owner, tenant) "
                              "VALUES(?1, ?2, ?3)"));
-  FT_RETURN_IF_ERROR(prepare(&count_queued_of_tenant_,
-                             "SELECT COUNT(*) FROM jobs WHERE state = 1 AND tenant = ?1"));
+  FT_RETURN_IF_ERROR(prepare(&count_queued_,
+                             "SELECT COUNT(*), TOTAL(tenant = ?1) FROM jobs WHERE state = 1"));
   return absl::OkStatus();
 }
 
@@ -516,7 +516,8 @@ absl::StatusOr<std::vector<OutputClaim>> SqliteBackend::LiveClaimsNestedWith(
 }
 
 absl::StatusOr<Backend::CreateOutcome> SqliteBackend::Create(
-    const std::vector<NewRow>& rows, const std::vector<OutputClaim>& claims, int64_t max_queued) {
+    const std::vector<NewRow>& rows, const std::vector<OutputClaim>& claims,
+    const QueueLimits& limits) {
   if (rows.empty()) return absl::InvalidArgumentError("job store: nothing to create");
   absl::MutexLock lock(&mu_);
   FT_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
@@ -556,16 +557,16 @@ absl::StatusOr<Backend::CreateOutcome> SqliteBackend::Create(
     }
     if (absl::Status s = InsertEvent(r.kind, r.row.id, 1, r.first_event); !s.ok()) return fail(s);
   }
-  if (max_queued > 0) {
-    StmtScope scope(count_queued_of_tenant_);
-    BindText(count_queued_of_tenant_, 1, first.tenant);
-    if (sqlite3_step(count_queued_of_tenant_) != SQLITE_ROW) {
-      return fail(SqlError("count the tenant's queued jobs"));
-    }
-    const int64_t queued = sqlite3_column_int64(count_queued_of_tenant_, 0);  // the new ones included
-    if (queued > max_queued) {
+  if (limits.total > 0 || limits.per_tenant > 0) {
+    StmtScope scope(count_queued_);
+    BindText(count_queued_, 1, first.tenant);
+    if (sqlite3_step(count_queued_) != SQLITE_ROW) return fail(SqlError("count the queued jobs"));
+    // The new ones included.
+    if (std::optional<QueueFull> full =
+            OverLimits(limits, sqlite3_column_int64(count_queued_, 0),
+                       sqlite3_column_int64(count_queued_, 1), rows)) {
       (void)Exec("ROLLBACK");
-      return CreateOutcome{false, "", std::nullopt, queued - QueuedJobsAmong(rows)};
+      return CreateOutcome{false, "", std::nullopt, full};
     }
   }
   if (absl::Status s = Exec("COMMIT"); !s.ok()) return fail(s);

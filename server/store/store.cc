@@ -218,7 +218,7 @@ static_assert(kQueuedJobState == v1::JOB_STATE_QUEUED, "backend.h: kQueuedJobSta
 absl::StatusOr<Store::CreateJobResult> Store::CreateJob(const v1::Job& job,
                                                         const v1::JobEvent& first_event,
                                                         const OutputClaim* output,
-                                                        int64_t max_queued_for_tenant) {
+                                                        const QueueLimits& limits) {
   if (job.id().empty()) return absl::InvalidArgumentError("job store: job id is empty");
   v1::JobEvent event = first_event;
   event.set_job_id(job.id());
@@ -230,9 +230,9 @@ absl::StatusOr<Store::CreateJobResult> Store::CreateJob(const v1::Job& job,
   if (output != nullptr) claims.push_back(*output);
   FT_ASSIGN_OR_RETURN(Backend::CreateOutcome outcome,
                       TrackWrite(backend_->Create({NewRow{Kind::kJob, JobRow(job), bytes}}, claims,
-                                                  max_queued_for_tenant)));
-  if (outcome.output_conflict.has_value() || outcome.tenant_queued.has_value()) {
-    return CreateJobResult{job, false, std::move(outcome.output_conflict), outcome.tenant_queued};
+                                                  limits)));
+  if (outcome.output_conflict.has_value() || outcome.queue_full.has_value()) {
+    return CreateJobResult{job, false, std::move(outcome.output_conflict), outcome.queue_full};
   }
   if (!outcome.created) {
     FT_ASSIGN_OR_RETURN(v1::Job existing, GetJob(outcome.existing_id));
@@ -337,7 +337,7 @@ absl::StatusOr<Store::CreateSweepResult> Store::CreateSweep(const v1::Sweep& swe
                                                             const std::vector<v1::Job>& trials,
                                                             const v1::JobEvent& trial_first_event,
                                                             const std::vector<OutputClaim>& outputs,
-                                                            int64_t max_queued_for_tenant) {
+                                                            const QueueLimits& limits) {
   if (sweep.id().empty()) return absl::InvalidArgumentError("job store: sweep id is empty");
   const google::protobuf::Timestamp now = NowTimestamp();
   std::vector<NewRow> rows;
@@ -355,10 +355,10 @@ absl::StatusOr<Store::CreateSweepResult> Store::CreateSweep(const v1::Sweep& swe
     rows.push_back(NewRow{Kind::kJob, JobRow(trial), job_event.SerializeAsString()});
   }
   FT_ASSIGN_OR_RETURN(Backend::CreateOutcome outcome,
-                      TrackWrite(backend_->Create(rows, outputs, max_queued_for_tenant)));
-  if (outcome.output_conflict.has_value() || outcome.tenant_queued.has_value()) {
+                      TrackWrite(backend_->Create(rows, outputs, limits)));
+  if (outcome.output_conflict.has_value() || outcome.queue_full.has_value()) {
     return CreateSweepResult{sweep, false, std::move(outcome.output_conflict),
-                             outcome.tenant_queued};
+                             outcome.queue_full};
   }
   if (!outcome.created) {
     FT_ASSIGN_OR_RETURN(v1::Sweep existing, GetSweep(outcome.existing_id));

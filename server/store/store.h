@@ -130,9 +130,8 @@ class Store {
     // The live claim that kept `output` from being taken; nothing was
     // written.
     std::optional<OutputClaim> output_conflict;
-    // Set when `max_queued_for_tenant` kept the job out (nothing was
-    // written): the tenant's QUEUED jobs.
-    std::optional<int64_t> tenant_queued;
+    // Set when `limits` kept the job out (nothing was written).
+    std::optional<QueueFull> queue_full;
   };
   // Inserts `job` (id, tenant, spec and create_time set) with `first_event`
   // as sequence 1, in one transaction. When job.spec.client_request_id is
@@ -140,13 +139,13 @@ class Store {
   // and the existing job is returned. With `output`, the job also claims
   // that directory in the same transaction (backend.h: OutputClaim); a live
   // claim nested with it is returned as output_conflict and nothing is
-  // written. max_queued_for_tenant > 0: a job that would make its tenant's
-  // QUEUED jobs more than that is not written (tenant_queued); the count is
-  // exact across replicas (backend.h: Create). ALREADY_EXISTS if job.id is
+  // written. A job that would take the store's or its tenant's QUEUED jobs
+  // past `limits` is not written (queue_full; backend.h: Create says how
+  // exact the counts are across replicas). ALREADY_EXISTS if job.id is
   // taken.
   absl::StatusOr<CreateJobResult> CreateJob(const v1::Job& job, const v1::JobEvent& first_event,
                                             const OutputClaim* output = nullptr,
-                                            int64_t max_queued_for_tenant = 0);
+                                            const QueueLimits& limits = {});
   // The live output claims nested with canonical `path` (equal, inside it,
   // or containing it).
   absl::StatusOr<std::vector<OutputClaim>> LiveClaimsNestedWith(const std::string& path);
@@ -195,22 +194,21 @@ class Store {
     bool created = false;
     // The live claim nested with one of `outputs`.
     std::optional<OutputClaim> output_conflict;
-    // Set when `max_queued_for_tenant` kept the sweep out (nothing was
-    // written): the tenant's QUEUED jobs, without the trials.
-    std::optional<int64_t> tenant_queued;
+    // Set when `limits` kept the sweep out (nothing was written).
+    std::optional<QueueFull> queue_full;
   };
   // Inserts the sweep with `first_event` and every trial job with
   // `trial_first_event` (each as its sequence 1), and takes every claim of
   // `outputs` (the sweep's and its trials'), in ONE transaction: a crash
   // leaves either all of them or none. Idempotent on (tenant,
-  // sweep.spec.client_request_id), and keeps max_queued_for_tenant counting
-  // the queued trials, as CreateJob.
+  // sweep.spec.client_request_id), and keeps `limits` counting the queued
+  // trials, as CreateJob.
   absl::StatusOr<CreateSweepResult> CreateSweep(const v1::Sweep& sweep,
                                                 const v1::SweepEvent& first_event,
                                                 const std::vector<v1::Job>& trials,
                                                 const v1::JobEvent& trial_first_event,
                                                 const std::vector<OutputClaim>& outputs = {},
-                                                int64_t max_queued_for_tenant = 0);
+                                                const QueueLimits& limits = {});
   absl::StatusOr<std::optional<v1::Sweep>> FindSweepByClientRequestId(
       const std::string& tenant, const std::string& request_id);
   // NOT_FOUND "sweep <id> not found".

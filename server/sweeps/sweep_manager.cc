@@ -394,13 +394,13 @@ absl::StatusOr<v1::Sweep> SweepManager::Submit(const v1::SweepSpec& spec,
   *first.mutable_table() = sweep;
   FT_ASSIGN_OR_RETURN(store::Store::CreateSweepResult created,
                       store_->CreateSweep(sweep, first, trials, jobs::JobManager::QueuedEvent(),
-                                          claims, jobs_->StoreQueueLimitPerTenant()));
+                                          claims, jobs_->StoreQueueLimits()));
   if (created.output_conflict.has_value()) {
     return jobs::PathPolicy::ClaimConflict("sweep.output_uri", output_dir,
                                            *created.output_conflict);
   }
-  if (created.tenant_queued.has_value()) {
-    return jobs_->TenantQueueFull(tenant, *created.tenant_queued, trials.size());
+  if (created.queue_full.has_value()) {
+    return jobs_->QueueFullError(tenant, *created.queue_full, trials.size());
   }
   if (!created.created) return std::move(created.sweep);  // a concurrent retry won
   jobs_->EnqueueStored(trials);

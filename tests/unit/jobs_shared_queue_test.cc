@@ -110,6 +110,7 @@ class SharedQueueTest : public ::testing::Test {
     options.lease_duration = absl::Seconds(2);
     options.lease_renew_interval = absl::Milliseconds(200);
     options.scheduler.max_queued_per_tenant = max_queued_per_tenant_;
+    options.scheduler.max_queue = max_queue_;
     auto manager = JobManager::Create(options, Hooks(name, &runs_), metrics);
     EXPECT_TRUE(manager.ok()) << manager.status();
     return manager.ok() ? std::move(manager).value() : nullptr;
@@ -147,6 +148,33 @@ class SharedQueueTest : public ::testing::Test {
     return seen.empty() ? "" : seen.back();
   }
 
+  // Two jobs run (one slot each), then two wait, one submitted to each
+  // manager; a fifth is refused by either manager with `message`.
+  void ExpectAThirdQueuedJobRefused(const std::string& message) {
+    runs_.block = true;
+    a_ = Start("a");
+    b_ = Start("b");
+    ASSERT_NE(a_, nullptr);
+    ASSERT_NE(b_, nullptr);
+    for (int i = 0; i < 4; ++i) {
+      Submit(i % 2 == 0 ? *a_ : *b_);
+      if (i == 1) {
+        const auto deadline = steady_clock::now() + std::chrono::seconds(30);
+        while (runs_.started.load() < 2 && steady_clock::now() < deadline) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        ASSERT_EQ(runs_.started.load(), 2);
+      }
+    }
+    for (JobManager* manager : {a_.get(), b_.get()}) {
+      v1::FineTuneJob spec;
+      spec.set_model_uri("/m");
+      auto over = manager->Submit(spec, "");
+      ASSERT_TRUE(absl::IsResourceExhausted(over.status())) << over.status();
+      EXPECT_NE(over.status().message().find(message), std::string::npos) << over.status();
+    }
+  }
+
   // What a scrape of `m` would show (its collect hook run first).
   static std::string Scrape(metrics::Metrics& m) {
     m.RunCollectHook();
@@ -157,6 +185,7 @@ class SharedQueueTest : public ::testing::Test {
   fs::path root_;
   Runs runs_;
   int max_queued_per_tenant_ = 0;
+  int max_queue_ = 1000;
   // Outlive the managers (TearDown resets those first), whose collect hooks
   // they hold.
   std::unique_ptr<metrics::Metrics> metrics_a_, metrics_b_;
@@ -243,31 +272,13 @@ TEST_F(SharedQueueTest, QueueMetricsAreTheSharedQueuesOnEveryReplica) {
 // --max_queued_per_tenant counts the tenant's queued jobs on every replica.
 TEST_F(SharedQueueTest, TheTenantQueueLimitCountsEveryReplicasJobs) {
   max_queued_per_tenant_ = 2;
-  runs_.block = true;
-  a_ = Start("a");
-  b_ = Start("b");
-  ASSERT_NE(a_, nullptr);
-  ASSERT_NE(b_, nullptr);
-  // Two run (one slot each); then two wait, one submitted to each manager.
-  for (int i = 0; i < 4; ++i) {
-    Submit(i % 2 == 0 ? *a_ : *b_);
-    if (i == 1) {
-      const auto deadline = steady_clock::now() + std::chrono::seconds(30);
-      while (runs_.started.load() < 2 && steady_clock::now() < deadline) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      }
-      ASSERT_EQ(runs_.started.load(), 2);
-    }
-  }
-  for (JobManager* manager : {a_.get(), b_.get()}) {
-    v1::FineTuneJob spec;
-    spec.set_model_uri("/m");
-    auto over = manager->Submit(spec, "");
-    ASSERT_TRUE(absl::IsResourceExhausted(over.status())) << over.status();
-    EXPECT_NE(over.status().message().find("has 2 queued jobs across the replicas"),
-              std::string::npos)
-        << over.status();
-  }
+  ExpectAThirdQueuedJobRefused("tenant \"\" has 2 queued jobs across the replicas; 1 more");
+}
+
+// So does --max_queue, which would count only a replica's own (none).
+TEST_F(SharedQueueTest, TheQueueLimitCountsEveryReplicasJobs) {
+  max_queue_ = 2;
+  ExpectAThirdQueuedJobRefused("queue is full (2 jobs waiting across the replicas; 1 more");
 }
 
 TEST_F(SharedQueueTest, CancelOnTheOtherManagerStopsTheRun) {
