@@ -56,10 +56,13 @@ struct ManifestFile {
   std::string etag;
 };
 
-std::string ManifestJson(const std::vector<ManifestFile>& files, std::string_view kind) {
+// `owner`: the job whose output this is (outputs only; empty: none).
+std::string ManifestJson(const std::vector<ManifestFile>& files, std::string_view kind,
+                         std::string_view owner = "") {
   nlohmann::json j;
   j["format"] = "freezetune-manifest/1";
   j["kind"] = std::string(kind);
+  if (!owner.empty()) j["owner"] = std::string(owner);
   j["files"] = nlohmann::json::array();
   for (const ManifestFile& f : files) {
     j["files"].push_back({{"name", f.name}, {"size", f.size}, {"etag", f.etag}});
@@ -275,20 +278,26 @@ absl::Status CheckS3OutputFree(std::string_view uri, const UriOptions& options,
 }
 
 absl::StatusOr<std::string> PublishS3Dir(const std::string& local_dir, std::string_view uri,
-                                         const UriOptions& options, std::string_view field) {
+                                         const UriOptions& options, std::string_view field,
+                                         std::string_view owner) {
   FT_ASSIGN_OR_RETURN(const S3Location dir, ParseS3Uri(uri, field));
   const S3Client client(options.s3);
   FT_ASSIGN_OR_RETURN(const std::vector<std::string> names, LocalFiles(local_dir));
   const S3Location manifest = Child(dir, kS3ManifestName);
   auto refuse_if_published = [&]() -> absl::Status {
-    absl::StatusOr<S3Object> head = client.Head(manifest, field);
-    if (head.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          AV(field), ": ", S3Uri(dir), " already holds a published output (",
-          kS3ManifestName, " exists); nothing was overwritten"));
+    absl::StatusOr<std::string> published = client.Get(manifest, int64_t{1} << 20, field);
+    if (published.status().code() == absl::StatusCode::kNotFound) return absl::OkStatus();
+    if (!published.ok()) return published.status();
+    // The same job's own output: an earlier run published it and was
+    // stopped before recording that (a replica killed in between); this
+    // run's output replaces it.
+    const nlohmann::json j = nlohmann::json::parse(*published, nullptr, /*allow_exceptions=*/false);
+    if (!owner.empty() && j.is_object() && j.value("owner", std::string()) == owner) {
+      return absl::OkStatus();
     }
-    if (head.status().code() != absl::StatusCode::kNotFound) return head.status();
-    return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(
+        AV(field), ": ", S3Uri(dir), " already holds a published output (", kS3ManifestName,
+        " exists); nothing was overwritten"));
   };
   FT_RETURN_IF_ERROR(refuse_if_published());
 
@@ -306,7 +315,7 @@ absl::StatusOr<std::string> PublishS3Dir(const std::string& local_dir, std::stri
   }
   if (published.ok()) {
     // The publication point: readers go by the manifest.
-    published = client.Put(manifest, ManifestJson(*files, "output"), field);
+    published = client.Put(manifest, ManifestJson(*files, "output", owner), field);
   }
   // The staging objects are garbage either way.
   absl::Status cleaned = DeleteAll(client, staging.bucket, staging.key + "/", field);

@@ -48,10 +48,14 @@ absl::Status CheckS3OutputFree(std::string_view uri, const UriOptions& options,
                                std::string_view field);
 
 // Publishes the regular files under `local_dir` (recursively, relative
-// paths kept) to `uri` as described above. Returns the published URI. INVALID_ARGUMENT when the
-// prefix already holds a published output (nothing is overwritten).
+// paths kept) to `uri` as described above, its manifest naming `owner` (the
+// job's id). Returns the published URI. INVALID_ARGUMENT when the prefix
+// already holds another owner's published output (nothing is overwritten);
+// `owner`'s own, from an earlier run that was stopped before recording it,
+// is replaced.
 absl::StatusOr<std::string> PublishS3Dir(const std::string& local_dir, std::string_view uri,
-                                         const UriOptions& options, std::string_view field);
+                                         const UriOptions& options, std::string_view field,
+                                         std::string_view owner);
 
 // Uploads the checkpoint directory `local_step_dir` (".../step-<N>") under
 // `job_prefix_uri`, manifest last, then deletes the job's older steps beyond

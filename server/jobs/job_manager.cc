@@ -868,7 +868,7 @@ void JobManager::RunJob(const std::string& job_id, int slot, const StopFlag& sto
       result = absl::AbortedError("another replica took the job over; its output is not published");
     }
     if (result.ok() && OutputIsRemote(job.spec())) {
-      if (absl::Status p = PublishOutput(job.spec(), *output_dir, options_.uris, *result);
+      if (absl::Status p = PublishOutput(job.id(), job.spec(), *output_dir, options_.uris, *result);
           !p.ok()) {
         result = p;
       }

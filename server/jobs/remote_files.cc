@@ -44,10 +44,11 @@ absl::Status MirrorCheckpoint(const std::string& prefix, v1::JobEvent& event,
   return absl::OkStatus();
 }
 
-absl::Status PublishOutput(const v1::FineTuneJob& spec, const std::string& local_dir,
-                           const data::UriOptions& uris, v1::JobResult& result) {
-  FT_ASSIGN_OR_RETURN(const std::string uri,
-                      data::PublishS3Dir(local_dir, spec.output_uri(), uris, "job.output_uri"));
+absl::Status PublishOutput(const std::string& job_id, const v1::FineTuneJob& spec,
+                           const std::string& local_dir, const data::UriOptions& uris,
+                           v1::JobResult& result) {
+  FT_ASSIGN_OR_RETURN(const std::string uri, data::PublishS3Dir(local_dir, spec.output_uri(), uris,
+                                                                "job.output_uri", job_id));
   result.set_output_uri(uri);
   std::error_code ec;
   std::filesystem::remove_all(local_dir, ec);  // only disk use now

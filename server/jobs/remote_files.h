@@ -35,10 +35,12 @@ absl::Status MirrorCheckpoint(const std::string& prefix, v1::JobEvent& event,
                               const data::UriOptions& uris);
 
 // After a successful run with a remote output: publishes `local_dir` to the
-// job's output_uri, sets result.output_uri to it and removes the staging
+// job's output_uri (replacing only the same job's own earlier publication,
+// data::PublishS3Dir), sets result.output_uri to it and removes the staging
 // directory.
-absl::Status PublishOutput(const v1::FineTuneJob& spec, const std::string& local_dir,
-                           const data::UriOptions& uris, v1::JobResult& result);
+absl::Status PublishOutput(const std::string& job_id, const v1::FineTuneJob& spec,
+                           const std::string& local_dir, const data::UriOptions& uris,
+                           v1::JobResult& result);
 
 // Deletes the job's remote checkpoints (a no-op when `prefix` is empty).
 absl::Status RemoveRemoteCheckpoints(const std::string& prefix, const data::UriOptions& uris);

@@ -219,7 +219,7 @@ TEST_F(S3Test, OutputIsPublishedWithItsManifestLastAndNeverOverwritten) {
   WriteFile(tmp_ / "out" / "runs" / "history.csv", "step,loss\n");
   ASSERT_TRUE(CheckS3OutputFree("s3://bkt/outputs/job1", options_, "job.output_uri").ok());
   auto uri = PublishS3Dir((tmp_ / "out").string(), "s3://bkt/outputs/job1", options_,
-                          "job.output_uri");
+                          "job.output_uri", "job1");
   ASSERT_TRUE(uri.ok()) << uri.status();
   EXPECT_EQ(*uri, "s3://bkt/outputs/job1");
   auto listed = client().List("bkt", "outputs/", "f");
@@ -237,6 +237,7 @@ TEST_F(S3Test, OutputIsPublishedWithItsManifestLastAndNeverOverwritten) {
   ASSERT_TRUE(manifest.ok());
   EXPECT_THAT(*manifest, HasSubstr("\"name\": \"model.safetensors\""));
   EXPECT_THAT(*manifest, HasSubstr("\"size\": 10000"));
+  EXPECT_THAT(*manifest, HasSubstr("\"owner\": \"job1\""));
 
   // Submit-time check and publish-time check both refuse; nothing changes.
   auto busy = CheckS3OutputFree("s3://bkt/outputs/job1", options_, "job.output_uri");
@@ -244,7 +245,7 @@ TEST_F(S3Test, OutputIsPublishedWithItsManifestLastAndNeverOverwritten) {
   EXPECT_THAT(Msg(busy), StartsWith("job.output_uri: s3://bkt/outputs/job1 already holds objects"));
   WriteFile(tmp_ / "out" / "vocab.txt", "replaced\n");
   auto again = PublishS3Dir((tmp_ / "out").string(), "s3://bkt/outputs/job1", options_,
-                            "job.output_uri");
+                            "job.output_uri", "job2");
   ASSERT_FALSE(again.ok());
   EXPECT_EQ(again.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(Msg(again.status()), HasSubstr("already holds a published output"));
@@ -254,6 +255,16 @@ TEST_F(S3Test, OutputIsPublishedWithItsManifestLastAndNeverOverwritten) {
   auto after = client().List("bkt", "outputs/", "f");
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(after->size(), 5u);
+
+  // The same job publishing again (its earlier run was stopped before
+  // recording the first publication) replaces its own output.
+  auto rerun = PublishS3Dir((tmp_ / "out").string(), "s3://bkt/outputs/job1", options_,
+                            "job.output_uri", "job1");
+  ASSERT_TRUE(rerun.ok()) << rerun.status();
+  vocab = client().Get(S3Location{"bkt", "outputs/job1/vocab.txt"}, 1 << 20, "f");
+  ASSERT_TRUE(vocab.ok());
+  EXPECT_EQ(*vocab, "replaced\n");
+  WriteFile(tmp_ / "out" / "vocab.txt", "v\n");
 
   // A sibling prefix sharing the name's start is a different output.
   EXPECT_TRUE(CheckS3OutputFree("s3://bkt/outputs/job", options_, "job.output_uri").ok());
