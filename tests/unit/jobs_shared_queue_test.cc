@@ -231,22 +231,25 @@ TEST_F(SharedQueueTest, QueueMetricsAreTheSharedQueuesOnEveryReplica) {
   }
   ASSERT_EQ(runs_.started.load(), 2);
   std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the oldest has waited
+  // The queue's series, each up to its value: "<name>{queue=\"<URI>\"...} ".
   const std::string queue = absl::StrCat("{queue=\"", store::RedactPostgresUri(pg_->Uri("jobs")));
+  const std::string depth = absl::StrCat("freezetune_queue_depth", queue, "\"} ");
+  const std::string oldest = absl::StrCat("freezetune_queue_oldest_age_seconds", queue, "\"} ");
+  auto jobs_in = [&](const char* state) {
+    return absl::StrCat("freezetune_jobs", queue, "\",state=\"", state, "\"} ");
+  };
+  auto shows = [](const std::string& text, const std::string& series, int value) {
+    return text.find(absl::StrCat(series, value, "\n")) != std::string::npos;
+  };
   auto oldest_age = [&](const std::string& text) {
-    const std::string name = absl::StrCat("freezetune_queue_oldest_age_seconds", queue, "\"} ");
-    const size_t at = text.find(name);
-    return at == std::string::npos ? -1.0 : std::stod(text.substr(at + name.size()));
+    const size_t at = text.find(oldest);
+    return at == std::string::npos ? -1.0 : std::stod(text.substr(at + oldest.size()));
   };
   for (metrics::Metrics* m : {metrics_a_.get(), metrics_b_.get()}) {
     const std::string text = Scrape(*m);
-    EXPECT_NE(text.find(absl::StrCat("freezetune_queue_depth", queue, "\"} 3\n")), std::string::npos)
-        << text;
-    EXPECT_NE(text.find(absl::StrCat("freezetune_jobs", queue, "\",state=\"queued\"} 3\n")),
-              std::string::npos)
-        << text;
-    EXPECT_NE(text.find(absl::StrCat("freezetune_jobs", queue, "\",state=\"running\"} 2\n")),
-              std::string::npos)
-        << text;
+    EXPECT_TRUE(shows(text, depth, 3)) << text;
+    EXPECT_TRUE(shows(text, jobs_in("queued"), 3)) << text;
+    EXPECT_TRUE(shows(text, jobs_in("running"), 2)) << text;
     EXPECT_GT(oldest_age(text), 0.0) << text;
     EXPECT_LT(oldest_age(text), 30.0) << text;
   }
@@ -257,14 +260,9 @@ TEST_F(SharedQueueTest, QueueMetricsAreTheSharedQueuesOnEveryReplica) {
   }
   for (metrics::Metrics* m : {metrics_a_.get(), metrics_b_.get()}) {
     const std::string text = Scrape(*m);
-    EXPECT_NE(text.find(absl::StrCat("freezetune_queue_depth", queue, "\"} 0\n")), std::string::npos)
-        << text;
-    EXPECT_NE(text.find(absl::StrCat("freezetune_jobs", queue, "\",state=\"cancelled\"} 5\n")),
-              std::string::npos)
-        << text;
-    EXPECT_NE(text.find(absl::StrCat("freezetune_jobs", queue, "\",state=\"running\"} 0\n")),
-              std::string::npos)
-        << text;
+    EXPECT_TRUE(shows(text, depth, 0)) << text;
+    EXPECT_TRUE(shows(text, jobs_in("cancelled"), 5)) << text;
+    EXPECT_TRUE(shows(text, jobs_in("running"), 0)) << text;
     EXPECT_EQ(oldest_age(text), 0.0) << text;
   }
 }
