@@ -404,8 +404,8 @@ absl::Status SqliteBackend::Prepare() {
     FT_RETURN_IF_ERROR(prepare(&s.in_states, sql("SELECT $C FROM $T "
                                                  "WHERE ((1 << state) & ?1) != 0 "
                                                  "ORDER BY create_time ASC, id ASC")));
-    FT_RETURN_IF_ERROR(
-        prepare(&s.count_by_state, sql("SELECT state, COUNT(*), MIN(create_time) FROM $T GROUP BY state")));
+    FT_RETURN_IF_ERROR(prepare(
+        &s.count_by_state, sql("SELECT state, COUNT(*), MIN(create_time) FROM $T GROUP BY state")));
   }
   FT_RETURN_IF_ERROR(prepare(&insert_event_,
                              "INSERT INTO events(kind, resource_id, sequence, event) "
